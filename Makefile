@@ -1,0 +1,59 @@
+# pktlb: every target installs what it needs (Debian packages as root, Python packages into .venv).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PKTLB := $(VENV)/bin/pktlb
+# Debian packages the lab, tests, demo and benchmarks use.
+DEBS := iproute2 nftables ethtool iputils-ping curl iperf3 wrk tcpdump python3-venv python3-dev gcc procps util-linux kmod
+PYTEST_ARGS ?=
+
+.PHONY: all deps venv test unit labtest lint demo bench fuzz clean lab-clean
+
+all: test
+
+deps:
+	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "missing Debian packages:$$missing (run as root to install)"; exit 1; fi; \
+	  echo "installing Debian packages:$$missing"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,bench]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+lint: venv
+	$(VENV)/bin/ruff check pktlb tests scripts
+	$(VENV)/bin/lint-imports
+
+unit: venv
+	$(PY) -m pytest -m 'not lab' $(PYTEST_ARGS)
+
+labtest: deps venv
+	$(PY) -m pytest -m lab $(PYTEST_ARGS)
+
+test: deps venv lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: deps venv
+	$(PKTLB) demo
+
+bench: deps venv
+	$(PKTLB) bench
+
+fuzz: venv
+	$(PY) -m pip install -q -e '.[fuzz]'
+	$(PY) scripts/fuzz_datapath.py -atheris_runs=200000
+
+lab-clean: venv
+	$(PKTLB) lab down
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

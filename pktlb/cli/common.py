@@ -1,0 +1,32 @@
+"""Helpers the subcommands share: loading config with clear errors, JSON output, privilege checks."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import click
+
+from pktlb.core.config import Config, ConfigError, load_config
+
+
+def load_config_or_exit(path: str) -> Config:
+    """Load and validate a config; on error print what is wrong (key, value, expected) and exit 2."""
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        raise click.ClickException(f"{path}: {exc}") from None
+    except ValueError as exc:  # e.g. a scheduler refusing its parameters
+        raise click.ClickException(f"{path}: {exc}") from None
+    except OSError as exc:
+        raise click.ClickException(f"{path}: {exc.strerror}") from None
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
+
+
+def require_root(what: str) -> None:
+    if os.geteuid() != 0:
+        raise click.ClickException(f"{what} needs root (raw sockets and network namespaces): run it with sudo")

@@ -1,0 +1,272 @@
+"""TOML configuration validated into explicit, frozen objects.
+
+Every error names the key (as a path such as ``service[0].backend[2].weight``), the bad value and
+what was expected.  Parsing is pure (``parse_config`` takes text); ``load_config`` reads a file.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any
+
+from pktlb.core.packet.addr import ip_to_int, mac_to_bytes
+
+MODES = ("nat", "fullnat", "tunnel", "dsr")
+PROTOCOLS = ("tcp", "udp")
+CHECK_TYPES = ("icmp", "tcp", "http")
+DEFAULT_SCHEDULER = "maglev"
+DEFAULT_SEED = 0x706B746C  # "pktl"
+
+
+class ConfigError(ValueError):
+    """A bad configuration value: ``key`` is the path to it, ``value`` what was given."""
+
+    def __init__(self, key: str, value: Any, expected: str):
+        self.key, self.value, self.expected = key, value, expected
+        super().__init__(f"config error at {key}: got {value!r}, expected {expected}")
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    name: str
+    address: str
+    port: int
+    weight: int = 1
+    mac: str | None = None
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    checks: tuple[str, ...] = ()
+    interval: float = 1.0
+    timeout: float = 1.0
+    rise: int = 2
+    fall: int = 3
+    http_path: str = "/health"
+    http_status: int = 200
+    http_body: str = ""
+    encapsulated_icmp: bool = False  # tunnel mode: probe through the IP-in-IP path, as Katran does
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    name: str
+    vip: str
+    port: int
+    protocol: str
+    mode: str
+    backends: tuple[BackendConfig, ...]
+    scheduler: str = DEFAULT_SCHEDULER
+    maglev_table_size: int = 65537
+    mtu: int = 1500
+    snat_address: str | None = None
+    snat_ports: tuple[int, int] = (20000, 59999)
+    on_backend_down: str = "reschedule"
+    health: HealthConfig = field(default_factory=HealthConfig)
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    max_entries: int = 1_000_000
+    syn_timeout: float = 5.0
+    tcp_timeout: float = 300.0
+    fin_timeout: float = 10.0
+    udp_timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class LbConfig:
+    interface: str = "eth0"
+    address: str = "198.18.0.2"
+    mac: str | None = None
+    gateway: str | None = None
+    gateway_mac: str | None = None
+    control_socket: str = "/run/pktlb/pktlb.sock"
+    hash_seed: int = DEFAULT_SEED
+    capture_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    lb: LbConfig
+    flows: FlowConfig
+    services: tuple[ServiceConfig, ...]
+
+
+class _Section:
+    """Reads typed keys out of one TOML table and refuses keys it does not know."""
+
+    def __init__(self, table: Any, path: str, known: set[str]):
+        if not isinstance(table, dict):
+            raise ConfigError(path, table, "a table")
+        unknown = sorted(set(table) - known)
+        if unknown:
+            raise ConfigError(f"{path}.{unknown[0]}" if path else unknown[0], table[unknown[0]],
+                              f"one of the known keys: {', '.join(sorted(known))}")
+        self.table, self.path = table, path
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def get(self, name: str, kind: type | tuple[type, ...], default: Any = ..., *, expected: str = "") -> Any:
+        if name not in self.table:
+            if default is ...:
+                raise ConfigError(self.key(name), None, f"{expected or _kind_name(kind)} (required)")
+            return default
+        value = self.table[name]
+        if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+            raise ConfigError(self.key(name), value, expected or _kind_name(kind))
+        if not isinstance(value, kind):
+            raise ConfigError(self.key(name), value, expected or _kind_name(kind))
+        return value
+
+    def int_in(self, name: str, lo: int, hi: int, default: Any = ...) -> int:
+        value = self.get(name, int, default, expected=f"an integer from {lo} to {hi}")
+        if not lo <= value <= hi:
+            raise ConfigError(self.key(name), value, f"an integer from {lo} to {hi}")
+        return value
+
+    def positive(self, name: str, default: float) -> float:
+        value = self.get(name, (int, float), default, expected="a positive number of seconds")
+        if value <= 0:
+            raise ConfigError(self.key(name), value, "a positive number of seconds")
+        return float(value)
+
+    def choice(self, name: str, choices: tuple[str, ...], default: Any = ...) -> str:
+        value = self.get(name, str, default, expected=f"one of {', '.join(choices)}")
+        if value not in choices:
+            raise ConfigError(self.key(name), value, f"one of {', '.join(choices)}")
+        return value
+
+    def ipv4(self, name: str, default: Any = ...) -> str | None:
+        value = self.get(name, str, default, expected="an IPv4 address like 198.18.0.2")
+        if value is None:
+            return None
+        try:
+            ip_to_int(value)
+        except ValueError:
+            raise ConfigError(self.key(name), value, "an IPv4 address like 198.18.0.2") from None
+        return value
+
+    def mac(self, name: str) -> str | None:
+        value = self.get(name, str, None, expected="a MAC address like 02:00:c6:12:00:0b")
+        if value is not None:
+            try:
+                mac_to_bytes(value)
+            except ValueError:
+                raise ConfigError(self.key(name), value, "a MAC address like 02:00:c6:12:00:0b") from None
+        return value
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false", list: "a list",
+             dict: "a table"}
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def _backend(table: Any, path: str, service_port: int) -> BackendConfig:
+    s = _Section(table, path, {"name", "address", "port", "weight", "mac"})
+    address = s.ipv4("address")
+    return BackendConfig(
+        name=s.get("name", str, address),
+        address=address,
+        port=s.int_in("port", 1, 65535, service_port),
+        weight=s.int_in("weight", 0, 1000, 1),
+        mac=s.mac("mac"),
+    )
+
+
+def _health(table: Any, path: str) -> HealthConfig:
+    s = _Section(table, path, {"checks", "interval", "timeout", "rise", "fall", "http_path", "http_status",
+                               "http_body", "encapsulated_icmp"})
+    checks = s.get("checks", list, [])
+    for i, check in enumerate(checks):
+        if check not in CHECK_TYPES:
+            raise ConfigError(f"{path}.checks[{i}]", check, f"one of {', '.join(CHECK_TYPES)}")
+    return HealthConfig(
+        checks=tuple(checks), interval=s.positive("interval", 1.0), timeout=s.positive("timeout", 1.0),
+        rise=s.int_in("rise", 1, 100, 2), fall=s.int_in("fall", 1, 100, 3),
+        http_path=s.get("http_path", str, "/health"), http_status=s.int_in("http_status", 100, 599, 200),
+        http_body=s.get("http_body", str, ""), encapsulated_icmp=s.get("encapsulated_icmp", bool, False),
+    )
+
+
+def _service(table: Any, path: str) -> ServiceConfig:
+    s = _Section(table, path, {"name", "vip", "port", "protocol", "mode", "scheduler", "maglev_table_size",
+                               "mtu", "snat_address", "snat_ports", "on_backend_down", "health", "backend"})
+    port = s.int_in("port", 1, 65535)
+    mode = s.choice("mode", MODES)
+    raw_backends = s.get("backend", list, [])
+    backends = tuple(_backend(b, f"{path}.backend[{i}]", port) for i, b in enumerate(raw_backends))
+    if mode in ("dsr", "tunnel"):
+        for i, b in enumerate(backends):
+            if b.port != port:
+                raise ConfigError(f"{path}.backend[{i}].port", b.port,
+                                  f"{port}, the service port: mode {mode} does not rewrite ports")
+    names = [b.name for b in backends]
+    for i, name in enumerate(names):
+        if names.index(name) != i:
+            raise ConfigError(f"{path}.backend[{i}].name", name, "a name not used by another backend")
+    snat_ports = s.get("snat_ports", list, [20000, 59999], expected="a list [first, last] of ports")
+    if (len(snat_ports) != 2 or not all(isinstance(p, int) and 1024 <= p <= 65535 for p in snat_ports)
+            or snat_ports[0] > snat_ports[1]):
+        raise ConfigError(s.key("snat_ports"), snat_ports, "a list [first, last] of ports from 1024 to 65535")
+    snat_address = s.ipv4("snat_address", None)
+    if mode == "fullnat" and snat_address is None:
+        raise ConfigError(s.key("snat_address"), None, "an LB-owned IPv4 address (required for mode fullnat)")
+    scheduler = s.get("scheduler", str, DEFAULT_SCHEDULER)
+    return ServiceConfig(
+        name=s.get("name", str, path), vip=s.ipv4("vip"), port=port, protocol=s.choice("protocol", PROTOCOLS, "tcp"),
+        mode=mode, backends=backends, scheduler=scheduler,
+        maglev_table_size=s.int_in("maglev_table_size", 3, 10_000_019, 65537),
+        mtu=s.int_in("mtu", 576, 65535, 1500), snat_address=snat_address,
+        snat_ports=(snat_ports[0], snat_ports[1]),
+        on_backend_down=s.choice("on_backend_down", ("reschedule", "drop"), "reschedule"),
+        health=_health(s.get("health", dict, {}), s.key("health")),
+    )
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    root = _Section(data, "", {"lb", "flows", "service"})
+    lbs = _Section(root.get("lb", dict, {}), "lb", {"interface", "address", "mac", "gateway", "gateway_mac",
+                                                   "control_socket", "hash_seed", "capture_dir"})
+    lb = LbConfig(
+        interface=lbs.get("interface", str, "eth0"), address=lbs.ipv4("address", "198.18.0.2"), mac=lbs.mac("mac"),
+        gateway=lbs.ipv4("gateway", None), gateway_mac=lbs.mac("gateway_mac"),
+        control_socket=lbs.get("control_socket", str, "/run/pktlb/pktlb.sock"),
+        hash_seed=lbs.int_in("hash_seed", 0, 2**32 - 1, DEFAULT_SEED), capture_dir=lbs.get("capture_dir", str, None),
+    )
+    fs = _Section(root.get("flows", dict, {}), "flows", {"max_entries", "syn_timeout", "tcp_timeout",
+                                                        "fin_timeout", "udp_timeout"})
+    flows = FlowConfig(
+        max_entries=fs.int_in("max_entries", 1, 50_000_000, 1_000_000), syn_timeout=fs.positive("syn_timeout", 5.0),
+        tcp_timeout=fs.positive("tcp_timeout", 300.0), fin_timeout=fs.positive("fin_timeout", 10.0),
+        udp_timeout=fs.positive("udp_timeout", 30.0),
+    )
+    raw_services = root.get("service", list, expected="one or more [[service]] tables")
+    if not raw_services:
+        raise ConfigError("service", raw_services, "one or more [[service]] tables")
+    services = tuple(_service(t, f"service[{i}]") for i, t in enumerate(raw_services))
+    seen: dict[tuple[str, str, int], int] = {}
+    for i, svc in enumerate(services):
+        key = (svc.protocol, svc.vip, svc.port)
+        if key in seen:
+            raise ConfigError(f"service[{i}].vip", svc.vip, f"a VIP/port/protocol not already used by service[{seen[key]}]")
+        seen[key] = i
+    return Config(lb=lb, flows=flows, services=services)
+
+
+def parse_config(text: str) -> Config:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("(file)", "", f"valid TOML ({exc})") from None
+    return config_from_dict(data)
+
+
+def load_config(path: str) -> Config:
+    with open(path, "rb") as fh:
+        raw = fh.read()
+    return parse_config(raw.decode("utf-8", errors="replace"))

@@ -1,0 +1,300 @@
+"""The data path: one Ethernet frame and the current snapshot in, frames to emit and a decision out.
+
+    parse (offsets only) -> classify (VIP, port, proto | NAT reply | ICMP) -> flow lookup
+    -> schedule on a miss -> TTL -> rewrite in place -> emit
+
+Every stage either continues or returns a drop with a named reason (``decision.DROP_REASONS``);
+no input frame can raise out of ``process``.  ``flows`` (the flow table) is the only state it
+changes; the snapshot is read-only.  Replay, explain, the tests and the daemon all call this.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from pktlb.core import decision as d
+from pktlb.core import icmp_relay
+from pktlb.core.checksum import ones_sum
+from pktlb.core.flowkey import flow_hash
+from pktlb.core.flowtable import CLOSED, EST, FIN, SYN, UDP, FlowEntry, FlowTable
+from pktlb.core.packet.icmp import quote, time_exceeded
+from pktlb.core.packet.ipv4 import PROTO_ICMP, PROTO_TCP, PROTO_UDP
+from pktlb.core.packet.l4 import ACK, RST
+from pktlb.core.packet.l4 import FIN as TCP_FIN
+from pktlb.core.packet.l4 import SYN as TCP_SYN
+from pktlb.core.snapshot import DOWN, BackendView, ServiceView, Snapshot
+
+Frames = list[bytearray]
+NONE: Frames = []
+_ADDRS = struct.Struct("!II").unpack_from
+_PORTS = struct.Struct("!HH").unpack_from
+_U16 = struct.Struct("!H").unpack_from
+
+
+def process(frame: bytearray, snap: Snapshot, flows: FlowTable, now: float,
+            partial: bool = False) -> tuple[Frames, d.Decision]:
+    """Run one frame through the data path.  ``partial``: the L4 checksum field is unfinished."""
+    try:
+        return _process(frame, snap, flows, now, partial)
+    except Exception as exc:  # a bug must cost one frame, never the engine
+        return NONE, d.drop("internal_error", f"{type(exc).__name__}: {exc}")
+
+
+def _process(frame: bytearray, snap: Snapshot, flows: FlowTable, now: float, partial: bool):
+    n = len(frame)
+    if n < 14:
+        return NONE, d.drop("truncated", f"{n}-byte frame")
+    ethertype = (frame[12] << 8) | frame[13]
+    if ethertype != 0x0800:
+        return NONE, d.drop("vlan_tagged" if ethertype == 0x8100 else "not_ipv4", f"ethertype 0x{ethertype:04x}")
+    if frame[0:6] != snap.lb_mac:
+        return NONE, d.drop("not_our_mac")
+    if n < 34:
+        return NONE, d.drop("truncated", f"{n}-byte frame, IPv4 needs 34")
+    vihl = frame[14]
+    if vihl >> 4 != 4:
+        return NONE, d.drop("bad_ip_version", f"version {vihl >> 4}")
+    ihl = (vihl & 15) << 2
+    if ihl < 20 or 14 + ihl > n:
+        return NONE, d.drop("bad_header_length", f"IHL {ihl} bytes")
+    total = (frame[16] << 8) | frame[17]
+    if total < ihl or 14 + total > n:
+        return NONE, d.drop("bad_total_length", f"total length {total}, frame carries {n - 14}")
+    end = 14 + total
+    if end < n:
+        del frame[end:]  # Ethernet padding must not travel on (the tunnel would carry it inside)
+    if ones_sum(frame[14:14 + ihl]) != 0xFFFF:
+        return NONE, d.drop("bad_ip_checksum")
+    proto = frame[23]
+    src, dst = _ADDRS(frame, 26)
+    l4 = 14 + ihl
+    if dst in snap.vips:
+        if src in snap.vips or src in snap.snat_addrs or src == snap.lb_addr:
+            return NONE, d.drop("spoofed_source")
+        if frame[20] & 0x3F or frame[21]:  # MF flag or a fragment offset (DF is 0x40 of byte 20)
+            return NONE, d.drop("fragment")
+        if proto == PROTO_TCP or proto == PROTO_UDP:
+            return _inbound(frame, snap, flows, now, partial, proto, src, dst, l4, total - ihl, end)
+        if proto == PROTO_ICMP:
+            return _icmp_to_vip(frame, snap, flows, now, dst, l4, end)
+        return NONE, d.drop("unsupported_protocol", f"IP protocol {proto}")
+    if dst == snap.lb_addr:
+        return NONE, d.drop("not_for_vip", "addressed to the LB itself (its kernel answers)")
+    if proto == PROTO_TCP or proto == PROTO_UDP:
+        if total - ihl < 8:
+            return NONE, d.drop("bad_l4_header")
+        sport, dport = _PORTS(frame, l4)
+        hit = snap.nat_reverse.get((proto, src, sport))
+        if hit is not None:
+            return _nat_reply(frame, snap, flows, now, partial, proto, dst, l4, dport, hit[0], hit[1], end)
+        if dst in snap.snat_addrs:
+            return _fullnat_reply(frame, snap, flows, now, partial, proto, dst, l4, dport, end)
+    elif proto == PROTO_ICMP and total - ihl >= 8 and icmp_relay.is_error(frame, l4):
+        return _icmp_error_from_backend(frame, snap, flows, now, src, dst, l4, end)
+    return NONE, d.drop("not_for_vip")
+
+
+def _l4_checks(frame: bytearray, proto: int, l4: int, l4_len: int, partial: bool) -> int | str:
+    """Offset of the L4 checksum to update (0: none), or a drop reason."""
+    if proto == PROTO_TCP:
+        if l4_len < 20 or (frame[l4 + 12] >> 4) < 5 or (frame[l4 + 12] >> 4) * 4 > l4_len:
+            return "bad_l4_header"
+        return l4 + 16
+    if l4_len < 8 or not 8 <= _U16(frame, l4 + 4)[0] <= l4_len:
+        return "bad_l4_header"
+    return l4 + 6 if (partial or frame[l4 + 6] or frame[l4 + 7]) else 0
+
+
+def _inbound(frame, snap: Snapshot, flows: FlowTable, now: float, partial: bool, proto: int, src: int, dst: int,
+             l4: int, l4_len: int, end: int):
+    csum_off = _l4_checks(frame, proto, l4, l4_len, partial)
+    if csum_off.__class__ is str:
+        return NONE, d.drop(csum_off)
+    sport, dport = _PORTS(frame, l4)
+    svc = snap.services.get((proto, dst, dport))
+    if svc is None:
+        return NONE, d.drop("no_service", f"nothing configured for {proto}/{dport} on this VIP")
+    rw = svc.rewriter
+    if rw.replies_via_lb and frame[22] <= 1:
+        return _ttl_expired(frame, snap, svc, end)
+    if frame[22] == 0:
+        return _ttl_expired(frame, snap, svc, end)
+    key = (proto, src, dst, sport, dport)
+    flags = frame[l4 + 13] if proto == PROTO_TCP else 0
+    entry = flows.lookup(key, now)
+    hit = entry is not None
+    if hit:
+        be = svc.by_name.get(entry.backend)
+        if be is None or be.state == DOWN:
+            if be is not None and svc.on_backend_down == "drop":
+                return NONE, d.drop("backend_down", f"flow's backend {be.name} is down", svc.name, svc.mode)
+            be = _pick(svc, flows, key, snap.seed)
+            if be is None:
+                return NONE, d.drop("no_live_backend", "", svc.name, svc.mode)
+            flows.rebind(entry, be.name)
+            err = rw.on_new_flow(entry, svc, be, flows)
+            if err:
+                flows.remove(entry)
+                return NONE, d.drop(err, "", svc.name, svc.mode)
+        if proto == PROTO_TCP:
+            _track(entry, flags)
+    else:
+        be = _pick(svc, flows, key, snap.seed)
+        if be is None:
+            return NONE, d.drop("no_live_backend", "", svc.name, svc.mode)
+        if proto == PROTO_TCP:
+            state = CLOSED if flags & RST else FIN if flags & TCP_FIN else SYN if flags & TCP_SYN else EST
+        else:
+            state = UDP
+        entry = flows.insert(key, svc.name, be.name, state, now)
+        err = rw.on_new_flow(entry, svc, be, flows)
+        if err:
+            flows.remove(entry)
+            return NONE, d.drop(err, "", svc.name, svc.mode)
+    entry.packets_in += 1
+    entry.bytes_in += end - 14
+    entry.load.add_bytes(end - 14, now)
+    out = rw.inbound(frame, 14, l4, csum_off, svc, be, entry, snap, partial)
+    if out.__class__ is str:
+        return NONE, d.drop(out, "", svc.name, svc.mode)
+    dec = d.Decision(d.FORWARD, d.INBOUND, svc.name, be.name, svc.mode, hit)
+    if out[0] is not frame:
+        dec.verdict, dec.reason = d.REPLY, d.FRAG_NEEDED
+    dec.new_flow = not hit
+    dec.flow_key = key
+    dec.partial_out = partial and svc.mode != "tunnel"
+    return out, dec
+
+
+def _pick(svc: ServiceView, flows: FlowTable, key, seed: int) -> BackendView | None:
+    return svc.scheduler.pick(key, flow_hash(key[0], key[1], key[2], key[3], key[4], seed), flows.loads_for(svc.name))
+
+
+def _track(entry: FlowEntry, flags: int) -> None:
+    """TCP state as the LB sees it from the client side (both sides in NAT modes via _track_reply)."""
+    if flags & RST:
+        entry.state = CLOSED
+    elif flags & TCP_FIN:
+        if entry.state != CLOSED:
+            entry.state = FIN
+    elif entry.state == SYN and flags & ACK and not flags & TCP_SYN:
+        entry.state = EST
+
+
+def _ttl_expired(frame: bytearray, snap: Snapshot, svc: ServiceView, end: int):
+    src = int.from_bytes(frame[26:30], "big")
+    icmp = time_exceeded(frame[6:12], snap.lb_mac, snap.lb_addr, src, quote(frame, 14, end - 14, (frame[14] & 15) * 4))
+    return [icmp], d.drop("ttl_expired", f"TTL {frame[22]}", svc.name, svc.mode)
+
+
+def _nat_reply(frame, snap: Snapshot, flows: FlowTable, now: float, partial: bool, proto: int, client: int, l4: int,
+               cport: int, svc: ServiceView, be: BackendView, end: int):
+    csum_off = _l4_checks(frame, proto, l4, end - l4, partial)
+    if csum_off.__class__ is str:
+        return NONE, d.drop(csum_off)
+    if frame[22] <= 1:
+        return _ttl_expired(frame, snap, svc, end)
+    entry = flows.lookup((proto, client, svc.vip, cport, svc.port), now)
+    if entry is not None:
+        _track_reply(entry, frame, proto, l4, now, end)
+    out = svc.rewriter.outbound(frame, 14, l4, csum_off, svc, be, entry, snap, partial)
+    dec = d.Decision(d.FORWARD, d.OUTBOUND, svc.name, be.name, svc.mode, entry is not None)
+    dec.partial_out = partial
+    return out, dec
+
+
+def _track_reply(entry: FlowEntry, frame: bytearray, proto: int, l4: int, now: float, end: int) -> None:
+    entry.packets_out += 1
+    entry.bytes_out += end - 14
+    if proto != PROTO_TCP:
+        return
+    flags = frame[l4 + 13]
+    if flags & RST:
+        entry.state = CLOSED
+    elif flags & TCP_FIN and entry.state != CLOSED:
+        entry.state = FIN
+    elif flags & TCP_SYN and flags & ACK and entry.syn_time is not None:
+        entry.load.observe_rtt(now - entry.syn_time)  # handshake RTT as the LB sees it (lrt scheduler)
+        entry.syn_time = None
+
+
+def _fullnat_reply(frame, snap: Snapshot, flows: FlowTable, now: float, partial: bool, proto: int, snat: int,
+                   l4: int, sport: int, end: int):
+    entry = flows.by_snat(proto, snat, sport, now)
+    if entry is None:
+        return NONE, d.drop("no_flow", f"no full-NAT flow owns port {sport}")
+    svc = snap.services.get((proto, entry.key[2], entry.key[4]))
+    be = svc.by_name.get(entry.backend) if svc else None
+    if svc is None or be is None or be.addr != int.from_bytes(frame[26:30], "big"):
+        return NONE, d.drop("no_flow", "reply does not come from the flow's backend")
+    csum_off = _l4_checks(frame, proto, l4, end - l4, partial)
+    if csum_off.__class__ is str:
+        return NONE, d.drop(csum_off)
+    if frame[22] <= 1:
+        return _ttl_expired(frame, snap, svc, end)
+    _track_reply(entry, frame, proto, l4, now, end)
+    out = svc.rewriter.outbound(frame, 14, l4, csum_off, svc, be, entry, snap, partial)
+    dec = d.Decision(d.FORWARD, d.OUTBOUND, svc.name, be.name, svc.mode, True)
+    dec.partial_out = partial
+    return out, dec
+
+
+def _icmp_to_vip(frame, snap: Snapshot, flows: FlowTable, now: float, vip: int, icmp: int, end: int):
+    if end - icmp < 8:
+        return NONE, d.drop("icmp_malformed", "ICMP header truncated")
+    if icmp_relay.is_echo_request(frame, icmp, end):
+        return [icmp_relay.echo_reply(frame, 14, icmp - 14, end, snap.lb_mac)], d.Decision(d.REPLY, d.ECHO_REPLY)
+    if not icmp_relay.is_error(frame, icmp):
+        return NONE, d.drop("icmp_unsupported", f"ICMP type {frame[icmp]}")
+    quoted = icmp_relay.quoted_flow(frame, icmp, end)
+    if quoted is None:
+        return NONE, d.drop("icmp_malformed", "quoted header missing or malformed")
+    _, proto, q_src, q_dst, q_sport, q_dport = quoted
+    svc = snap.services.get((proto, q_src, q_sport)) if q_src == vip else None
+    if svc is None:
+        return NONE, d.drop("icmp_no_flow", "quoted packet is not from a service on this VIP")
+    key = (proto, q_dst, q_src, q_dport, q_sport)  # the client's flow, reversed back
+    entry = flows.lookup(key, now)
+    be = svc.by_name.get(entry.backend) if entry else None
+    if be is None and svc.mode in ("dsr", "tunnel"):
+        be = _pick(svc, flows, key, snap.seed)  # consistent hashing finds the flow's backend without state
+    if be is None:
+        return NONE, d.drop("icmp_no_flow", "", svc.name, svc.mode)
+    if svc.mode == "nat":
+        icmp_relay.rewrite_error(frame, 14, end, outer_dst=be.addr, inner_src=(be.addr, be.port))
+    elif svc.mode == "fullnat":
+        icmp_relay.rewrite_error(frame, 14, end, outer_src=svc.snat, outer_dst=be.addr,
+                                 inner_src=(be.addr, be.port), inner_dst=(svc.snat, entry.snat_port))
+    if svc.mode in ("nat", "fullnat"):
+        frame[0:6], frame[6:12] = be.mac, snap.lb_mac
+        out = [frame]
+    else:
+        out = svc.rewriter.inbound(frame, 14, icmp, 0, svc, be, entry, snap, False)
+        if out.__class__ is str:
+            return NONE, d.drop(out, "", svc.name, svc.mode)
+    return out, d.Decision(d.FORWARD, d.ICMP_ERROR_TO_BACKEND, svc.name, be.name, svc.mode, entry is not None)
+
+
+def _icmp_error_from_backend(frame, snap: Snapshot, flows: FlowTable, now: float, src: int, dst: int, icmp: int,
+                             end: int):
+    quoted = icmp_relay.quoted_flow(frame, icmp, end)
+    if quoted is None:
+        return NONE, d.drop("not_for_vip")
+    _, proto, q_src, q_dst, q_sport, q_dport = quoted
+    hit = snap.nat_reverse.get((proto, q_dst, q_dport))
+    if hit is not None and src == q_dst:  # NAT: backend -> client about client -> backend:port
+        svc, be = hit
+        icmp_relay.rewrite_error(frame, 14, end, outer_src=svc.vip, inner_dst=(svc.vip, svc.port))
+        frame[0:6], frame[6:12] = snap.gateway_mac, snap.lb_mac
+        return [frame], d.Decision(d.FORWARD, d.ICMP_ERROR_TO_CLIENT, svc.name, be.name, svc.mode)
+    if dst in snap.snat_addrs and q_src == dst:  # full-NAT: backend -> SNAT about SNAT:port -> backend
+        entry = flows.by_snat(proto, dst, q_sport, now)
+        svc = snap.services.get((proto, entry.key[2], entry.key[4])) if entry else None
+        if entry is None or svc is None:
+            return NONE, d.drop("icmp_no_flow")
+        _, client, vip, cport, vport = entry.key
+        icmp_relay.rewrite_error(frame, 14, end, outer_src=vip, outer_dst=client, inner_src=(client, cport),
+                                 inner_dst=(vip, vport))
+        frame[0:6], frame[6:12] = snap.gateway_mac, snap.lb_mac
+        return [frame], d.Decision(d.FORWARD, d.ICMP_ERROR_TO_CLIENT, svc.name, entry.backend, svc.mode)
+    return NONE, d.drop("not_for_vip")

@@ -1,0 +1,10 @@
+"""Packet views and codecs: precompiled ``struct`` layouts over ``bytearray``/``memoryview``.
+
+Each module holds one header: its ASCII diagram, its ``struct`` format, and a small frozen
+dataclass with a ``parse``/``pack`` pair (used by tests, ``explain`` and ICMP construction).
+The engine's hot path uses the same ``struct`` objects directly on the receive buffer.
+"""
+
+from pktlb.core.packet.addr import ip_to_int, int_to_ip, mac_to_bytes, bytes_to_mac
+
+__all__ = ["ip_to_int", "int_to_ip", "mac_to_bytes", "bytes_to_mac"]

@@ -1,0 +1,46 @@
+"""Address conversions between text, bytes and integers (no socket module: the core opens nothing)."""
+
+from __future__ import annotations
+
+
+def ip_to_int(text: str) -> int:
+    """Dotted-quad IPv4 text to a 32-bit integer; ValueError on anything else."""
+    parts = text.split(".")
+    if len(parts) != 4:
+        raise ValueError(f"not an IPv4 address: {text!r}")
+    value = 0
+    for part in parts:
+        if not part.isdigit() or len(part) > 3 or int(part) > 255:
+            raise ValueError(f"not an IPv4 address: {text!r}")
+        value = (value << 8) | int(part)
+    return value
+
+
+def int_to_ip(value: int) -> str:
+    return f"{value >> 24 & 255}.{value >> 16 & 255}.{value >> 8 & 255}.{value & 255}"
+
+
+def mac_to_bytes(text: str) -> bytes:
+    """``aa:bb:cc:dd:ee:ff`` to 6 bytes; ValueError on anything else."""
+    parts = text.split(":")
+    if len(parts) != 6 or not all(len(p) == 2 for p in parts):
+        raise ValueError(f"not a MAC address: {text!r}")
+    try:
+        return bytes(int(p, 16) for p in parts)
+    except ValueError:
+        raise ValueError(f"not a MAC address: {text!r}") from None
+
+
+def bytes_to_mac(raw: bytes | bytearray | memoryview) -> str:
+    return ":".join(f"{b:02x}" for b in bytes(raw))
+
+
+def mac_for_ip(address: str) -> str:
+    """The lab's deterministic, locally administered MAC for an address: 02:00 + the four address bytes."""
+    value = ip_to_int(address)
+    return bytes_to_mac(bytes([2, 0]) + value.to_bytes(4, "big"))
+
+
+def in_network(address: int, network: int, prefix: int) -> bool:
+    mask = (0xFFFFFFFF << (32 - prefix)) & 0xFFFFFFFF if prefix else 0
+    return address & mask == network & mask

@@ -1,0 +1,21 @@
+"""``dsr``: direct server return.  Only the Ethernet header changes; the IP packet is untouched.
+
+The backend holds the VIP on ``lo`` (with arp_ignore=1/arp_announce=2 so it never answers ARP for
+it), accepts the packet as its own, and replies straight to the client through the router.
+"""
+
+from __future__ import annotations
+
+from pktlb.core.rewrite.base import Result, Rewriter, register
+
+
+@register
+class DsrRewriter(Rewriter):
+    name = "dsr"
+    replies_via_lb = False
+    summary = "destination MAC -> backend MAC; IP packet untouched; replies bypass the LB"
+
+    def inbound(self, frame, ip, l4, csum_off, svc, be, entry, snap, partial) -> Result:  # type: ignore[override]
+        frame[0:6] = be.mac
+        frame[6:12] = snap.lb_mac
+        return [frame]

@@ -1,0 +1,67 @@
+"""``fullnat``: destination NAT plus source NAT to an LB-owned address and port.
+
+In: client:cport -> VIP:vport becomes SNAT:sport -> backend:bport.  Out (the reply arrives at
+the LB because it is addressed to SNAT:sport): backend:bport -> SNAT:sport becomes
+VIP:vport -> client:cport.  Backends need no route through the LB, but they see the LB's address,
+not the client's.  The source port is taken from the service's range when the flow is created,
+and the flow's four checksum deltas are computed then too, so each packet is still a handful of
+slice assignments and two incremental checksum updates.
+"""
+
+from __future__ import annotations
+
+from pktlb.core.checksum import add_deltas, delta16, delta32
+from pktlb.core.packet.ipv4 import PROTO_UDP
+from pktlb.core.rewrite.base import Result, Rewriter, apply_delta, apply_l4_delta, register
+
+
+@register
+class FullNatRewriter(Rewriter):
+    name = "fullnat"
+    replies_via_lb = True
+    summary = "dst VIP:port -> backend:port and src client:port -> SNAT:port, TTL-1; replies reversed"
+
+    def on_new_flow(self, entry, svc, be, flows) -> str | None:  # type: ignore[override]
+        if not entry.snat_port and not flows.allocate_snat(entry, svc.snat, svc.snat_ports):
+            return "snat_ports_exhausted"
+        _, client, _, cport, _ = entry.key
+        src_change = delta32(client, svc.snat)
+        back_change = delta32(svc.snat, client)
+        entry.nat_deltas = (
+            add_deltas(be.in_ip_delta, src_change),
+            add_deltas(be.in_l4_delta, src_change, delta16(cport, entry.snat_port)),
+            add_deltas(be.in_pseudo_delta, src_change),
+            add_deltas(be.out_ip_delta, back_change),
+            add_deltas(be.out_l4_delta, back_change, delta16(entry.snat_port, cport)),
+            add_deltas(be.out_pseudo_delta, back_change),
+        )
+        return None
+
+    def inbound(self, frame, ip, l4, csum_off, svc, be, entry, snap, partial) -> Result:  # type: ignore[override]
+        in_ip, in_l4, in_pseudo = entry.nat_deltas[0:3]
+        frame[0:6] = be.mac
+        frame[6:12] = snap.lb_mac
+        frame[ip + 8] -= 1
+        frame[ip + 12:ip + 16] = svc.snat.to_bytes(4, "big")
+        frame[ip + 16:ip + 20] = be.addr_bytes
+        frame[l4:l4 + 2] = entry.snat_port.to_bytes(2, "big")
+        frame[l4 + 2:l4 + 4] = be.port_bytes
+        apply_delta(frame, ip + 10, in_ip)
+        if csum_off:
+            apply_l4_delta(frame, csum_off, in_l4, in_pseudo, partial, svc.proto == PROTO_UDP)
+        return [frame]
+
+    def outbound(self, frame, ip, l4, csum_off, svc, be, entry, snap, partial) -> Result:  # type: ignore[override]
+        out_ip, out_l4, out_pseudo = entry.nat_deltas[3:6]
+        _, client, _, cport, _ = entry.key
+        frame[0:6] = snap.gateway_mac
+        frame[6:12] = snap.lb_mac
+        frame[ip + 8] -= 1
+        frame[ip + 12:ip + 16] = svc.vip_bytes
+        frame[ip + 16:ip + 20] = client.to_bytes(4, "big")
+        frame[l4:l4 + 2] = svc.port_bytes
+        frame[l4 + 2:l4 + 4] = cport.to_bytes(2, "big")
+        apply_delta(frame, ip + 10, out_ip)
+        if csum_off:
+            apply_l4_delta(frame, csum_off, out_l4, out_pseudo, partial, svc.proto == PROTO_UDP)
+        return [frame]

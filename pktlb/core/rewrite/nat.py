@@ -1,0 +1,40 @@
+"""``nat``: destination NAT.  VIP:port -> backend:port on the way in, the reverse on the way out.
+
+The LB acts as a router for these packets, so it decrements the TTL.  Backends route their
+replies through the LB, which rewrites the source back to VIP:port.  Every checksum is updated
+incrementally with per-backend deltas precomputed in the snapshot (RFC 1624).
+"""
+
+from __future__ import annotations
+
+from pktlb.core.packet.ipv4 import PROTO_UDP
+from pktlb.core.rewrite.base import Result, Rewriter, apply_delta, apply_l4_delta, register
+
+
+@register
+class NatRewriter(Rewriter):
+    name = "nat"
+    replies_via_lb = True
+    summary = "dst VIP:port -> backend:port, TTL-1; replies: src backend:port -> VIP:port"
+
+    def inbound(self, frame, ip, l4, csum_off, svc, be, entry, snap, partial) -> Result:  # type: ignore[override]
+        frame[0:6] = be.mac
+        frame[6:12] = snap.lb_mac
+        frame[ip + 8] -= 1
+        frame[ip + 16:ip + 20] = be.addr_bytes
+        frame[l4 + 2:l4 + 4] = be.port_bytes
+        apply_delta(frame, ip + 10, be.in_ip_delta)
+        if csum_off:
+            apply_l4_delta(frame, csum_off, be.in_l4_delta, be.in_pseudo_delta, partial, svc.proto == PROTO_UDP)
+        return [frame]
+
+    def outbound(self, frame, ip, l4, csum_off, svc, be, entry, snap, partial) -> Result:  # type: ignore[override]
+        frame[0:6] = snap.gateway_mac
+        frame[6:12] = snap.lb_mac
+        frame[ip + 8] -= 1
+        frame[ip + 12:ip + 16] = svc.vip_bytes
+        frame[l4:l4 + 2] = svc.port_bytes
+        apply_delta(frame, ip + 10, be.out_ip_delta)
+        if csum_off:
+            apply_l4_delta(frame, csum_off, be.out_l4_delta, be.out_pseudo_delta, partial, svc.proto == PROTO_UDP)
+        return [frame]

@@ -1,0 +1,51 @@
+"""``tunnel``: IP-in-IP (RFC 2003).  A new outer IPv4 header (protocol 4) to the backend address;
+the inner packet is left exactly as the client sent it.
+
+Outer header: source the LB's address, destination the backend, TTL 64, DF copied from the inner
+packet, a fresh ID, total length inner + 20, checksum from a per-backend precomputed partial sum.
+If inner + 20 bytes would exceed the service MTU and the inner packet has DF set, the LB answers
+the client with ICMP fragmentation needed carrying MTU - 20, so path MTU discovery works through
+the tunnel (RFC 2003 section 5.1).  An unfinished inner checksum is finished here: the backend's
+decapsulation hop (a raw socket and a TUN device) cannot carry the "partial" state.
+"""
+
+from __future__ import annotations
+
+from pktlb.core.checksum import checksum, fold
+from pktlb.core.packet.icmp import frag_needed, quote
+from pktlb.core.packet.ipv4 import FLAG_DF, IPV4_STRUCT, U16
+from pktlb.core.rewrite.base import Result, Rewriter, register
+
+OVERHEAD = 20
+_unpack16 = U16.unpack_from
+_pack16 = U16.pack_into
+
+
+@register
+class TunnelRewriter(Rewriter):
+    name = "tunnel"
+    replies_via_lb = False
+    summary = "prepend outer IPv4 (proto 4) LB -> backend; inner packet untouched; replies bypass the LB"
+
+    def __init__(self) -> None:
+        self.next_id = 0
+
+    def inbound(self, frame, ip, l4, csum_off, svc, be, entry, snap, partial) -> Result:  # type: ignore[override]
+        inner_len = _unpack16(frame, ip + 2)[0]
+        flags = _unpack16(frame, ip + 6)[0] & FLAG_DF
+        if inner_len + OVERHEAD > svc.mtu:
+            if not flags:
+                return "too_big"
+            ihl = (frame[ip] & 15) * 4
+            return [frag_needed(frame[6:12], snap.lb_mac, snap.lb_addr, int.from_bytes(frame[ip + 12:ip + 16], "big"),
+                                svc.mtu - OVERHEAD, quote(frame, ip, inner_len, ihl))]
+        if partial and csum_off:
+            _pack16(frame, csum_off, checksum(memoryview(frame)[l4:ip + inner_len]))
+        total = inner_len + OVERHEAD
+        ident = self.next_id = (self.next_id + 1) & 0xFFFF
+        csum = ~fold(be.outer_base_sum + total + ident + flags) & 0xFFFF
+        outer = IPV4_STRUCT.pack(0x45, 0, total, ident, flags, 64, 4, csum, snap.lb_addr, be.addr)
+        frame[ip:ip] = outer
+        frame[0:6] = be.mac
+        frame[6:12] = snap.lb_mac
+        return [frame]
