@@ -43,7 +43,7 @@ test: deps venv lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: deps venv
-	$(PKTLB) demo
+	scripts/demo.sh
 
 bench: deps venv
 	$(PKTLB) bench

@@ -8,7 +8,19 @@ from scapy.layers.l2 import Ether
 
 from pktlb.core.packet.addr import mac_for_ip
 from tests.frames import (
-    BACKENDS, CLIENT, GW_MAC, LB, LB_MAC, SNAT, VIP, assert_checksums, backend_frame, client_frame, datapath, tcp, udp,
+    BACKENDS,
+    CLIENT,
+    GW_MAC,
+    LB,
+    LB_MAC,
+    SNAT,
+    VIP,
+    assert_checksums,
+    backend_frame,
+    client_frame,
+    datapath,
+    tcp,
+    udp,
 )
 
 

@@ -5,6 +5,6 @@ dataclass with a ``parse``/``pack`` pair (used by tests, ``explain`` and ICMP co
 The engine's hot path uses the same ``struct`` objects directly on the receive buffer.
 """
 
-from pktlb.core.packet.addr import ip_to_int, int_to_ip, mac_to_bytes, bytes_to_mac
+from pktlb.core.packet.addr import bytes_to_mac, int_to_ip, ip_to_int, mac_to_bytes
 
 __all__ = ["ip_to_int", "int_to_ip", "mac_to_bytes", "bytes_to_mac"]
