@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pktlb.core.packet.addr import ip_to_int, mac_to_bytes
+from pktlb.core.sched.base import scheduler_names
+from pktlb.core.sched.maglev import check_table_size
 
 MODES = ("nat", "fullnat", "tunnel", "dsr")
 PROTOCOLS = ("tcp", "udp")
@@ -216,11 +218,17 @@ def _service(table: Any, path: str) -> ServiceConfig:
     snat_address = s.ipv4("snat_address", None)
     if mode == "fullnat" and snat_address is None:
         raise ConfigError(s.key("snat_address"), None, "an LB-owned IPv4 address (required for mode fullnat)")
-    scheduler = s.get("scheduler", str, DEFAULT_SCHEDULER)
+    scheduler = s.choice("scheduler", tuple(scheduler_names()), DEFAULT_SCHEDULER)
+    table_size = s.int_in("maglev_table_size", 3, 10_000_019, 65537)
+    if scheduler == "maglev":
+        try:
+            check_table_size(table_size, len(backends))
+        except ValueError as exc:
+            raise ConfigError(s.key("maglev_table_size"), table_size, str(exc).split("expected ", 1)[-1]) from None
     return ServiceConfig(
         name=s.get("name", str, path), vip=s.ipv4("vip"), port=port, protocol=s.choice("protocol", PROTOCOLS, "tcp"),
         mode=mode, backends=backends, scheduler=scheduler,
-        maglev_table_size=s.int_in("maglev_table_size", 3, 10_000_019, 65537),
+        maglev_table_size=table_size,
         mtu=s.int_in("mtu", 576, 65535, 1500), snat_address=snat_address,
         snat_ports=(snat_ports[0], snat_ports[1]),
         on_backend_down=s.choice("on_backend_down", ("reschedule", "drop"), "reschedule"),

@@ -1,0 +1,157 @@
+"""``pktlb run`` (the engine) and the commands that talk to it: ``stats``, ``flows``, ``backend``, ``reload``."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import click
+
+from pktlb.cli.common import emit_json, load_config_or_exit
+from pktlb.daemon.ctlsock import ControlClientError, request
+
+DEFAULT_SOCKET = "/run/pktlb/pktlb.sock"
+socket_option = click.option("-s", "--socket", "socket_path", default=None,
+                             help=f"Control socket of the engine (default: from -c CONFIG, else {DEFAULT_SOCKET}).")
+config_option = click.option("-c", "--config", "config_path", default=None, type=click.Path(dir_okay=False),
+                             help="Read the control socket path from this config.")
+
+
+def _socket(socket_path: str | None, config_path: str | None) -> str:
+    if socket_path:
+        return socket_path
+    if config_path:
+        return load_config_or_exit(config_path).lb.control_socket
+    return DEFAULT_SOCKET
+
+
+def _ask(socket_path: str, payload: dict[str, Any]) -> Any:
+    try:
+        return request(socket_path, payload)
+    except ControlClientError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.command()
+@click.option("-c", "--config", "config_path", required=True, type=click.Path(dir_okay=False),
+              help="pktlb TOML config.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Forwarding processes sharing the interface through PACKET_FANOUT (hash).")
+@click.option("--capture", "capture_dir", type=click.Path(file_okay=False),
+              help="Write every frame the engine receives and sends to pcap files in this directory.")
+@click.option("--socket", "socket_path", default=None, help="Control socket path (overrides lb.control_socket).")
+@click.option("--no-health", is_flag=True, help="Do not run the configured health checks.")
+def run(config_path: str, workers: int, capture_dir: str | None, socket_path: str | None, no_health: bool) -> None:
+    """Run the forwarding engine in this network namespace (needs root).
+
+    SIGTERM/SIGINT stop it cleanly; SIGHUP reloads CONFIG and applies the difference while the
+    established flows keep their backends.
+    """
+    from pktlb.daemon.forwarder import Forwarder, StartupError
+    from pktlb.daemon.workers import run_workers
+
+    if logging.getLogger().level > logging.INFO:
+        logging.getLogger().setLevel(logging.INFO)
+    try:
+        if workers == 1:
+            Forwarder(config_path, capture_dir=capture_dir, control_socket=socket_path,
+                      health=not no_health).run()
+        else:
+            sys.exit(run_workers(config_path, workers, capture_dir=capture_dir, control_socket=socket_path,
+                                 health=not no_health))
+    except StartupError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.command()
+@socket_option
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def stats(socket_path: str | None, config_path: str | None, as_json: bool) -> None:
+    """Per service and backend: state, weight, active flows, packets/bytes in and out, rates, drops by reason."""
+    data = _ask(_socket(socket_path, config_path), {"cmd": "stats"})
+    if as_json:
+        emit_json(data)
+        return
+    from pktlb.reports.stats_text import render_stats
+
+    click.echo(render_stats(data))
+
+
+@click.command()
+@socket_option
+@config_option
+@click.option("--limit", default=1000, show_default=True, help="List at most this many flows.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def flows(socket_path: str | None, config_path: str | None, limit: int, as_json: bool) -> None:
+    """The engine's flow table: client, VIP, backend, state, counters."""
+    data = _ask(_socket(socket_path, config_path), {"cmd": "flows", "limit": limit})
+    if as_json:
+        emit_json(data)
+        return
+    click.echo(f"{data['count']} flows ({data['listed']} listed)")
+    click.echo(f"{'proto':<5} {'client':<22} {'vip':<20} {'backend':<8} {'state':<6} {'idle':>6} "
+               f"{'pkts in':>8} {'pkts out':>8}  snat")
+    for f in data["flows"]:
+        click.echo(f"{f['proto']:<5} {f['client']:<22} {f['vip']:<20} {f['backend']:<8} {f['state']:<6} "
+                   f"{f['idle']:>6} {f['packets_in']:>8} {f['packets_out']:>8}  {f.get('snat', '')}")
+
+
+@click.group()
+def backend() -> None:
+    """Change backends of the running engine without a restart (existing flows keep their backend
+    unless it is removed or down)."""
+
+
+def _backend_cmd(action: str, extra: dict[str, Any] | None = None):
+    def run_action(socket_path: str | None, config_path: str | None, service: str, name: str, as_json: bool,
+                   **kw: Any) -> None:
+        payload = {"cmd": "backend", "action": action, "service": service, "backend": name, **kw}
+        result = _ask(_socket(socket_path, config_path), payload)
+        if as_json:
+            emit_json(result)
+        else:
+            moved = "".join(f", {svc}: {n} maglev slots moved" for svc, n in result.get("ring_moved", {}).items())
+            click.echo(f"snapshot {result['generation']}: {result['why']}{moved}")
+    return run_action
+
+
+def _register_backend(action: str, help_text: str, *options: Any) -> None:
+    fn = _backend_cmd(action)
+    for opt in reversed((socket_option, config_option,
+                         click.option("--service", default="web", show_default=True, help="Service name."),
+                         click.argument("name"), *options,
+                         click.option("--json", "as_json", is_flag=True, help="Machine-readable output."))):
+        fn = opt(fn)
+    backend.command(action, help=help_text)(fn)
+
+
+_register_backend("add", "Add backend NAME (--address, --port, --weight) to a service.",
+                  click.option("--address", required=True, help="Backend IPv4 address."),
+                  click.option("--port", type=int, default=None, help="Backend port (default: the service port)."),
+                  click.option("--weight", type=int, default=1, show_default=True),
+                  click.option("--mac", default=None, help="Backend MAC (default: neighbour table / ARP)."))
+_register_backend("remove", "Remove backend NAME: its flows are rescheduled.")
+_register_backend("drain", "Drain backend NAME: existing flows stay, no new ones.")
+_register_backend("down", "Mark backend NAME down: no new flows, existing ones rescheduled (or dropped).")
+_register_backend("up", "Mark backend NAME up again (administratively).")
+_register_backend("weight", "Set backend NAME's weight.", click.argument("weight", type=click.IntRange(0, 1000)))
+
+
+@click.command()
+@socket_option
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def reload(socket_path: str | None, config_path: str | None, as_json: bool) -> None:
+    """Reload the engine's config file (the same as sending it SIGHUP)."""
+    result = _ask(_socket(socket_path, config_path), {"cmd": "reload"})
+    if as_json:
+        emit_json(result)
+    elif result.get("reloaded"):
+        click.echo(f"snapshot {result['generation']}: {result['why']}")
+    else:
+        raise click.ClickException(f"reload refused: {result.get('error')}")
+
+
+COMMANDS = [run, stats, flows, backend, reload]

@@ -1,0 +1,201 @@
+"""The engine daemon: raw-socket I/O around the pure data path, in one event loop.
+
+    RawPort (AF_PACKET, kernel BPF filter, virtio headers) --recv_batch--> DataPath.handle
+        --> send (with the received virtio header when a checksum is still unfinished) --> counters
+
+Around it: the control plane (snapshots), the control socket (`pktlb stats/flows/backend`), the
+health monitor (checks -> snapshot rebuilds), timers (flow expiry, rates, rate-limited drop logs),
+and signal flags (TERM/INT stop, HUP reload).  Set up fails with ``StartupError`` and a clear
+message when privileges, the interface or the config are wrong.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+from pktlb.adapters.ifinfo import InterfaceMissing, interface_info
+from pktlb.adapters.neigh import resolve
+from pktlb.adapters.pcap import PcapWriter
+from pktlb.adapters.rawio import NO_OFFLOAD, RawPort
+from pktlb.core.config import Config, ConfigError, load_config
+from pktlb.core.datapath import DataPath
+from pktlb.core.packet.addr import bytes_to_mac
+from pktlb.core.snapshot import Snapshot
+from pktlb.daemon.control import ControlPlane
+from pktlb.daemon.ctlsock import ControlServer
+from pktlb.daemon.filter import engine_filter
+from pktlb.daemon.reactor import Reactor
+from pktlb.daemon.report import Reporter
+
+log = logging.getLogger("pktlb.engine")
+
+
+class StartupError(RuntimeError):
+    """The engine cannot start: the message says why and what to do."""
+
+
+class Forwarder:
+    def __init__(self, config_path: str, *, workers: int = 1, worker: int = 0, capture_dir: str | None = None,
+                 control_socket: str | None = None, health: bool = True, batch: int = 64,
+                 fanout_group: int = 0x5B1) -> None:
+        if os.geteuid() != 0:
+            raise StartupError("pktlb run needs root (CAP_NET_RAW for AF_PACKET sockets): run it with sudo")
+        self.config_path = config_path
+        self.config = self._load(config_path)
+        self.worker, self.workers, self.batch = worker, workers, batch
+        lb = self.config.lb
+        try:
+            self.ifinfo = interface_info(lb.interface)
+        except InterfaceMissing:
+            raise StartupError(f"interface {lb.interface!r} (lb.interface) does not exist in this namespace") from None
+        self.lb_mac = lb.mac or self.ifinfo.mac
+        self.gateway_mac = lb.gateway_mac or self._resolve(lb.gateway, "lb.gateway")
+        self.reactor = Reactor()
+        self.control = ControlPlane(self.config, macs=self._backend_macs(self.config), lb_mac=self.lb_mac,
+                                    gateway_mac=self.gateway_mac, on_snapshot=self._install)
+        self.datapath = DataPath(self.config, self.control.snapshot, worker, workers)
+        self.port = RawPort(lb.interface, bpf=engine_filter(self.control.snapshot), batch=batch,
+                            fanout_group=fanout_group if workers > 1 else None)
+        self.started = time.time()
+        self.captures = self._open_captures(capture_dir or lb.capture_dir)
+        self.reporter = Reporter(self)
+        self.server = ControlServer(control_socket or lb.control_socket, self.reporter.handle, self.reactor)
+        self.monitor = self._start_health() if health else None
+        self.reactor.add_reader(self.port, self._on_frames)
+        self.reactor.every(1.0, self._tick)
+        for signum, name in ((15, "stop"), (2, "stop"), (1, "reload")):
+            self.reactor.flag_on_signal(signum, name)
+        log.info("engine up on %s (mac %s, %d service(s)), control socket %s", lb.interface, self.lb_mac,
+                 len(self.config.services), self.server.path)
+
+    # -- set-up helpers --------------------------------------------------------------------------
+    @staticmethod
+    def _load(path: str) -> Config:
+        try:
+            return load_config(path)
+        except (ConfigError, ValueError) as exc:
+            raise StartupError(f"{path}: {exc}") from None
+        except OSError as exc:
+            raise StartupError(f"{path}: {exc.strerror}") from None
+
+    def _resolve(self, address: str | None, key: str) -> str | None:
+        if address is None:
+            return None
+        mac = resolve(self.config.lb.interface, address)
+        if mac is None:
+            log.warning("%s %s: no neighbour entry and no ARP reply; using the lab's derived MAC", key, address)
+            return None
+        return bytes_to_mac(mac)
+
+    def _backend_macs(self, config: Config) -> dict[str, str]:
+        macs = {}
+        for svc in config.services:
+            for be in svc.backends:
+                if be.mac is None and be.address not in macs:
+                    mac = self._resolve(be.address, f"backend {be.name}")
+                    if mac:
+                        macs[be.address] = mac
+        return macs
+
+    def _open_captures(self, directory: str | None) -> dict[str, PcapWriter] | None:
+        if not directory:
+            return None
+        os.makedirs(directory, exist_ok=True)
+        suffix = f"-w{self.worker}" if self.workers > 1 else ""
+        return {side: PcapWriter(os.path.join(directory, f"engine-{side}{suffix}.pcap")) for side in ("rx", "tx")}
+
+    def _start_health(self) -> Any:
+        if not any(svc.health.checks for svc in self.config.services):
+            return None
+        from pktlb.daemon.health_monitor import HealthMonitor
+
+        monitor = HealthMonitor(self.config, now=time.monotonic(), on_event=self._on_health,
+                                on_rtt=self._on_rtt)
+        for fd in monitor.filenos():
+            self.reactor.add_reader(fd, lambda fd=fd: monitor.on_readable(fd, time.monotonic()))
+        self._schedule_health(monitor)
+        return monitor
+
+    def _schedule_health(self, monitor: Any) -> None:
+        now = time.monotonic()
+        monitor.run_due(now)
+        self.reactor.call_at(max(monitor.due(now), now + 0.005), lambda: self._schedule_health(monitor))
+
+    def _on_health(self, event: Any) -> None:
+        log.info("health: %s", event)
+        if event.forwarding_changed:
+            self.control.set_health(event.service, event.backend, event.forwarding, event.reason)
+
+    def _on_rtt(self, service: str, backend: str, seconds: float) -> None:
+        self.datapath.flows.load(service, backend).observe_rtt(seconds)
+
+    def _install(self, snapshot: Snapshot) -> None:
+        if hasattr(self, "datapath"):
+            self.datapath.swap(snapshot)
+
+    # -- the packet path -------------------------------------------------------------------------
+    def _on_frames(self) -> None:
+        port, handle, now = self.port, self.datapath.handle, time.monotonic()
+        captures = self.captures
+        for _ in range(8):  # bounded work per wake-up so timers and the control socket stay responsive
+            batch = port.recv_batch(self.batch)
+            if not batch:
+                return
+            for rx in batch:
+                data = rx.data
+                if captures:
+                    captures["rx"].write(data, time.time())
+                frames, decision = handle(data, now, rx.partial)
+                for frame in frames:
+                    port.send_with(frame, rx.vnet if decision.partial_out and frame is data else NO_OFFLOAD)
+                    if captures:
+                        captures["tx"].write(frame, time.time())
+
+    def _tick(self) -> None:
+        self.datapath.flows.expire(time.monotonic())
+        self.reporter.tick()
+        if self.captures:
+            for writer in self.captures.values():
+                writer.flush()
+
+    # -- flags -----------------------------------------------------------------------------------
+    def _on_flags(self) -> None:
+        if self.reactor.take_flag("stop"):
+            log.info("stopping (signal)")
+            self.reactor.stop()
+        if self.reactor.take_flag("reload"):
+            self.reload()
+
+    def reload(self) -> dict[str, object]:
+        try:
+            config = load_config(self.config_path)
+        except (ConfigError, ValueError, OSError) as exc:
+            log.error("reload refused, keeping the running config: %s", exc)
+            return {"reloaded": False, "error": str(exc)}
+        self.control.macs.update(self._backend_macs(config))
+        change = self.control.reload(config)
+        self.config = config
+        self.datapath.config = config
+        self.port.set_filter(engine_filter(self.control.snapshot))
+        log.info("reloaded %s", self.config_path)
+        return {"reloaded": True, **change.as_dict()}
+
+    def run(self) -> None:
+        try:
+            self.reactor.run(self._on_flags)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self.server.close()
+        self.port.close()
+        if self.monitor is not None and hasattr(self.monitor, "close"):
+            self.monitor.close()
+        if self.captures:
+            for writer in self.captures.values():
+                writer.close()
+        self.reactor.close()
+        log.info("engine stopped: %s", self.datapath.stats.totals())

@@ -1,0 +1,1 @@
+"""Reports: text renderings of engine stats, and the compare / bench / explain jobs."""
