@@ -31,6 +31,7 @@ DROP_REASONS: dict[str, str] = {
     "bad_ip_checksum": "IPv4 header checksum does not verify",
     "fragment": "IPv4 fragment: pktlb balances unfragmented flows only",
     "not_for_vip": "destination is not a VIP and the packet is no reply pktlb must rewrite",
+    "lb_local": "addressed to the LB's own address (health-check replies): its kernel handles it",
     "no_service": "VIP matched but no service for this protocol and port",
     "unsupported_protocol": "IP protocol pktlb does not balance (not TCP, UDP or ICMP)",
     "bad_l4_header": "TCP/UDP header truncated or with a bad length",

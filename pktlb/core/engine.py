@@ -79,7 +79,7 @@ def _process(frame: bytearray, snap: Snapshot, flows: FlowTable, now: float, par
             return _icmp_to_vip(frame, snap, flows, now, dst, l4, end)
         return NONE, d.drop("unsupported_protocol", f"IP protocol {proto}")
     if dst == snap.lb_addr:
-        return NONE, d.drop("not_for_vip", "addressed to the LB itself (its kernel answers)")
+        return NONE, d.drop("lb_local")
     if proto == PROTO_TCP or proto == PROTO_UDP:
         if total - ihl < 8:
             return NONE, d.drop("bad_l4_header")

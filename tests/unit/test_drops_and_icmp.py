@@ -72,7 +72,7 @@ def test_classification_drops():
     dropped(dp, bytes(Ether(src=GW_MAC, dst=LB_MAC) / IP(src=CLIENT, dst=VIP, proto=47) / b"gre!"), "unsupported_protocol")
     dropped(dp, client_frame(tcp(), src=VIP), "spoofed_source")
     dropped(dp, client_frame(tcp(), src=LB), "spoofed_source")
-    dropped(dp, client_frame(tcp(), dst=LB), "not_for_vip")
+    dropped(dp, client_frame(tcp(), dst=LB), "lb_local")
     dropped(dp, client_frame(tcp(), dst=BACKENDS["be1"]), "not_for_vip")
 
 
