@@ -14,7 +14,10 @@ from pktlb import __version__
 
 COMMAND_MODULES = [
     "pktlb.cli.replay_cmd",
+    "pktlb.cli.engine_cmd",
     "pktlb.cli.sched_cmd",
+    "pktlb.cli.probe_cmd",
+    "pktlb.cli.lab_cmd",
 ]
 
 

@@ -63,6 +63,7 @@ class Forwarder:
         self.captures = self._open_captures(capture_dir or lb.capture_dir)
         self.reporter = Reporter(self)
         self.server = ControlServer(control_socket or lb.control_socket, self.reporter.handle, self.reactor)
+        self.health_enabled = health
         self.monitor = self._start_health() if health else None
         self.reactor.add_reader(self.port, self._on_frames)
         self.reactor.every(1.0, self._tick)
@@ -112,22 +113,17 @@ class Forwarder:
             return None
         from pktlb.daemon.health_monitor import HealthMonitor
 
-        monitor = HealthMonitor(self.config, now=time.monotonic(), on_event=self._on_health,
+        monitor = HealthMonitor(self.config, now=self.reactor.clock(), on_event=self._on_health,
                                 on_rtt=self._on_rtt)
-        for fd in monitor.filenos():
-            self.reactor.add_reader(fd, lambda fd=fd: monitor.on_readable(fd, time.monotonic()))
-        self._schedule_health(monitor)
+        monitor.attach(self.reactor)
         return monitor
 
-    def _schedule_health(self, monitor: Any) -> None:
-        now = time.monotonic()
-        monitor.run_due(now)
-        self.reactor.call_at(max(monitor.due(now), now + 0.005), lambda: self._schedule_health(monitor))
-
     def _on_health(self, event: Any) -> None:
+        from pktlb.core.health import forwarding_state
+
         log.info("health: %s", event)
         if event.forwarding_changed:
-            self.control.set_health(event.service, event.backend, event.forwarding, event.reason)
+            self.control.set_health(event.service, event.backend, forwarding_state(event.new), event.reason)
 
     def _on_rtt(self, service: str, backend: str, seconds: float) -> None:
         self.datapath.flows.load(service, backend).observe_rtt(seconds)
@@ -180,6 +176,9 @@ class Forwarder:
         self.config = config
         self.datapath.config = config
         self.port.set_filter(engine_filter(self.control.snapshot))
+        if self.monitor is not None:
+            self.monitor.close()
+        self.monitor = self._start_health() if self.health_enabled else None
         log.info("reloaded %s", self.config_path)
         return {"reloaded": True, **change.as_dict()}
 

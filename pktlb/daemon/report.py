@@ -125,8 +125,13 @@ class Reporter:
                     control.macs[be.address] = mac
             change = control.add_backend(service, be)
             self.fwd.port.set_filter(engine_filter(control.snapshot))
+            if self.fwd.monitor is not None:
+                self.fwd.monitor.add_backend(control.service(service), be, self.fwd.config.lb.address,
+                                             self.fwd.reactor.clock())
         elif action == "remove":
             change = control.remove_backend(service, name)
+            if self.fwd.monitor is not None:
+                self.fwd.monitor.remove_backend(service, name)
         elif action == "weight":
             change = control.set_weight(service, name, int(request["weight"]))
         elif action in ("drain", "down", "up"):
@@ -146,7 +151,9 @@ def _health_row(h: dict[str, Any] | None) -> dict[str, Any] | None:
     if h is None:
         return None
     checks = h.get("checks", [])
-    return {"state": h.get("state"), "since": h.get("since"), "reason": h.get("reason"),
+    since = h.get("since")
+    return {"state": h.get("state"), "since_s": round(time.monotonic() - since, 1) if since is not None else None,
+            "reason": h.get("reason"),
             "last_rtt_ms": round(h["last_rtt"] * 1000, 3) if h.get("last_rtt") is not None else None,
             "checks": [{"type": c["check"], "status": c["status"], "verdict": c["verdict"], "detail": c["detail"]}
                        for c in checks]}

@@ -30,7 +30,7 @@ def render_stats(data: dict[str, Any]) -> str:
             if health:
                 checks = ",".join(f"{c['type']}:{c['status']}" for c in health["checks"])
                 rtt = f" rtt {health['last_rtt_ms']} ms" if health.get("last_rtt_ms") is not None else ""
-                htext = f"{health['state']} [{checks}]{rtt} since {health.get('since')}"
+                htext = f"{health['state']} [{checks}]{rtt} {health.get('since_s')} s ago"
             else:
                 htext = "unchecked"
             lines.append(f"  {be['name']:<8} {be['address'] + ':' + str(be['port']):<20} {be['state']:<6} "
