@@ -1,0 +1,1 @@
+"""OS adapters: AF_PACKET I/O, classic-BPF filters, interface facts and neighbour resolution."""
