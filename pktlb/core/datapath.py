@@ -24,8 +24,9 @@ class DataPath:
     def swap(self, snapshot: Snapshot) -> None:
         self.snapshot = snapshot
 
-    def handle(self, frame: bytearray, now: float, partial: bool = False) -> tuple[list[bytearray], Decision]:
+    def handle(self, frame: bytearray, now: float, partial: bool = False,
+               gso: bool = False) -> tuple[list[bytearray], Decision]:
         nbytes = len(frame)
-        frames, decision = process(frame, self.snapshot, self.flows, now, partial)
+        frames, decision = process(frame, self.snapshot, self.flows, now, partial, gso)
         self.stats.count(decision, nbytes)
         return frames, decision

@@ -38,6 +38,7 @@ DROP_REASONS: dict[str, str] = {
     "ttl_expired": "TTL would reach 0 (an ICMP time exceeded was sent where allowed)",
     "no_live_backend": "no backend is up for the service",
     "backend_down": "the flow's backend is down and the service drops such flows",
+    "gso_unsupported": "a GSO super-frame cannot be encapsulated from user space (TSO/GSO must be off)",
     "too_big": "encapsulated packet exceeds the MTU and DF is clear (pktlb does not fragment)",
     "snat_ports_exhausted": "no free full-NAT source port",
     "no_flow": "reply for a full-NAT port with no flow",

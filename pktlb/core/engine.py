@@ -32,15 +32,16 @@ _U16 = struct.Struct("!H").unpack_from
 
 
 def process(frame: bytearray, snap: Snapshot, flows: FlowTable, now: float,
-            partial: bool = False) -> tuple[Frames, d.Decision]:
-    """Run one frame through the data path.  ``partial``: the L4 checksum field is unfinished."""
+            partial: bool = False, gso: bool = False) -> tuple[Frames, d.Decision]:
+    """Run one frame through the data path.  ``partial``: the L4 checksum field is unfinished;
+    ``gso``: the frame is a GSO super-frame the kernel will cut into segments on the way out."""
     try:
-        return _process(frame, snap, flows, now, partial)
+        return _process(frame, snap, flows, now, partial, gso)
     except Exception as exc:  # a bug must cost one frame, never the engine
         return NONE, d.drop("internal_error", f"{type(exc).__name__}: {exc}")
 
 
-def _process(frame: bytearray, snap: Snapshot, flows: FlowTable, now: float, partial: bool):
+def _process(frame: bytearray, snap: Snapshot, flows: FlowTable, now: float, partial: bool, gso: bool):
     n = len(frame)
     if n < 14:
         return NONE, d.drop("truncated", f"{n}-byte frame")
@@ -74,7 +75,7 @@ def _process(frame: bytearray, snap: Snapshot, flows: FlowTable, now: float, par
         if frame[20] & 0x3F or frame[21]:  # MF flag or a fragment offset (DF is 0x40 of byte 20)
             return NONE, d.drop("fragment")
         if proto == PROTO_TCP or proto == PROTO_UDP:
-            return _inbound(frame, snap, flows, now, partial, proto, src, dst, l4, total - ihl, end)
+            return _inbound(frame, snap, flows, now, partial, proto, src, dst, l4, total - ihl, end, gso)
         if proto == PROTO_ICMP:
             return _icmp_to_vip(frame, snap, flows, now, dst, l4, end)
         return NONE, d.drop("unsupported_protocol", f"IP protocol {proto}")
@@ -106,7 +107,7 @@ def _l4_checks(frame: bytearray, proto: int, l4: int, l4_len: int, partial: bool
 
 
 def _inbound(frame, snap: Snapshot, flows: FlowTable, now: float, partial: bool, proto: int, src: int, dst: int,
-             l4: int, l4_len: int, end: int):
+             l4: int, l4_len: int, end: int, gso: bool = False):
     csum_off = _l4_checks(frame, proto, l4, l4_len, partial)
     if csum_off.__class__ is str:
         return NONE, d.drop(csum_off)
@@ -115,6 +116,9 @@ def _inbound(frame, snap: Snapshot, flows: FlowTable, now: float, partial: bool,
     if svc is None:
         return NONE, d.drop("no_service", f"nothing configured for {proto}/{dport} on this VIP")
     rw = svc.rewriter
+    if gso and svc.mode == "tunnel":
+        return NONE, d.drop("gso_unsupported", "turn TSO/GSO off on the client side for tunnel mode",
+                            svc.name, svc.mode)
     if rw.replies_via_lb and frame[22] <= 1:
         return _ttl_expired(frame, snap, svc, end)
     if frame[22] == 0:

@@ -140,15 +140,22 @@ class Forwarder:
             batch = port.recv_batch(self.batch)
             if not batch:
                 return
+            out: list[bytearray] = []
+            vnets: list[Any] = []
             for rx in batch:
                 data = rx.data
                 if captures:
                     captures["rx"].write(data, time.time())
-                frames, decision = handle(data, now, rx.partial)
+                frames, decision = handle(data, now, rx.partial, rx.vnet.gso_type != 0)
                 for frame in frames:
-                    port.send_with(frame, rx.vnet if decision.partial_out and frame is data else NO_OFFLOAD)
-                    if captures:
-                        captures["tx"].write(frame, time.time())
+                    out.append(frame)
+                    vnets.append(rx.vnet if decision.partial_out and frame is data else NO_OFFLOAD)
+            if out:
+                port.send_batch(out, vnets)
+                if captures:
+                    stamp = time.time()
+                    for frame in out:
+                        captures["tx"].write(frame, stamp)
 
     def _tick(self) -> None:
         self.datapath.flows.expire(time.monotonic())
