@@ -139,7 +139,9 @@ def build_snapshot(config: Config, *, generation: int = 1, states: Mapping[tuple
     for svc in config.services:
         vip = ip_to_int(svc.vip)
         proto = PROTO_NUMBERS[svc.protocol]
-        configured = svc.backends + tuple((extra_backends or {}).get(svc.name, ()))
+        merged = {b.name: b for b in svc.backends}
+        merged.update((b.name, b) for b in (extra_backends or {}).get(svc.name, ()))  # run-time additions win
+        configured = tuple(merged.values())
         views = []
         for be in configured:
             if (svc.name, be.name) in removed:

@@ -59,7 +59,9 @@ class ControlPlane:
 
     def backends(self, service: str) -> list[BackendConfig]:
         svc = self.service(service)
-        return [b for b in svc.backends + self.extra.get(service, ()) if (service, b.name) not in self.removed]
+        merged = {b.name: b for b in svc.backends}
+        merged.update((b.name, b) for b in self.extra.get(service, ()))
+        return [b for b in merged.values() if (service, b.name) not in self.removed]
 
     def backend(self, service: str, name: str) -> BackendConfig:
         for be in self.backends(service):

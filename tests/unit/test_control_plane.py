@@ -94,3 +94,12 @@ def test_reload_keeps_flows_and_runtime_state():
     change = cp.reload(config)
     assert "be4" in change.why and cp.admin[("web", "be1")] == "drain"
     assert send(dp, 46000, "A").backend == flow.backend
+
+
+def test_removing_and_adding_back_gives_the_same_maglev_table():
+    cp, dp = plane()
+    before = cp.snapshot.service_named("web").scheduler.table
+    cp.remove_backend("web", "be2")
+    change = cp.add_backend("web", backend_config("be2", "198.18.0.12", 80))
+    assert len(cp.snapshot.service_named("web").backends) == 3
+    assert cp.snapshot.service_named("web").scheduler.table == before and change.ring_moved["web"] > 0

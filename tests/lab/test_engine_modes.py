@@ -1,0 +1,112 @@
+"""End to end through the pktlb engine in every mode, with real clients (curl, ping) in the lab."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import pytest
+
+from pktlb.lab.httpd import expected_sha256
+from tests.lab.engine_helpers import ask, backend_counters, predicted_backend, wait_engine
+
+pytestmark = [pytest.mark.lab, pytest.mark.timeout(180)]
+MODES = ["nat", "fullnat", "tunnel", "dsr"]
+SNAT = "198.18.0.3"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_real_traffic_through_the_engine(lab_factory, mode):
+    lab = lab_factory(mode, engine="pktlb")
+    wait_engine(lab)
+
+    # Many connections from many source addresses: each lands where the scheduler says.
+    seen = {}
+    for i in range(24):
+        src, sport = f"198.18.1.{100 + i}", 41000 + i
+        done = lab.run("client", ["curl", "-sS", "--max-time", "5", "--interface", src, "--local-port", str(sport),
+                                  f"http://{lab.vip}/"])
+        assert done.returncode == 0, done.stderr
+        answer = json.loads(done.stdout)
+        assert answer["backend"] == predicted_backend(lab, src, sport), (src, sport, answer)
+        if mode == "fullnat":
+            assert answer["client"] == SNAT
+        else:
+            assert (answer["client"], answer["client_port"]) == (src, sport)
+        seen[answer["backend"]] = seen.get(answer["backend"], 0) + 1
+    assert set(seen) == {b.name for b in lab.backends()}, seen
+
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_download_integrity_ping_and_where_replies_go(lab_factory, mode):
+    lab = lab_factory(mode, engine="pktlb")
+    wait_engine(lab)
+    n = 10 * 1024 * 1024
+    digest = subprocess.run(["ip", "netns", "exec", lab.ns("client"), "sh", "-c",
+                             f"curl -sS --max-time 30 http://{lab.vip}/bytes?n={n} | sha256sum"],
+                            capture_output=True, text=True, timeout=40)
+    assert digest.stdout.split()[0] == expected_sha256(n), digest.stderr
+
+    ping = lab.run("client", ["ping", "-c", "3", "-i", "0.2", "-W", "1", lab.vip])
+    assert ping.returncode == 0 and " 0% packet loss" in ping.stdout, ping.stdout
+
+    stats = ask(lab, {"cmd": "stats"})
+    counters = backend_counters(stats)
+    replies = sum(be["packets_out"] for be in counters.values())
+    requests = sum(be["packets_in"] for be in counters.values())
+    assert requests > 100
+    if mode in ("dsr", "tunnel"):
+        assert replies == 0, "replies must bypass the LB"
+    else:
+        assert replies > 7000, "a 10 MB download's segments come back through the LB"
+    assert stats["totals"]["replied"] >= 3  # the echo replies came from the LB
+    assert stats["port"]["rx_truncated"] == 0
+
+
+@pytest.mark.parametrize("mode", ["nat", "dsr"])
+def test_a_long_transfer_keeps_its_backend_while_backends_are_added(lab_factory, mode):
+    lab = lab_factory(mode, engine="pktlb")
+    wait_engine(lab)
+    for name in ("be2", "be3"):
+        ask(lab, {"cmd": "backend", "action": "remove", "service": "web", "backend": name})
+    n = 6 * 1024 * 1024
+    download = subprocess.Popen(
+        ["ip", "netns", "exec", lab.ns("client"), "sh", "-c",
+         f"curl -sS --max-time 30 --limit-rate 1500k http://{lab.vip}/bytes?n={n} | sha256sum"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        flows = _await_flow(lab)
+        assert flows[0]["backend"] == "be1"
+        for name, address in (("be2", "198.18.0.12"), ("be3", "198.18.0.13")):
+            change = ask(lab, {"cmd": "backend", "action": "add", "service": "web", "backend": name,
+                               "address": address, "port": 80})
+            assert change["ring_moved"]["web"] > 0
+        after = [f for f in ask(lab, {"cmd": "flows"})["flows"] if f["client"] == flows[0]["client"]]
+        assert after and after[0]["backend"] == "be1"
+        out, err = download.communicate(timeout=40)
+    finally:
+        if download.poll() is None:
+            download.kill()
+            download.wait()
+    assert out.split()[0] == expected_sha256(n), err
+    # New connections go where the rebuilt table says, the added backends included.
+    backends = set()
+    for i in range(30):
+        src, sport = f"198.18.1.{110 + i}", 43000 + i
+        done = lab.run("client", ["curl", "-sS", "--max-time", "5", "--interface", src, "--local-port", str(sport),
+                                  f"http://{lab.vip}/"])
+        assert json.loads(done.stdout)["backend"] == predicted_backend(lab, src, sport)
+        backends.add(json.loads(done.stdout)["backend"])
+    assert backends == {"be1", "be2", "be3"}
+
+
+def _await_flow(lab, timeout: float = 5.0) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        flows = [f for f in ask(lab, {"cmd": "flows"})["flows"] if f["state"] == "est"]
+        if flows:
+            return flows
+        time.sleep(0.05)
+    raise AssertionError("the download's flow never appeared in the engine's flow table")
