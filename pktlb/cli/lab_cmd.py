@@ -1,0 +1,168 @@
+"""`pktlb lab up|down|status|exec`, `pktlb doctor` and `pktlb decap` (the lab's own daemon)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from pktlb.core.config import MODES
+from pktlb.lab.topology import DECAP_CHOICES, DEFAULT_PREFIX, ENGINES, LabError, LabOptions
+
+PREFIX_OPTION = click.option("--prefix", default=DEFAULT_PREFIX, show_default=True,
+                             help="Name prefix of the lab's namespaces (one lab per prefix).")
+
+
+def _fail(message: str, code: int = 1) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+@click.group()
+def lab() -> None:
+    """Build, inspect and remove the network-namespace lab (see netns/README.md)."""
+
+
+@lab.command()
+@click.option("--mode", type=click.Choice(MODES), required=True, help="Forwarding mode the lab is set up for.")
+@click.option("--backends", type=click.IntRange(1, 64), default=3, show_default=True, help="Number of backends.")
+@click.option("--clients", type=click.IntRange(1, 16), default=1, show_default=True,
+              help="Number of client namespaces (client, client2, ...).")
+@click.option("--scheduler", default="maglev", show_default=True, help="Scheduler written into the engine config.")
+@PREFIX_OPTION
+@click.option("--engine", type=click.Choice(ENGINES), default="pktlb", show_default=True,
+              help="pktlb: run `pktlb run` in the LB; kernel: nftables DNAT baseline (nat, fullnat); none: no LB.")
+@click.option("--no-engine", is_flag=True, help="Alias of --engine none.")
+@click.option("--decap", type=click.Choice(DECAP_CHOICES), default="auto", show_default=True,
+              help="Tunnel mode: kernel ipip (tunl0), user-space `pktlb decap`, or auto (kernel where it has ipip).")
+@click.option("--dry-run", is_flag=True, help="Print the commands the lab would run; change nothing.")
+@click.option("--verbose-steps", is_flag=True, help="Print each step as it is applied.")
+def up(mode: str, backends: int, clients: int, scheduler: str, prefix: str, engine: str, no_engine: bool,
+       decap: str, dry_run: bool, verbose_steps: bool) -> None:
+    """Build the lab (or reuse an identical one that is already up)."""
+    from pktlb.core.sched.base import scheduler_names
+    from pktlb.lab import manage
+
+    if scheduler not in scheduler_names():
+        _fail(f"unknown scheduler {scheduler!r}: expected one of {', '.join(scheduler_names())}")
+    options = LabOptions(mode=mode, backends=backends, clients=clients, scheduler=scheduler, prefix=prefix,
+                         engine="none" if no_engine else engine, decap=decap)
+    try:
+        if dry_run:
+            click.echo(manage.dry_run(options), nl=False)
+            return
+        progress = (lambda step: click.echo(f"+ {step.command()}")) if verbose_steps else None
+        result = manage.lab_up(options, progress=progress)
+    except LabError as exc:
+        _fail(str(exc))
+    plan = result.plan
+    if result.reused:
+        click.echo(f"lab {prefix!r} is already up with these options: reusing it (`pktlb lab status` shows it)")
+        return
+    c = plan.constants
+    click.echo(f"lab {prefix!r} up in {result.seconds:.1f} s ({result.steps} steps): mode {mode}, engine "
+               f"{options.engine}, VIP {c['vip']}:{c['service_port']}/tcp, {backends} backends, {clients} clients"
+               + (f", decapsulation {plan.decap_kind}" if plan.decap_kind else ""))
+    click.echo(f"try: pktlb lab exec client -- curl -s http://{c['vip']}/   |   pktlb lab status   |   pktlb lab down"
+               + ("" if prefix == DEFAULT_PREFIX else f" --prefix {prefix}"))
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if result.engine_problem:
+        _fail(f"the lab is up but the engine is not running: {result.engine_problem}", code=3)
+
+
+@lab.command()
+@PREFIX_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print what was removed as JSON.")
+def down(prefix: str, as_json: bool) -> None:
+    """Remove every namespace, process and file of the lab (idempotent, works after a crash)."""
+    from pktlb.lab.manage import lab_down
+
+    if os.geteuid() != 0:
+        _fail("lab down needs root")
+    report = lab_down(prefix)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    elif report["namespaces_removed"] or report["stopped_pids"] or report["statedir_removed"]:
+        click.echo(f"lab {prefix!r} removed: {len(report['namespaces_removed'])} namespaces, "
+                   f"{len(report['stopped_pids'])} processes stopped")
+    else:
+        click.echo(f"nothing to remove for prefix {prefix!r}")
+
+
+@lab.command()
+@PREFIX_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(prefix: str, as_json: bool) -> None:
+    """Mode, VIP, port, and every node's namespace, interfaces, addresses, MACs and services."""
+    from pktlb.lab.status import lab_status, render_status
+
+    report = lab_status(prefix)
+    click.echo(json.dumps(report, indent=2) if as_json else render_status(report), nl=as_json)
+    if not report.get("up"):
+        sys.exit(1)
+
+
+@lab.command(name="exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@PREFIX_OPTION
+@click.option("--timeout", type=float, default=None, help="Kill the command after this many seconds (exit 124).")
+@click.argument("node")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED, required=True)
+def exec_(prefix: str, timeout: float | None, node: str, command: tuple[str, ...]) -> None:
+    """Run COMMAND in a lab node (client, router, lb, be1, ...): pktlb lab exec be1 -- ip addr."""
+    from pktlb.lab.manage import exec_argv, lab_exec
+
+    if command and command[0] == "--":  # `lab exec NODE -- CMD`: click keeps the "--" after a positional
+        command = command[1:]
+    try:
+        if timeout is None:
+            argv = exec_argv(prefix, node, list(command))
+            os.execvp(argv[0], argv)
+        sys.exit(lab_exec(prefix, node, list(command), timeout=timeout))
+    except LabError as exc:
+        _fail(str(exc))
+
+
+@click.command()
+@PREFIX_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable findings.")
+@click.option("--host", "host_role", type=click.Choice(["backend", "lb", "client", "router"]), default=None,
+              help="Check this (root-namespace) host as a lab role instead of a lab.")
+@click.option("--mode", type=click.Choice(MODES), default=None, help="With --host: the mode to check for.")
+@click.option("--vip", default="198.19.0.100", show_default=True, help="With --host: the VIP.")
+def doctor(prefix: str, as_json: bool, host_role: str | None, mode: str | None, vip: str) -> None:
+    """Check a lab (or this host) for the known traps; one line per finding with its fix."""
+    from pktlb.lab.doctor import diagnose, render_findings
+
+    try:
+        findings = diagnose(prefix, host_role=host_role, host_mode=mode, host_vip=vip)
+    except LabError as exc:
+        _fail(str(exc))
+    if as_json:
+        click.echo(json.dumps([f.as_dict() for f in findings], indent=2))
+    else:
+        click.echo(render_findings(findings), nl=False)
+    if any(f.level == "fail" for f in findings):
+        sys.exit(1)
+
+
+@click.command()
+@click.option("--address", required=True, help="This backend's own address: outer packets to any other are dropped.")
+@click.option("--tun", "tun_name", default="pktlbtun0", show_default=True, help="TUN device the inner packets go to.")
+@click.option("--stats-file", default=None, help="JSON counters, rewritten every second and on exit.")
+@click.option("--ready-file", default=None, help="Created once the sockets are open.")
+@click.option("--duration", type=float, default=None, help="Exit after this many seconds (default: until SIGTERM).")
+@click.option("--max-packets", type=int, default=None, help="Exit after receiving this many packets.")
+def decap(address: str, tun_name: str, stats_file: str | None, ready_file: str | None, duration: float | None,
+          max_packets: int | None) -> None:
+    """User-space IP-in-IP decapsulator: raw socket for protocol 4 -> TUN device (kernels without ipip)."""
+    from pktlb.daemon.decap import Decapsulator
+
+    stats = Decapsulator(address, tun_name, stats_file).run(ready_file=ready_file, duration=duration,
+                                                             max_packets=max_packets)
+    click.echo(json.dumps(stats.as_dict()))
+
+
+COMMANDS = [lab, doctor, decap]

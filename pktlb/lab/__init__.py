@@ -1,0 +1,1 @@
+"""The lab: network-namespace topologies (netns/lab.toml) built, supervised, inspected and removed."""

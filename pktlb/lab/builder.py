@@ -1,0 +1,91 @@
+"""Turns a lab plan into ordered build steps (namespaces, bridges, veths, addresses, routes,
+sysctls, offloads, static FDB entries, nftables) that `lab up` applies and `--dry-run` prints."""
+
+from __future__ import annotations
+
+import shlex
+
+from pktlb.lab import steps as st
+from pktlb.lab.nftables import guard_ruleset, kernel_lb_ruleset
+from pktlb.lab.topology import Plan
+
+
+def build_steps(plan: Plan) -> list[st.Step]:
+    sw = plan.switch_namespace
+    out = [st.netns_add(ns) for ns in plan.namespaces]
+    for ns in plan.namespaces:
+        # First, so the interfaces made next are born without IPv6 (no ND/MLD chatter in captures).
+        out.append(st.sysctls(ns, plan.common_sysctls))
+        out.append(st.link_set(ns, "lo"))
+    if plan.switch_sysctls:
+        out.append(st.sysctls(sw, plan.switch_sysctls, optional=True))
+    for bridge in plan.bridges.values():
+        out += [st.link_add(sw, bridge, "bridge"), st.link_set(sw, bridge)]
+    for node in plan.nodes:
+        out += _node_steps(plan, node)
+    for node in plan.nodes:
+        for iface in node.interfaces:
+            if iface.kind == "veth" and iface.port and iface.mac:
+                out.append(st.fdb_static(sw, iface.port, iface.mac))
+    out += _nft_steps(plan)
+    return out
+
+
+def _node_steps(plan: Plan, node) -> list[st.Step]:
+    sw, ns = plan.switch_namespace, node.namespace
+    out: list[st.Step] = []
+    for iface in node.interfaces:
+        if iface.kind == "veth":
+            out += [st.link_add(sw, iface.port, "veth", peer=iface.ifname, peer_ns=ns),
+                    st.link_set(sw, iface.port, master=plan.bridges[iface.segment]),
+                    st.link_set(ns, iface.ifname, mac=iface.mac)]
+        elif iface.kind in ("tun", "ipip"):
+            out += [st.link_add(ns, iface.ifname, iface.kind), st.link_set(ns, iface.ifname)]
+    for iface in node.interfaces:
+        out += [st.addr_add(ns, iface.ifname, cidr) for cidr in iface.addresses]
+    out += [st.route_replace(ns, r.dst, r.via, mtu=r.mtu, advmss=r.advmss) for r in node.routes]
+    if node.sysctls:
+        out.append(st.sysctls(ns, node.sysctls))
+    out += [st.ethtool_features(ns, ifname, features) for ifname, features in node.offloads.items()]
+    return out
+
+
+def _nft_steps(plan: Plan) -> list[st.Step]:
+    c = plan.constants
+    fullnat = plan.options.mode == "fullnat"
+    snat = c["snat_address"] if fullnat else None
+    out = []
+    for node in plan.nodes:
+        lb_if = next((i.ifname for i in node.interfaces if i.segment), "eth0")
+        if node.guard:
+            out.append(st.nft_load(node.namespace, guard_ruleset(lb_if, c["vip_network"], snat, c["snat_ports"]),
+                                   "ingress guard (drop VIP traffic before the LB's kernel sees it)"))
+        if node.kernel_lb:
+            backends = [b.address for b in plan.by_role("backend")]
+            ruleset = kernel_lb_ruleset(c["vip"], int(c["service_port"]), backends, plan.options.scheduler,
+                                        snat, c["snat_ports"])
+            out.append(st.nft_load(node.namespace, ruleset, "kernel load balancer (DNAT"
+                                   + (" + SNAT)" if snat else ")")))
+    return out
+
+
+def render_dry_run(plan: Plan, steps: list[st.Step], config_text: str) -> str:
+    """The whole lab as a shell script a student can read or replay (as root)."""
+    o = plan.options
+    lines = [
+        "#!/bin/sh -e",
+        f"# pktlb lab: mode {o.mode} ({plan.summaries['mode']})",
+        f"# engine {o.engine}: {plan.summaries['engine']}",
+        f"# {o.backends} backend(s), {o.clients} client(s), namespaces prefixed {o.prefix!r}, "
+        f"VIP {plan.constants['vip']}:{plan.constants['service_port']}/tcp",
+    ]
+    if plan.decap_kind:
+        lines.append(f"# decapsulation: {plan.decap_kind} ({plan.summaries['decap']})")
+    for step in steps:
+        lines += [f"# {step.summary}", step.command()]
+    lines += [f"# engine configuration written to {plan.statedir}/pktlb.toml:",
+              *(f"#   {line}" for line in config_text.splitlines())]
+    lines.append("# services, each started and restarted by the lab supervisor:")
+    for svc in plan.services:
+        lines.append(shlex.join(["ip", "netns", "exec", svc.namespace, *svc.argv]) + " &")
+    return "\n".join(lines) + "\n"

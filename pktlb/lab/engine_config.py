@@ -1,0 +1,53 @@
+"""Writes the pktlb engine's configuration for a lab (the format of pktlb/core/config.py).
+
+Every MAC is the lab's deterministic one (mac_for_ip), so the engine needs no ARP to reach the
+router or the backends.  The text is validated with parse_config before it is written.
+"""
+
+from __future__ import annotations
+
+from pktlb.core.config import Config, parse_config
+from pktlb.core.packet.addr import mac_for_ip
+from pktlb.lab.topology import Plan
+
+
+def _q(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def engine_config_text(plan: Plan) -> str:
+    c, o = plan.constants, plan.options
+    lb = plan.by_role("lb")[0]
+    router = c["router_server"]
+    lines = [
+        f"# pktlb engine configuration for the lab {o.prefix!r} (mode {o.mode}); written by `pktlb lab up`.",
+        "[lb]",
+        'interface = "eth0"',
+        f"address = {_q(lb.address)}",
+        f"mac = {_q(mac_for_ip(lb.address))}",
+        f"gateway = {_q(router)}",
+        f"gateway_mac = {_q(mac_for_ip(router))}",
+        f"control_socket = {_q(plan.statedir + '/pktlb.sock')}",
+        "",
+        "[[service]]",
+        'name = "web"',
+        f"vip = {_q(c['vip'])}",
+        f"port = {int(c['service_port'])}",
+        'protocol = "tcp"',
+        f"mode = {_q(o.mode)}",
+        f"scheduler = {_q(o.scheduler)}",
+    ]
+    if o.mode == "fullnat":
+        first, last = (int(p) for p in c["snat_ports"].split("-"))
+        lines += [f"snat_address = {_q(c['snat_address'])}", f"snat_ports = [{first}, {last}]"]
+    lines += ["", "[service.health]", 'checks = ["icmp"]', "interval = 1.0", "timeout = 1.0", "rise = 2", "fall = 3"]
+    for backend in plan.by_role("backend"):
+        lines += ["", "[[service.backend]]", f"name = {_q(backend.name)}", f"address = {_q(backend.address)}",
+                  f"port = {int(c['service_port'])}", f"mac = {_q(mac_for_ip(backend.address))}"]
+    return "\n".join(lines) + "\n"
+
+
+def checked_engine_config(plan: Plan) -> tuple[str, Config]:
+    """The config text and its parsed form; ConfigError if the lab would write a bad config."""
+    text = engine_config_text(plan)
+    return text, parse_config(text)

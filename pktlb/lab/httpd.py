@@ -1,0 +1,132 @@
+"""The lab backends' HTTP service (Python's standard-library ThreadingHTTPServer).
+
+Run in each backend namespace as ``python -m pktlb.lab.httpd --name be1 --port 80``.
+
+* ``GET /`` -> JSON ``{"backend": name, "client": addr, "client_port": port, "server": "addr:port"}``:
+  the client address and port this backend saw (the LB's SNAT address in fullnat, the client's own
+  otherwise) and the local address the connection reached (the VIP in dsr and tunnel modes).
+* ``GET /health`` -> ``200 ok``.
+* ``GET /bytes?n=N`` (or ``/download/N``) -> N bytes (at most 1 GiB) of deterministic content:
+  byte ``k`` of the body is ``k % 251``, so a download can be checked with ``expected_sha256(N)``
+  or ``python3 -c 'import sys; n=int(sys.argv[1]); sys.stdout.buffer.write(bytes(k % 251 for k in range(n)))' N | sha256sum``.
+HTTP/1.1 keep-alive; one thread per connection; idle connections time out after 30 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import signal
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+MAX_DOWNLOAD = 1 << 30
+PATTERN_PERIOD = 251  # prime: a chunk that is off by some bytes shows up as a different checksum
+_BLOCK = bytes(k % PATTERN_PERIOD for k in range(PATTERN_PERIOD * 256))  # 64256 bytes, a whole number of periods
+
+
+def pattern_bytes(n: int) -> bytes:
+    """The first n bytes of the download body (for tests; the server streams it)."""
+    whole, rest = divmod(n, len(_BLOCK))
+    return _BLOCK * whole + _BLOCK[:rest]
+
+
+def expected_sha256(n: int) -> str:
+    digest = hashlib.sha256()
+    whole, rest = divmod(n, len(_BLOCK))
+    for _ in range(whole):
+        digest.update(_BLOCK)
+    digest.update(_BLOCK[:rest])
+    return digest.hexdigest()
+
+
+class BackendHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "pktlb-lab-httpd/1"
+    timeout = 30  # seconds an idle keep-alive connection may stay open
+    backend_name = "backend"
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
+        pass  # one line per request would flood the log during benchmarks
+
+    def _send(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def do_HEAD(self) -> None:  # noqa: N802 - http.server's naming
+        self.do_GET()
+
+    def do_GET(self) -> None:  # noqa: N802
+        url = urlsplit(self.path)
+        if url.path == "/":
+            local = self.connection.getsockname()
+            body = {"backend": self.backend_name, "client": self.client_address[0],
+                    "client_port": self.client_address[1], "server": f"{local[0]}:{local[1]}"}
+            self._send(200, (json.dumps(body) + "\n").encode(), "application/json")
+        elif url.path == "/health":
+            self._send(200, b"ok\n", "text/plain")
+        elif url.path == "/bytes" or url.path.startswith("/download/"):
+            raw = parse_qs(url.query).get("n", ["0"])[0] if url.path == "/bytes" else url.path.rsplit("/", 1)[1]
+            if not raw.isdigit() or int(raw) > MAX_DOWNLOAD:
+                self._send(400, f"n must be an integer from 0 to {MAX_DOWNLOAD}\n".encode(), "text/plain")
+                return
+            self._stream(int(raw))
+        else:
+            self._send(404, b"not found\n", "text/plain")
+
+    def _stream(self, n: int) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(n))
+        self.end_headers()
+        if self.command == "HEAD":
+            return
+        view = memoryview(_BLOCK)
+        while n > 0:
+            chunk = min(n, len(_BLOCK))
+            self.wfile.write(view[:chunk])
+            n -= chunk
+
+
+class BackendServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256
+    allow_reuse_address = True
+
+
+def make_server(name: str, host: str, port: int) -> BackendServer:
+    handler = type("Handler", (BackendHandler,), {"backend_name": name})
+    return BackendServer((host, port), handler)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--name", required=True, help="backend name reported in the JSON answer")
+    parser.add_argument("--port", type=int, default=80)
+    parser.add_argument("--host", default="0.0.0.0", help="listen address (0.0.0.0: also the VIP on lo)")
+    parser.add_argument("--ready-file", help="created once the server listens")
+    args = parser.parse_args(argv)
+    server = make_server(args.name, args.host, args.port)
+    # SIGTERM -> shut the server down from another thread (serve_forever must not call it itself).
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
+    if args.ready_file:
+        Path(args.ready_file).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.ready_file).write_text(f"{os.getpid()}\n")
+    try:
+        server.serve_forever(poll_interval=0.5)
+    finally:
+        server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

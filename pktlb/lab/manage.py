@@ -1,0 +1,268 @@
+"""`lab up`, `lab down` and `lab exec`: build a lab from its plan, record it, remove it.
+
+`lab up` records what it is about to create before creating it (state.json with status
+"building"), so a crash at any point leaves enough for `lab down` to clean up.  `lab down` stops
+the supervisor and every recorded process (PID and start time checked), kills what is still inside
+the lab's namespaces, deletes the namespaces (recorded ones and any whose name is the prefix plus a
+lab node name) and removes the state directory.  It is idempotent.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pktlb.lab import state as st
+from pktlb.lab.builder import build_steps, render_dry_run
+from pktlb.lab.engine_config import checked_engine_config
+from pktlb.lab.steps import COMMAND_TIMEOUT, Step, StepError, apply_steps, run
+from pktlb.lab.topology import (
+    LabError,
+    LabOptions,
+    Plan,
+    check_options,
+    load_topology,
+    make_plan,
+    node_name_pattern,
+)
+
+READY_TIMEOUT = 15.0  # seconds lab up waits for every backend service to listen
+ENGINE_SETTLE = 3.0  # seconds lab up watches the engine for an immediate exit (until its control socket)
+
+
+def kernel_has_ipip() -> bool:
+    """Whether the kernel can do IP-in-IP itself (module loaded, built in, or installable)."""
+    if Path("/sys/module/ipip").exists() or Path("/sys/class/net/tunl0").exists():
+        return True
+    if shutil.which("modprobe") is None:
+        return False
+    try:
+        return subprocess.run(["modprobe", "-n", "-q", "ipip"], capture_output=True, timeout=5).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def pktlb_program() -> str:
+    return str(Path(sys.executable).parent / "pktlb")
+
+
+def plan_lab(options: LabOptions, data: dict[str, Any] | None = None) -> Plan:
+    data = data or load_topology()
+    return make_plan(options, data, statedir=str(st.statedir_for(options.prefix)), python=sys.executable,
+                     pktlb=pktlb_program(), kernel_has_ipip=kernel_has_ipip(), has_binary=shutil.which)
+
+
+def dry_run(options: LabOptions) -> str:
+    plan = plan_lab(options)
+    config_text, _ = checked_engine_config(plan)
+    return render_dry_run(plan, build_steps(plan), config_text)
+
+
+def existing_namespaces(prefix: str) -> list[str]:
+    pattern = node_name_pattern(prefix)
+    try:
+        return sorted(n for n in os.listdir("/run/netns") if pattern.match(n))
+    except FileNotFoundError:
+        return []
+
+
+@dataclass
+class UpResult:
+    plan: Plan
+    reused: bool = False
+    seconds: float = 0.0
+    steps: int = 0
+    engine_problem: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def lab_up(options: LabOptions, *, progress: Callable[[Step], None] | None = None) -> UpResult:
+    started = time.monotonic()
+    data = load_topology()
+    check_options(options, data)
+    if os.geteuid() != 0:
+        raise LabError("lab up needs root (network namespaces); try `pktlb lab up --dry-run` to see the commands")
+    plan = plan_lab(options, data)
+    reused = _reuse_or_refuse(options)
+    if reused:
+        return UpResult(plan, reused=True, seconds=time.monotonic() - started)
+    config_text, _ = checked_engine_config(plan)
+    statedir = Path(plan.statedir)
+    statedir.mkdir(parents=True, exist_ok=True)
+    for sub in ("logs", "ready"):
+        (statedir / sub).mkdir(exist_ok=True)
+    record = {"version": 1, "prefix": options.prefix, "options": options.as_dict(), "status": "building",
+              "namespaces": plan.namespaces, "statedir": plan.statedir, "decap_kind": plan.decap_kind,
+              "created": time.time(), "vip": plan.constants["vip"], "service_port": int(plan.constants["service_port"]),
+              "nodes": [{"name": n.name, "role": n.role, "namespace": n.namespace, "address": n.address}
+                        for n in plan.nodes],
+              "switch": plan.switch_namespace, "supervisor": None}
+    st.write_json(statedir / st.STATE_FILE, record)
+    steps = build_steps(plan)
+    try:
+        count = apply_steps(steps, progress=progress)
+    except StepError as exc:
+        lab_down(options.prefix)
+        raise LabError(f"lab up failed, everything it created was removed: {exc}") from None
+    (statedir / "pktlb.toml").write_text(config_text)
+    result = UpResult(plan, steps=count)
+    if plan.services:
+        st.write_json(statedir / st.SERVICES_FILE, [
+            {"name": s.name, "node": s.node, "namespace": s.namespace, "argv": s.argv, "ready_file": s.ready_file}
+            for s in plan.services])
+        record["supervisor"] = _start_supervisor(statedir)
+        st.write_json(statedir / st.STATE_FILE, record)
+        try:
+            _await_ready(plan, statedir)
+        except LabError:
+            lab_down(options.prefix)
+            raise
+        if options.engine == "pktlb":
+            result.engine_problem = _engine_problem(statedir)
+    skipped = {s["requires"] for s in data["service"].values() if s.get("requires") and not shutil.which(s["requires"])}
+    result.warnings += [f"{program} is not installed: its service does not run (make deps installs it)"
+                        for program in sorted(skipped)]
+    record["status"] = "up"
+    st.write_json(statedir / st.STATE_FILE, record)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _reuse_or_refuse(options: LabOptions) -> bool:
+    """True if an identical, healthy lab is already up; LabError saying what to do if another is."""
+    prefix = options.prefix
+    recorded = st.load_state(prefix)
+    down_hint = f"run `pktlb lab down --prefix {prefix}` first, or pick another --prefix"
+    if recorded is None:
+        leftovers = existing_namespaces(prefix)
+        if leftovers:
+            raise LabError(f"namespaces from an earlier lab are still there ({', '.join(leftovers)}); {down_hint}")
+        return False
+    if recorded.get("status") != "up":
+        raise LabError(f"a lab with prefix {prefix!r} was left half-built (a crash?); {down_hint}")
+    missing = [ns for ns in recorded["namespaces"] if not Path(f"/run/netns/{ns}").exists()]
+    supervisor_ok = recorded.get("supervisor") is None or st.is_same_process(recorded["supervisor"])
+    if recorded["options"] == options.as_dict() and not missing and supervisor_ok:
+        return True
+    o = recorded["options"]
+    what = f"mode {o['mode']}, engine {o['engine']}, {o['backends']} backends, {o['clients']} clients"
+    if missing or not supervisor_ok:
+        raise LabError(f"the lab {prefix!r} ({what}) is broken (missing: {', '.join(missing) or 'its supervisor'}); "
+                       f"{down_hint}")
+    raise LabError(f"a different lab is already up with prefix {prefix!r} ({what}); {down_hint}")
+
+
+def _start_supervisor(statedir: Path) -> dict[str, int]:
+    with open(statedir / "logs" / "supervisor.log", "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "pktlb.lab.supervisor", str(statedir)],
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+                                close_fds=True)
+    return st.proc_record(proc.pid)
+
+
+def _service_states(statedir: Path) -> dict[str, dict[str, Any]]:
+    return (st.read_json(statedir / st.SERVICES_STATE_FILE) or {}).get("services", {})
+
+
+def _await_ready(plan: Plan, statedir: Path) -> None:
+    """Wait until every service with a ready file has written it; LabError naming the laggards."""
+    pending = {s.name: Path(s.ready_file) for s in plan.services if s.ready_file}
+    deadline = time.monotonic() + READY_TIMEOUT
+    while pending and time.monotonic() < deadline:
+        pending = {name: path for name, path in pending.items() if not path.exists()}
+        failed = [n for n, s in _service_states(statedir).items() if n in pending and s.get("state") == "failed"]
+        if failed:
+            raise LabError(f"lab services failed to start: {', '.join(failed)} (logs in {statedir}/logs)")
+        time.sleep(0.02)
+    if pending:
+        raise LabError(f"lab services not ready after {READY_TIMEOUT:.0f} s: {', '.join(sorted(pending))} "
+                       f"(logs in {statedir}/logs); the lab was removed")
+
+
+def _engine_problem(statedir: Path) -> str | None:
+    """None once the engine serves its control socket (or still runs after ENGINE_SETTLE s), else
+    what happened to it (it exited at once, e.g. a bad config or a missing `pktlb run`)."""
+    deadline = time.monotonic() + ENGINE_SETTLE
+    control_socket = statedir / "pktlb.sock"
+    while time.monotonic() < deadline:
+        engine = _service_states(statedir).get("lb/engine")
+        if engine and (engine.get("restarts") or engine.get("state") != "running"):
+            break
+        if engine and control_socket.exists():
+            return None
+        time.sleep(0.05)
+    engine = _service_states(statedir).get("lb/engine")
+    if engine and engine.get("state") == "running" and not engine.get("restarts"):
+        return None
+    return describe_engine_failure(engine)
+
+
+def describe_engine_failure(engine: dict[str, Any] | None) -> str:
+    if not engine:
+        return "the engine service was not started"
+    tail = log_tail(engine.get("log"))
+    return (f"the engine (`{' '.join(engine['argv'])}`) exited with code {engine.get('last_exit')} "
+            f"({engine.get('restarts', 0)} restarts, state {engine.get('state')}); last log line: {tail or '(empty)'}; "
+            f"log: {engine.get('log')}")
+
+
+def log_tail(path: str | None) -> str:
+    try:
+        lines = [ln for ln in Path(path or "").read_text(errors="replace").splitlines()
+                 if ln.strip() and not ln.startswith("--- ")]
+    except (FileNotFoundError, IsADirectoryError):
+        return ""
+    return lines[-1].strip() if lines else ""
+
+
+def lab_down(prefix: str) -> dict[str, Any]:
+    """Remove everything the lab with this prefix created; safe to run any number of times."""
+    statedir = st.statedir_for(prefix)
+    recorded = st.load_state(prefix) or {}
+    report: dict[str, Any] = {"prefix": prefix, "stopped_pids": [], "namespaces_removed": [], "statedir_removed": False}
+    if recorded.get("supervisor"):
+        report["stopped_pids"] += st.stop_processes([recorded["supervisor"]], grace=5.0)
+    services = _service_states(statedir)
+    report["stopped_pids"] += st.stop_processes([s for s in services.values() if s.get("pid")])
+    names = set(recorded.get("namespaces", [])) | set(existing_namespaces(prefix))
+    for ns in sorted(names):
+        stragglers = st.pids_in_namespace(ns)
+        report["stopped_pids"] += st.stop_processes([st.proc_record(p) for p in stragglers], grace=1.0)
+        if Path(f"/run/netns/{ns}").exists():
+            run(["ip", "netns", "delete", ns], timeout=COMMAND_TIMEOUT)
+            report["namespaces_removed"].append(ns)
+    if statedir.exists():
+        shutil.rmtree(statedir, ignore_errors=True)
+        report["statedir_removed"] = True
+    try:
+        st.state_root().rmdir()  # only if no other lab is using it
+    except OSError:
+        pass
+    return report
+
+
+def exec_argv(prefix: str, node: str, argv: list[str]) -> list[str]:
+    """The `ip netns exec` command that runs argv in a lab node; LabError for an unknown node."""
+    namespace = prefix + node
+    if not Path(f"/run/netns/{namespace}").exists():
+        recorded = st.load_state(prefix)
+        nodes = ", ".join(n["name"] for n in recorded["nodes"]) if recorded else "(no lab is up)"
+        raise LabError(f"no node {node!r} in the lab {prefix!r}; nodes: {nodes}")
+    if not argv:
+        raise LabError("nothing to run: give a command after --")
+    return ["ip", "netns", "exec", namespace, *argv]
+
+
+def lab_exec(prefix: str, node: str, argv: list[str], *, timeout: float | None = None) -> int:
+    """Run a command in a node; its exit code (124 after a timeout, like timeout(1))."""
+    try:
+        return subprocess.run(exec_argv(prefix, node, argv), timeout=timeout).returncode
+    except subprocess.TimeoutExpired:
+        return 124

@@ -1,0 +1,161 @@
+"""The lab supervisor: starts each lab service in its namespace and restarts it if it dies.
+
+Run as ``python -m pktlb.lab.supervisor STATEDIR`` (detached) by `pktlb lab up`.  It reads
+``services.json`` and keeps ``services-state.json`` current: for every service its PID and start
+time, state (running, backoff, failed, stopped), restarts and last exit code.  A service that dies
+within QUICK_FAILURE seconds of starting MAX_QUICK_FAILURES times in a row is marked failed and left
+down (so `pktlb lab status` can say so).  SIGTERM/SIGINT set a flag; the loop then stops every
+service (SIGTERM, SIGKILL after a grace period) and exits.  Signals wake the loop through a pipe.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pktlb.lab.state import (
+    SERVICES_FILE,
+    SERVICES_STATE_FILE,
+    proc_record,
+    read_json,
+    stop_processes,
+    write_json,
+)
+
+QUICK_FAILURE = 5.0  # seconds: a service that dies sooner than this counts as a quick failure
+MAX_QUICK_FAILURES = 5
+MAX_BACKOFF = 5.0
+
+
+class Supervised:
+    """One service: its command, its process, its restart bookkeeping."""
+
+    def __init__(self, spec: dict[str, Any], logdir: Path):
+        self.spec = spec
+        self.name: str = spec["name"]
+        self.log_path = logdir / (self.name.replace("/", ".") + ".log")
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started_at = 0.0
+        self.restarts = 0
+        self.quick_failures = 0
+        self.next_start = 0.0
+        self.state = "starting"
+        self.last_exit: int | None = None
+
+    def start(self) -> None:
+        argv = ["ip", "netns", "exec", self.spec["namespace"], *self.spec["argv"]]
+        with open(self.log_path, "ab") as log:
+            log.write(f"--- {time.strftime('%H:%M:%S')} start: {' '.join(argv)}\n".encode())
+            log.flush()
+            try:
+                self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                             close_fds=True)
+            except OSError as exc:
+                log.write(f"cannot start: {exc}\n".encode())
+                self.proc = None
+                self._failed_start()
+                return
+        self.started_at = time.monotonic()
+        self.state = "running"
+
+    def _failed_start(self) -> None:
+        self.quick_failures += 1
+        self.state = "failed" if self.quick_failures >= MAX_QUICK_FAILURES else "backoff"
+        self.next_start = time.monotonic() + min(MAX_BACKOFF, 0.2 * 2 ** self.quick_failures)
+
+    def reap(self) -> bool:
+        """If the process exited, record it and schedule a restart; True when something changed."""
+        if self.proc is None or self.proc.poll() is None:
+            return False
+        self.last_exit = self.proc.returncode
+        lived = time.monotonic() - self.started_at
+        self.proc = None
+        if lived < QUICK_FAILURE:
+            self._failed_start()
+        else:
+            self.quick_failures = 0
+            self.state = "backoff"
+            self.next_start = time.monotonic() + 0.2
+        return True
+
+    def report(self) -> dict[str, Any]:
+        record = proc_record(self.proc.pid) if self.proc else {"pid": None, "start_time": None}
+        return {**record, "name": self.name, "node": self.spec["node"], "namespace": self.spec["namespace"],
+                "argv": self.spec["argv"], "state": self.state, "restarts": self.restarts,
+                "quick_failures": self.quick_failures, "last_exit": self.last_exit, "log": str(self.log_path)}
+
+
+class Supervisor:
+    def __init__(self, statedir: Path):
+        self.statedir = statedir
+        logdir = statedir / "logs"
+        logdir.mkdir(exist_ok=True)
+        specs = read_json(statedir / SERVICES_FILE) or []
+        self.services = [Supervised(spec, logdir) for spec in specs]
+        self.stopping = False
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_w, False)
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        if signum in (signal.SIGTERM, signal.SIGINT):
+            self.stopping = True
+
+    def write_state(self) -> None:
+        write_json(self.statedir / SERVICES_STATE_FILE, {
+            "supervisor": proc_record(os.getpid()), "stopping": self.stopping,
+            "services": {s.name: s.report() for s in self.services}})
+
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+            signal.signal(sig, self._on_signal)
+        signal.set_wakeup_fd(self.wake_w)
+        for svc in self.services:
+            svc.start()
+        self.write_state()
+        while not self.stopping:
+            changed = False
+            now = time.monotonic()
+            for svc in self.services:
+                changed |= svc.reap()
+                if svc.proc is None and svc.state == "backoff" and now >= svc.next_start:
+                    svc.restarts += 1
+                    svc.start()
+                    changed = True
+            if changed:
+                self.write_state()
+            waits = [s.next_start - now for s in self.services if s.state == "backoff"]
+            timeout = max(0.05, min(waits)) if waits else 5.0
+            ready, _, _ = select.select([self.wake_r], [], [], timeout)
+            if ready:
+                os.read(self.wake_r, 512)
+        self.shutdown()
+        return 0
+
+    def shutdown(self) -> None:
+        running = [s for s in self.services if s.proc is not None]
+        stop_processes([proc_record(s.proc.pid) for s in running])
+        for svc in running:
+            svc.proc.wait(timeout=1)
+            svc.last_exit, svc.proc, svc.state = svc.proc.returncode, None, "stopped"
+        for svc in self.services:
+            if svc.state != "failed":
+                svc.state = "stopped"
+        self.write_state()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m pktlb.lab.supervisor STATEDIR", file=sys.stderr)
+        return 2
+    return Supervisor(Path(args[0])).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
