@@ -60,6 +60,7 @@ class Forwarder:
         self.port = RawPort(lb.interface, bpf=engine_filter(self.control.snapshot), batch=batch,
                             fanout_group=fanout_group if workers > 1 else None)
         self.started = time.time()
+        self.capture_from_cli = capture_dir is not None
         self.captures = self._open_captures(capture_dir or lb.capture_dir)
         self.reporter = Reporter(self)
         self.server = ControlServer(control_socket or lb.control_socket, self.reporter.handle, self.reactor)
@@ -107,6 +108,11 @@ class Forwarder:
         os.makedirs(directory, exist_ok=True)
         suffix = f"-w{self.worker}" if self.workers > 1 else ""
         return {side: PcapWriter(os.path.join(directory, f"engine-{side}{suffix}.pcap")) for side in ("rx", "tx")}
+
+    def _close_captures(self) -> None:
+        for writer in (self.captures or {}).values():
+            writer.close()
+        self.captures = None
 
     def _start_health(self) -> Any:
         if not any(svc.health.checks for svc in self.config.services):
@@ -179,6 +185,9 @@ class Forwarder:
             log.error("reload refused, keeping the running config: %s", exc)
             return {"reloaded": False, "error": str(exc)}
         self.control.macs.update(self._backend_macs(config))
+        if config.lb.capture_dir != self.config.lb.capture_dir and not self.capture_from_cli:
+            self._close_captures()
+            self.captures = self._open_captures(config.lb.capture_dir)
         change = self.control.reload(config)
         self.config = config
         self.datapath.config = config
@@ -200,8 +209,6 @@ class Forwarder:
         self.port.close()
         if self.monitor is not None and hasattr(self.monitor, "close"):
             self.monitor.close()
-        if self.captures:
-            for writer in self.captures.values():
-                writer.close()
+        self._close_captures()
         self.reactor.close()
         log.info("engine stopped: %s", self.datapath.stats.totals())

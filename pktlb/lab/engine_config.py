@@ -41,10 +41,23 @@ def engine_config_text(plan: Plan) -> str:
         first, last = (int(p) for p in c["snat_ports"].split("-"))
         lines += [f"snat_address = {_q(c['snat_address'])}", f"snat_ports = [{first}, {last}]"]
     lines += ["", "[service.health]", 'checks = ["icmp"]', "interval = 1.0", "timeout = 1.0", "rise = 2", "fall = 3"]
+    lines += _backend_lines(plan, int(c["service_port"]))
+    # A second service on the VIP for iperf3's bulk TCP runs (throughput tests), same mode.  iperf3 opens
+    # a control and a data connection that must reach the same server: source-IP hashing keeps them together.
+    lines += ["", "[[service]]", 'name = "iperf"', f"vip = {_q(c['vip'])}", f"port = {int(c['iperf_port'])}",
+              'protocol = "tcp"', f"mode = {_q(o.mode)}", 'scheduler = "sh"']
+    if o.mode == "fullnat":
+        lines += [f"snat_address = {_q(c['snat_address'])}", f"snat_ports = [{first}, {last}]"]
+    lines += _backend_lines(plan, int(c["iperf_port"]))
+    return "\n".join(lines) + "\n"
+
+
+def _backend_lines(plan: Plan, port: int) -> list[str]:
+    lines: list[str] = []
     for backend in plan.by_role("backend"):
         lines += ["", "[[service.backend]]", f"name = {_q(backend.name)}", f"address = {_q(backend.address)}",
-                  f"port = {int(c['service_port'])}", f"mac = {_q(mac_for_ip(backend.address))}"]
-    return "\n".join(lines) + "\n"
+                  f"port = {port}", f"mac = {_q(mac_for_ip(backend.address))}"]
+    return lines
 
 
 def checked_engine_config(plan: Plan) -> tuple[str, Config]:

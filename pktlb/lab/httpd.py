@@ -9,6 +9,9 @@ Run in each backend namespace as ``python -m pktlb.lab.httpd --name be1 --port 8
 * ``GET /bytes?n=N`` (or ``/download/N``) -> N bytes (at most 1 GiB) of deterministic content:
   byte ``k`` of the body is ``k % 251``, so a download can be checked with ``expected_sha256(N)``
   or ``python3 -c 'import sys; n=int(sys.argv[1]); sys.stdout.buffer.write(bytes(k % 251 for k in range(n)))' N | sha256sum``.
+* ``POST /upload`` (or PUT) with a Content-Length body -> JSON ``{"backend", "bytes", "sha256"}`` of what
+  arrived: an upload carries full-size packets from the client toward the backend, which is what
+  exercises the tunnel's fragmentation-needed / path MTU discovery.
 HTTP/1.1 keep-alive; one thread per connection; idle connections time out after 30 s.
 """
 
@@ -82,6 +85,26 @@ class BackendHandler(BaseHTTPRequestHandler):
             self._stream(int(raw))
         else:
             self._send(404, b"not found\n", "text/plain")
+
+    def do_POST(self) -> None:  # noqa: N802
+        if urlsplit(self.path).path != "/upload":
+            self._send(404, b"not found\n", "text/plain")
+            return
+        length = self.headers.get("Content-Length", "")
+        if not length.isdigit() or int(length) > MAX_DOWNLOAD:
+            self._send(411, f"Content-Length from 0 to {MAX_DOWNLOAD} required\n".encode(), "text/plain")
+            return
+        digest, left = hashlib.sha256(), int(length)
+        while left > 0:
+            chunk = self.rfile.read(min(left, 65536))
+            if not chunk:
+                break
+            digest.update(chunk)
+            left -= len(chunk)
+        body = {"backend": self.backend_name, "bytes": int(length) - left, "sha256": digest.hexdigest()}
+        self._send(200, (json.dumps(body) + "\n").encode(), "application/json")
+
+    do_PUT = do_POST  # noqa: N815 - curl -T sends PUT
 
     def _stream(self, n: int) -> None:
         self.send_response(200)
