@@ -36,6 +36,9 @@ class BackendConfig:
     port: int
     weight: int = 1
     mac: str | None = None
+    # [service.backend.health]: the service's health settings with this backend's overrides applied
+    # (None: the backend uses the service's settings as they are).
+    health: HealthConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -168,30 +171,37 @@ def _kind_name(kind: type | tuple[type, ...]) -> str:
     return " or ".join(names.get(k, k.__name__) for k in kinds)
 
 
-def _backend(table: Any, path: str, service_port: int) -> BackendConfig:
-    s = _Section(table, path, {"name", "address", "port", "weight", "mac"})
+def _backend(table: Any, path: str, service_port: int, service_health: HealthConfig | None = None) -> BackendConfig:
+    s = _Section(table, path, {"name", "address", "port", "weight", "mac", "health"})
     address = s.ipv4("address")
+    raw_health = s.get("health", dict, None)
     return BackendConfig(
         name=s.get("name", str, address),
         address=address,
         port=s.int_in("port", 1, 65535, service_port),
         weight=s.int_in("weight", 0, 1000, 1),
         mac=s.mac("mac"),
+        health=None if raw_health is None else _health(raw_health, s.key("health"), service_health),
     )
 
 
-def _health(table: Any, path: str) -> HealthConfig:
+def _health(table: Any, path: str, base: HealthConfig | None = None) -> HealthConfig:
+    """A [health] table; keys it leaves out take their value from ``base`` (the service's, for a backend)."""
+    base = base or HealthConfig()
     s = _Section(table, path, {"checks", "interval", "timeout", "rise", "fall", "http_path", "http_status",
                                "http_body", "encapsulated_icmp"})
-    checks = s.get("checks", list, [])
+    checks = s.get("checks", list, list(base.checks))
     for i, check in enumerate(checks):
         if check not in CHECK_TYPES:
             raise ConfigError(f"{path}.checks[{i}]", check, f"one of {', '.join(CHECK_TYPES)}")
     return HealthConfig(
-        checks=tuple(checks), interval=s.positive("interval", 1.0), timeout=s.positive("timeout", 1.0),
-        rise=s.int_in("rise", 1, 100, 2), fall=s.int_in("fall", 1, 100, 3),
-        http_path=s.get("http_path", str, "/health"), http_status=s.int_in("http_status", 100, 599, 200),
-        http_body=s.get("http_body", str, ""), encapsulated_icmp=s.get("encapsulated_icmp", bool, False),
+        checks=tuple(checks), interval=s.positive("interval", base.interval),
+        timeout=s.positive("timeout", base.timeout),
+        rise=s.int_in("rise", 1, 100, base.rise), fall=s.int_in("fall", 1, 100, base.fall),
+        http_path=s.get("http_path", str, base.http_path),
+        http_status=s.int_in("http_status", 100, 599, base.http_status),
+        http_body=s.get("http_body", str, base.http_body),
+        encapsulated_icmp=s.get("encapsulated_icmp", bool, base.encapsulated_icmp),
     )
 
 
@@ -200,8 +210,9 @@ def _service(table: Any, path: str) -> ServiceConfig:
                                "mtu", "snat_address", "snat_ports", "on_backend_down", "health", "backend"})
     port = s.int_in("port", 1, 65535)
     mode = s.choice("mode", MODES)
+    health = _health(s.get("health", dict, {}), s.key("health"))
     raw_backends = s.get("backend", list, [])
-    backends = tuple(_backend(b, f"{path}.backend[{i}]", port) for i, b in enumerate(raw_backends))
+    backends = tuple(_backend(b, f"{path}.backend[{i}]", port, health) for i, b in enumerate(raw_backends))
     if mode in ("dsr", "tunnel"):
         for i, b in enumerate(backends):
             if b.port != port:
@@ -232,7 +243,7 @@ def _service(table: Any, path: str) -> ServiceConfig:
         mtu=s.int_in("mtu", 576, 65535, 1500), snat_address=snat_address,
         snat_ports=(snat_ports[0], snat_ports[1]),
         on_backend_down=s.choice("on_backend_down", ("reschedule", "drop"), "reschedule"),
-        health=_health(s.get("health", dict, {}), s.key("health")),
+        health=health,
     )
 
 
@@ -263,6 +274,17 @@ def config_from_dict(data: dict[str, Any]) -> Config:
         if key in seen:
             raise ConfigError(f"service[{i}].vip", svc.vip, f"a VIP/port/protocol not already used by service[{seen[key]}]")
         seen[key] = i
+    # A NAT reply is mapped back to its service by (protocol, backend address, backend port) alone.
+    nat_owner: dict[tuple[str, str, int], int] = {}
+    for i, svc in enumerate(services):
+        if svc.mode != "nat":
+            continue
+        for j, be in enumerate(svc.backends):
+            owner = nat_owner.setdefault((svc.protocol, be.address, be.port), i)
+            if owner != i:
+                raise ConfigError(f"service[{i}].backend[{j}].port", be.port,
+                                  f"a backend address:port not used by NAT service[{owner}] too "
+                                  "(replies could not be told apart)")
     return Config(lb=lb, flows=flows, services=services)
 
 

@@ -88,3 +88,10 @@ def test_examples_all_load():
     assert {p.stem for p in paths} >= {"nat", "fullnat", "tunnel", "dsr"}
     for path in paths:
         assert build_snapshot(load_config(str(path))).services
+
+
+def test_two_nat_services_cannot_share_a_backend_address_and_port():
+    text = config_text("nat").replace('port = 53\nprotocol = "udp"', 'port = 8080\nprotocol = "tcp"')
+    text = text.replace("port = 5353", "port = 80")
+    with pytest.raises(ConfigError, match=r"service\[1\].backend\[0\].port"):
+        parse_config(text)

@@ -1,0 +1,143 @@
+"""The wording of ``pktlb explain``'s steps: the stages in order, which stage each drop reason belongs
+to, and the lines for parse, classify and rewrite, read from the frame, the snapshot and the decision.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pktlb.core import decision as d
+from pktlb.core.checksum import ones_sum
+from pktlb.core.packet.addr import bytes_to_mac, int_to_ip
+from pktlb.core.packet.ipv4 import PROTO_NAMES
+from pktlb.core.rewrite import get_rewriter
+from pktlb.core.snapshot import Snapshot
+
+STAGES = ("parse", "classify", "flow table", "scheduler", "rewrite", "emit")
+_STAGE_OF_REASON = {
+    **dict.fromkeys(("truncated", "not_ipv4", "vlan_tagged", "not_our_mac", "bad_ip_version", "bad_header_length",
+                     "bad_total_length", "bad_ip_checksum"), "parse"),
+    **dict.fromkeys(("fragment", "not_for_vip", "lb_local", "no_service", "unsupported_protocol", "bad_l4_header",
+                     "spoofed_source", "icmp_unsupported", "icmp_no_flow", "icmp_malformed", "ttl_expired"),
+                    "classify"),
+    **dict.fromkeys(("no_flow", "snat_ports_exhausted", "backend_down"), "flow table"),
+    "no_live_backend": "scheduler",
+    "too_big": "rewrite",
+}
+_TCP_FLAGS = "FSRPAUEC"
+
+
+def stage_of(reason: str) -> str:
+    """The pipeline stage that produces a drop reason (``internal_error`` is blamed on the rewrite)."""
+    return _STAGE_OF_REASON.get(reason, "rewrite")
+
+
+def who(mac: bytes, snap: Snapshot) -> str:
+    """The lab role that owns a MAC address: the LB, the router, a backend's name."""
+    if mac == snap.lb_mac:
+        return "the LB"
+    if mac == snap.gateway_mac:
+        return "the router"
+    if mac == b"\xff" * 6:
+        return "broadcast"
+    for svc in snap.services.values():
+        for b in svc.backends:
+            if b.mac == mac:
+                return b.name
+    return "unknown"
+
+
+def parse_lines(frame: bytes, snap: Snapshot) -> list[str]:
+    """What the parser reads: Ethernet, then IPv4 offsets and lengths, then the L4 header."""
+    if len(frame) < 14:
+        return [f"{len(frame)}-byte frame: shorter than an Ethernet header"]
+    ethertype = int.from_bytes(frame[12:14], "big")
+    lines = [f"Ethernet: dst {bytes_to_mac(frame[0:6])} ({who(frame[0:6], snap)}), src {bytes_to_mac(frame[6:12])} "
+             f"({who(frame[6:12], snap)}), type 0x{ethertype:04x}"
+             + (" (IPv4)" if ethertype == 0x0800 else "")]
+    if ethertype != 0x0800 or len(frame) < 34:
+        return lines
+    ihl = (frame[14] & 15) * 4
+    total = int.from_bytes(frame[16:18], "big")
+    frag = int.from_bytes(frame[20:22], "big")
+    flags = [name for bit, name in ((0x4000, "DF"), (0x2000, "MF")) if frag & bit] or ["none"]
+    proto = frame[23]
+    header_ok = 20 <= ihl and 14 + ihl <= len(frame) and ones_sum(frame[14:14 + ihl]) == 0xFFFF
+    lines.append(f"IPv4 at offset 14: version {frame[14] >> 4}, IHL {frame[14] & 15} words = {ihl} bytes, total length "
+                 f"{total} (the frame carries {len(frame) - 14} after Ethernet), TTL {frame[22]}, flags "
+                 f"{'+'.join(flags)}, fragment offset {frag & 0x1FFF}, protocol {proto} "
+                 f"({PROTO_NAMES.get(proto, '?')}), header checksum 0x{int.from_bytes(frame[24:26], 'big'):04x} "
+                 f"{'verifies' if header_ok else 'does NOT verify'}")
+    lines.append(f"addresses {int_to_ip(int.from_bytes(frame[26:30], 'big'))} -> "
+                 f"{int_to_ip(int.from_bytes(frame[30:34], 'big'))}")
+    l4 = 14 + ihl
+    if proto == 6 and len(frame) >= l4 + 20:
+        data_off = (frame[l4 + 12] >> 4) * 4
+        flag_text = "".join(c for i, c in enumerate(_TCP_FLAGS) if frame[l4 + 13] >> i & 1)
+        lines.append(f"TCP at offset {l4}: ports {int.from_bytes(frame[l4:l4 + 2], 'big')} -> "
+                     f"{int.from_bytes(frame[l4 + 2:l4 + 4], 'big')}, flags {flag_text or 'none'}, data offset "
+                     f"{data_off} bytes, payload {max(0, total - ihl - data_off)} bytes")
+    elif proto == 17 and len(frame) >= l4 + 8:
+        lines.append(f"UDP at offset {l4}: ports {int.from_bytes(frame[l4:l4 + 2], 'big')} -> "
+                     f"{int.from_bytes(frame[l4 + 2:l4 + 4], 'big')}, length {int.from_bytes(frame[l4 + 4:l4 + 6], 'big')}")
+    elif proto == 1 and len(frame) >= l4 + 4:
+        lines.append(f"ICMP at offset {l4}: type {frame[l4]}, code {frame[l4 + 1]}")
+    return lines
+
+
+def classify_text(frame: bytes, snap: Snapshot, dec: d.Decision, info: dict[str, Any]) -> list[str]:
+    """Which service (or which special case) the frame belongs to."""
+    svc = info.get("service")
+    reason = dec.reason
+    if reason == d.OUTBOUND:
+        owner = snap.service_named(dec.service)
+        if dec.mode == "fullnat":
+            return [f"addressed to the SNAT address {int_to_ip(owner.snat)}: a reply of a full-NAT flow of "
+                    f"service {dec.service}, found by its port in the flow table's SNAT index"]
+        return [f"source {int_to_ip(int.from_bytes(frame[26:30], 'big'))} is backend {dec.backend} of NAT service "
+                f"{dec.service}: a reply the LB must rewrite back to the VIP (NAT reverse table)"]
+    if reason == d.ECHO_REPLY:
+        return ["ICMP echo request to a VIP: the LB answers it itself (the VIP is nowhere else)"]
+    if reason == d.ICMP_ERROR_TO_BACKEND:
+        return [f"ICMP error to a VIP: its quoted header names a packet of service {dec.service}; the flow it "
+                f"belongs to (reversed quote) tells which backend must hear it: {dec.backend}"]
+    if reason == d.ICMP_ERROR_TO_CLIENT:
+        return [f"ICMP error from backend {dec.backend} about a client flow: relayed to the client, "
+                "rewritten as if it came from the VIP"]
+    if dec.verdict == d.DROP and dec.reason in ("fragment", "spoofed_source", "unsupported_protocol"):
+        return [f"destination {int_to_ip(int.from_bytes(frame[30:34], 'big'))} is a VIP; checked before any "
+                "service is looked up:"]
+    if svc is not None:
+        cfg = svc.config
+        states = ", ".join(f"{b.name} {b.state}" for b in svc.backends)
+        return [f"{cfg.protocol} {cfg.vip}:{cfg.port} is service {svc.name}: mode {svc.mode}, scheduler "
+                f"{cfg.scheduler}, backends {states}"]
+    if "key" in info:
+        return [f"destination is a VIP, but no service listens on {PROTO_NAMES.get(info['proto'])} port "
+                f"{info['key'][4]}"]
+    return []
+
+
+def rewrite_text(snap: Snapshot, dec: d.Decision, changed: list[str]) -> list[str]:
+    """What the mode does, and the fields this frame actually had changed."""
+    if dec.reason == d.ECHO_REPLY:
+        lines = ["echo reply built in place: MACs and addresses swapped, type 8 -> 0, TTL 64, checksums recomputed"]
+    elif dec.reason == d.FRAG_NEEDED:
+        lines = ["the packet plus the 20-byte outer header exceeds the service MTU and DF is set: the LB answers "
+                 "with ICMP fragmentation needed (type 3 code 4) carrying MTU - 20, so the client lowers its path MTU"]
+    elif dec.reason in (d.ICMP_ERROR_TO_BACKEND, d.ICMP_ERROR_TO_CLIENT) and dec.mode in ("nat", "fullnat"):
+        lines = ["ICMP error relayed: the outer addresses and the quoted header are rewritten the same way the "
+                 "flow's packets are, so the receiving kernel recognises its own packet"]
+    elif dec.reason == d.ICMP_ERROR_TO_BACKEND:
+        lines = [f"ICMP error relayed the way {dec.mode} forwards the flow's packets: "
+                 + get_rewriter(dec.mode).summary + "; the backend sent the quoted packet from the VIP itself, "
+                 "so nothing inside needs rewriting"]
+    elif dec.mode and dec.verdict == d.FORWARD:
+        lines = [f"{dec.mode}: {get_rewriter(dec.mode).summary}"]
+    elif dec.reason == d.TIME_EXCEEDED or dec.reason == "ttl_expired":
+        lines = ["TTL would reach 0: the LB answers with ICMP time exceeded, as a router does"]
+    else:
+        lines = []
+    if changed:
+        lines.append("fields changed: " + ", ".join(changed))
+    return lines
