@@ -56,7 +56,8 @@ ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
 MSG_DONTWAIT = 0x40
 MSG_TRUNC = 0x20
-FANOUT_MODES = {"hash": 0, "lb": 1, "cpu": 2, "rollover": 3, "rnd": 4, "qm": 5}
+FANOUT_MODES = {"hash": 0, "lb": 1, "cpu": 2, "rollover": 3, "rnd": 4, "qm": 5, "cbpf": 6}
+PACKET_FANOUT_DATA = 22  # the program of a "cbpf" group (see pktlb.adapters.fanout)
 PACKET_FANOUT_FLAG_IGNORE_OUTGOING = 0x4000
 PACKET_FANOUT_FLAG_DEFRAG = 0x8000
 
@@ -194,7 +195,7 @@ class RawPort:
     def __init__(self, ifname: str, *, bpf: bytes | None = None, fanout_group: int | None = None,
                  fanout_mode: str = "hash", fanout_defrag: bool = False, rx_buffer_bytes: int = 8 << 20,
                  tx_buffer_bytes: int = 4 << 20, batch: int = 64, slot_bytes: int = DEFAULT_SLOT_BYTES,
-                 zero_copy: bool = False, qdisc_bypass: bool = False) -> None:
+                 zero_copy: bool = False, qdisc_bypass: bool = False, fanout_program: bytes | None = None) -> None:
         self.ifname, self.batch, self.slot_bytes, self.zero_copy = ifname, batch, slot_bytes, zero_copy
         self.counters = PortCounters()
         # Protocol 0: no frame is queued until bind, so the filter is in place before the first one.
@@ -222,6 +223,8 @@ class RawPort:
                 flags = PACKET_FANOUT_FLAG_IGNORE_OUTGOING | (PACKET_FANOUT_FLAG_DEFRAG if fanout_defrag else 0)
                 arg = (fanout_group & 0xFFFF) | ((FANOUT_MODES[fanout_mode] | flags) << 16)
                 sock.setsockopt(SOL_PACKET, PACKET_FANOUT, arg)
+                if fanout_program is not None:
+                    _set_program(sock, SOL_PACKET, PACKET_FANOUT_DATA, fanout_program)
         except BaseException:
             sock.close()
             raise
@@ -257,6 +260,10 @@ class RawPort:
     def set_filter(self, bpf: bytes) -> None:
         """Swap the kernel filter atomically (new VIPs or backends); frames already queued stay."""
         attach_filter(self._sock, bpf)
+
+    def set_fanout_program(self, bpf: bytes) -> None:
+        """Replace the steering program of this port's "cbpf" fanout group (every member shares it)."""
+        _set_program(self._sock, SOL_PACKET, PACKET_FANOUT_DATA, bpf)
 
     def wait(self, timeout: float | None) -> bool:
         """Block until a frame is queued or ``timeout`` seconds pass; True if one is."""
@@ -421,8 +428,13 @@ class RawPort:
 
 def attach_filter(sock: socket.socket, bpf: bytes) -> None:
     """SO_ATTACH_FILTER with ``bpf`` (packed ``struct sock_filter[]``); the kernel copies the program."""
+    _set_program(sock, socket.SOL_SOCKET, SO_ATTACH_FILTER, bpf)
+
+
+def _set_program(sock: socket.socket, level: int, option: int, bpf: bytes) -> None:
+    """Pass a classic-BPF program to a socket option taking a ``struct sock_fprog``."""
     if not bpf or len(bpf) % 8:
         raise ValueError("a BPF program is a non-empty multiple of 8 bytes (struct sock_filter)")
     program = ctypes.create_string_buffer(bpf, len(bpf))
     fprog = struct.pack("@HP", len(bpf) // 8, ctypes.addressof(program))
-    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+    sock.setsockopt(level, option, fprog)

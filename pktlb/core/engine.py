@@ -229,8 +229,8 @@ def _fullnat_reply(frame, snap: Snapshot, flows: FlowTable, now: float, partial:
         return NONE, d.drop("no_flow", f"no full-NAT flow owns port {sport}")
     svc = snap.services.get((proto, entry.key[2], entry.key[4]))
     be = svc.by_name.get(entry.backend) if svc else None
-    if svc is None or be is None or be.addr != int.from_bytes(frame[26:30], "big"):
-        return NONE, d.drop("no_flow", "reply does not come from the flow's backend")
+    if svc is None or be is None or be.addr != int.from_bytes(frame[26:30], "big") or be.port != _U16(frame, l4)[0]:
+        return NONE, d.drop("no_flow", "reply does not come from the flow's backend and port")
     csum_off = _l4_checks(frame, proto, l4, end - l4, partial)
     if csum_off.__class__ is str:
         return NONE, d.drop(csum_off)
@@ -264,6 +264,8 @@ def _icmp_to_vip(frame, snap: Snapshot, flows: FlowTable, now: float, vip: int, 
         be = _pick(svc, flows, key, snap.seed)  # consistent hashing finds the flow's backend without state
     if be is None:
         return NONE, d.drop("icmp_no_flow", "", svc.name, svc.mode)
+    if frame[22] <= (1 if svc.rewriter.replies_via_lb else 0):  # NAT modes decrement it; no ICMP about ICMP errors
+        return NONE, d.drop("ttl_expired", f"ICMP error with TTL {frame[22]}", svc.name, svc.mode)
     if svc.mode == "nat":
         icmp_relay.rewrite_error(frame, 14, end, outer_dst=be.addr, inner_src=(be.addr, be.port))
     elif svc.mode == "fullnat":
@@ -286,16 +288,21 @@ def _icmp_error_from_backend(frame, snap: Snapshot, flows: FlowTable, now: float
         return NONE, d.drop("not_for_vip")
     _, proto, q_src, q_dst, q_sport, q_dport = quoted
     hit = snap.nat_reverse.get((proto, q_dst, q_dport))
-    if hit is not None and src == q_dst:  # NAT: backend -> client about client -> backend:port
+    if hit is not None and src == q_dst and dst == q_src:  # NAT: backend -> client about client -> backend:port
         svc, be = hit
+        if frame[22] <= 1:
+            return NONE, d.drop("ttl_expired", f"ICMP error with TTL {frame[22]}", svc.name, svc.mode)
         icmp_relay.rewrite_error(frame, 14, end, outer_src=svc.vip, inner_dst=(svc.vip, svc.port))
         frame[0:6], frame[6:12] = snap.gateway_mac, snap.lb_mac
         return [frame], d.Decision(d.FORWARD, d.ICMP_ERROR_TO_CLIENT, svc.name, be.name, svc.mode)
     if dst in snap.snat_addrs and q_src == dst:  # full-NAT: backend -> SNAT about SNAT:port -> backend
         entry = flows.by_snat(proto, dst, q_sport, now)
         svc = snap.services.get((proto, entry.key[2], entry.key[4])) if entry else None
-        if entry is None or svc is None:
+        be = svc.by_name.get(entry.backend) if svc else None
+        if be is None or (q_dst, q_dport) != (be.addr, be.port):  # only about the flow's own backend
             return NONE, d.drop("icmp_no_flow")
+        if frame[22] <= 1:
+            return NONE, d.drop("ttl_expired", f"ICMP error with TTL {frame[22]}", svc.name, svc.mode)
         _, client, vip, cport, vport = entry.key
         icmp_relay.rewrite_error(frame, 14, end, outer_src=vip, outer_dst=client, inner_src=(client, cport),
                                  inner_dst=(vip, vport))

@@ -254,21 +254,30 @@ def check_targets(config: Config) -> list[CheckTarget]:
     return targets
 
 
+def backend_health(svc: ServiceConfig, backend: BackendConfig) -> HealthConfig:
+    """The health settings for one backend: its [service.backend.health] overrides, else the service's."""
+    return backend.health if backend.health is not None else svc.health
+
+
 def service_check_targets(svc: ServiceConfig, backends: tuple[BackendConfig, ...] | list[BackendConfig],
                           lb_address: str) -> list[CheckTarget]:
     """The check targets of some backends of one service; ValueError for a combination that cannot work."""
-    hc = svc.health
-    if hc.encapsulated_icmp and svc.mode != "tunnel":
-        raise ValueError(f"service {svc.name}: health.encapsulated_icmp needs mode tunnel (mode is {svc.mode})")
-    if hc.encapsulated_icmp and "icmp" not in hc.checks:
-        raise ValueError(f"service {svc.name}: health.encapsulated_icmp is set but 'icmp' is not in health.checks")
-    if svc.protocol != "tcp" and {"tcp", "http"} & set(hc.checks):
-        raise ValueError(f"service {svc.name}: tcp and http checks need protocol tcp (protocol is {svc.protocol})")
-    return [CheckTarget(service=svc.name, backend=be.name, check=check, address=be.address, port=be.port,
-                        interval=hc.interval, timeout=hc.timeout, source=lb_address, vip=svc.vip,
-                        encapsulated=check == "icmp" and hc.encapsulated_icmp, http_path=hc.http_path,
-                        http_status=hc.http_status, http_body=hc.http_body)
-            for be in backends for check in dict.fromkeys(hc.checks)]
+    targets: list[CheckTarget] = []
+    for be in backends:
+        hc = backend_health(svc, be)
+        where = f"service {svc.name}" + (f" backend {be.name}" if be.health is not None else "")
+        if hc.encapsulated_icmp and svc.mode != "tunnel":
+            raise ValueError(f"{where}: health.encapsulated_icmp needs mode tunnel (mode is {svc.mode})")
+        if hc.encapsulated_icmp and "icmp" not in hc.checks:
+            raise ValueError(f"{where}: health.encapsulated_icmp is set but 'icmp' is not in health.checks")
+        if svc.protocol != "tcp" and {"tcp", "http"} & set(hc.checks):
+            raise ValueError(f"{where}: tcp and http checks need protocol tcp (protocol is {svc.protocol})")
+        targets += [CheckTarget(service=svc.name, backend=be.name, check=check, address=be.address, port=be.port,
+                                interval=hc.interval, timeout=hc.timeout, source=lb_address, vip=svc.vip,
+                                encapsulated=check == "icmp" and hc.encapsulated_icmp, http_path=hc.http_path,
+                                http_status=hc.http_status, http_body=hc.http_body)
+                    for check in dict.fromkeys(hc.checks)]
+    return targets
 
 
 class HealthBook:
@@ -282,7 +291,7 @@ class HealthBook:
         book = cls()
         for svc in config.services:
             for be in svc.backends:
-                book.add(svc.name, be.name, svc.health, now)
+                book.add(svc.name, be.name, backend_health(svc, be), now)
         return book
 
     def add(self, service: str, backend: str, health: HealthConfig, now: float) -> HealthState:

@@ -16,6 +16,7 @@ import os
 import time
 from typing import Any
 
+from pktlb.adapters.fanout import fanout_program
 from pktlb.adapters.ifinfo import InterfaceMissing, interface_info
 from pktlb.adapters.neigh import resolve
 from pktlb.adapters.pcap import PcapWriter
@@ -57,8 +58,11 @@ class Forwarder:
         self.control = ControlPlane(self.config, macs=self._backend_macs(self.config), lb_mac=self.lb_mac,
                                     gateway_mac=self.gateway_mac, on_snapshot=self._install)
         self.datapath = DataPath(self.config, self.control.snapshot, worker, workers)
+        # Several workers: a "cbpf" fanout group whose program sends full-NAT replies to the worker
+        # owning the SNAT port (pktlb.adapters.fanout); the workers join in index order.
         self.port = RawPort(lb.interface, bpf=engine_filter(self.control.snapshot), batch=batch,
-                            fanout_group=fanout_group if workers > 1 else None)
+                            fanout_group=fanout_group if workers > 1 else None, fanout_mode="cbpf",
+                            fanout_program=fanout_program(self.control.snapshot, workers) if workers > 1 else None)
         self.started = time.time()
         self.capture_from_cli = capture_dir is not None
         self.captures = self._open_captures(capture_dir or lb.capture_dir)
@@ -115,7 +119,9 @@ class Forwarder:
         self.captures = None
 
     def _start_health(self) -> Any:
-        if not any(svc.health.checks for svc in self.config.services):
+        from pktlb.core.health import backend_health
+
+        if not any(backend_health(svc, be).checks for svc in self.config.services for be in svc.backends):
             return None
         from pktlb.daemon.health_monitor import HealthMonitor
 
@@ -128,8 +134,10 @@ class Forwarder:
         from pktlb.core.health import forwarding_state
 
         log.info("health: %s", event)
-        if event.forwarding_changed:
-            self.control.set_health(event.service, event.backend, forwarding_state(event.new), event.reason)
+        # Every event, not only forwarding_changed ones: after a reload the new monitor starts at init
+        # while the control plane may still hold "down"; its init -> up must bring the backend back.
+        # set_health rebuilds the snapshot only when the forwarding state really changes.
+        self.control.set_health(event.service, event.backend, forwarding_state(event.new), event.reason)
 
     def _on_rtt(self, service: str, backend: str, seconds: float) -> None:
         self.datapath.flows.load(service, backend).observe_rtt(seconds)
@@ -192,6 +200,8 @@ class Forwarder:
         self.config = config
         self.datapath.config = config
         self.port.set_filter(engine_filter(self.control.snapshot))
+        if self.workers > 1:
+            self.port.set_fanout_program(fanout_program(self.control.snapshot, self.workers))
         if self.monitor is not None:
             self.monitor.close()
         self.monitor = self._start_health() if self.health_enabled else None

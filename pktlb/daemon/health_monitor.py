@@ -31,12 +31,17 @@ from pktlb.core.health import (
     CheckResult,
     HealthBook,
     HealthEvent,
+    backend_health,
     check_targets,
     service_check_targets,
 )
 from pktlb.daemon.checks import ScheduledChecker, make_checker
 
 RTT_PREFERENCE = ("http", "tcp", "icmp")  # the first configured one of these feeds lrt
+
+
+def _rtt_check_for(checks: tuple[str, ...]) -> str:
+    return next((c for c in RTT_PREFERENCE if c in checks), "")
 
 
 class HealthMonitor:
@@ -51,14 +56,15 @@ class HealthMonitor:
         self.on_rtt = on_rtt
         self.checkers: dict[str, ScheduledChecker] = {}
         self._checker_options = checker_options or {}  # e.g. {"icmp": {"sock": fake}} in tests
-        self._rtt_check: dict[str, str] = {}
+        self._rtt_check: dict[tuple[str, str], str] = {}  # (service, backend) -> the check whose RTT feeds lrt
         self.events: list[HealthEvent] = []  # the last few changes, for stats
         self._reactor: Any = None
         self._planned: float | None = None  # the deadline a reactor timer is already set for
         targets = check_targets(config)
         try:
             for svc in config.services:
-                self._rtt_check[svc.name] = next((c for c in RTT_PREFERENCE if c in svc.health.checks), "")
+                for be in svc.backends:
+                    self._rtt_check[(svc.name, be.name)] = _rtt_check_for(backend_health(svc, be).checks)
             # Spread the first attempts over one interval so the checks do not all leave at once.
             for i, target in enumerate(targets):
                 offset = target.interval * i / max(1, len(targets))
@@ -101,7 +107,7 @@ class HealthMonitor:
         if state is None:
             return
         event = self.book.feed(service, backend, result, self._now)
-        if result.ok and result.rtt is not None and self.on_rtt and result.check == self._rtt_check.get(service):
+        if result.ok and result.rtt is not None and self.on_rtt and result.check == self._rtt_check.get((service, backend)):
             self.on_rtt(service, backend, result.rtt)
         if event is not None:
             self.events = (self.events + [event])[-100:]
@@ -127,7 +133,8 @@ class HealthMonitor:
 
     def add_backend(self, service: ServiceConfig, backend: BackendConfig, lb_address: str, now: float) -> None:
         """Start checking a backend added at run time (its state starts at ``init``)."""
-        self.book.add(service.name, backend.name, service.health, now)
+        self.book.add(service.name, backend.name, backend_health(service, backend), now)
+        self._rtt_check[(service.name, backend.name)] = _rtt_check_for(backend_health(service, backend).checks)
         for target in service_check_targets(service, (backend,), lb_address):
             self._checker(target.check).add_target(target, now)
         if self._reactor is not None:

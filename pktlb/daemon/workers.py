@@ -1,20 +1,25 @@
 """``pktlb run --workers N``: one forwarding process per worker, joined in one PACKET_FANOUT group.
 
-The kernel spreads frames over the workers by flow hash.  A NAT reply can land on another worker
-than its request; that stays correct because NAT's reverse rewrite is derived from the snapshot
-(no per-flow state), and each worker owns its own slice of every full-NAT source-port range, so
-a full-NAT reply's destination port says which worker's flow table holds the flow.  Worker 0
-listens on the configured control socket, worker i on ``<socket>.w<i>``.
+The group is a PACKET_FANOUT_CBPF one: a classic-BPF program (``pktlb.adapters.fanout``) picks
+the worker.  Each worker owns its own slice of every full-NAT source-port range, so a full-NAT
+reply's destination port says which worker's flow table holds the flow, and the program sends it
+there; everything else goes by a hash of the headers.  A NAT reply can land on another worker than
+its request; that stays correct because NAT's reverse rewrite is derived from the snapshot (no
+per-flow state).  The kernel numbers group members in join order, so the workers start one after
+the other, each once the previous one has joined.  Worker 0 listens on the configured control
+socket, worker i on ``<socket>.w<i>``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import select
 import signal
 import time
 
 log = logging.getLogger("pktlb.workers")
+JOIN_TIMEOUT = 30.0  # seconds a worker may take to start (load the config, open its port)
 
 
 def run_workers(config_path: str, workers: int, *, capture_dir: str | None, control_socket: str | None,
@@ -26,13 +31,18 @@ def run_workers(config_path: str, workers: int, *, capture_dir: str | None, cont
     group = 0x5B0 + (os.getpid() & 0xFF)
     children: list[int] = []
     for index in range(workers):
+        joined_r, joined_w = os.pipe()
         pid = os.fork()
         if pid == 0:
             code = 0
+            os.close(joined_r)
             try:
                 sock = base_socket if index == 0 else f"{base_socket}.w{index}"
-                Forwarder(config_path, workers=workers, worker=index, capture_dir=capture_dir, control_socket=sock,
-                          health=health and index == 0, fanout_group=group).run()
+                forwarder = Forwarder(config_path, workers=workers, worker=index, capture_dir=capture_dir,
+                                      control_socket=sock, health=health and index == 0, fanout_group=group)
+                os.write(joined_w, b"j")
+                os.close(joined_w)
+                forwarder.run()
             except StartupError as exc:
                 log.error("worker %d: %s", index, exc)
                 code = 2
@@ -41,6 +51,8 @@ def run_workers(config_path: str, workers: int, *, capture_dir: str | None, cont
                 code = 1
             os._exit(code)
         children.append(pid)
+        os.close(joined_w)
+        _await_join(joined_r)  # the fanout group's array is in join order: worker i must be member i
     stopping = False
 
     def forward(signum: int, _frame: object) -> None:
@@ -72,3 +84,15 @@ def run_workers(config_path: str, workers: int, *, capture_dir: str | None, cont
             stopping = True
         time.sleep(0)
     return worst
+
+
+def _await_join(fd: int, timeout: float = JOIN_TIMEOUT) -> None:
+    """Wait until a worker has joined the fanout group (it writes a byte), exited, or timed out."""
+    try:
+        ready, _, _ = select.select([fd], [], [], timeout)
+        if ready:
+            os.read(fd, 1)
+        else:
+            log.error("a worker did not join the fanout group within %.0f s", timeout)
+    finally:
+        os.close(fd)

@@ -1,0 +1,198 @@
+"""The PACKET_FANOUT_CBPF program that steers each frame to the worker that can handle it.
+
+With ``pktlb run --workers N`` every worker's AF_PACKET socket joins one fanout group.  Plain
+``PACKET_FANOUT_HASH`` spreads flows well, but a full-NAT reply (backend -> SNAT:port) is a
+different 5-tuple from its request, so it lands on an arbitrary worker whose flow table lacks the
+flow.  Each worker owns a disjoint slice of every SNAT port range (``flowtable.SnatPorts``), so
+the reply's destination port names its worker; this classic-BPF program computes that index:
+
+    frame to a full-NAT SNAT address, TCP/UDP, unfragmented:  min((dport - first) // span, N - 1)
+    anything else:                                            a hash of (src, dst, ports)
+
+The kernel takes the returned value modulo the group size and hands the frame to that member of
+the group's array, which is in join order: the workers must join one after the other, worker 0
+first (``daemon.workers`` does so).  NAT replies need no steering: their reverse rewrite comes
+from the snapshot, not from per-flow state.
+
+The kernel runs a fanout program on the frame as the stack received it: the data starts at the IP
+header, not at the Ethernet header as in a socket filter.  So the program reads the packet through
+SKF_NET_OFF (offsets from the network header, wherever the data starts) and tests the EtherType
+through the ``protocol`` ancillary load.
+
+Why not the skb hash (``ld rxhash``)?  On a veth nothing is obliged to have computed it; where it
+is still 0 every frame would go to worker 0.  The hash below is computed from the headers, the
+same in every run, so a student (and ``worker_for``) can predict where a flow goes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from pktlb.adapters.bpf import (
+    BPF_A,
+    BPF_ALU,
+    BPF_B,
+    BPF_DIV,
+    BPF_H,
+    BPF_IMM,
+    BPF_JEQ,
+    BPF_JGE,
+    BPF_JGT,
+    BPF_JSET,
+    BPF_K,
+    BPF_LD,
+    BPF_MISC,
+    BPF_MUL,
+    BPF_RET,
+    BPF_RSH,
+    BPF_SUB,
+    BPF_TAX,
+    BPF_W,
+    BPF_X,
+    BPF_XOR,
+    ETH_P_IP,
+    Assembler,
+    Insn,
+    _ad,
+    pack_filters,
+)
+from pktlb.core.packet.addr import ip_to_int
+from pktlb.core.snapshot import Snapshot
+
+PACKET_FANOUT_CBPF = 6
+SKF_NET_OFF = -0x100000  # classic-BPF loads at SKF_NET_OFF + n read byte n of the network header
+SKF_AD_PROTOCOL = 0  # ancillary load: the frame's EtherType (skb->protocol, host order)
+PACKET_FANOUT_DATA = 22
+_GOLDEN = 0x9E3779B1  # Knuth's multiplicative hashing constant (2**32 / phi)
+_MIX = 0x85EBCA6B  # MurmurHash3's first finaliser multiplier
+
+SnatRange = tuple[int | str, int, int]  # (SNAT address, first port, last port)
+
+
+def _net(offset: int) -> int:
+    return (SKF_NET_OFF + offset) & 0xFFFFFFFF
+
+
+def slice_span(first: int, last: int, workers: int) -> int:
+    """Ports per worker slice, as ``flowtable.SnatPorts`` cuts the range (the last worker takes the rest)."""
+    return (last - first + 1) // workers
+
+
+def worker_for_port(port: int, first: int, last: int, workers: int) -> int:
+    """Which worker owns ``port`` of the SNAT range (the reference the BPF program must agree with)."""
+    span = slice_span(first, last, workers)
+    if span == 0:
+        return workers - 1
+    return min((port - first) // span, workers - 1)
+
+
+def header_hash(src: int, dst: int, ports: int) -> int:
+    """The program's hash of a frame (``ports`` = sport << 16 | dport, 0 without ports); kernel takes it mod N."""
+    h = ((src ^ dst ^ ports) * _GOLDEN) & 0xFFFFFFFF
+    h ^= h >> 16
+    h = (h * _MIX) & 0xFFFFFFFF
+    return h ^ (h >> 13)
+
+
+def snat_ranges(snap: Snapshot) -> list[SnatRange]:
+    """(SNAT address, first, last) for every full-NAT service in the snapshot."""
+    return sorted({(svc.snat, *svc.snat_ports) for svc in snap.services.values() if svc.mode == "fullnat"})
+
+
+def build_fanout_program(workers: int, ranges: Iterable[SnatRange] = ()) -> list[Insn]:
+    """The classic-BPF program returning a worker index (see the module docstring)."""
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    asm = Assembler()
+    asm.ld(BPF_H, _ad(SKF_AD_PROTOCOL))
+    asm.jump(BPF_JEQ, ETH_P_IP, None, "other")
+    by_addr: dict[int, list[tuple[int, int]]] = {}
+    for addr, first, last in ranges:
+        if not 0 < first <= last <= 65535:
+            raise ValueError(f"bad SNAT port range {first}-{last}")
+        by_addr.setdefault(addr if isinstance(addr, int) else ip_to_int(addr), []).append((first, last))
+    if by_addr:
+        asm.ld(BPF_B, _net(9))  # full-NAT replies are TCP or UDP, and not fragments
+        asm.jump(BPF_JEQ, 6, "snat-proto", None)
+        asm.jump(BPF_JEQ, 17, "snat-proto", "hash")
+        asm.label("snat-proto")
+        asm.ld(BPF_H, _net(6))
+        asm.jump(BPF_JSET, 0x1FFF, "hash", None)
+        asm.ld(BPF_W, _net(16))
+        for i, addr in enumerate(sorted(by_addr)):
+            asm.jump(BPF_JEQ, addr, f"snat-{i}", None)
+        asm.ja("hash")
+        for i, addr in enumerate(sorted(by_addr)):
+            asm.label(f"snat-{i}")
+            asm.ldx_ihl(_net(0))
+            asm.ld_ind(BPF_H, _net(2))  # destination port
+            for first, last in sorted(by_addr[addr]):
+                _range_to_worker(asm, first, last, workers)
+            asm.ja("hash")  # a port outside every range: not a full-NAT reply
+    asm.label("hash")
+    _hash(asm)
+    asm.label("other")
+    asm.ret(0)  # not IPv4 (ARP): worker 0
+    return asm.assemble()
+
+
+def _range_to_worker(asm: Assembler, first: int, last: int, workers: int) -> None:
+    """A = the destination port; return its worker if it is in [first, last], else fall through."""
+    skip = asm.new_label("not-in-range")
+    inside = asm.new_label("in-range")
+    asm.jump(BPF_JGE, first, None, skip)
+    asm.jump(BPF_JGT, last, skip, inside)
+    asm.label(inside)
+    span = slice_span(first, last, workers)
+    if span == 0:
+        asm.ret(workers - 1)
+    else:
+        asm.emit(BPF_ALU | BPF_SUB | BPF_K, first)
+        asm.emit(BPF_ALU | BPF_DIV | BPF_K, span)
+        clamp = asm.new_label("clamp")
+        asm.jump(BPF_JGE, workers - 1, clamp, None)
+        asm.emit(BPF_RET | BPF_A)
+        asm.label(clamp)
+        asm.ret(workers - 1)
+    asm.label(skip)
+
+
+def _hash(asm: Assembler) -> None:
+    """A = header_hash(src, dst, ports); return it."""
+    no_ports = asm.new_label("no-ports")
+    mix = asm.new_label("mix")
+    asm.ld(BPF_B, _net(9))
+    asm.jump(BPF_JEQ, 6, "ports", None)
+    asm.jump(BPF_JEQ, 17, "ports", no_ports)
+    asm.label("ports")
+    asm.ld(BPF_H, _net(6))
+    asm.jump(BPF_JSET, 0x1FFF, no_ports, None)
+    asm.ldx_ihl(_net(0))
+    asm.ld_ind(BPF_W, _net(0))  # sport << 16 | dport
+    asm.ja(mix)
+    asm.label(no_ports)
+    asm.emit(BPF_LD | BPF_W | BPF_IMM, 0)
+    asm.label(mix)
+    asm.emit(BPF_MISC | BPF_TAX)
+    asm.ld(BPF_W, _net(12))
+    asm.emit(BPF_ALU | BPF_XOR | BPF_X)
+    asm.emit(BPF_MISC | BPF_TAX)
+    asm.ld(BPF_W, _net(16))
+    asm.emit(BPF_ALU | BPF_XOR | BPF_X)
+    asm.emit(BPF_ALU | BPF_MUL | BPF_K, _GOLDEN)
+    _xor_shift(asm, 16)
+    asm.emit(BPF_ALU | BPF_MUL | BPF_K, _MIX)
+    _xor_shift(asm, 13)
+    asm.emit(BPF_RET | BPF_A)
+
+
+def _xor_shift(asm: Assembler, bits: int) -> None:
+    """A ^= A >> bits (through X)."""
+    asm.emit(BPF_MISC | BPF_TAX)
+    asm.emit(BPF_ALU | BPF_RSH | BPF_K, bits)
+    asm.emit(BPF_ALU | BPF_XOR | BPF_X)
+
+
+def fanout_program(snap: Snapshot, workers: int) -> bytes:
+    """The packed program for a snapshot's full-NAT ranges, ready for ``RawPort.set_fanout_program``."""
+    return pack_filters(build_fanout_program(workers, snat_ranges(snap)))
