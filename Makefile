@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PKTLB := $(VENV)/bin/pktlb
 # Debian packages the lab, tests, demo and benchmarks use.
-DEBS := iproute2 nftables ethtool iputils-ping curl iperf3 wrk tcpdump python3-venv python3-dev gcc procps util-linux kmod
+DEBS := iproute2 nftables ethtool iputils-ping curl iperf3 wrk tcpdump python3-venv python3-dev gcc procps util-linux kmod apache2-utils
 PYTEST_ARGS ?=
 
 .PHONY: all deps venv test unit labtest lint demo bench fuzz clean lab-clean
@@ -46,7 +46,7 @@ demo: deps venv
 	scripts/demo.sh
 
 bench: deps venv
-	$(PKTLB) bench
+	$(PKTLB) bench --workers 1,2 --profile --memory --out build/bench
 
 fuzz: venv
 	$(PY) -m pip install -q -e '.[fuzz]'

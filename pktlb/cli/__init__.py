@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "pktlb.cli.sched_cmd",
     "pktlb.cli.probe_cmd",
     "pktlb.cli.lab_cmd",
+    "pktlb.cli.compare_cmd",
     "pktlb.cli.explain_cmd",
 ]
 

@@ -1,0 +1,392 @@
+"""`pktlb compare`: the same bounded workload through every forwarding mode, measured side by side.
+
+For each mode, and for each engine that can do it (pktlb's own, and the kernel's nftables baseline
+for nat and fullnat), one lab is built, measured and removed:
+
+1. lab up (a fresh lab per run, prefix ``pktlb-cmp-`` by default), then the VIP is polled until it answers;
+2. warm-up: one second of load;
+3. probe: one request from each of the client's extra source addresses (new connection each):
+   which backend answered (the spread), which client address it saw, and the frames the LB handled
+   for them (engine counters, and a capture on the LB's interface);
+4. captures: one request seen at the client, at the LB and at the backend that served it (pcaps);
+5. MTU: a request with a 4000-byte header, after which the client's route cache holds the path MTU;
+6. load: wrk for --duration seconds (or ab for --requests requests), with the engine's CPU time
+   and counters read before and after;
+7. throughput: a timed HTTP download through the VIP, and iperf3 both ways (client to backend,
+   and -R) where the lab's load balancer has a VIP service on the iperf3 port.
+
+The lab is torn down after each run, also after a failure or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pktlb.core.config import MODES, load_config
+from pktlb.daemon.ctlsock import ControlClientError, request
+from pktlb.lab.manage import lab_down, lab_up
+from pktlb.lab.status import lab_status
+from pktlb.lab.topology import LabError, LabOptions, check_options, expand, load_topology, merge
+from pktlb.reports import workload as wl
+from pktlb.reports.capture_stats import count_frames, lb_frames
+from pktlb.reports.charts import write_charts
+from pktlb.reports.compare_render import invariants, render_markdown
+
+ENGINES = ("pktlb", "kernel")
+DEFAULT_PREFIX = "pktlb-cmp-"
+PROBE_SOURCES = 64
+READY_TIMEOUT = 20.0
+CAPTURE_GRACE = 0.3  # seconds after the request for its last ACKs to reach every capture
+CAPTURE_FILTER = "tcp port {port} or ip proto 4"
+REPORT_VERSION = 1
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class CompareSettings:
+    modes: tuple[str, ...] = MODES
+    scheduler: str = "maglev"
+    backends: int = 3
+    duration: float = 5.0
+    requests: int | None = None  # a request count instead of a duration (ab instead of wrk)
+    out: Path = Path("out/compare")
+    prefix: str = DEFAULT_PREFIX
+
+
+def mode_requirements(data: dict[str, Any], mode: str, engine: str, decap_kind: str | None) -> dict[str, Any]:
+    """Per role, the sysctls, routes, addresses and offloads that this mode and engine add to the lab."""
+    chain, name = [], mode
+    while name:
+        chain.insert(0, data["mode"][name])
+        name = data["mode"][name].get("inherits")
+    roles: dict[str, dict[str, Any]] = {}
+    for section in [*chain, data["engine"][engine]]:
+        for role, spec in section.items():
+            if isinstance(spec, dict):
+                roles[role] = merge(roles.get(role, {}), spec)
+    if decap_kind:
+        decap = data["decap"][decap_kind]
+        backend = roles.setdefault("backend", {})
+        backend["sysctls"] = {**backend.get("sysctls", {}), **decap.get("sysctls", {})}
+        backend["decap"] = decap.get("summary", decap_kind)
+    values = {**data["constants"], "i": 1, "suffix": "", "node": "be1"}
+    out: dict[str, Any] = {}
+    for role, spec in sorted(roles.items()):
+        entry: dict[str, Any] = {}
+        if spec.get("sysctls"):
+            entry["sysctls"] = dict(spec["sysctls"])
+        if spec.get("routes"):
+            entry["routes"] = [f"{r['dst']} via {r['via']}" for r in expand(spec["routes"], values)]
+        if spec.get("addresses"):
+            entry["addresses"] = [f"{a['address']} on {a['ifname']}" for a in expand(spec["addresses"], values)
+                                  if "address" in a]
+        if spec.get("offloads"):
+            entry["offloads"] = dict(spec["offloads"])
+        for key in ("decap", "guard", "kernel_lb"):
+            if spec.get(key):
+                entry[key] = spec[key]
+        if entry:
+            out[role] = entry
+    return out
+
+
+def _engine_stats(socket_path: str) -> dict[str, dict[str, int]]:
+    """Per backend name: the engine's counters (summed over services)."""
+    stats = request(socket_path, {"cmd": "stats"})
+    out: dict[str, dict[str, int]] = {}
+    for service in stats["services"]:
+        for backend in service["backends"]:
+            counters = out.setdefault(backend["name"], Counter())
+            for key in ("packets_in", "bytes_in", "packets_out", "bytes_out", "new_flows"):
+                counters[key] += int(backend.get(key, 0))
+    return out
+
+
+def _delta(before: dict[str, dict[str, int]], after: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    return {name: {k: v - before.get(name, {}).get(k, 0) for k, v in counters.items()}
+            for name, counters in after.items()}
+
+
+def _totals(per_backend: dict[str, dict[str, int]]) -> Counter[str]:
+    total: Counter[str] = Counter()
+    for counters in per_backend.values():
+        total.update(counters)
+    return total
+
+
+def _cpu_seconds(pid: int | None) -> float | None:
+    """utime + stime of a process, in seconds (None if it is gone)."""
+    if not pid:
+        return None
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(")") + 2:].split()  # fields[0] is field 3 of proc(5)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _per_request(value: float, requests: int) -> float | None:
+    return round(value / requests, 3) if requests else None
+
+
+class ModeRun:
+    """One mode with one engine: build the lab, measure, remove it."""
+
+    def __init__(self, settings: CompareSettings, mode: str, engine: str, label: str, progress: Progress):
+        self.settings, self.mode, self.engine, self.label = settings, mode, engine, label
+        self.say = lambda text: progress(f"[{label}] {text}")
+        self.prefix = settings.prefix
+        self.result: dict[str, Any] = {"mode": mode, "engine": engine, "available": True, "errors": []}
+
+    def ns(self, node: str) -> str:
+        return self.prefix + node
+
+    def run(self, data: dict[str, Any]) -> dict[str, Any]:
+        started = time.monotonic()
+        try:
+            self.say(f"lab up ({self.settings.backends} backends, scheduler {self.settings.scheduler})")
+            up = lab_up(LabOptions(mode=self.mode, backends=self.settings.backends, scheduler=self.settings.scheduler,
+                                   prefix=self.prefix, engine=self.engine))
+            if up.engine_problem:
+                raise LabError(up.engine_problem)
+            self.plan = up.plan
+            self.result["summary"] = data["mode"][self.mode].get("summary", "")
+            self.result["decap"] = up.plan.decap_kind
+            self.result["requirements"] = mode_requirements(data, self.mode, self.engine, up.plan.decap_kind)
+            self._measure()
+        except (LabError, wl.WorkloadError, ControlClientError, OSError) as exc:
+            self.result["errors"].append(str(exc))
+            self.say(f"FAILED: {exc}")
+        except Exception as exc:  # noqa: BLE001 - an unexpected answer spoils this run, not the other modes
+            self.result["errors"].append(f"{type(exc).__name__}: {exc}")
+            self.say(f"FAILED ({type(exc).__name__}): {exc}")
+        finally:
+            self.say("lab down")
+            lab_down(self.prefix)
+        self.result["seconds"] = round(time.monotonic() - started, 1)
+        return self.result
+
+    def _measure(self) -> None:
+        c = self.plan.constants
+        self.vip, self.port = c["vip"], int(c["service_port"])
+        self.url = f"http://{self.vip}:{self.port}/"
+        client = self.plan.node("client")
+        self.client_address = client.address
+        self.sources = [a.split("/")[0] for a in client.interface("eth0").addresses[1:]][:PROBE_SOURCES]
+        status = lab_status(self.prefix)
+        lb_node = next(n for n in status["nodes"] if n["role"] == "lb")
+        self.engine_pid = next((s["pid"] for s in lb_node["services"] if s["service"] == "engine"), None)
+        self.lb_mtu = next((i["mtu"] for i in lb_node["interfaces"] if i["ifname"] == "eth0"), 1500)
+        self.socket = (load_config(f"{self.plan.statedir}/pktlb.toml").lb.control_socket
+                       if self.engine == "pktlb" else None)
+        self.lb_mac = self.plan.node("lb").interface("eth0").mac
+        self.say("waiting for the VIP to answer")
+        self.result["ready_seconds"] = round(wl.await_vip(self.ns("client"), self.url, timeout=READY_TIMEOUT), 2)
+        self.say("warm-up: 1 s of load")
+        wl.run_wrk(self.ns("client"), self.url, 1)
+        self._probe()
+        self._capture_one_request()
+        self._mtu()
+        self._load()
+        self._throughput()
+
+    def _stats(self) -> dict[str, dict[str, int]] | None:
+        return _engine_stats(self.socket) if self.socket else None
+
+    def _probe(self) -> None:
+        self.say(f"probe: {len(self.sources)} requests, one per source address")
+        tmp = self.settings.out / "captures" / f".{self.mode}-{self.engine}-probe.pcap"
+        capture = wl.Capture(self.ns("lb"), "eth0", tmp, f"tcp port {self.port}", max_packets=20000,
+                             inbound_only=True).start()
+        try:
+            before = self._stats()
+            answers = wl.probe_requests(self.ns("client"), self.url, self.sources)
+            time.sleep(CAPTURE_GRACE)
+            capture.stop()
+            after = self._stats()
+            frames = lb_frames(str(tmp), self.lb_mac, self.port)
+        finally:
+            capture.stop()
+            tmp.unlink(missing_ok=True)
+        ok = [a for a in answers if "backend" in a]
+        self.result["spread"] = {"probe": dict(sorted(Counter(a["backend"] for a in ok).items()))}
+        seen_as = Counter("own address" if a["client"] == src else a["client"]
+                          for a, src in zip(answers, self.sources, strict=False) if "client" in a)
+        self.result["probe"] = {"requests": len(self.sources), "answered": len(ok), "backend_saw": dict(seen_as)}
+        n = len(ok)
+        captured = {"packets_in_per_request": _per_request(frames.packets_in, n),
+                    "packets_out_per_request": _per_request(frames.packets_out, n),
+                    "bytes_in_per_request": _per_request(frames.bytes_in, n),
+                    "bytes_out_per_request": _per_request(frames.bytes_out, n)}
+        lb: dict[str, Any] = {"requests": n, "capture": {**captured, "method": "tcpdump -Q in on the LB's eth0"}}
+        if before is not None and after is not None:
+            total = _totals(_delta(before, after))
+            lb.update(method="engine counters (pktlb stats) before and after the probe",
+                      packets_in_per_request=_per_request(total["packets_in"], n),
+                      packets_out_per_request=_per_request(total["packets_out"], n),
+                      bytes_in_per_request=_per_request(total["bytes_in"], n),
+                      bytes_out_per_request=_per_request(total["bytes_out"], n))
+        else:
+            lb.update(method="capture on the LB's eth0 (the kernel has no per-service counters here)", **captured)
+        self.result["lb"] = lb
+
+    def _capture_one_request(self) -> None:
+        self.say("captures: one request at the client, the LB and the backends")
+        folder = self.settings.out / "captures"
+        stem = self.mode if self.engine == "pktlb" else f"{self.mode}-{self.engine}"
+        bpf = CAPTURE_FILTER.format(port=self.port)
+        places = {"client": (self.ns("client"), folder / f"{stem}-client.pcap"),
+                  "lb": (self.ns("lb"), folder / f"{stem}-lb.pcap")}
+        for backend in self.plan.by_role("backend"):
+            places[backend.name] = (backend.namespace, folder / f".{stem}-{backend.name}.pcap")
+        captures: dict[str, wl.Capture] = {}
+        try:
+            for place, (namespace, path) in places.items():
+                captures[place] = wl.Capture(namespace, "eth0", path, bpf, max_packets=500).start()
+            answer = wl.curl_json(self.ns("client"), self.url)
+            time.sleep(CAPTURE_GRACE)
+            served = answer["backend"]
+            backend_path = folder / f"{stem}-backend.pcap"
+            for capture in captures.values():
+                capture.stop()
+            places[served][1].replace(backend_path)
+        finally:
+            for capture in captures.values():
+                capture.stop()
+            for backend in self.plan.by_role("backend"):  # the backends that did not serve it
+                places[backend.name][1].unlink(missing_ok=True)
+        frames = lb_frames(str(places["lb"][1]), self.lb_mac, self.port)
+        self.result["request"] = {"client_address": self.client_address, "answer": answer,
+                                  "backend_saw": answer["client"], "lb_frames": frames.as_dict()}
+        self.result["captures"] = {
+            "client": str(places["client"][1]), "lb": str(places["lb"][1]), "backend": str(backend_path),
+            "backend_node": served,
+            "frames": {"client": count_frames(str(places["client"][1])), "lb": count_frames(str(places["lb"][1])),
+                       "backend": count_frames(str(backend_path))}}
+        self.result["header_overhead_bytes"] = frames.header_overhead
+
+    def _mtu(self) -> None:
+        self.say("MTU: one request with a 4000-byte header")
+        try:
+            wl.curl_json(self.ns("client"), self.url, headers=["X-Pad: " + "x" * 4000])
+            big_ok = True
+        except wl.WorkloadError as exc:
+            big_ok = False
+            self.result["errors"].append(f"the 4000-byte request failed: {exc}")
+        learned = wl.path_mtu(self.ns("client"), self.vip)
+        overhead = self.result.get("header_overhead_bytes") or 0
+        self.result["mtu"] = {"lb_link": self.lb_mtu, "inner": self.lb_mtu - overhead, "client_path_mtu": learned,
+                              "big_request_ok": big_ok}
+
+    def _load(self) -> None:
+        s = self.settings
+        what = f"ab -n {s.requests}" if s.requests else f"wrk {s.duration:g} s"
+        self.say(f"load: {what}, {wl.CONNECTIONS} connections, a new connection per request")
+        cpu_before, before = _cpu_seconds(self.engine_pid), self._stats()
+        if s.requests:
+            http = wl.run_ab(self.ns("client"), self.url, s.requests, s.out)
+        else:
+            http = wl.run_wrk(self.ns("client"), self.url, s.duration)
+        cpu_after, after = _cpu_seconds(self.engine_pid), self._stats()
+        self.result["http"] = http.as_dict()
+        lb = self.result["lb"]
+        if cpu_before is not None and cpu_after is not None:
+            lb["cpu_us_per_request"] = round((cpu_after - cpu_before) * 1e6 / http.requests, 1) if http.requests else None
+            lb["cpu_method"] = "utime+stime of the engine process (/proc/PID/stat) over the load run"
+        else:
+            lb["cpu_us_per_request"] = None
+            lb["cpu_method"] = ("n/a: the kernel forwards in softirq context, which is not attributable to "
+                                "the LB namespace on a shared machine")
+        if before is not None and after is not None:
+            delta = _delta(before, after)
+            total = _totals(delta)
+            lb["load_run"] = {k: _per_request(total[k], http.requests)
+                              for k in ("packets_in", "packets_out", "bytes_in", "bytes_out")}
+            self.result["spread"]["load"] = {name: c["new_flows"] for name, c in sorted(delta.items())}
+
+    def _throughput(self) -> None:
+        client = self.ns("client")
+        self.say(f"throughput: HTTP download of {wl.DOWNLOAD_BYTES >> 20} MiB")
+        self.result["throughput"] = wl.run_download(client, self.vip, self.port).as_dict()
+        iperf_port = int(self.plan.constants.get("iperf_port", 5201))
+        if not self._vip_serves(iperf_port):
+            self.result["iperf3"] = {"unavailable": f"this lab's {self.engine} load balancer has no VIP service on "
+                                                    f"the iperf3 port {iperf_port}"}
+            return
+        iperf: dict[str, Any] = {}
+        for direction, reverse in (("upload", False), ("download", True)):
+            self.say(f"throughput: iperf3 {direction} {self.settings.duration:g} s")
+            try:
+                iperf[direction] = wl.run_iperf3(client, self.vip, iperf_port, self.settings.duration,
+                                                 reverse=reverse).as_dict()
+                for failure in iperf[direction]["retried_after"]:
+                    self.result.setdefault("warnings", []).append(f"iperf3 {direction} retried after: {failure}")
+            except wl.WorkloadError as exc:  # the HTTP figures stand without it
+                iperf[direction] = {"error": str(exc)}
+                self.result.setdefault("warnings", []).append(f"iperf3 {direction}: {exc}")
+        self.result["iperf3"] = iperf
+
+    def _vip_serves(self, port: int) -> bool:
+        """Whether the lab's load balancer has a service for the VIP on this port."""
+        if self.engine == "pktlb":
+            config = load_config(f"{self.plan.statedir}/pktlb.toml")
+            return any(s.port == port and s.protocol == "tcp" for s in config.services)
+        done = wl.ns_run(self.ns("lb"), ["nft", "list", "ruleset"], timeout=10)
+        return f"dport {port} " in done.stdout
+
+
+def unavailable(data: dict[str, Any], mode: str, engine: str) -> str | None:
+    """Why the lab cannot run this engine in this mode (the lab's own refusal), None if it can."""
+    try:
+        check_options(LabOptions(mode=mode, engine=engine), data)
+    except LabError as exc:
+        return str(exc)
+    return None
+
+
+def run_compare(settings: CompareSettings, progress: Progress) -> dict[str, Any]:
+    """Run every mode with every engine in turn; the report (also written by the caller)."""
+    data = load_topology()
+    (settings.out / "captures").mkdir(parents=True, exist_ok=True)
+    plan = [(mode, engine) for mode in settings.modes for engine in ENGINES]
+    runnable = [(m, e) for m, e in plan if unavailable(data, m, e) is None]
+    runs: list[dict[str, Any]] = []
+    started = time.monotonic()
+    for mode, engine in plan:
+        reason = unavailable(data, mode, engine)
+        if reason:
+            progress(f"[{mode}/{engine}] skipped: {reason}")
+            runs.append({"mode": mode, "engine": engine, "available": False, "reason": reason, "errors": []})
+            continue
+        label = f"{mode}/{engine} {runnable.index((mode, engine)) + 1}/{len(runnable)}"
+        runs.append(ModeRun(settings, mode, engine, label, progress).run(data))
+    return {
+        "version": REPORT_VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "seconds": round(time.monotonic() - started, 1),
+        "settings": {"modes": list(settings.modes), "scheduler": settings.scheduler, "backends": settings.backends,
+                     "duration": None if settings.requests else settings.duration, "requests": settings.requests,
+                     "connections": wl.CONNECTIONS, "download_bytes": wl.DOWNLOAD_BYTES,
+                     "probe_sources": PROBE_SOURCES, "out": str(settings.out)},
+        "host": {"cpus": os.cpu_count(), "kernel": os.uname().release},
+        "lab": {key: data["constants"][key] for key in ("vip", "service_port", "lb_address", "snat_address")},
+        "runs": runs,
+    }
+
+
+def write_report(report: dict[str, Any], out: Path) -> dict[str, Path]:
+    """Check the invariants, then write report.json, report.md and the charts; their paths."""
+    report["invariants"] = invariants(report)
+    paths = {"json": out / "report.json", "markdown": out / "report.md"}
+    paths.update({p.stem: p for p in write_charts(report, out)})
+    paths["json"].write_text(json.dumps(report, indent=2) + "\n")
+    paths["markdown"].write_text(render_markdown(report))
+    return paths
