@@ -126,6 +126,9 @@ def _inbound(frame, snap: Snapshot, flows: FlowTable, now: float, partial: bool,
     key = (proto, src, dst, sport, dport)
     flags = frame[l4 + 13] if proto == PROTO_TCP else 0
     entry = flows.lookup(key, now)
+    if entry is not None and flags & TCP_SYN and not flags & ACK and entry.state != SYN:
+        flows.remove(entry)  # a new connection reusing the 5-tuple of one that ended: schedule it afresh
+        entry = None
     hit = entry is not None
     if hit:
         be = svc.by_name.get(entry.backend)
@@ -161,12 +164,19 @@ def _inbound(frame, snap: Snapshot, flows: FlowTable, now: float, partial: bool,
     out = rw.inbound(frame, 14, l4, csum_off, svc, be, entry, snap, partial)
     if out.__class__ is str:
         return NONE, d.drop(out, "", svc.name, svc.mode)
+    forwarded = out[0] is frame
+    if hit and forwarded:
+        cached = entry.decision  # the same backend view (so the same snapshot) and checksum state: reuse it
+        if cached is not None and cached[0] is be and cached[1] == partial:
+            return out, cached[2]
     dec = d.Decision(d.FORWARD, d.INBOUND, svc.name, be.name, svc.mode, hit)
-    if out[0] is not frame:
+    if not forwarded:
         dec.verdict, dec.reason = d.REPLY, d.FRAG_NEEDED
     dec.new_flow = not hit
     dec.flow_key = key
     dec.partial_out = partial and svc.mode != "tunnel"
+    if hit and forwarded:
+        entry.decision = (be, partial, dec)
     return out, dec
 
 

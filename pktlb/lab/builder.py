@@ -63,7 +63,7 @@ def _nft_steps(plan: Plan) -> list[st.Step]:
         if node.kernel_lb:
             backends = [b.address for b in plan.by_role("backend")]
             ruleset = kernel_lb_ruleset(c["vip"], int(c["service_port"]), backends, plan.options.scheduler,
-                                        snat, c["snat_ports"])
+                                        snat, c["snat_ports"], int(c["iperf_port"]))
             out.append(st.nft_load(node.namespace, ruleset, "kernel load balancer (DNAT"
                                    + (" + SNAT)" if snat else ")")))
     return out

@@ -50,6 +50,9 @@ def expected_sha256(n: int) -> str:
 
 class BackendHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body leave in separate writes; with Nagle on, the body waits for the client's
+    # delayed ACK (~40 ms) on kept-alive connections.
+    disable_nagle_algorithm = True
     server_version = "pktlb-lab-httpd/1"
     timeout = 30  # seconds an idle keep-alive connection may stay open
     backend_name = "backend"

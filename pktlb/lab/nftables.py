@@ -31,7 +31,7 @@ def guard_ruleset(interface: str, vip_network: str, snat_address: str | None, sn
 
 
 def kernel_lb_ruleset(vip: str, port: int, backends: Sequence[str], scheduler: str,
-                      snat_address: str | None, snat_ports: str) -> str:
+                      snat_address: str | None, snat_ports: str, iperf_port: int | None = None) -> str:
     """DNAT (and for fullnat SNAT) rules standing in for the engine.
 
     rr/wrr spread with ``numgen inc``; sh with a hash of the client address; every other
@@ -49,8 +49,12 @@ def kernel_lb_ruleset(vip: str, port: int, backends: Sequence[str], scheduler: s
         "  chain prerouting {",
         "    type nat hook prerouting priority dstnat; policy accept;",
         f"    ip daddr {vip} tcp dport {port} counter dnat to {selector} map {{ {mapping} }}",
-        "  }",
     ]
+    if iperf_port:
+        # iperf3's control and data connections must meet the same server: hash the client address only.
+        lines.append(f"    ip daddr {vip} tcp dport {iperf_port} counter dnat to jhash ip saddr mod {len(backends)} "
+                     f"map {{ {mapping} }}")
+    lines += ["  }"]
     if snat_address:
         lines += [
             "  chain postrouting {",

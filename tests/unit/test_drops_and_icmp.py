@@ -216,3 +216,14 @@ def test_gso_super_frames_cannot_be_tunnelled_but_pass_in_nat():
     assert (frames, dec.reason) == ([], "gso_unsupported")
     frames, dec = datapath("nat").handle(client_frame(tcp(flags="A"), payload=b"g" * 3000), 1.0, True, True)
     assert dec.verdict == "forward" and dec.partial_out
+
+
+def test_a_syn_reusing_a_closed_flows_tuple_is_a_new_flow():
+    dp = datapath("nat", scheduler="rr")
+    first = dp.handle(client_frame(tcp(flags="S")), 1.0)[1]
+    dp.handle(client_frame(tcp(flags="FA")), 1.1)
+    again = dp.handle(client_frame(tcp(flags="S")), 1.2)[1]
+    assert (first.flow_hit, again.flow_hit) == (False, False)
+    assert again.backend != first.backend  # round robin moved on: it really was scheduled again
+    retransmit = dp.handle(client_frame(tcp(flags="S")), 1.3)[1]
+    assert retransmit.flow_hit and retransmit.backend == again.backend
