@@ -285,7 +285,23 @@ def config_from_dict(data: dict[str, Any]) -> Config:
                 raise ConfigError(f"service[{i}].backend[{j}].port", be.port,
                                   f"a backend address:port not used by NAT service[{owner}] too "
                                   "(replies could not be told apart)")
+    _check_address_roles(lb, services)
     return Config(lb=lb, flows=flows, services=services)
+
+
+def _check_address_roles(lb: LbConfig, services: tuple[ServiceConfig, ...]) -> None:
+    """Each address has one role: the LB's own, a VIP, a SNAT address or a backend's.  Mixing them would make
+    the engine forward to itself, or drop a backend's replies as spoofed (a VIP as source)."""
+    roles: dict[str, tuple[str, str]] = {lb.address: ("the LB's address", "lb.address")}
+    claims = [(svc.vip, "a VIP", f"service[{i}].vip") for i, svc in enumerate(services)]
+    claims += [(svc.snat_address, "a SNAT address", f"service[{i}].snat_address")
+               for i, svc in enumerate(services) if svc.snat_address]
+    claims += [(be.address, "a backend's address", f"service[{i}].backend[{j}].address")
+               for i, svc in enumerate(services) for j, be in enumerate(svc.backends)]
+    for address, role, key in claims:
+        other_role, other_key = roles.setdefault(address, (role, key))
+        if other_role != role:
+            raise ConfigError(key, address, f"an address that is not also {other_role} ({other_key})")
 
 
 def parse_config(text: str) -> Config:
