@@ -9,6 +9,7 @@ import time
 import pytest
 
 from pktlb.lab.httpd import expected_sha256
+from tests.lab import fault_helpers as fh
 from tests.lab.engine_helpers import ask, backend_counters, predicted_backend, wait_engine
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(180)]
@@ -71,11 +72,9 @@ def test_a_long_transfer_keeps_its_backend_while_backends_are_added(lab_factory,
     wait_engine(lab)
     for name in ("be2", "be3"):
         ask(lab, {"cmd": "backend", "action": "remove", "service": "web", "backend": name})
-    n = 6 * 1024 * 1024
-    download = subprocess.Popen(
-        ["ip", "netns", "exec", lab.ns("client"), "sh", "-c",
-         f"curl -sS --max-time 30 --limit-rate 1500k http://{lab.vip}/bytes?n={n} | sha256sum"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    n = 4 * 1024 * 1024
+    # Paced reads through a small receive window: the transfer really lasts ~n / rate seconds.
+    download = fh.start_in_node(lab, "client", "download", "--vip", lab.vip, "--n", str(n), "--rate", "800000")
     try:
         flows = _await_flow(lab)
         assert flows[0]["backend"] == "be1"
@@ -85,12 +84,11 @@ def test_a_long_transfer_keeps_its_backend_while_backends_are_added(lab_factory,
             assert change["ring_moved"]["web"] > 0
         after = [f for f in ask(lab, {"cmd": "flows"})["flows"] if f["client"] == flows[0]["client"]]
         assert after and after[0]["backend"] == "be1"
-        out, err = download.communicate(timeout=40)
+        result = json.loads(fh.finish(download, 40))
     finally:
-        if download.poll() is None:
-            download.kill()
-            download.wait()
-    assert out.split()[0] == expected_sha256(n), err
+        fh.stop(download)
+    assert result["seconds"] > 2, "the transfer must still be running while backends are added"
+    assert (result["bytes"], result["sha256"], result["error"]) == (n, expected_sha256(n), "")
     # New connections go where the rebuilt table says, the added backends included.
     backends = set()
     for i in range(30):
