@@ -7,10 +7,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PKTLB=.venv/bin/pktlb
-PREFIX=pktlb-cmp-
+PREFIX=pktlb-demo-
 
 if [ "$(id -u)" != 0 ]; then
   echo "make demo builds network namespaces: run it as root (sudo make demo)" >&2
+  exit 1
+fi
+if ip netns list 2>/dev/null | grep -q "^$PREFIX"; then
+  echo "a lab with prefix $PREFIX is already there: remove it with '$PKTLB lab down --prefix $PREFIX'" >&2
   exit 1
 fi
 cleanup() { $PKTLB lab down --prefix "$PREFIX" >/dev/null 2>&1 || true; }

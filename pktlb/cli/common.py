@@ -30,3 +30,20 @@ def emit_json(data: Any) -> None:
 def require_root(what: str) -> None:
     if os.geteuid() != 0:
         raise click.ClickException(f"{what} needs root (raw sockets and network namespaces): run it with sudo")
+
+
+def in_root_namespace() -> bool:
+    """True when this process shares PID 1's network namespace (the host's, outside any lab)."""
+    try:
+        return os.stat("/proc/self/ns/net").st_ino == os.stat("/proc/1/ns/net").st_ino
+    except OSError:
+        return False
+
+
+def refuse_root_namespace(what: str, allow: bool, hint: str) -> None:
+    """pktlb's raw-socket commands belong in a lab namespace: in the host's they would capture on, and
+    send to, the real network.  ``allow`` is the explicit override (``--allow-root-namespace``)."""
+    if not allow and in_root_namespace():
+        raise click.ClickException(
+            f"{what} runs in a network namespace, not the host's: {hint} "
+            "(or pass --allow-root-namespace if you really mean this host's interfaces)")

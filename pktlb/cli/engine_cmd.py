@@ -8,10 +8,11 @@ from typing import Any
 
 import click
 
-from pktlb.cli.common import emit_json, load_config_or_exit
+from pktlb.cli.common import emit_json, load_config_or_exit, refuse_root_namespace
+from pktlb.core.config import LbConfig
 from pktlb.daemon.ctlsock import ControlClientError, request
 
-DEFAULT_SOCKET = "/run/pktlb/pktlb.sock"
+DEFAULT_SOCKET = LbConfig.control_socket
 socket_option = click.option("-s", "--socket", "socket_path", default=None,
                              help=f"Control socket of the engine (default: from -c CONFIG, else {DEFAULT_SOCKET}).")
 config_option = click.option("-c", "--config", "config_path", default=None, type=click.Path(dir_okay=False),
@@ -42,7 +43,9 @@ def _ask(socket_path: str, payload: dict[str, Any]) -> Any:
               help="Write every frame the engine receives and sends to pcap files in this directory.")
 @click.option("--socket", "socket_path", default=None, help="Control socket path (overrides lb.control_socket).")
 @click.option("--no-health", is_flag=True, help="Do not run the configured health checks.")
-def run(config_path: str, workers: int, capture_dir: str | None, socket_path: str | None, no_health: bool) -> None:
+@click.option("--allow-root-namespace", is_flag=True, help="Run in the host's network namespace (not a lab's).")
+def run(config_path: str, workers: int, capture_dir: str | None, socket_path: str | None, no_health: bool,
+        allow_root_namespace: bool) -> None:
     """Run the forwarding engine in this network namespace (needs root).
 
     SIGTERM/SIGINT stop it cleanly; SIGHUP reloads CONFIG and applies the difference while the
@@ -51,6 +54,9 @@ def run(config_path: str, workers: int, capture_dir: str | None, socket_path: st
     from pktlb.daemon.forwarder import Forwarder, StartupError
     from pktlb.daemon.workers import run_workers
 
+    refuse_root_namespace("pktlb run", allow_root_namespace,
+                          "e.g. `pktlb lab up` starts it in the lab's LB, or `ip netns exec pktlb-lb pktlb run -c ...`")
+    load_config_or_exit(config_path)  # a clear error before any worker is forked
     if logging.getLogger().level > logging.INFO:
         logging.getLogger().setLevel(logging.INFO)
     try:

@@ -82,7 +82,10 @@ def down(prefix: str, as_json: bool) -> None:
 
     if os.geteuid() != 0:
         _fail("lab down needs root")
-    report = lab_down(prefix)
+    try:
+        report = lab_down(prefix)
+    except LabError as exc:
+        _fail(str(exc))
     if as_json:
         click.echo(json.dumps(report, indent=2))
     elif report["namespaces_removed"] or report["stopped_pids"] or report["statedir_removed"]:
@@ -90,6 +93,8 @@ def down(prefix: str, as_json: bool) -> None:
                    f"{len(report['stopped_pids'])} processes stopped")
     else:
         click.echo(f"nothing to remove for prefix {prefix!r}")
+    if report["errors"]:
+        _fail("could not remove: " + "; ".join(report["errors"]))
 
 
 @lab.command()
@@ -155,10 +160,14 @@ def doctor(prefix: str, as_json: bool, host_role: str | None, mode: str | None, 
 @click.option("--ready-file", default=None, help="Created once the sockets are open.")
 @click.option("--duration", type=float, default=None, help="Exit after this many seconds (default: until SIGTERM).")
 @click.option("--max-packets", type=int, default=None, help="Exit after receiving this many packets.")
+@click.option("--allow-root-namespace", is_flag=True, help="Run in the host's network namespace (not a lab's).")
 def decap(address: str, tun_name: str, stats_file: str | None, ready_file: str | None, duration: float | None,
-          max_packets: int | None) -> None:
+          max_packets: int | None, allow_root_namespace: bool) -> None:
     """User-space IP-in-IP decapsulator: raw socket for protocol 4 -> TUN device (kernels without ipip)."""
+    from pktlb.cli.common import refuse_root_namespace
     from pktlb.daemon.decap import Decapsulator
+
+    refuse_root_namespace("pktlb decap", allow_root_namespace, "the lab starts it in each tunnel-mode backend")
 
     stats = Decapsulator(address, tun_name, stats_file).run(ready_file=ready_file, duration=duration,
                                                              max_packets=max_packets)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import click
 
-from pktlb.cli.common import emit_json
+from pktlb.cli.common import emit_json, refuse_root_namespace
 from pktlb.core.health import L3OK
 from pktlb.core.packet.addr import in_network, ip_to_int
 from pktlb.daemon.prober import ProbeOutcome, probe_once
@@ -73,6 +73,9 @@ def probe(target: str, count: int, interval: float, timeout: float, tunnel_vip: 
           allow_outside_lab: bool, as_json: bool) -> None:
     """Send ICMP echo requests the way the health checker does; one line per reply with its RTT."""
     target = _address(target, "--target", allow_outside_lab) or target
+    if not target.startswith("127."):
+        refuse_root_namespace("pktlb probe", allow_outside_lab,
+                              f"e.g. `pktlb lab exec lb -- pktlb probe --target {target}`")
     tunnel_vip = _address(tunnel_vip, "--tunnel-vip", allow_outside_lab)
     source = _address(source, "--source", allow_outside_lab)
     how = f"IP-in-IP via {target} to VIP {tunnel_vip}" if tunnel_vip else "ICMP echo"

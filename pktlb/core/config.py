@@ -268,6 +268,12 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     if not raw_services:
         raise ConfigError("service", raw_services, "one or more [[service]] tables")
     services = tuple(_service(t, f"service[{i}]") for i, t in enumerate(raw_services))
+    check_services(lb, services)
+    return Config(lb=lb, flows=flows, services=services)
+
+
+def check_services(lb: LbConfig, services: tuple[ServiceConfig, ...]) -> None:
+    """Rules across services, checked for the file and again for backends added at run time."""
     seen: dict[tuple[str, str, int], int] = {}
     for i, svc in enumerate(services):
         key = (svc.protocol, svc.vip, svc.port)
@@ -286,7 +292,6 @@ def config_from_dict(data: dict[str, Any]) -> Config:
                                   f"a backend address:port not used by NAT service[{owner}] too "
                                   "(replies could not be told apart)")
     _check_address_roles(lb, services)
-    return Config(lb=lb, flows=flows, services=services)
 
 
 def _check_address_roles(lb: LbConfig, services: tuple[ServiceConfig, ...]) -> None:

@@ -10,10 +10,11 @@ Each rebuild logs what changed and, for Maglev, how many table slots moved (the 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
-from pktlb.core.config import BackendConfig, Config, ServiceConfig
+from pktlb.core.config import BackendConfig, Config, ServiceConfig, check_services
 from pktlb.core.sched.base import ring_delta
 from pktlb.core.snapshot import DOWN, DRAIN, UP, Snapshot, build_snapshot
 
@@ -80,24 +81,27 @@ class ControlPlane:
         if state not in ADMIN_STATES:
             raise ControlError(f"state {state!r}: expected one of {', '.join(ADMIN_STATES)}")
         self.backend(service, backend)
-        self.admin[(service, backend)] = state
-        return self.rebuild(f"{service}/{backend} set {state} by operator")
+        with self._transaction():
+            self.admin[(service, backend)] = state
+            return self.rebuild(f"{service}/{backend} set {state} by operator")
 
     def set_health(self, service: str, backend: str, state: str, reason: str = "") -> Change | None:
         """Health checks say up or down; a rebuild only when the forwarding state changes."""
         key = (service, backend)
         before = self.effective_state(service, backend)
-        self.health[key] = DOWN if state == DOWN else UP
-        if self.effective_state(service, backend) == before:
-            return None
-        return self.rebuild(f"{service}/{backend} health {state}" + (f" ({reason})" if reason else ""))
+        with self._transaction():
+            self.health[key] = DOWN if state == DOWN else UP
+            if self.effective_state(service, backend) == before:
+                return None
+            return self.rebuild(f"{service}/{backend} health {state}" + (f" ({reason})" if reason else ""))
 
     def set_weight(self, service: str, backend: str, weight: int) -> Change:
         if not 0 <= weight <= 1000:
             raise ControlError(f"weight {weight}: expected an integer from 0 to 1000")
         self.backend(service, backend)
-        self.weights[(service, backend)] = weight
-        return self.rebuild(f"{service}/{backend} weight {weight}")
+        with self._transaction():
+            self.weights[(service, backend)] = weight
+            return self.rebuild(f"{service}/{backend} weight {weight}")
 
     def add_backend(self, service: str, backend: BackendConfig) -> Change:
         svc = self.service(service)
@@ -105,14 +109,18 @@ class ControlPlane:
             raise ControlError(f"backend {backend.name!r} already in service {service!r}")
         if svc.mode in ("dsr", "tunnel") and backend.port != svc.port:
             raise ControlError(f"port {backend.port}: mode {svc.mode} needs the service port {svc.port}")
-        self.removed.discard((service, backend.name))
-        self.extra[service] = tuple(b for b in self.extra.get(service, ()) if b.name != backend.name) + (backend,)
-        return self.rebuild(f"{service}/{backend.name} added ({backend.address}:{backend.port} weight {backend.weight})")
+        with self._transaction():
+            self.removed.discard((service, backend.name))
+            self.extra[service] = tuple(b for b in self.extra.get(service, ()) if b.name != backend.name) + (backend,)
+            self._check_effective_config()
+            return self.rebuild(f"{service}/{backend.name} added ({backend.address}:{backend.port} "
+                                f"weight {backend.weight})")
 
     def remove_backend(self, service: str, backend: str) -> Change:
         self.backend(service, backend)
-        self.removed.add((service, backend))
-        return self.rebuild(f"{service}/{backend} removed")
+        with self._transaction():
+            self.removed.add((service, backend))
+            return self.rebuild(f"{service}/{backend} removed")
 
     def reload(self, config: Config) -> Change:
         """Apply a new config: runtime overrides for backends that still exist are kept."""
@@ -129,6 +137,22 @@ class ControlPlane:
         changed = sorted(f"{s}/{b}" for s, b in new.keys() & old.keys() if new[(s, b)] != old[(s, b)])
         return self.rebuild(f"config reloaded: added {added or 'none'}, removed {gone or 'none'}, "
                             f"changed {changed or 'none'}")
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """Apply a change whole or not at all: if the new snapshot cannot be built, the runtime state is
+        restored and the caller gets a ControlError naming what was wrong."""
+        saved = (dict(self.admin), dict(self.health), dict(self.weights), dict(self.extra), set(self.removed))
+        try:
+            yield
+        except (ValueError, KeyError) as exc:
+            self.admin, self.health, self.weights, self.extra, self.removed = saved
+            raise ControlError(f"change refused, nothing applied: {exc}") from None
+
+    def _check_effective_config(self) -> None:
+        """The config's cross-service rules (address roles, NAT reply keys) for the backends in force now."""
+        services = tuple(replace(svc, backends=tuple(self.backends(svc.name))) for svc in self.config.services)
+        check_services(self.config.lb, services)
 
     def rebuild(self, why: str) -> Change:
         old = self.snapshot
@@ -181,4 +205,4 @@ def backend_config(name: str, address: str, port: int, weight: int = 1, mac: str
         raise ControlError(str(exc)) from None
 
 
-__all__ = ["ControlPlane", "ControlError", "Change", "backend_config", "replace"]
+__all__ = ["ControlPlane", "ControlError", "Change", "backend_config"]

@@ -223,10 +223,16 @@ def log_tail(path: str | None) -> str:
 
 
 def lab_down(prefix: str) -> dict[str, Any]:
-    """Remove everything the lab with this prefix created; safe to run any number of times."""
-    statedir = st.statedir_for(prefix)
+    """Remove everything the lab with this prefix created; safe to run any number of times.
+
+    Every namespace is attempted even if one fails; failures are listed under ``errors``."""
+    try:
+        statedir = st.statedir_for(prefix)
+    except st.BadPrefix as exc:
+        raise LabError(str(exc)) from None
     recorded = st.load_state(prefix) or {}
-    report: dict[str, Any] = {"prefix": prefix, "stopped_pids": [], "namespaces_removed": [], "statedir_removed": False}
+    report: dict[str, Any] = {"prefix": prefix, "stopped_pids": [], "namespaces_removed": [], "statedir_removed": False,
+                              "errors": []}
     if recorded.get("supervisor"):
         report["stopped_pids"] += st.stop_processes([recorded["supervisor"]], grace=5.0)
     services = _service_states(statedir)
@@ -236,8 +242,11 @@ def lab_down(prefix: str) -> dict[str, Any]:
         stragglers = st.pids_in_namespace(ns)
         report["stopped_pids"] += st.stop_processes([st.proc_record(p) for p in stragglers], grace=1.0)
         if Path(f"/run/netns/{ns}").exists():
-            run(["ip", "netns", "delete", ns], timeout=COMMAND_TIMEOUT)
-            report["namespaces_removed"].append(ns)
+            try:
+                run(["ip", "netns", "delete", ns], timeout=COMMAND_TIMEOUT)
+                report["namespaces_removed"].append(ns)
+            except StepError as exc:
+                report["errors"].append(f"{ns}: {exc}")
     if statedir.exists():
         shutil.rmtree(statedir, ignore_errors=True)
         report["statedir_removed"] = True

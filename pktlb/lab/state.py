@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import signal
 import time
@@ -25,8 +26,27 @@ def state_root() -> Path:
     return Path(os.environ.get("PKTLB_STATE_ROOT", "/run/pktlb"))
 
 
+# A lab prefix names namespaces and a state directory: letters, digits, '-', '_' and '.', never a path.
+PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
+
+
+class BadPrefix(ValueError):
+    pass
+
+
+def check_prefix(prefix: str) -> str:
+    if not PREFIX_PATTERN.match(prefix) or ".." in prefix:
+        raise BadPrefix(f"--prefix {prefix!r}: expected 1-32 letters, digits, '-', '_' or '.' (not a path)")
+    return prefix
+
+
 def statedir_for(prefix: str) -> Path:
-    return state_root() / prefix
+    """The lab's state directory; BadPrefix for anything that could point outside the state root."""
+    root = state_root()
+    path = root / check_prefix(prefix)
+    if path.resolve().parent != root.resolve():
+        raise BadPrefix(f"--prefix {prefix!r} resolves outside {root}")
+    return path
 
 
 def write_json(path: Path, data: Any) -> None:

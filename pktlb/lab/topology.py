@@ -18,11 +18,11 @@ from typing import Any
 
 from pktlb.core.config import MODES
 from pktlb.core.packet.addr import in_network, int_to_ip, ip_to_int, mac_for_ip
+from pktlb.lab.state import BadPrefix, check_prefix
 
 LAB_NETWORK = (ip_to_int("198.18.0.0"), 15)
 MAX_BACKENDS = 64
 MAX_CLIENTS = 16
-PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
 DEFAULT_PREFIX = "pktlb-"
 ENGINES = ("pktlb", "kernel", "none")
 DECAP_CHOICES = ("auto", "kernel", "user")
@@ -158,8 +158,10 @@ def check_options(options: LabOptions, data: dict[str, Any]) -> None:
         raise LabError(f"--backends {options.backends}: expected 1 to {MAX_BACKENDS}")
     if not 1 <= options.clients <= MAX_CLIENTS:
         raise LabError(f"--clients {options.clients}: expected 1 to {MAX_CLIENTS}")
-    if not PREFIX_PATTERN.match(options.prefix):
-        raise LabError(f"--prefix {options.prefix!r}: expected 1-32 letters, digits, '-', '_' or '.'")
+    try:
+        check_prefix(options.prefix)
+    except BadPrefix as exc:
+        raise LabError(str(exc)) from None
     if options.decap not in DECAP_CHOICES:
         raise LabError(f"--decap {options.decap!r}: expected one of {', '.join(DECAP_CHOICES)}")
     engine = data["engine"][options.engine]

@@ -31,7 +31,8 @@ from typing import Any
 
 from pktlb.core.config import MODES, load_config
 from pktlb.daemon.ctlsock import ControlClientError, request
-from pktlb.lab.manage import lab_down, lab_up
+from pktlb.lab.manage import existing_namespaces, lab_down, lab_up
+from pktlb.lab.state import load_state
 from pktlb.lab.status import lab_status
 from pktlb.lab.topology import LabError, LabOptions, check_options, expand, load_topology, merge
 from pktlb.reports import workload as wl
@@ -151,8 +152,13 @@ class ModeRun:
 
     def run(self, data: dict[str, Any]) -> dict[str, Any]:
         started = time.monotonic()
+        created = False  # tear down only a lab this run built (never someone else's at the same prefix)
         try:
+            if existing_namespaces(self.prefix) or load_state(self.prefix):
+                raise LabError(f"a lab already exists with prefix {self.prefix!r}: remove it with "
+                               f"`pktlb lab down --prefix {self.prefix}` or pass another --prefix")
             self.say(f"lab up ({self.settings.backends} backends, scheduler {self.settings.scheduler})")
+            created = True
             up = lab_up(LabOptions(mode=self.mode, backends=self.settings.backends, scheduler=self.settings.scheduler,
                                    prefix=self.prefix, engine=self.engine))
             if up.engine_problem:
@@ -169,8 +175,9 @@ class ModeRun:
             self.result["errors"].append(f"{type(exc).__name__}: {exc}")
             self.say(f"FAILED ({type(exc).__name__}): {exc}")
         finally:
-            self.say("lab down")
-            lab_down(self.prefix)
+            if created:
+                self.say("lab down")
+                lab_down(self.prefix)
         self.result["seconds"] = round(time.monotonic() - started, 1)
         return self.result
 

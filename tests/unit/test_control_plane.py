@@ -103,3 +103,23 @@ def test_removing_and_adding_back_gives_the_same_maglev_table():
     change = cp.add_backend("web", backend_config("be2", "198.18.0.12", 80))
     assert len(cp.snapshot.service_named("web").backends) == 3
     assert cp.snapshot.service_named("web").scheduler.table == before and change.ring_moved["web"] > 0
+
+
+def test_a_change_that_cannot_be_built_is_refused_whole():
+    config = parse_config(config_text("nat", scheduler="maglev", backends=3,
+                                      extra="maglev_table_size = 307"))
+    cp = ControlPlane(config)
+    generation = cp.snapshot.generation
+    with pytest.raises(ControlError, match="nothing applied.*maglev_table_size"):
+        cp.add_backend("web", backend_config("be4", "198.18.0.14", 80))
+    assert [b.name for b in cp.backends("web")] == ["be1", "be2", "be3"]
+    assert cp.snapshot.generation == generation
+    assert cp.set_health("web", "be1", "up") is None  # still consistent afterwards
+
+
+@pytest.mark.parametrize("address", ["198.19.0.100", "198.18.0.2"])
+def test_runtime_backends_obey_the_configs_address_rules(address):
+    cp, _ = plane()
+    with pytest.raises(ControlError, match="nothing applied"):
+        cp.add_backend("web", backend_config("evil", address, 80))
+    assert "evil" not in cp.snapshot.service_named("web").by_name

@@ -253,6 +253,7 @@ def test_probe_command_explains_missing_privileges(monkeypatch) -> None:
         raise PermissionError(1, "raw ICMP sockets need CAP_NET_RAW (run as root)")
 
     monkeypatch.setattr(prober, "IcmpSocket", refuse)
+    monkeypatch.setattr("pktlb.cli.common.in_root_namespace", lambda: False)
     done = CliRunner().invoke(main, ["probe", "--target", BE1, "--count", "1"])
     assert done.exit_code == 1 and "CAP_NET_RAW" in done.output and "ip netns exec" in done.output
 
@@ -266,3 +267,13 @@ def test_probe_command_stays_in_the_lab_range() -> None:
     assert done.exit_code == 2 and "outside the lab range" in done.output
     done = CliRunner().invoke(main, ["probe", "--target", "not-an-address"])
     assert done.exit_code == 2 and "expected an IPv4 address" in done.output
+
+
+def test_probe_refuses_the_hosts_namespace_for_lab_addresses(monkeypatch) -> None:
+    from click.testing import CliRunner
+
+    from pktlb.cli import main
+
+    monkeypatch.setattr("pktlb.cli.common.in_root_namespace", lambda: True)
+    done = CliRunner().invoke(main, ["probe", "--target", BE1, "--count", "1"])
+    assert done.exit_code == 1 and "network namespace" in done.output and "lab exec" in done.output
