@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import logging
 import sys
 from typing import Any
@@ -32,6 +33,41 @@ def _ask(socket_path: str, payload: dict[str, Any]) -> Any:
         return request(socket_path, payload)
     except ControlClientError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def _worker_sockets(socket_path: str) -> list[str]:
+    """Worker 0's socket and, with ``pktlb run --workers N``, the others' (``<socket>.w<i>``)."""
+    others = sorted(glob.glob(glob.escape(socket_path) + ".w*"), key=lambda p: int(p.rsplit(".w", 1)[1] or 0))
+    return [socket_path] + [p for p in others if p.rsplit(".w", 1)[1].isdigit()]
+
+
+def _ask_all(socket_path: str, payload: dict[str, Any]) -> list[Any]:
+    """Send a change to every worker (each holds its own snapshot); the first answer is worker 0's."""
+    return [_ask(path, payload) for path in _worker_sockets(socket_path)]
+
+
+def _merged_stats(socket_path: str) -> dict[str, Any]:
+    """Worker 0's stats with every worker's counters added up (one worker: returned as it is)."""
+    parts = _ask_all(socket_path, {"cmd": "stats"})
+    merged = parts[0]
+    if len(parts) == 1:
+        return merged
+    merged["workers"] = len(parts)
+    for other in parts[1:]:
+        for key in ("received", "forwarded", "replied", "dropped"):
+            merged["totals"][key] += other["totals"][key]
+        for reason, n in other["totals"]["drops"].items():
+            merged["totals"]["drops"][reason] = merged["totals"]["drops"].get(reason, 0) + n
+        for key in ("entries", "inserted", "evicted", "expired"):
+            merged["flows"][key] += other["flows"][key]
+        for svc, other_svc in zip(merged["services"], other["services"], strict=False):
+            rows = {b["name"]: b for b in other_svc["backends"]}
+            for be in svc["backends"]:
+                for key in ("active_flows", "packets_in", "bytes_in", "packets_out", "bytes_out", "new_flows",
+                            "pps_in", "bps_in", "pps_out", "bps_out"):
+                    if key in be and be["name"] in rows:
+                        be[key] += rows[be["name"]].get(key, 0)
+    return merged
 
 
 @click.command()
@@ -76,7 +112,7 @@ def run(config_path: str, workers: int, capture_dir: str | None, socket_path: st
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def stats(socket_path: str | None, config_path: str | None, as_json: bool) -> None:
     """Per service and backend: state, weight, active flows, packets/bytes in and out, rates, drops by reason."""
-    data = _ask(_socket(socket_path, config_path), {"cmd": "stats"})
+    data = _merged_stats(_socket(socket_path, config_path))
     if as_json:
         emit_json(data)
         return
@@ -92,7 +128,9 @@ def stats(socket_path: str | None, config_path: str | None, as_json: bool) -> No
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def flows(socket_path: str | None, config_path: str | None, limit: int, as_json: bool) -> None:
     """The engine's flow table: client, VIP, backend, state, counters."""
-    data = _ask(_socket(socket_path, config_path), {"cmd": "flows", "limit": limit})
+    parts = _ask_all(_socket(socket_path, config_path), {"cmd": "flows", "limit": limit})
+    data = {"count": sum(p["count"] for p in parts), "listed": sum(p["listed"] for p in parts),
+            "flows": [f for p in parts for f in p["flows"]]}
     if as_json:
         emit_json(data)
         return
@@ -114,7 +152,7 @@ def _backend_cmd(action: str, extra: dict[str, Any] | None = None):
     def run_action(socket_path: str | None, config_path: str | None, service: str, name: str, as_json: bool,
                    **kw: Any) -> None:
         payload = {"cmd": "backend", "action": action, "service": service, "backend": name, **kw}
-        result = _ask(_socket(socket_path, config_path), payload)
+        result = _ask_all(_socket(socket_path, config_path), payload)[0]
         if as_json:
             emit_json(result)
         else:
@@ -151,7 +189,7 @@ _register_backend("weight", "Set backend NAME's weight.", click.argument("weight
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def reload(socket_path: str | None, config_path: str | None, as_json: bool) -> None:
     """Reload the engine's config file (the same as sending it SIGHUP)."""
-    result = _ask(_socket(socket_path, config_path), {"cmd": "reload"})
+    result = _ask_all(_socket(socket_path, config_path), {"cmd": "reload"})[0]
     if as_json:
         emit_json(result)
     elif result.get("reloaded"):

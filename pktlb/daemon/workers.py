@@ -7,7 +7,9 @@ there; everything else goes by a hash of the headers.  A NAT reply can land on a
 its request; that stays correct because NAT's reverse rewrite is derived from the snapshot (no
 per-flow state).  The kernel numbers group members in join order, so the workers start one after
 the other, each once the previous one has joined.  Worker 0 listens on the configured control
-socket, worker i on ``<socket>.w<i>``.
+socket, worker i on ``<socket>.w<i>``; the CLI sends backend changes and reloads to every worker
+and adds their counters up.  Every worker runs the health checks itself, so each one's snapshot
+follows the backends' health without talking to the others.
 """
 
 from __future__ import annotations
@@ -30,16 +32,34 @@ def run_workers(config_path: str, workers: int, *, capture_dir: str | None, cont
     base_socket = control_socket or load_config(config_path).lb.control_socket
     group = 0x5B0 + (os.getpid() & 0xFF)
     children: list[int] = []
+    stopping = False
+
+    def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = stopping or signum in (signal.SIGTERM, signal.SIGINT)
+        for child in children:
+            try:
+                os.kill(child, signum)
+            except ProcessLookupError:
+                pass
+
+    # Installed before the first fork: a SIGTERM while workers start must reach the ones already running.
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, forward)
     for index in range(workers):
+        if stopping:
+            break
         joined_r, joined_w = os.pipe()
         pid = os.fork()
         if pid == 0:
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                signal.signal(signum, signal.SIG_DFL)  # the Forwarder installs its own flag handlers
             code = 0
             os.close(joined_r)
             try:
                 sock = base_socket if index == 0 else f"{base_socket}.w{index}"
                 forwarder = Forwarder(config_path, workers=workers, worker=index, capture_dir=capture_dir,
-                                      control_socket=sock, health=health and index == 0, fanout_group=group)
+                                      control_socket=sock, health=health, fanout_group=group)
                 os.write(joined_w, b"j")
                 os.close(joined_w)
                 forwarder.run()
@@ -52,20 +72,10 @@ def run_workers(config_path: str, workers: int, *, capture_dir: str | None, cont
             os._exit(code)
         children.append(pid)
         os.close(joined_w)
-        _await_join(joined_r)  # the fanout group's array is in join order: worker i must be member i
-    stopping = False
-
-    def forward(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = stopping or signum in (signal.SIGTERM, signal.SIGINT)
-        for child in children:
-            try:
-                os.kill(child, signum)
-            except ProcessLookupError:
-                pass
-
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, forward)
+        if not _await_join(joined_r):  # the fanout group's array is in join order: worker i must be member i
+            log.error("worker %d did not join the fanout group; stopping", index)
+            forward(signal.SIGTERM, None)
+            stopping = True
     worst = 0
     alive = set(children)
     while alive:
@@ -86,13 +96,10 @@ def run_workers(config_path: str, workers: int, *, capture_dir: str | None, cont
     return worst
 
 
-def _await_join(fd: int, timeout: float = JOIN_TIMEOUT) -> None:
-    """Wait until a worker has joined the fanout group (it writes a byte), exited, or timed out."""
+def _await_join(fd: int, timeout: float = JOIN_TIMEOUT) -> bool:
+    """Wait until a worker has joined the fanout group (it writes a byte); False if it exited or timed out."""
     try:
         ready, _, _ = select.select([fd], [], [], timeout)
-        if ready:
-            os.read(fd, 1)
-        else:
-            log.error("a worker did not join the fanout group within %.0f s", timeout)
+        return bool(ready) and os.read(fd, 1) == b"j"
     finally:
         os.close(fd)

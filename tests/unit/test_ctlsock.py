@@ -71,3 +71,47 @@ def test_oversized_request_is_refused(server):
 def test_missing_socket_says_so(tmp_path):
     with pytest.raises(ControlClientError, match="no engine control socket"):
         request(str(tmp_path / "nothing.sock"), {"cmd": "stats"})
+
+
+def test_cli_adds_up_every_workers_stats_and_sends_changes_to_all(tmp_path):
+    from click.testing import CliRunner
+
+    from pktlb.cli import main
+
+    def stats(n):
+        backend = {"name": "be1", "address": "198.18.0.11", "port": 80, "state": "up", "weight": 1,
+                   "active_flows": n, "packets_in": 10 * n, "bytes_in": 100 * n, "packets_out": n, "bytes_out": n,
+                   "new_flows": n, "pps_in": 0.0, "bps_in": 0.0, "pps_out": 0.0, "bps_out": 0.0, "health": None}
+        return {"generation": 1, "uptime": 1.0, "worker": n - 1,
+                "totals": {"received": n, "forwarded": n, "replied": 0, "dropped": 0, "drops": {}},
+                "drop_reasons": {}, "flows": {"entries": n, "max_entries": 9, "inserted": n, "evicted": 0, "expired": 0},
+                "services": [{"name": "web", "vip": "198.19.0.100", "port": 80, "protocol": "tcp", "mode": "nat",
+                              "scheduler": "maglev", "backends": [backend], "drops": {}}]}
+
+    reactor = Reactor()
+    seen = []
+    base = str(tmp_path / "ctl.sock")
+    def worker(n):
+        def handle(req):
+            seen.append((n, req["cmd"]))
+            return stats(n) if req["cmd"] == "stats" else {"generation": 2, "why": "x", "ring_moved": {}}
+        return handle
+
+    servers = [ControlServer(path, worker(n), reactor) for n, path in ((1, base), (2, base + ".w1"))]
+    stop = threading.Event()
+    thread = threading.Thread(target=lambda: [reactor.run_once(0.05) for _ in iter(stop.is_set, True)])
+    thread.start()
+    try:
+        done = CliRunner().invoke(main, ["stats", "-s", base, "--json"])
+        data = json.loads(done.output)
+        assert data["workers"] == 2 and data["totals"]["received"] == 3
+        assert data["services"][0]["backends"][0]["packets_in"] == 30
+        done = CliRunner().invoke(main, ["backend", "drain", "be1", "-s", base])
+        assert done.exit_code == 0, done.output
+        assert sorted(n for n, cmd in seen if cmd == "backend") == [1, 2]
+    finally:
+        stop.set()
+        thread.join(5)
+        for srv in servers:
+            srv.close()
+        reactor.close()
