@@ -122,12 +122,11 @@ def build_snapshot(config: Config, *, generation: int = 1, states: Mapping[tuple
                    weights: Mapping[tuple[str, str], int] | None = None,
                    extra_backends: Mapping[str, tuple[BackendConfig, ...]] | None = None,
                    removed: frozenset[tuple[str, str]] = frozenset(), macs: Mapping[str, str] | None = None,
-                   lb_mac: str | None = None, gateway_mac: str | None = None,
-                   previous: Snapshot | None = None) -> Snapshot:
+                   lb_mac: str | None = None, gateway_mac: str | None = None) -> Snapshot:
     """Build a whole snapshot from config plus runtime overrides, keyed by (service name, backend name).
 
     ``macs`` maps backend addresses to resolved MACs; without one the config's MAC or the lab's
-    deterministic MAC for the address is used.  ``previous`` lets a scheduler reuse what it can.
+    deterministic MAC for the address is used.
     """
     states = dict(states or {})
     weights = weights or {}

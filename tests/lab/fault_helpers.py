@@ -34,21 +34,14 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from pktlb.core.checksum import checksum
+
 REPO = Path(__file__).resolve().parents[2]
 FLOOD_SOURCES = "198.18.64.0/18"  # spoofed flood sources: inside the lab's /15, used by no lab node
 ENGINE_SERVICE = "lb/engine"
 
 
 # ---- generators (run inside a namespace) --------------------------------------------------------
-
-def _csum(data: bytes) -> int:
-    if len(data) & 1:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
 
 def craft_packets(proto: str, dst: str, dport: int, sources: str, count: int, seed: int) -> list[bytes]:
     """``count`` IPv4 packets (TCP SYN or 18-byte UDP) from random sources/ports in ``sources``."""
@@ -67,12 +60,12 @@ def craft_packets(proto: str, dst: str, dport: int, sources: str, count: int, se
             l4 = struct.pack("!HHHH", sport, dport, 18, 0) + b"pktlb-flood"[:10]
             number = 17
         pseudo = src_raw + dst_raw + struct.pack("!BBH", 0, number, len(l4))
-        check = _csum(pseudo + l4)
+        check = checksum(pseudo + l4)
         offset = 16 if proto == "syn" else 6
         l4 = l4[:offset] + struct.pack("!H", check) + l4[offset + 2:]
         ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), rng.getrandbits(16), 0, 64, number, 0,
                          src_raw, dst_raw)
-        packets.append(ip[:10] + struct.pack("!H", _csum(ip)) + ip[12:] + l4)
+        packets.append(ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:] + l4)
     return packets
 
 

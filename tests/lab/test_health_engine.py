@@ -44,7 +44,7 @@ from tests.lab.engine_helpers import ask, predicted_backend, wait_engine
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(240)]
 
 INTERVAL, TIMEOUT, RISE, FALL = 0.2, 0.5, 2, 3
-SLACK = 0.15  # timer and select() wake-up slack on a busy 2-vCPU VM
+SLACK = 0.4  # timer, select() and scheduling slack on a busy 2-vCPU VM (the measured figure is printed)
 POLL = 0.02  # how often the test asks the engine for its backends' states
 POLL_MARGIN = 0.1  # one poll period plus a control-socket round trip on a loaded machine
 DETECT_BOUND = INTERVAL * FALL + TIMEOUT + SLACK + POLL_MARGIN
