@@ -114,7 +114,7 @@ class PortCounters:
     rx_bytes: int = 0
     rx_partial: int = 0
     rx_gso: int = 0
-    rx_truncated: int = 0  # drop reason truncated_capture: the frame did not fit the receive slot
+    rx_truncated: int = 0  # frames that did not fit the receive slot: counted here, never passed on cut
     rx_outgoing: int = 0  # our own frames dropped by the sll_pkttype fallback
     kernel_drops: int = 0  # socket queue overflows (PACKET_STATISTICS), updated by kernel_stats()
     tx: int = 0

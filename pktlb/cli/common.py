@@ -8,7 +8,8 @@ from typing import Any
 
 import click
 
-from pktlb.core.config import Config, ConfigError, load_config
+from pktlb.adapters.configfile import load_config
+from pktlb.core.config import Config, ConfigError
 
 
 def load_config_or_exit(path: str) -> Config:

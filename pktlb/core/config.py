@@ -1,7 +1,7 @@
 """TOML configuration validated into explicit, frozen objects.
 
 Every error names the key (as a path such as ``service[0].backend[2].weight``), the bad value and
-what was expected.  Parsing is pure (``parse_config`` takes text); ``load_config`` reads a file.
+what was expected.  Parsing is pure (``parse_config`` takes text); ``pktlb.adapters.configfile.load_config`` reads a file.
 """
 
 from __future__ import annotations
@@ -315,9 +315,3 @@ def parse_config(text: str) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("(file)", "", f"valid TOML ({exc})") from None
     return config_from_dict(data)
-
-
-def load_config(path: str) -> Config:
-    with open(path, "rb") as fh:
-        raw = fh.read()
-    return parse_config(raw.decode("utf-8", errors="replace"))

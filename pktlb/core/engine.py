@@ -14,7 +14,6 @@ import struct
 
 from pktlb.core import decision as d
 from pktlb.core import icmp_relay
-from pktlb.core.checksum import ones_sum
 from pktlb.core.flowkey import flow_hash
 from pktlb.core.flowtable import CLOSED, EST, FIN, SYN, UDP, FlowEntry, FlowTable
 from pktlb.core.packet.icmp import quote, time_exceeded
@@ -64,7 +63,9 @@ def _process(frame: bytearray, snap: Snapshot, flows: FlowTable, now: float, par
     end = 14 + total
     if end < n:
         del frame[end:]  # Ethernet padding must not travel on (the tunnel would carry it inside)
-    if ones_sum(frame[14:14 + ihl]) != 0xFFFF:
+    # A valid header's one's-complement sum is 0xffff, i.e. the header read as one big number is a
+    # non-zero multiple of 0xffff (checksum.ones_sum explains why); the version check ruled out zero.
+    if int.from_bytes(frame[14:14 + ihl], "big") % 0xFFFF:
         return NONE, d.drop("bad_ip_checksum")
     proto = frame[23]
     src, dst = _ADDRS(frame, 26)

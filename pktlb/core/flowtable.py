@@ -25,7 +25,7 @@ REFRESH = 1.0
 
 class FlowEntry:
     __slots__ = ("key", "service", "backend", "state", "created", "last_seen", "packets_in", "bytes_in",
-                 "packets_out", "bytes_out", "snat_addr", "snat_port", "nat_deltas", "syn_time", "load")
+                 "packets_out", "bytes_out", "snat_addr", "snat_port", "nat_deltas", "syn_time", "load", "decision")
 
     def __init__(self, key: FlowKey, service: str, backend: str, state: str, now: float, load: BackendLoad) -> None:
         self.key = key
@@ -40,6 +40,9 @@ class FlowEntry:
         self.nat_deltas: tuple[int, int, int, int] = (0, 0, 0, 0)  # full-NAT: in ip, in l4, out ip, out l4
         self.syn_time: float | None = now if state == SYN else None
         self.load = load
+        # The engine's decision for this flow's hits, reused while backend and checksum state stay the same:
+        # (BackendView, partial, Decision).  Saves an allocation per forwarded packet.
+        self.decision: tuple[object, bool, object] | None = None
 
     def as_dict(self) -> dict[str, object]:
         from pktlb.core.packet.addr import int_to_ip

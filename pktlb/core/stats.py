@@ -42,8 +42,10 @@ class Stats:
         verdict = decision.verdict
         if verdict == FORWARD:
             self.forwarded += 1
-            if decision.backend is not None:
-                counters = self.backend(decision.service, decision.backend)  # type: ignore[arg-type]
+            backend = decision.backend
+            if backend is not None:
+                counters = self.backends.get((decision.service, backend)) or \
+                    self.backend(decision.service, backend)  # type: ignore[arg-type]
                 if decision.reason == OUTBOUND:
                     counters.packets_out += 1
                     counters.bytes_out += nbytes

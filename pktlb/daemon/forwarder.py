@@ -16,16 +16,17 @@ import os
 import time
 from typing import Any
 
+from pktlb.adapters.configfile import load_config
 from pktlb.adapters.fanout import fanout_program
 from pktlb.adapters.ifinfo import InterfaceMissing, interface_info
 from pktlb.adapters.neigh import resolve
 from pktlb.adapters.pcap import PcapWriter
 from pktlb.adapters.rawio import NO_OFFLOAD, RawPort
-from pktlb.core.config import Config, ConfigError, load_config
+from pktlb.core.config import Config, ConfigError
 from pktlb.core.datapath import DataPath
 from pktlb.core.packet.addr import bytes_to_mac
 from pktlb.core.snapshot import Snapshot
-from pktlb.daemon.control import ControlPlane
+from pktlb.daemon.control import ControlError, ControlPlane
 from pktlb.daemon.ctlsock import ControlServer
 from pktlb.daemon.filter import engine_filter
 from pktlb.daemon.reactor import Reactor
@@ -137,7 +138,10 @@ class Forwarder:
         # Every event, not only forwarding_changed ones: after a reload the new monitor starts at init
         # while the control plane may still hold "down"; its init -> up must bring the backend back.
         # set_health rebuilds the snapshot only when the forwarding state really changes.
-        self.control.set_health(event.service, event.backend, forwarding_state(event.new), event.reason)
+        try:
+            self.control.set_health(event.service, event.backend, forwarding_state(event.new), event.reason)
+        except ControlError as exc:  # the snapshot could not be rebuilt: keep forwarding with the last one
+            log.error("health change not applied: %s", exc)
 
     def _on_rtt(self, service: str, backend: str, seconds: float) -> None:
         self.datapath.flows.load(service, backend).observe_rtt(seconds)
@@ -156,14 +160,16 @@ class Forwarder:
                 return
             out: list[bytearray] = []
             vnets: list[Any] = []
-            for rx in batch:
-                data = rx.data
+            for data, vnet in batch:
                 if captures:
                     captures["rx"].write(data, time.time())
-                frames, decision = handle(data, now, rx.partial, rx.vnet.gso_type != 0)
+                if vnet is NO_OFFLOAD:  # the common case: a finished checksum, no GSO
+                    frames, decision = handle(data, now)
+                else:
+                    frames, decision = handle(data, now, vnet.partial, vnet.gso_type != 0)
                 for frame in frames:
                     out.append(frame)
-                    vnets.append(rx.vnet if decision.partial_out and frame is data else NO_OFFLOAD)
+                    vnets.append(vnet if frame is data and decision.partial_out else NO_OFFLOAD)
             if out:
                 port.send_batch(out, vnets)
                 if captures:

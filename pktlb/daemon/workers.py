@@ -26,7 +26,7 @@ JOIN_TIMEOUT = 30.0  # seconds a worker may take to start (load the config, open
 
 def run_workers(config_path: str, workers: int, *, capture_dir: str | None, control_socket: str | None,
                 health: bool) -> int:
-    from pktlb.core.config import load_config
+    from pktlb.adapters.configfile import load_config
     from pktlb.daemon.forwarder import Forwarder, StartupError
 
     base_socket = control_socket or load_config(config_path).lb.control_socket

@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pktlb.core.config import MODES, load_config
+from pktlb.adapters.configfile import load_config
+from pktlb.core.config import MODES
 from pktlb.daemon.ctlsock import ControlClientError, request
 from pktlb.lab.manage import existing_namespaces, lab_down, lab_up
 from pktlb.lab.state import load_state

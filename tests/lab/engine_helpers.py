@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from pktlb.core.config import load_config
+from pktlb.adapters.configfile import load_config
 from pktlb.core.datapath import DataPath
 from pktlb.core.flowkey import flow_hash
 from pktlb.core.packet.addr import ip_to_int

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from pktlb.core.config import load_config
+from pktlb.adapters.configfile import load_config
 from pktlb.core.datapath import DataPath
 from pktlb.core.decision import DROP, DROP_REASONS
 from pktlb.core.packet.addr import ip_to_int, mac_for_ip, mac_to_bytes

@@ -81,7 +81,7 @@ def test_config_rejects_port_rewrite_in_dsr_and_missing_snat():
 def test_examples_all_load():
     from pathlib import Path
 
-    from pktlb.core.config import load_config
+    from pktlb.adapters.configfile import load_config
     from pktlb.core.snapshot import build_snapshot
 
     paths = sorted(Path(__file__).parents[2].joinpath("examples").glob("*.toml"))

@@ -12,8 +12,9 @@ from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 from scapy.utils import wrpcap
 
+from pktlb.adapters.configfile import load_config
 from pktlb.cli import main
-from pktlb.core.config import load_config, parse_config
+from pktlb.core.config import parse_config
 from pktlb.core.datapath import DataPath
 from pktlb.reports.checksum_steps import ChecksumStep, WordChange, apply_update, ip_header_step, l4_step
 from pktlb.reports.explain import explain
