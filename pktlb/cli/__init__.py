@@ -29,6 +29,7 @@ COMMANDS = {
     "decap": "pktlb.cli.lab_cmd",
     "compare": "pktlb.cli.compare_cmd",
     "explain": "pktlb.cli.explain_cmd",
+    "bench": "pktlb.cli.bench_cmd",
 }
 
 

@@ -1,0 +1,393 @@
+"""``pktlb bench``: one run, one generator, one core pinning, every forwarder measured the same way.
+
+Method (also printed in the report's settings):
+
+* Two cores.  The generator (``benchgen flood``: sendmmsg of prebuilt 64-byte UDP frames over 64
+  flows, client namespace), every other lab process, the router and the switch run on CPU 0.  RPS
+  steers the LB's eth0 receive work to CPU 1, where the forwarder runs: the engine process
+  (pinned), or the kernel's softirq for the baselines.  What the LB sends is steered back to CPU 0
+  (RPS on its switch port), so the switch and the backends do not count as LB work.
+* Delivered = frames the backends' netdev ingress counters matched (right address, port and MAC),
+  dropped right there.  The delivery window runs from the first to the last delivery seen (the
+  backends' interface counters, polled every 20 ms); delivered pps = delivered / window.  Loss =
+  1 - delivered / sent, under a flood that offers more than the forwarder can take.
+* LB CPU per packet = busy time of CPU 1 (user + system + irq + softirq + steal, /proc/stat) /
+  delivered, measured in a second, paced run at 80% of the flood's delivered rate: below
+  saturation, so no CPU goes into receiving frames that are then dropped (the flood's own figure,
+  which includes that waste, is reported beside it).  User time on CPU 1 that is not the
+  forwarder process's is another program's and is left out; other load's kernel time is not
+  separable and counts (the report notes a busy LB core).
+* Latency: TCP connect times from the client at low load (no flood), through the forwarder and
+  straight to a backend (NAT labs get a temporary return route for that); added = through - direct.
+* Backlog drain (``--workers 1,2``): the workers are stopped (SIGSTOP), frames over 1024 flows
+  queue in their sockets, then SIGCONT; time until the backends counted them all (best of 5).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pktlb.core.packet.addr import mac_for_ip
+from pktlb.lab.manage import existing_namespaces
+from pktlb.reports.bench_lab import (
+    BENCH_PORT,
+    GEN_CPU,
+    LB_CPU,
+    BenchError,
+    BenchLab,
+    changed,
+    cpu_busy_seconds,
+    cpu_times,
+    ipis,
+    process_cpu_seconds,
+    rx_packets,
+    softnet_dropped,
+)
+from pktlb.reports.bench_results import BenchReport, Latency, VariantResult
+from pktlb.reports.bench_variants import KernelDnat, KernelRouting, PktlbVariant, ScapyForwarder, Variant
+
+GENERATOR = "pktlb.reports.benchgen"
+POLL = 0.02  # seconds between looks at the backends' counters
+SETTLE = 0.3  # the run is over once no delivery was seen for this long after the generator finished
+DRAIN_FLOWS = 1024
+BACKGROUND_PROBE = 0.5  # seconds the LB core is watched, idle, before each flood
+NOISY = 0.05  # a background share above this gets a note in the report
+PACED = 0.8  # CPU per packet is measured at this share of the flood's delivered rate: no overload
+PACED_SECONDS = 4.0  # long enough for ~1000 scheduler ticks on the LB core (CPU time is tick-sampled)
+
+
+@dataclass
+class BenchOptions:
+    modes: list[str] = field(default_factory=lambda: ["nat", "fullnat", "tunnel", "dsr"])
+    packets: int = 500_000
+    seconds: float = 5.0
+    workers: list[int] = field(default_factory=lambda: [1])
+    flows: int = 64
+    baselines: bool = True
+    scapy_packets: int = 20_000
+    scapy_rate: float = 10_000.0
+    latency_samples: int = 200
+    drain_frames: int = 16_000
+    drain_repeats: int = 5
+    paced: bool = True
+    profile: bool = False
+    memory: bool = False
+    memory_seconds: float = 60.0
+    prefix: str = ""
+    out: str | None = None
+
+
+Progress = Callable[[str], None]
+
+
+def machine_info() -> dict[str, Any]:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())
+    return {"cpus": os.cpu_count(), "cpu_model": model, "kernel": platform.release(),
+            "python": platform.python_version(), "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3]}
+
+
+def flood_args(lab: BenchLab, packets: int, seconds: float, flows: int, rate: float | None = None,
+               first_sport: int = 10000) -> list[str]:
+    client = lab.node("client")
+    c = lab.constants
+    args = ["flood", "--ifname", "eth0", "--src-mac", client.interfaces[0].mac,
+            "--dst-mac", mac_for_ip(c["router_client"]), "--src", "198.18.1.100", "--sources", "64", "--dst", lab.vip,
+            "--dport", str(BENCH_PORT), "--flows", str(flows), "--first-sport", str(first_sport),
+            "--packets", str(packets), "--seconds", str(seconds)]
+    return args + (["--rate", str(rate)] if rate else [])
+
+
+@dataclass
+class Flood:
+    """What one bounded flood measured."""
+
+    sent: int
+    delivered: int
+    seconds: float  # first to last delivery seen
+    send_seconds: float
+    lb_cpu_seconds: float
+    per_backend: dict[str, int]
+    extra: dict[str, Any]
+
+    @property
+    def pps(self) -> float:
+        return self.delivered / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def cpu_us_per_packet(self) -> float:
+        return 1e6 * self.lb_cpu_seconds / self.delivered if self.delivered else float("nan")
+
+
+def measure_flood(lab: BenchLab, variant: Variant, packets: int, seconds: float, flows: int,
+                  rate: float | None = None) -> Flood:
+    """One bounded flood through whatever forwards in the lab now; counters before and after.
+
+    LB CPU = busy time of the LB core, minus user time on it that is not the forwarder's own (other
+    processes of the machine; the bench runs nothing else in user space there)."""
+    probes = lab.backend_probe_pids()
+    before = lab.delivered()
+    rx_last = sum(rx_packets(p) for p in probes)
+    background = _background_busy(BACKGROUND_PROBE)
+    cpu_before, drops_before, ipis_before = cpu_times(LB_CPU), softnet_dropped(LB_CPU), ipis(LB_CPU)
+    procs_before = {pid: process_cpu_seconds(pid) for pid in variant.process_pids()}
+    gen = lab.popen("client", [sys.executable, "-m", GENERATOR, *flood_args(lab, packets, seconds, flows, rate)],
+                    cpu=GEN_CPU, stdout=subprocess.PIPE)
+    first = last = None
+    deadline = time.monotonic() + seconds + 30
+    while time.monotonic() < deadline:
+        time.sleep(POLL)
+        now, rx = time.monotonic(), sum(rx_packets(p) for p in probes)
+        if rx != rx_last:
+            first = first or now
+            last, rx_last = now, rx
+        if gen.poll() is not None and now - (last or now) >= SETTLE:
+            break
+    core, drops_after = cpu_times(LB_CPU) - cpu_before, softnet_dropped(LB_CPU)
+    ipis_on_lb = {kind: count - ipis_before.get(kind, 0) for kind, count in ipis(LB_CPU).items()}
+    procs = {pid: _cpu_or_none(pid) for pid in procs_before}
+    out, _ = gen.communicate(timeout=10)
+    after = lab.delivered()
+    if gen.returncode != 0:
+        raise BenchError(f"the generator failed (exit {gen.returncode})")
+    sent = json.loads(out.decode().strip().splitlines()[-1])
+    per_backend = {name: after[name] - before.get(name, 0) for name in after}
+    forwarder = [(t[0] - procs_before[p][0], t[1] - procs_before[p][1]) for p, t in procs.items() if t]
+    foreign_user = max(0.0, core.user - sum(u for u, _ in forwarder))
+    extra = {"lb_core": {"busy": core.busy, "user": core.user, "system": core.system, "softirq": core.softirq,
+                         "irq": core.irq, "steal": core.steal, "foreign_user": foreign_user},
+             "lb_core_background_busy": background, "lb_backlog_drops": drops_after - drops_before,
+             "lb_core_ipis": ipis_on_lb,
+             "forwarder_process_cpu_seconds": sum(u + k for u, k in forwarder) if forwarder else None,
+             "generator_errors": sent.get("errors")}
+    window = (last - first) if first and last and last > first else 0.0
+    return Flood(int(sent["sent"]), sum(per_backend.values()), window, float(sent["seconds"]),
+                 core.busy - foreign_user, per_backend, extra)
+
+
+def _background_busy(seconds: float) -> float:
+    """Share of the LB core busy with nothing of the bench's running (other load on the machine)."""
+    before, t0 = cpu_busy_seconds(LB_CPU), time.monotonic()
+    time.sleep(seconds)
+    return max(0.0, (cpu_busy_seconds(LB_CPU) - before) / (time.monotonic() - t0))
+
+
+def _cpu_or_none(pid: int) -> tuple[float, float] | None:
+    try:
+        return process_cpu_seconds(pid)
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+def connect_rtts(lab: BenchLab, host: str, samples: int) -> dict[str, Any]:
+    return lab.python("client", GENERATOR, ["rtt", "--host", host, "--port", str(lab.constants["service_port"]),
+                                            "--count", str(samples), "--interval", "0.01"],
+                      cpu=GEN_CPU, timeout=30 + samples * 1.1)
+
+
+def direct_rtts(lab: BenchLab, samples: int) -> list[float]:
+    """TCP connects straight to the first backend (a NAT lab's backend gets a return route via the router)."""
+    first, client = lab.backend_nodes[0], lab.node("client")
+    undo: list[tuple[Any, ...]] = []
+    with changed(undo):
+        if lab.mode == "nat":
+            route = [f"{client.address}/32", "via", str(lab.constants["router_server"])]
+            lab.run(first.name, ["ip", "route", "replace", *route])
+            undo.append((lab.run, first.name, ["ip", "route", "del", *route]))
+        return list(connect_rtts(lab, first.address, samples)["samples_us"])
+
+
+def run_variant(lab: BenchLab, variant: Variant, opts: BenchOptions, direct: list[float] | None,
+                progress: Progress, packets: int | None = None, rate: float | None = None) -> VariantResult:
+    """The flood (throughput, loss), a paced run at PACED of that throughput (CPU per packet), latency."""
+    label = getattr(variant, "label", variant.name)
+    progress(f"{label}: starting")
+    undo: list[tuple[Any, ...]] = []
+    with changed(undo):
+        variant.start(lab, undo)
+        try:
+            progress(f"{label}: flood of {packets or opts.packets:,} frames")
+            flood = measure_flood(lab, variant, packets or opts.packets, opts.seconds, opts.flows, rate)
+            paced = None
+            if opts.paced and flood.pps > 0:
+                paced_rate = PACED * flood.pps
+                progress(f"{label}: paced at {paced_rate:,.0f} frames/s")
+                paced = measure_flood(lab, variant, max(1000, int(paced_rate * PACED_SECONDS)), PACED_SECONDS + 2,
+                                      opts.flows, paced_rate)
+            latency = None
+            if variant.latency and direct is not None and opts.latency_samples:
+                progress(f"{label}: latency")
+                through = connect_rtts(lab, lab.vip, opts.latency_samples)
+                latency = Latency.from_samples(through["samples_us"], direct, through["failures"])
+        finally:
+            stopped = variant.stop(lab)
+    result = VariantResult(name=label, kind=variant.kind, mode=variant.mode, sent=flood.sent,
+                           delivered=flood.delivered, seconds=flood.seconds, send_seconds=flood.send_seconds,
+                           lb_cpu_seconds=flood.lb_cpu_seconds, per_backend=flood.per_backend, latency=latency,
+                           extra={**flood.extra, **stopped})
+    if rate:
+        result.extra["offered_rate_pps"] = rate
+    if paced is not None:
+        result.paced_cpu_us = paced.cpu_us_per_packet
+        result.extra["paced"] = {"offered_pps": PACED * flood.pps, "sent": paced.sent, "delivered": paced.delivered,
+                                 "loss": 1 - paced.delivered / paced.sent if paced.sent else None,
+                                 "lb_cpu_seconds": paced.lb_cpu_seconds, "cpu_us_per_packet": paced.cpu_us_per_packet,
+                                 "lb_core": paced.extra["lb_core"], "lb_core_ipis": paced.extra["lb_core_ipis"],
+                                 "lb_core_ipis_per_packet": sum(paced.extra["lb_core_ipis"].values()) / paced.delivered
+                                 if paced.delivered else None}
+    progress(f"{label}: {result.pps:,.0f} pps, {result.cpu_us_per_packet:.2f} us/packet on CPU {LB_CPU} "
+             f"(flood {result.flood_cpu_us_per_packet:.2f}), loss {100 * result.loss:.1f}%")
+    return result
+
+
+def drain(lab: BenchLab, mode: str, workers: int, opts: BenchOptions, progress: Progress) -> dict[str, Any]:
+    """Queue frames while the workers are stopped, release them, time until the backends have them all."""
+    variant = PktlbVariant(mode, workers=workers)
+    runs = []
+    undo: list[tuple[Any, ...]] = []
+    with changed(undo):
+        # Each worker's sends are delivered on its own core (no steering to one core for all of them).
+        lab.set_rps("sw", lab.lb_switch_port, 0)
+        undo.append((lab.set_rps, "sw", lab.lb_switch_port, 1 << GEN_CPU))
+        variant.start(lab, undo)
+        try:
+            probes = lab.backend_probe_pids()
+            for _ in range(opts.drain_repeats):
+                runs.append(_drain_once(lab, variant, probes, opts))
+        finally:
+            stopped = variant.stop(lab)
+    # Best of the repeats: other work on the machine only ever makes a drain slower.
+    fastest = min(runs, key=lambda r: r["seconds"] / max(r["delivered"], 1))
+    best, delivered = fastest["seconds"], fastest["delivered"]
+    per_worker = [(w.get("port") or {}).get("rx", 0) for w in stopped.get("engine", [])]
+    progress(f"drain {mode}, {workers} worker(s): {delivered:,.0f} frames in {best * 1000:.0f} ms "
+             f"(frames per worker {per_worker})")
+    return {"workers": workers, "seconds": best, "delivered": delivered, "pps": delivered / best if best else 0.0,
+            "frames_per_worker": per_worker, "repeats": runs}
+
+
+def _drain_once(lab: BenchLab, variant: PktlbVariant, probes: list[int], opts: BenchOptions) -> dict[str, Any]:
+    pids = variant.process_pids()
+    start_rx = sum(rx_packets(p) for p in probes)
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        lab.python("client", GENERATOR, flood_args(lab, opts.drain_frames, 10, DRAIN_FLOWS, rate=200_000),
+                   cpu=GEN_CPU, timeout=60)
+        time.sleep(0.3)  # the last frames reach the sockets
+    finally:
+        t0 = time.monotonic()
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+    last, seen = t0, start_rx
+    while time.monotonic() - last < 1.0:
+        time.sleep(0.002)
+        rx = sum(rx_packets(p) for p in probes)
+        if rx != seen:
+            seen, last = rx, time.monotonic()
+            if rx - start_rx >= opts.drain_frames:
+                break
+    time.sleep(0.5)
+    return {"seconds": last - t0, "delivered": seen - start_rx}
+
+
+def _lab(mode: str, opts: BenchOptions, progress: Progress) -> BenchLab:
+    prefix = f"{opts.prefix or 'pktlb-b' + secrets.token_hex(2) + '-'}"
+    if existing_namespaces(prefix):
+        raise BenchError(f"namespaces with prefix {prefix!r} exist already; pick another --prefix")
+    progress(f"lab up: mode {mode} (prefix {prefix})")
+    lab = BenchLab(mode, prefix)
+    try:
+        lab.up().prepare()
+    except BaseException:
+        lab.down()
+        raise
+    return lab
+
+
+def run_bench(opts: BenchOptions, progress: Progress = lambda _: None) -> BenchReport:
+    """Every variant, one lab per mode (a NAT lab hosts the baselines); labs are always removed."""
+    if os.geteuid() != 0:
+        raise BenchError("pktlb bench needs root (network namespaces, AF_PACKET)")
+    if (os.cpu_count() or 1) < 2:
+        raise BenchError("pktlb bench needs two CPUs (one for the generator, one for the LB)")
+    affinity = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {GEN_CPU})  # the bench itself (and what it starts) stays off the LB core
+    report = BenchReport(machine=machine_info(), settings=_settings(opts))
+    load = float(report.machine["loadavg_at_start"][0])
+    if load > 0.5:
+        report.notes.append(f"load average {load} at start: other processes may have shared the LB core")
+    order = sorted(opts.modes, key=lambda m: m != "nat")  # the NAT lab first: it hosts the baselines
+    if opts.baselines and "nat" not in order:
+        order.insert(0, "nat")
+    scaling: list[dict[str, Any]] = []
+    try:
+        for mode in order:
+            lab = _lab(mode, opts, progress)
+            try:
+                direct = direct_rtts(lab, opts.latency_samples) if opts.latency_samples else None
+                if mode in opts.modes:
+                    report.results.append(run_variant(lab, PktlbVariant(mode), opts, direct, progress))
+                if mode == "nat" and opts.baselines:
+                    for variant in (KernelRouting(), KernelDnat()):
+                        report.results.append(run_variant(lab, variant, opts, direct, progress))
+                    scapy = ScapyForwarder(opts.scapy_packets, opts.seconds)
+                    report.results.append(run_variant(lab, scapy, opts, None, progress, packets=opts.scapy_packets,
+                                                      rate=opts.scapy_rate))
+                if mode in opts.modes and opts.workers != [1]:
+                    runs = [drain(lab, mode, n, opts, progress) for n in opts.workers]
+                    base = next((r["pps"] for r in runs if r["workers"] == 1), None)
+                    speedup = {str(r["workers"]): r["pps"] / base for r in runs if base and r["workers"] != 1}
+                    scaling.append({"mode": mode, "frames": opts.drain_frames, "flows": DRAIN_FLOWS, "runs": runs,
+                                    "speedup": speedup})
+                if mode == order[0] and opts.profile:
+                    from pktlb.reports.bench_profile import lab_profile
+
+                    report.profile = lab_profile(lab, opts, progress)
+                if mode == order[0] and opts.memory:
+                    from pktlb.reports.bench_memory import memory_report
+
+                    report.memory = memory_report(lab, opts, progress)
+            finally:
+                progress(f"lab down: {lab.prefix}")
+                lab.down()
+    finally:
+        os.sched_setaffinity(0, affinity)
+    if scaling:
+        report.scaling = {"modes": scaling}
+    noisy = [f"{r.name} {100 * r.extra['lb_core_background_busy']:.0f}%" for r in report.results
+             if r.extra.get("lb_core_background_busy", 0) > NOISY]
+    if noisy:
+        report.notes.append("the LB core was busy before the flood (other load; it counts in LB CPU per packet): "
+                            + ", ".join(noisy))
+    return report
+
+
+def _settings(opts: BenchOptions) -> dict[str, Any]:
+    return {"modes": opts.modes, "packets": opts.packets, "seconds": opts.seconds, "flows": opts.flows,
+            "frame_bytes": 60, "generator_cpu": GEN_CPU, "lb_cpu": LB_CPU, "workers": opts.workers,
+            "scapy_packets": opts.scapy_packets, "scapy_rate": opts.scapy_rate,
+            "latency_samples": opts.latency_samples, "drain_frames": opts.drain_frames,
+            "method": (__doc__ or "").split("Method (also printed in the report's settings):", 1)[-1].strip()}
+
+
+def write_outputs(report: BenchReport, out: str | None, text: str) -> list[str]:
+    """bench.json and bench.txt in ``out`` (created); the paths written."""
+    if not out:
+        return []
+    directory = Path(out)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "bench.json").write_text(json.dumps(report.as_dict(), indent=2, default=str) + "\n")
+    (directory / "bench.txt").write_text(text + "\n")
+    return [str(directory / "bench.json"), str(directory / "bench.txt")]

@@ -1,0 +1,236 @@
+"""The forwarders ``pktlb bench`` compares, each a small class that sets itself up in a lab and undoes it.
+
+* ``pktlb``: the engine (``pktlb run``) in one mode, one worker pinned to the LB core, with the
+  lab's TCP service plus a UDP service on the bench port.
+* ``kernel routing``: the LB namespace forwards (ip_forward=1) with a route for the VIP to the
+  first backend: the least work a forwarding hop can do here.
+* ``kernel nftables DNAT``: the kernel's conntrack + DNAT over the backends (jhash of address and
+  port), the LB's kernel doing what pktlb's NAT mode does.
+* ``scapy forwarder``: scripts/scapy_forwarder.py, a per-packet scapy loop (the reference of what
+  not to do), fed at a paced rate it cannot reach.
+
+Baselines run in a NAT-mode lab: its backends route back through the LB, so TCP latency works
+through the kernel too.  The guard (a netdev drop of VIP traffic) is lifted for the kernel ones.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pktlb.daemon.ctlsock import ControlClientError, request
+from pktlb.lab.manage import log_tail, pktlb_program
+from pktlb.lab.nftables import GUARD_TABLE, guard_ruleset
+from pktlb.reports.bench_lab import (
+    BENCH_PORT,
+    LB_CPU,
+    BenchError,
+    BenchLab,
+    children_of,
+    pin,
+    stop,
+    wait_until,
+)
+from pktlb.reports.bench_results import NFTABLES, ROUTING, SCAPY
+
+DNAT_TABLE = "pktlb_bench_dnat"
+ENGINE_START_TIMEOUT = 20.0
+SCAPY_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "scapy_forwarder.py"
+
+
+def bench_config_text(lab_config: str, mode: str, vip: str, backends: list[tuple[str, str, str]],
+                      snat_address: str | None, max_entries: int | None = None, udp_timeout: float | None = None) -> str:
+    """The lab's engine config plus a UDP service on the bench port (backends: name, address, MAC)."""
+    lines = [lab_config.rstrip(), "", "[[service]]", 'name = "bench"', f'vip = "{vip}"', f"port = {BENCH_PORT}",
+             'protocol = "udp"', f'mode = "{mode}"', 'scheduler = "maglev"']
+    if mode == "fullnat":
+        lines += [f'snat_address = "{snat_address}"', "snat_ports = [20000, 59999]"]
+    for name, address, mac in backends:
+        lines += ["", "[[service.backend]]", f'name = "{name}"', f'address = "{address}"', f"port = {BENCH_PORT}",
+                  f'mac = "{mac}"']
+    flows = []
+    if max_entries is not None:
+        flows.append(f"max_entries = {max_entries}")
+    if udp_timeout is not None:
+        flows.append(f"udp_timeout = {udp_timeout}")
+    if flows:
+        lines += ["", "[flows]", *flows]
+    return "\n".join(lines) + "\n"
+
+
+def dnat_ruleset(vip: str, backends: list[str], udp_port: int, tcp_port: int) -> str:
+    """Kernel DNAT of the bench's UDP flood and the lab's TCP service over the backends."""
+    mapping = ", ".join(f"{i} : {address}" for i, address in enumerate(backends))
+    n = len(backends)
+    return "\n".join([
+        f"table ip {DNAT_TABLE} {{",
+        "  chain prerouting {",
+        "    type nat hook prerouting priority dstnat; policy accept;",
+        f"    ip daddr {vip} udp dport {udp_port} dnat to jhash ip saddr . udp sport mod {n} map {{ {mapping} }}",
+        f"    ip daddr {vip} tcp dport {tcp_port} dnat to jhash ip saddr . tcp sport mod {n} map {{ {mapping} }}",
+        "  }",
+        "}",
+    ]) + "\n"
+
+
+class Variant:
+    """A forwarder the bench measures: ``start`` sets it up (recording undo steps), ``stop`` ends it."""
+
+    name: ClassVar[str]
+    kind: ClassVar[str] = "baseline"
+    mode: str | None = None
+    latency: ClassVar[bool] = True  # can a TCP connect go through it?
+
+    def start(self, lab: BenchLab, undo: list[tuple[Any, ...]]) -> None:
+        raise NotImplementedError
+
+    def stop(self, lab: BenchLab) -> dict[str, Any]:
+        """End it; what it can tell about itself (engine counters...)."""
+        return {}
+
+    def process_pids(self) -> list[int]:
+        """The user-space forwarding processes, if any (their CPU time is reported beside the core's)."""
+        return []
+
+
+def _set_forwarding(lab: BenchLab, value: int, undo: list[tuple[Any, ...]]) -> None:
+    old = int(lab.run("lb", ["sysctl", "-n", "net.ipv4.ip_forward"]).stdout.strip())
+    lab.sysctl("lb", "net.ipv4.ip_forward", value)
+    undo.append((lab.sysctl, "lb", "net.ipv4.ip_forward", old))
+
+
+def _lift_guard(lab: BenchLab, undo: list[tuple[Any, ...]]) -> None:
+    c = lab.constants
+    snat = c["snat_address"] if lab.mode == "fullnat" else None
+    lab.nft_delete("lb", "netdev", GUARD_TABLE)
+    undo.append((lab.nft, "lb", guard_ruleset("eth0", c["vip_network"], snat, c["snat_ports"])))
+
+
+class PktlbVariant(Variant):
+    name = "pktlb"
+    kind = "pktlb"
+
+    def __init__(self, mode: str, workers: int = 1, max_entries: int | None = None,
+                 udp_timeout: float | None = None, wrapper: list[str] | None = None) -> None:
+        self.mode, self.workers, self.wrapper = mode, workers, wrapper or []
+        self.max_entries, self.udp_timeout = max_entries, udp_timeout
+        self.proc: Any = None
+        self.socket = ""
+
+    @property
+    def label(self) -> str:
+        return f"pktlb {self.mode}"
+
+    def start(self, lab: BenchLab, undo: list[tuple[Any, ...]]) -> None:
+        _set_forwarding(lab, 0, undo)
+        c = lab.constants
+        backends = [(b.name, b.address, b.interfaces[0].mac) for b in lab.backend_nodes]
+        lab_config = (lab.statedir / "pktlb.toml").read_text()
+        config = lab.statedir / "bench.toml"
+        config.write_text(bench_config_text(lab_config, self.mode, lab.vip, backends, c.get("snat_address"),
+                                            self.max_entries, self.udp_timeout))
+        self.socket = str(lab.statedir / "pktlb.sock")
+        log = lab.statedir / "logs" / "bench-engine.log"
+        argv = [*self.wrapper, pktlb_program(), "run", "-c", str(config), "--no-health", "--workers", str(self.workers)]
+        self.proc = lab.popen("lb", argv, cpu=LB_CPU if self.workers == 1 else None, log=log)
+        sockets = [self.socket] + [f"{self.socket}.w{i}" for i in range(1, self.workers)]
+        if not wait_until(lambda: self.proc.poll() is not None or all(_answers(s) for s in sockets),
+                          ENGINE_START_TIMEOUT, 0.1) or self.proc.poll() is not None:
+            stop(self.proc)
+            raise BenchError(f"the engine did not start ({' '.join(argv)}): {log_tail(str(log)) or 'no log'}")
+        for index, pid in enumerate(self.process_pids()):
+            pin(pid, LB_CPU if self.workers == 1 else index % 2)
+
+    def process_pids(self) -> list[int]:
+        if self.proc is None:
+            return []
+        return [self.proc.pid] if self.workers == 1 else children_of(self.proc.pid)
+
+    def stats(self) -> list[dict[str, Any]]:
+        sockets = [self.socket] + [f"{self.socket}.w{i}" for i in range(1, self.workers)]
+        out = []
+        for path in sockets:
+            try:
+                out.append(request(path, {"cmd": "stats"}))
+            except ControlClientError:
+                pass
+        return out
+
+    def stop(self, lab: BenchLab, signum: int = signal.SIGTERM) -> dict[str, Any]:
+        stats = self.stats()
+        if self.proc is not None:
+            stop(self.proc, signum=signum)
+        return {"engine": [{"worker": s.get("worker"), "totals": s.get("totals"), "port": s.get("port"),
+                            "flows": s.get("flows")} for s in stats]}
+
+
+def _answers(path: str) -> bool:
+    try:
+        request(path, {"cmd": "ping"}, timeout=1.0)
+        return True
+    except ControlClientError:
+        return False
+
+
+class KernelRouting(Variant):
+    name = ROUTING
+
+    def start(self, lab: BenchLab, undo: list[tuple[Any, ...]]) -> None:
+        first = lab.backend_nodes[0]
+        _lift_guard(lab, undo)
+        _set_forwarding(lab, 1, undo)
+        lab.run("lb", ["ip", "route", "replace", f"{lab.vip}/32", "via", first.address])
+        undo.append((lab.run, "lb", ["ip", "route", "del", f"{lab.vip}/32"]))
+        lab.run(first.name, ["ip", "address", "add", f"{lab.vip}/32", "dev", "lo"])  # for the TCP latency probe
+        undo.append((lab.run, first.name, ["ip", "address", "del", f"{lab.vip}/32", "dev", "lo"]))
+
+
+class KernelDnat(Variant):
+    name = NFTABLES
+
+    def start(self, lab: BenchLab, undo: list[tuple[Any, ...]]) -> None:
+        _lift_guard(lab, undo)
+        _set_forwarding(lab, 1, undo)
+        backends = [b.address for b in lab.backend_nodes]
+        lab.nft("lb", dnat_ruleset(lab.vip, backends, BENCH_PORT, int(lab.constants["service_port"])))
+        undo.append((lab.nft_delete, "lb", "ip", DNAT_TABLE))
+
+
+class ScapyForwarder(Variant):
+    name = SCAPY
+    kind = "reference"
+    latency = False  # it forwards the UDP flood only, one way
+
+    def __init__(self, packets: int, seconds: float) -> None:
+        self.packets, self.seconds = packets, seconds
+        self.proc: Any = None
+
+    def start(self, lab: BenchLab, undo: list[tuple[Any, ...]]) -> None:
+        if not SCAPY_SCRIPT.exists():
+            raise BenchError(f"{SCAPY_SCRIPT} is missing")
+        _set_forwarding(lab, 0, undo)
+        lb = lab.node("lb")
+        ready = lab.statedir / "ready" / "bench-scapy"
+        ready.unlink(missing_ok=True)
+        backends = [f"{b.address}={b.interfaces[0].mac}" for b in lab.backend_nodes]
+        # Bounds for its whole life: the flood, the paced run after it (fewer frames), and slack.
+        argv = [sys.executable, str(SCAPY_SCRIPT), "--iface", "eth0", "--vip", lab.vip, "--port", str(BENCH_PORT),
+                "--lb-mac", lb.interfaces[0].mac, "--count", str(10 * self.packets),
+                "--seconds", str(self.seconds + 60), "--ready-file", str(ready), *backends]
+        self.proc = lab.popen("lb", argv, cpu=LB_CPU, log=lab.statedir / "logs" / "bench-scapy.log")
+        if not wait_until(lambda: ready.exists() or self.proc.poll() is not None, ENGINE_START_TIMEOUT, 0.05) \
+                or self.proc.poll() is not None:
+            stop(self.proc)
+            raise BenchError(f"the scapy forwarder did not start: {log_tail(str(lab.statedir / 'logs/bench-scapy.log'))}")
+        time.sleep(0.2)  # sniff() opens its socket right after the callback
+
+    def process_pids(self) -> list[int]:
+        return [self.proc.pid] if self.proc is not None else []
+
+    def stop(self, lab: BenchLab) -> dict[str, Any]:
+        if self.proc is not None:
+            stop(self.proc, grace=5)
+        return {}

@@ -1,0 +1,55 @@
+"""A tiny `pktlb bench` run: one mode and the baselines, small floods.  Checks the report's shape and
+that every forwarder delivered; the figures themselves are not asserted (no timed assertions)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pktlb.lab.manage import lab_down
+from pktlb.reports.bench import BenchOptions, run_bench, write_outputs
+from pktlb.reports.bench_results import NFTABLES, ROUTING, SCAPY, render_text
+from tests.lab.conftest import need_root, unique_prefix
+
+pytestmark = [pytest.mark.lab, pytest.mark.timeout(150)]
+
+
+def test_a_small_bench_run_reports_every_variant(tmp_path):
+    need_root()
+    prefix = unique_prefix()
+    opts = BenchOptions(modes=["nat"], packets=20_000, seconds=3.0, scapy_packets=600, scapy_rate=2_000,
+                        latency_samples=20, workers=[1, 2], drain_frames=4_000, drain_repeats=1,
+                        prefix=prefix, out=str(tmp_path))
+    try:
+        report = run_bench(opts)
+    finally:
+        lab_down(prefix)  # run_bench removes its lab; this covers a test interrupted half-way
+    text = render_text(report)
+    paths = write_outputs(report, str(tmp_path), text)
+    data = json.loads((tmp_path / "bench.json").read_text())
+    assert len(paths) == 2 and "pktlb nat" in text
+
+    names = [v["name"] for v in data["variants"]]
+    assert names == ["pktlb nat", ROUTING, NFTABLES, SCAPY]
+    for variant in data["variants"]:
+        assert variant["sent"] > 0 and variant["delivered"] > 0, variant
+        assert variant["delivered"] <= variant["sent"]
+        # a small flood may fall between scheduler ticks; the paced run (4 s) gives the CPU figure
+        assert variant["lb_cpu_seconds"] >= 0 and variant["cpu_us_per_packet"] > 0
+        assert variant["extra"]["paced"]["delivered"] > 0
+        assert set(variant["ratios"]) >= {"pps_vs_nftables", "cpu_vs_nftables", "pps_vs_routing", "cpu_vs_routing"}
+    engine = data["variants"][0]
+    assert sum(engine["per_backend"].values()) == engine["delivered"]
+    assert len([n for n, c in engine["per_backend"].items() if c > 0]) == 3, "Maglev spreads 64 flows over 3"
+    assert engine["latency"]["samples"] > 0 and engine["latency"]["p50_us"] > 0
+    assert data["variants"][1]["per_backend"]["be1"] == data["variants"][1]["delivered"]  # routing: one backend
+    assert data["variants"][3]["latency"] is None  # the scapy reference forwards UDP one way only
+
+    assert {t["name"] for t in data["targets"]} >= {"nat: LB CPU per packet vs nftables DNAT",
+                                                    "nat: delivered pps vs the scapy forwarder",
+                                                    "nat: backlog drain, 2 workers vs 1"}
+    drain = data["scaling"]["modes"][0]
+    assert [r["workers"] for r in drain["runs"]] == [1, 2]
+    assert all(r["delivered"] > 0 and r["seconds"] > 0 for r in drain["runs"])
+    assert data["machine"]["cpus"] >= 2 and data["settings"]["lb_cpu"] == 1

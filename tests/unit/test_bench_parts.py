@@ -1,0 +1,315 @@
+"""The pure parts of `pktlb bench` and of the multi-core steering (no root, no lab)."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+
+import pytest
+from click.testing import CliRunner
+from scapy.layers.inet import IP, UDP
+from scapy.layers.l2 import ARP, Ether
+
+from pktlb.adapters import bpf as B
+from pktlb.adapters.fanout import (
+    SKF_NET_OFF,
+    build_fanout_program,
+    fanout_program,
+    header_hash,
+    snat_ranges,
+    worker_for_port,
+)
+from pktlb.core.config import parse_config
+from pktlb.core.datapath import DataPath
+from pktlb.core.flowtable import SnatPorts
+from pktlb.core.packet.addr import ip_to_int
+from pktlb.reports import bench_lab, bench_memory, benchgen, profile
+from pktlb.reports.bench_results import (
+    NFTABLES,
+    ROUTING,
+    SCAPY,
+    BenchReport,
+    Latency,
+    Target,
+    VariantResult,
+    percentile,
+    ratios,
+    render_text,
+    targets,
+)
+from pktlb.reports.bench_variants import bench_config_text, dnat_ruleset
+from tests.unit.test_bpf import check
+
+# ---------------------------------------------------------------- a fanout-program interpreter
+
+_MASK = 0xFFFFFFFF
+_SIZES = {B.BPF_W: 4, B.BPF_H: 2, B.BPF_B: 1}
+
+
+def run_fanout(program: list[B.Insn], frame: bytes) -> int:
+    """Run a fanout program the way the kernel does: the data starts at the network header, SKF_NET_OFF
+    loads read from it, the protocol ancillary load gives the EtherType.  Out-of-frame loads return 0."""
+    ethertype, packet = int.from_bytes(frame[12:14], "big"), frame[14:]
+
+    def load(offset: int, size: int) -> int:
+        offset = offset - (1 << 32) if offset & 0x80000000 else offset
+        if offset == B.SKF_AD_OFF:  # SKF_AD_PROTOCOL
+            return ethertype
+        if offset < 0:
+            offset -= SKF_NET_OFF
+        if offset < 0 or offset + size > len(packet):
+            raise IndexError
+        return int.from_bytes(packet[offset:offset + size], "big")
+
+    a = x = pc = 0
+    try:
+        while True:
+            code, jt, jf, k = program[pc]
+            pc += 1
+            cls, size, mode = code & 0x07, code & 0x18, code & 0xE0
+            if cls == B.BPF_LD:
+                if mode == B.BPF_IMM:
+                    a = k
+                else:
+                    a = load(k if mode == B.BPF_ABS else (x + k) & _MASK, _SIZES[size])
+            elif cls == B.BPF_LDX:
+                x = 4 * (load(k, 1) & 0xF)
+            elif cls == B.BPF_ALU:
+                operand = x if code & B.BPF_X else k
+                op = code & 0xF0
+                a = {B.BPF_SUB: a - operand, B.BPF_DIV: a // operand if operand else 0, B.BPF_MUL: a * operand,
+                     B.BPF_XOR: a ^ operand, B.BPF_RSH: a >> operand}[op] & _MASK
+            elif cls == B.BPF_JMP:
+                op = code & 0xF0
+                if op == B.BPF_JA:
+                    pc += k
+                    continue
+                taken = {B.BPF_JEQ: a == k, B.BPF_JGT: a > k, B.BPF_JGE: a >= k, B.BPF_JSET: bool(a & k)}[op]
+                pc += jt if taken else jf
+            elif cls == B.BPF_RET:
+                return (a if code & 0x18 == B.BPF_A else k) & _MASK
+            elif cls == B.BPF_MISC:
+                x = a
+    except IndexError:
+        return 0
+
+
+def udp(src: str, dst: str, sport: int, dport: int, frag: int = 0) -> bytes:
+    return bytes(Ether() / IP(src=src, dst=dst, frag=frag) / UDP(sport=sport, dport=dport) / b"x")
+
+
+SNAT, FIRST, LAST = "198.18.0.3", 20000, 59999
+
+
+@pytest.mark.parametrize("workers", [2, 3, 4, 7])
+def test_full_nat_replies_go_to_the_worker_owning_their_port(workers):
+    program = build_fanout_program(workers, [(SNAT, FIRST, LAST)])
+    check(program)
+    slices = [SnatPorts(FIRST, LAST, w, workers).range for w in range(workers)]
+    for port in [FIRST, FIRST + 1, LAST, LAST - 1] + [lo for lo, _ in slices] + [hi for _, hi in slices]:
+        owner = next(w for w, (lo, hi) in enumerate(slices) if lo <= port <= hi)
+        assert worker_for_port(port, FIRST, LAST, workers) == owner
+        assert run_fanout(program, udp("198.18.0.11", SNAT, 80, port)) % workers == owner, port
+
+
+def test_other_frames_are_hashed_and_spread_evenly():
+    program = build_fanout_program(2, [(SNAT, FIRST, LAST)])
+    spread: Counter[int] = Counter()
+    for i in range(4096):
+        src, sport = ip_to_int("198.18.1.100") + i % 64, 10000 + i
+        frame = udp(f"198.18.1.{100 + i % 64}", "198.19.0.100", sport, 5000)
+        value = run_fanout(program, frame)
+        assert value == header_hash(src, ip_to_int("198.19.0.100"), (sport << 16) | 5000)
+        spread[value % 2] += 1
+    assert abs(spread[0] - spread[1]) < 0.05 * 4096, spread
+    # a port outside the SNAT range, or a fragment, is not a full-NAT reply: hashed too
+    assert run_fanout(program, udp("198.18.0.11", SNAT, 80, 100)) == header_hash(
+        ip_to_int("198.18.0.11"), ip_to_int(SNAT), (80 << 16) | 100)
+    fragment = udp("198.18.0.11", SNAT, 80, FIRST + 30000, frag=10)
+    assert run_fanout(program, fragment) == header_hash(ip_to_int("198.18.0.11"), ip_to_int(SNAT), 0)
+
+
+def test_non_ip_frames_go_to_worker_zero_and_bad_ranges_are_refused():
+    program = build_fanout_program(3)
+    assert run_fanout(program, bytes(Ether() / ARP())) == 0
+    with pytest.raises(ValueError):
+        build_fanout_program(0)
+    with pytest.raises(ValueError):
+        build_fanout_program(2, [(SNAT, 30000, 20000)])
+    assert worker_for_port(FIRST, FIRST, FIRST + 1, 4) == 3  # fewer ports than workers: the last takes all
+
+
+def test_fanout_program_reads_the_snapshots_full_nat_ranges():
+    text = "\n".join(["[[service]]", 'name = "a"', 'vip = "198.19.0.100"', "port = 80", 'mode = "fullnat"',
+                      f'snat_address = "{SNAT}"', "snat_ports = [30000, 39999]",
+                      "[[service.backend]]", 'address = "198.18.0.11"'])
+    snap = DataPath(parse_config(text + "\n")).snapshot
+    assert snat_ranges(snap) == [(ip_to_int(SNAT), 30000, 39999)]
+    assert len(fanout_program(snap, 2)) % 8 == 0
+
+
+# ---------------------------------------------------------------- results, ratios, targets
+
+
+def result(name: str, kind: str, mode: str | None, delivered: int, seconds: float, cpu: float) -> VariantResult:
+    return VariantResult(name, kind, mode, sent=delivered, delivered=delivered, seconds=seconds,
+                         send_seconds=seconds, lb_cpu_seconds=cpu)
+
+
+def sample_results() -> list[VariantResult]:
+    return [result("pktlb nat", "pktlb", "nat", 100_000, 1.0, 0.5), result("pktlb dsr", "pktlb", "dsr", 150_000, 1.0, 0.4),
+            result(ROUTING, "baseline", None, 250_000, 1.0, 0.4), result(NFTABLES, "baseline", None, 200_000, 1.0, 0.5),
+            result(SCAPY, "reference", None, 3_000, 1.0, 0.8)]
+
+
+def test_percentile_interpolates_between_ranks():
+    assert percentile([1, 2, 3, 4], 50) == 2.5
+    assert percentile([5], 99) == 5
+    assert percentile(list(range(101)), 99) == 99
+    assert math.isnan(percentile([], 50))
+    lat = Latency.from_samples([100, 110, 120], [60, 70, 80], failures=1)
+    assert (lat.added_p50_us, lat.failures) == (40, 1)
+
+
+def test_ratios_are_taken_against_the_same_runs_baselines():
+    by_name = {r.name: r for r in sample_results()}
+    nat = by_name["pktlb nat"]
+    assert (nat.pps, nat.cpu_us_per_packet, nat.loss) == (100_000, 5.0, 0.0)
+    paced = result("pktlb nat", "pktlb", "nat", 100_000, 1.0, 0.5)
+    paced.paced_cpu_us = 4.0  # a paced run's figure wins over the flood's
+    assert (paced.cpu_us_per_packet, paced.flood_cpu_us_per_packet) == (4.0, 5.0)
+    r = ratios(nat, by_name)
+    assert r["pps_vs_nftables"] == pytest.approx(0.5)
+    assert r["cpu_vs_nftables"] == pytest.approx(5.0 / 2.5)
+    assert r["cpu_vs_routing"] == pytest.approx(5.0 / 1.6)
+    assert r["pps_vs_scapy"] == pytest.approx(100_000 / 3_000)
+    assert math.isnan(ratios(nat, {})["pps_vs_nftables"])
+
+
+def test_targets_say_whether_met_and_by_how_much():
+    found = {t.name: t for t in targets(sample_results(), {"modes": [{"mode": "nat", "speedup": {"2": 1.9}}]})}
+    cpu_nat = found["nat: LB CPU per packet vs nftables DNAT"]
+    assert not cpu_nat.met and cpu_nat.missed_by == pytest.approx(2.0 / 1.5)
+    dsr_cpu = found["dsr: LB CPU per packet vs nftables DNAT"]
+    assert dsr_cpu.value == pytest.approx((1e6 * 0.4 / 150_000) / 2.5) and dsr_cpu.met
+    assert found["dsr: delivered pps vs nftables DNAT"].value == pytest.approx(0.75)
+    assert found["nat: delivered pps vs the scapy forwarder"].missed_by == pytest.approx(50 / (100 / 3))
+    assert found["nat: backlog drain, 2 workers vs 1"].met
+    assert Target("x", 1.0, 1.5, True).missed_by == 1.0
+    assert not Target("x", math.nan, 1.5, True).met
+
+
+def test_report_renders_as_text_and_json_without_nan():
+    report = BenchReport(machine={"cpus": 2, "cpu_model": "test", "kernel": "6.x", "python": "3.11"},
+                         settings={"packets": 1000, "frame_bytes": 60, "flows": 64, "seconds": 1,
+                                   "generator_cpu": 0, "lb_cpu": 1},
+                         results=sample_results() + [result("pktlb tunnel", "pktlb", "tunnel", 0, 0.0, 0.1)])
+    text = render_text(report)
+    assert "pktlb nat" in text and "MISSED" in text and NFTABLES in text
+    data = json.loads(json.dumps(report.as_dict(), allow_nan=False))
+    tunnel = next(v for v in data["variants"] if v["name"] == "pktlb tunnel")
+    assert tunnel["cpu_us_per_packet"] is None and tunnel["ratios"]["pps_vs_nftables"] == 0
+
+
+# ---------------------------------------------------------------- lab helpers that are pure
+
+
+def test_proc_and_nft_parsers():
+    stat = "cpu  1 2 3 4 5 6 7 8 0 0\ncpu0 10 0 10 50 0 0 0 0 0 0\ncpu1 100 1 50 900 3 2 40 0 0 0\n"
+    assert bench_lab.cpu_busy_seconds(1, stat) == pytest.approx((100 + 1 + 50 + 2 + 40) / bench_lab.CLK_TCK)
+    spent = bench_lab.cpu_times(1, stat) - bench_lab.cpu_times(0, stat)
+    assert (spent.user, spent.softirq) == pytest.approx((91 / bench_lab.CLK_TCK, 40 / bench_lab.CLK_TCK))
+    with pytest.raises(bench_lab.BenchError):
+        bench_lab.cpu_busy_seconds(5, stat)
+    assert bench_lab.softnet_dropped(1, "0001 0000 0\n00ff 0010 0\n") == 16
+    interrupts = "           CPU0       CPU1\n RES:   10   20   Rescheduling interrupts\n CAL:   30   40   Function call\n"
+    assert bench_lab.ipis(1, interrupts) == {"reschedule": 20, "function_call": 40}
+    nft = {"nftables": [{"metainfo": {}}, {"table": {"name": "t"}},
+                        {"rule": {"expr": [{"match": {}}, {"counter": {"packets": 7, "bytes": 420}}, {"drop": None}]}},
+                        {"rule": {"expr": [{"counter": {"packets": 5, "bytes": 300}}]}}]}
+    assert bench_lab.parse_counters(json.dumps(nft)) == 12
+    rules = bench_lab.count_ruleset("eth0", "198.18.0.11", "198.19.0.100", 5000)
+    assert "ip daddr { 198.18.0.11, 198.19.0.100 } udp dport 5000 counter drop" in rules
+    assert "ip daddr 198.18.0.11 ip protocol 4 @nh,232,8 17 @nh,336,16 5000 counter drop" in rules
+
+
+@pytest.mark.parametrize("mode", ["nat", "fullnat", "tunnel", "dsr"])
+def test_bench_config_adds_a_udp_service_the_engine_accepts(mode):
+    lab_config = "\n".join(["[lb]", 'address = "198.18.0.2"', "[[service]]", 'name = "web"', 'vip = "198.19.0.100"',
+                            "port = 80", f'mode = "{mode}"'] + (['snat_address = "198.18.0.3"'] if mode == "fullnat"
+                                                               else []) + ["[[service.backend]]", 'address = "198.18.0.11"'])
+    backends = [("be1", "198.18.0.11", "02:00:c6:12:00:0b"), ("be2", "198.18.0.12", "02:00:c6:12:00:0c")]
+    config = parse_config(bench_config_text(lab_config, mode, "198.19.0.100", backends, "198.18.0.3", 20_000, 10.0))
+    bench = next(s for s in config.services if s.name == "bench")
+    assert (bench.protocol, bench.port, bench.mode, len(bench.backends)) == ("udp", 5000, mode, 2)
+    assert config.flows.max_entries == 20_000 and config.flows.udp_timeout == 10.0
+    assert bench.backends[1].mac == "02:00:c6:12:00:0c"
+
+
+def test_dnat_ruleset_maps_both_protocols_over_every_backend():
+    rules = dnat_ruleset("198.19.0.100", ["198.18.0.11", "198.18.0.12"], 5000, 80)
+    assert "udp dport 5000 dnat to jhash ip saddr . udp sport mod 2 map { 0 : 198.18.0.11, 1 : 198.18.0.12 }" in rules
+    assert "tcp dport 80 dnat to jhash ip saddr . tcp sport mod 2" in rules
+
+
+# ---------------------------------------------------------------- generator, profile, memory
+
+
+def test_generator_frames_are_64_bytes_on_the_wire_with_valid_checksums():
+    frames = benchgen.flow_frames("02:00:c6:12:01:64", "02:00:c6:12:01:01", "198.18.1.100", "198.19.0.100", 5000,
+                                  flows=64, sources=16)
+    assert len(frames) == 64 and all(len(f) == benchgen.FRAME_BYTES for f in frames)
+    flows = set()
+    for raw in frames:
+        packet = Ether(raw)
+        rebuilt = Ether(bytes(packet))
+        del rebuilt[IP].chksum, rebuilt[UDP].chksum
+        rebuilt = Ether(bytes(rebuilt))
+        assert (packet[IP].chksum, packet[UDP].chksum) == (rebuilt[IP].chksum, rebuilt[UDP].chksum)
+        assert packet[UDP].dport == 5000 and packet.dst == "02:00:c6:12:01:01"
+        flows.add((packet[IP].src, packet[UDP].sport))
+    assert len(flows) == 64 and len({src for src, _ in flows}) == 16
+
+
+def test_parse_classify_mirror_agrees_with_the_engine():
+    dp = DataPath(profile.profile_config("nat"))
+    frame = profile.client_frames(1, 1)[0]
+    wrong_port = bytearray(frame)
+    svc, key, l4, csum_off = profile.parse_classify(bytearray(frame), dp.snapshot)
+    _, decision = dp.handle(frame, 1.0)
+    assert (decision.service, decision.flow_key, l4, csum_off) == (svc.name, key, 34, 40)
+    wrong_port[36:38] = (9).to_bytes(2, "big")
+    assert profile.parse_classify(wrong_port, dp.snapshot)[0] is None
+
+
+def test_stage_breakdown_runs_and_renders_beside_the_published_budget():
+    costs = profile.stage_costs("fullnat", iterations=300, repeats=1)
+    assert set(costs["stages_ns"]) == {"frame copy", "parse + classify", "flow lookup (hit)", "schedule (miss)",
+                                       "flow insert (miss)", "rewrite", "decision + stats"}
+    assert costs["whole_packet_ns"]["hit"] > 0 and "maglev" in costs["schedulers_ns"]
+    text = profile.render_profile({"stages": [costs]})
+    assert "fullnat:" in text and "Maglev (NSDI 2016)" in text and "350 ns" in text
+
+
+def test_flow_entries_cost_bytes_and_rss_summary_finds_growth():
+    small = bench_memory.entry_bytes("nat", 2_000)
+    assert small["entries"] == 2_000 and 100 < small["bytes_per_entry"] < 5_000
+    flat = bench_memory.summarise_rss([(0.0, 1000), (5.0, 1900), (15.0, 2000), (60.0, 2004)])
+    assert flat["growth_after_warmup_kib"] == 4 and flat["rss_kib_max"] == 2004
+    leak = bench_memory.summarise_rss([(15.0, 2000), (45.0, 5000)])
+    assert leak["growth_kib_per_minute"] == pytest.approx(6000)
+
+
+# ---------------------------------------------------------------- the command line
+
+
+def test_bench_cli_help_and_option_checks():
+    from pktlb.cli import main
+
+    runner = CliRunner()
+    assert runner.invoke(main, ["bench", "--help"]).exit_code == 0
+    bad_mode = runner.invoke(main, ["bench", "--modes", "nat,ipvs"])
+    assert bad_mode.exit_code == 2 and "ipvs" in bad_mode.output
+    bad_workers = runner.invoke(main, ["bench", "--workers", "1,x"])
+    assert bad_workers.exit_code == 2
