@@ -24,6 +24,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
+from pktlb.adapters.rawio import _IOVec, _MMsgHdr, _sendmmsg  # noqa: PLC2701 - shared ctypes layout
 from pktlb.core.checksum import checksum, pseudo_header_sum
 from pktlb.core.packet.addr import int_to_ip, ip_to_int, mac_to_bytes
 
@@ -56,24 +57,8 @@ def flow_frames(src_mac: str, dst_mac: str, first_src: str, dst: str, dport: int
     return [udp_frame(smac, dmac, base + i % sources, target, first_sport + i, dport) for i in range(flows)]
 
 
-class _IOVec(ctypes.Structure):
-    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
-
-
-class _MsgHdr(ctypes.Structure):
-    _fields_ = [("name", ctypes.c_void_p), ("namelen", ctypes.c_uint32), ("iov", ctypes.c_void_p),
-                ("iovlen", ctypes.c_size_t), ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t),
-                ("flags", ctypes.c_int)]
-
-
-class _MMsgHdr(ctypes.Structure):
-    _fields_ = [("hdr", _MsgHdr), ("len", ctypes.c_uint)]
-
-
+# The same mmsghdr layout and libc binding the engine's port uses.
 _MMSG_SIZE = ctypes.sizeof(_MMsgHdr)
-_libc = ctypes.CDLL(None, use_errno=True)
-_sendmmsg = _libc.sendmmsg
-_sendmmsg.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int]
 
 
 class FloodSender:
