@@ -77,7 +77,7 @@ def _merged_stats(socket_path: str) -> dict[str, Any]:
               help="Forwarding processes sharing the interface through PACKET_FANOUT (hash).")
 @click.option("--capture", "capture_dir", type=click.Path(file_okay=False),
               help="Write every frame the engine receives and sends to pcap files in this directory.")
-@click.option("--socket", "socket_path", default=None, help="Control socket path (overrides lb.control_socket).")
+@click.option("-s", "--socket", "socket_path", default=None, help="Control socket path (overrides lb.control_socket).")
 @click.option("--no-health", is_flag=True, help="Do not run the configured health checks.")
 @click.option("--allow-root-namespace", is_flag=True, help="Run in the host's network namespace (not a lab's).")
 def run(config_path: str, workers: int, capture_dir: str | None, socket_path: str | None, no_health: bool,
@@ -124,7 +124,8 @@ def stats(socket_path: str | None, config_path: str | None, as_json: bool) -> No
 @click.command()
 @socket_option
 @config_option
-@click.option("--limit", default=1000, show_default=True, help="List at most this many flows.")
+@click.option("--limit", default=1000, show_default=True, type=click.IntRange(1, 10_000),
+              help="List at most this many flows (per worker).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def flows(socket_path: str | None, config_path: str | None, limit: int, as_json: bool) -> None:
     """The engine's flow table: client, VIP, backend, state, counters."""
@@ -174,7 +175,7 @@ def _register_backend(action: str, help_text: str, *options: Any) -> None:
 _register_backend("add", "Add backend NAME (--address, --port, --weight) to a service.",
                   click.option("--address", required=True, help="Backend IPv4 address."),
                   click.option("--port", type=int, default=None, help="Backend port (default: the service port)."),
-                  click.option("--weight", type=int, default=1, show_default=True),
+                  click.option("--weight", type=click.IntRange(0, 1000), default=1, show_default=True),
                   click.option("--mac", default=None, help="Backend MAC (default: neighbour table / ARP)."))
 _register_backend("remove", "Remove backend NAME: its flows are rescheduled.")
 _register_backend("drain", "Drain backend NAME: existing flows stay, no new ones.")
