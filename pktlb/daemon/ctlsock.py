@@ -32,7 +32,9 @@ class ControlServer:
         self.reactor = reactor
         os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
         if os.path.exists(path):
-            os.unlink(path)
+            if _answers(path):
+                raise SocketInUse(f"control socket {path} is in use: another engine is running with it")
+            os.unlink(path)  # left behind by an engine that died
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o177)
         try:
@@ -134,6 +136,22 @@ class ControlServer:
             os.unlink(self.path)
         except FileNotFoundError:
             pass
+
+
+class SocketInUse(RuntimeError):
+    pass
+
+
+def _answers(path: str) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(0.5)
+    try:
+        probe.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
 
 
 class ControlClientError(RuntimeError):

@@ -27,7 +27,7 @@ from pktlb.core.datapath import DataPath
 from pktlb.core.packet.addr import bytes_to_mac
 from pktlb.core.snapshot import Snapshot
 from pktlb.daemon.control import ControlError, ControlPlane
-from pktlb.daemon.ctlsock import ControlServer
+from pktlb.daemon.ctlsock import ControlServer, SocketInUse
 from pktlb.daemon.filter import engine_filter
 from pktlb.daemon.reactor import Reactor
 from pktlb.daemon.report import Reporter
@@ -68,7 +68,11 @@ class Forwarder:
         self.capture_from_cli = capture_dir is not None
         self.captures = self._open_captures(capture_dir or lb.capture_dir)
         self.reporter = Reporter(self)
-        self.server = ControlServer(control_socket or lb.control_socket, self.reporter.handle, self.reactor)
+        try:
+            self.server = ControlServer(control_socket or lb.control_socket, self.reporter.handle, self.reactor)
+        except SocketInUse as exc:
+            self.port.close()
+            raise StartupError(str(exc)) from None
         self.health_enabled = health
         self.monitor = self._start_health() if health else None
         self.reactor.add_reader(self.port, self._on_frames)

@@ -115,3 +115,19 @@ def test_cli_adds_up_every_workers_stats_and_sends_changes_to_all(tmp_path):
         for srv in servers:
             srv.close()
         reactor.close()
+
+
+def test_a_second_server_refuses_a_socket_in_use_but_takes_over_a_stale_one(server, tmp_path):
+    from pktlb.daemon.ctlsock import SocketInUse
+
+    other = Reactor()
+    with pytest.raises(SocketInUse, match="another engine"):
+        ControlServer(server.path, lambda req: None, other)
+    other.close()
+    stale = tmp_path / "stale.sock"
+    leftover = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    leftover.bind(str(stale))
+    leftover.close()  # the file stays, nobody listens: what a killed engine leaves
+    reactor = Reactor()
+    ControlServer(str(stale), lambda req: None, reactor).close()
+    reactor.close()
