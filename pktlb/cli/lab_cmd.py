@@ -139,7 +139,13 @@ def exec_(prefix: str, timeout: float | None, node: str, command: tuple[str, ...
 @click.option("--vip", default="198.19.0.100", show_default=True, help="With --host: the VIP.")
 def doctor(prefix: str, as_json: bool, host_role: str | None, mode: str | None, vip: str) -> None:
     """Check a lab (or this host) for the known traps; one line per finding with its fix."""
+    from pktlb.core.packet.addr import ip_to_int
     from pktlb.lab.doctor import diagnose, render_findings
+
+    try:
+        ip_to_int(vip)
+    except ValueError:
+        _fail(f"--vip {vip!r}: expected an IPv4 address like 198.19.0.100", 2)
 
     try:
         findings = diagnose(prefix, host_role=host_role, host_mode=mode, host_vip=vip)

@@ -229,7 +229,11 @@ class TcpChecker(ScheduledChecker):
         return self.selector.fileno()
 
     def _launch(self, target: CheckTarget, now: float) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        except OSError as exc:  # out of descriptors: a failed check, not a crash of the loop
+            self._deliver(target, connect_error_result(self.name, exc.errno or 0))
+            return
         sock.setblocking(False)
         err = sock.connect_ex((target.address, target.port))
         attempt = ConnectAttempt(target, now, now + target.timeout, sock)
