@@ -283,7 +283,7 @@ def _icmp_to_vip(frame, snap: Snapshot, flows: FlowTable, now: float, vip: int, 
         icmp_relay.rewrite_error(frame, 14, end, outer_src=svc.snat, outer_dst=be.addr,
                                  inner_src=(be.addr, be.port), inner_dst=(svc.snat, entry.snat_port))
     if svc.mode in ("nat", "fullnat"):
-        frame[0:6], frame[6:12] = be.mac, snap.lb_mac
+        frame[0:12] = be.l2
         out = [frame]
     else:
         out = svc.rewriter.inbound(frame, 14, icmp, 0, svc, be, entry, snap, False)
@@ -304,7 +304,7 @@ def _icmp_error_from_backend(frame, snap: Snapshot, flows: FlowTable, now: float
         if frame[22] <= 1:
             return NONE, d.drop("ttl_expired", f"ICMP error with TTL {frame[22]}", svc.name, svc.mode)
         icmp_relay.rewrite_error(frame, 14, end, outer_src=svc.vip, inner_dst=(svc.vip, svc.port))
-        frame[0:6], frame[6:12] = snap.gateway_mac, snap.lb_mac
+        frame[0:12] = snap.reply_l2
         return [frame], d.Decision(d.FORWARD, d.ICMP_ERROR_TO_CLIENT, svc.name, be.name, svc.mode)
     if dst in snap.snat_addrs and q_src == dst:  # full-NAT: backend -> SNAT about SNAT:port -> backend
         entry = flows.by_snat(proto, dst, q_sport, now)
@@ -317,6 +317,6 @@ def _icmp_error_from_backend(frame, snap: Snapshot, flows: FlowTable, now: float
         _, client, vip, cport, vport = entry.key
         icmp_relay.rewrite_error(frame, 14, end, outer_src=vip, outer_dst=client, inner_src=(client, cport),
                                  inner_dst=(vip, vport))
-        frame[0:6], frame[6:12] = snap.gateway_mac, snap.lb_mac
+        frame[0:12] = snap.reply_l2
         return [frame], d.Decision(d.FORWARD, d.ICMP_ERROR_TO_CLIENT, svc.name, entry.backend, svc.mode)
     return NONE, d.drop("not_for_vip")

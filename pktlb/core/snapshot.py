@@ -34,6 +34,7 @@ class BackendView:
     port_bytes: bytes
     weight: int
     mac: bytes
+    l2: bytes  # the Ethernet addresses of a frame toward this backend: its MAC, then the LB's (12 bytes)
     state: str
     # NAT, inbound (VIP:vport -> backend:port) and outbound (backend:port -> VIP:vport) deltas.
     in_ip_delta: int  # includes the TTL decrement
@@ -81,6 +82,7 @@ class Snapshot:
     lb_addr: int
     lb_mac: bytes
     gateway_mac: bytes
+    reply_l2: bytes  # the Ethernet addresses of a frame back toward the client: the router's MAC, then the LB's
     seed: int
     services: Mapping[tuple[int, int, int], ServiceView]
     vips: frozenset[int]
@@ -102,14 +104,14 @@ def _outer_base_sum(lb_addr: int, be_addr: int) -> int:
 
 
 def backend_view(svc: ServiceConfig, be: BackendConfig, vip: int, lb_addr: int, state: str, weight: int,
-                 mac: str | None) -> BackendView:
+                 mac: str | None, lb_mac: bytes = bytes(6)) -> BackendView:
     addr = ip_to_int(be.address)
     ip_in = delta32(vip, addr)
     ip_out = delta32(addr, vip)
     return BackendView(
         name=be.name, address=be.address, addr=addr, addr_bytes=addr.to_bytes(4, "big"), port=be.port,
         port_bytes=be.port.to_bytes(2, "big"), weight=weight,
-        mac=mac_to_bytes(mac or be.mac or mac_for_ip(be.address)), state=state,
+        mac=(be_mac := mac_to_bytes(mac or be.mac or mac_for_ip(be.address))), l2=be_mac + lb_mac, state=state,
         in_ip_delta=add_deltas(ip_in, TTL_DEC_DELTA), in_l4_delta=add_deltas(ip_in, delta16(svc.port, be.port)),
         in_pseudo_delta=ip_in,
         out_ip_delta=add_deltas(ip_out, TTL_DEC_DELTA), out_l4_delta=add_deltas(ip_out, delta16(be.port, svc.port)),
@@ -132,6 +134,9 @@ def build_snapshot(config: Config, *, generation: int = 1, states: Mapping[tuple
     weights = weights or {}
     macs = macs or {}
     lb_addr = ip_to_int(config.lb.address)
+    lb_mac_bytes = mac_to_bytes(lb_mac or config.lb.mac or mac_for_ip(config.lb.address))
+    gateway_mac_bytes = mac_to_bytes(gateway_mac or config.lb.gateway_mac
+                                     or mac_for_ip(config.lb.gateway or config.lb.address))
     services: dict[tuple[int, int, int], ServiceView] = {}
     nat_reverse: dict[tuple[int, int, int], tuple[ServiceView, BackendView]] = {}
     snat: set[int] = set()
@@ -147,7 +152,7 @@ def build_snapshot(config: Config, *, generation: int = 1, states: Mapping[tuple
                 continue
             state = states.get((svc.name, be.name), UP)
             weight = weights.get((svc.name, be.name), be.weight)
-            views.append(backend_view(svc, be, vip, lb_addr, state, weight, macs.get(be.address)))
+            views.append(backend_view(svc, be, vip, lb_addr, state, weight, macs.get(be.address), lb_mac_bytes))
         backends = tuple(views)
         scheduler = make_scheduler(svc.scheduler, [b for b in backends if b.eligible], seed=config.lb.hash_seed,
                                    table_size=svc.maglev_table_size)
@@ -166,9 +171,7 @@ def build_snapshot(config: Config, *, generation: int = 1, states: Mapping[tuple
             snat.add(view.snat)
     return Snapshot(
         generation=generation, lb_addr=lb_addr,
-        lb_mac=mac_to_bytes(lb_mac or config.lb.mac or mac_for_ip(config.lb.address)),
-        gateway_mac=mac_to_bytes(gateway_mac or config.lb.gateway_mac
-                                 or mac_for_ip(config.lb.gateway or config.lb.address)),
+        lb_mac=lb_mac_bytes, gateway_mac=gateway_mac_bytes, reply_l2=gateway_mac_bytes + lb_mac_bytes,
         seed=config.lb.hash_seed, services=services, vips=frozenset(s.vip for s in services.values()),
         nat_reverse=nat_reverse, snat_addrs=frozenset(snat), config=config, states=states,
     )

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import stat
 import tempfile
 import threading
@@ -24,6 +23,7 @@ from pktlb.daemon.ctlsock import ControlClientError, ControlServer, request
 from pktlb.daemon.reactor import Reactor
 from pktlb.daemon.report import Reporter
 from tests.lab.engine_helpers import ask, engine_socket, wait_engine
+from tests.unit.test_ctlsock import raw
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(120)]
 NOBODY = 65534
@@ -80,14 +80,6 @@ def server() -> Iterator[ControlServer]:
         srv.close()
         reactor.close()
         shutil.rmtree(directory, ignore_errors=True)
-
-
-def raw(path: str, data: bytes) -> dict:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(5)
-        s.connect(path)
-        s.sendall(data)
-        return json.loads(s.makefile().readline())
 
 
 def test_socket_is_0600_owned_by_root_and_refuses_another_user(server):

@@ -16,5 +16,5 @@ class DsrRewriter(Rewriter):
     summary = "destination MAC -> backend MAC; IP packet untouched; replies bypass the LB"
 
     def inbound(self, frame, ip, l4, csum_off, svc, be, entry, snap, partial) -> Result:  # type: ignore[override]
-        frame[0:12] = be.mac + snap.lb_mac  # one slice assignment: cheaper than two
+        frame[0:12] = be.l2  # both MACs in one slice assignment, precomputed per backend
         return [frame]

@@ -39,7 +39,7 @@ class FullNatRewriter(Rewriter):
 
     def inbound(self, frame, ip, l4, csum_off, svc, be, entry, snap, partial) -> Result:  # type: ignore[override]
         in_ip, in_l4, in_pseudo = entry.nat_deltas[0:3]
-        frame[0:12] = be.mac + snap.lb_mac  # one slice assignment: cheaper than two
+        frame[0:12] = be.l2  # both MACs in one slice assignment, precomputed per backend
         frame[ip + 8] -= 1
         frame[ip + 12:ip + 16] = svc.snat.to_bytes(4, "big")
         frame[ip + 16:ip + 20] = be.addr_bytes
@@ -53,7 +53,7 @@ class FullNatRewriter(Rewriter):
     def outbound(self, frame, ip, l4, csum_off, svc, be, entry, snap, partial) -> Result:  # type: ignore[override]
         out_ip, out_l4, out_pseudo = entry.nat_deltas[3:6]
         _, client, _, cport, _ = entry.key
-        frame[0:12] = snap.gateway_mac + snap.lb_mac
+        frame[0:12] = snap.reply_l2
         frame[ip + 8] -= 1
         frame[ip + 12:ip + 16] = svc.vip_bytes
         frame[ip + 16:ip + 20] = client.to_bytes(4, "big")

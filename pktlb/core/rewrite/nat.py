@@ -18,7 +18,7 @@ class NatRewriter(Rewriter):
     summary = "dst VIP:port -> backend:port, TTL-1; replies: src backend:port -> VIP:port"
 
     def inbound(self, frame, ip, l4, csum_off, svc, be, entry, snap, partial) -> Result:  # type: ignore[override]
-        frame[0:12] = be.mac + snap.lb_mac  # one slice assignment: cheaper than two
+        frame[0:12] = be.l2  # both MACs in one slice assignment, precomputed per backend
         frame[ip + 8] -= 1
         frame[ip + 16:ip + 20] = be.addr_bytes
         frame[l4 + 2:l4 + 4] = be.port_bytes
@@ -28,7 +28,7 @@ class NatRewriter(Rewriter):
         return [frame]
 
     def outbound(self, frame, ip, l4, csum_off, svc, be, entry, snap, partial) -> Result:  # type: ignore[override]
-        frame[0:12] = snap.gateway_mac + snap.lb_mac
+        frame[0:12] = snap.reply_l2
         frame[ip + 8] -= 1
         frame[ip + 12:ip + 16] = svc.vip_bytes
         frame[l4:l4 + 2] = svc.port_bytes

@@ -46,5 +46,5 @@ class TunnelRewriter(Rewriter):
         csum = ~fold(be.outer_base_sum + total + ident + flags) & 0xFFFF
         outer = IPV4_STRUCT.pack(0x45, 0, total, ident, flags, 64, 4, csum, snap.lb_addr, be.addr)
         frame[ip:ip] = outer
-        frame[0:12] = be.mac + snap.lb_mac  # one slice assignment: cheaper than two
+        frame[0:12] = be.l2  # both MACs in one slice assignment, precomputed per backend
         return [frame]
