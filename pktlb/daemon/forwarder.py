@@ -65,6 +65,7 @@ class Forwarder:
                             fanout_group=fanout_group if workers > 1 else None, fanout_mode="cbpf",
                             fanout_program=fanout_program(self.control.snapshot, workers) if workers > 1 else None)
         self.started = time.time()
+        self.last_tx = 0.0  # monotonic time of the wake-up that last sent frames (the bench's drain end)
         self.capture_from_cli = capture_dir is not None
         self.captures = self._open_captures(capture_dir or lb.capture_dir)
         self.reporter = Reporter(self)
@@ -176,6 +177,7 @@ class Forwarder:
                     vnets.append(vnet if frame is data and decision.partial_out else NO_OFFLOAD)
             if out:
                 port.send_batch(out, vnets)
+                self.last_tx = time.monotonic()
                 if captures:
                     stamp = time.time()
                     for frame in out:

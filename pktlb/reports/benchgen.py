@@ -73,17 +73,22 @@ class FloodSender:
             self.sock.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, 1)
         except OSError:
             pass
-        self._iov = (_IOVec * MAX_VECTOR)()
-        self._msgs = (_MMsgHdr * MAX_VECTOR)()
-        for i in range(MAX_VECTOR):
+        # One message per frame when there are more frames than one call takes (a divisor of
+        # MAX_VECTOR otherwise, repeated): each call sends a window of at most MAX_VECTOR of them.
+        self.length = max(MAX_VECTOR, len(frames))
+        self._iov = (_IOVec * self.length)()
+        self._msgs = (_MMsgHdr * self.length)()
+        for i in range(self.length):
             self._msgs[i].hdr.iov, self._msgs[i].hdr.iovlen = ctypes.addressof(self._iov[i]), 1
         self.use(frames)
         self.errors: dict[str, int] = {}
 
     def use(self, frames: Sequence[bytes]) -> None:
-        """Send these frames from now on (message i carries frame i mod len(frames))."""
+        """Send these frames from now on (message i carries frame i mod len(frames)); as many as before."""
+        if self.length % len(frames):
+            raise ValueError(f"{len(frames)} frames do not fill {self.length} messages evenly")
         self._buffers = [ctypes.create_string_buffer(f, len(f)) for f in frames]
-        for i in range(MAX_VECTOR):
+        for i in range(self.length):
             buf = self._buffers[i % len(frames)]
             self._iov[i].base, self._iov[i].len = ctypes.addressof(buf), len(buf)
 
@@ -97,7 +102,7 @@ class FloodSender:
         ``rotate`` = (every, frames_for): every ``every`` seconds switch to ``frames_for(round)``."""
         fd, msgs, sent = self.sock.fileno(), ctypes.addressof(self._msgs), 0
         vector = MAX_VECTOR if rate is None else max(1, min(burst, MAX_VECTOR))
-        position = 0  # next message of the vector: message i carries frame i mod flows
+        position, length = 0, self.length  # next message: message i carries frame i mod flows
         start = time.monotonic()
         deadline = start + seconds
         rounds = 0
@@ -112,9 +117,9 @@ class FloodSender:
                 due = start + sent / rate
                 if due > now:
                     time.sleep(due - now)
-            # Walk the vector round: MAX_VECTOR is a multiple of the flow count, so every flow gets
-            # its turn, whatever the burst size.
-            count = min(vector, packets - sent, MAX_VECTOR - position)
+            # Walk the messages round: their number is a multiple of the flow count, so every flow
+            # gets its turn, whatever the burst size.
+            count = min(vector, packets - sent, length - position)
             got = _sendmmsg(fd, msgs + position * _MMSG_SIZE, count, 0)
             if got < 0:
                 err = ctypes.get_errno()
@@ -124,7 +129,7 @@ class FloodSender:
                     raise OSError(err, f"sendmmsg: {name}")
                 continue
             sent += got
-            position = (position + got) % MAX_VECTOR
+            position = (position + got) % length
         return {"sent": sent, "seconds": time.monotonic() - start, "rounds": rounds + 1}
 
 
@@ -177,8 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     rtt.add_argument("--interval", type=float, default=0.01)
     args = parser.parse_args(argv)
     if args.command == "flood":
-        if MAX_VECTOR % args.flows:
-            parser.error(f"--flows must divide {MAX_VECTOR}")
+        if MAX_VECTOR % args.flows and args.flows % MAX_VECTOR:
+            parser.error(f"--flows must divide {MAX_VECTOR} or be a multiple of it")
         def frames_for(round_: int) -> list[bytes]:
             first = 1024 + (args.first_sport - 1024 + round_ * args.flows) % (65536 - 1024 - args.flows)
             return flow_frames(args.src_mac, args.dst_mac, args.src, args.dst, args.dport, args.flows, first,
