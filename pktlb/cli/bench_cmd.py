@@ -40,6 +40,8 @@ def _modes(_ctx: click.Context, _param: click.Parameter, value: str) -> list[str
 @click.option("--memory-seconds", default=60.0, show_default=True, type=click.FloatRange(5, 600),
               help="Length of the flood with changing flows during which --memory samples the engine's RSS.")
 @click.option("--no-baselines", is_flag=True, help="Skip kernel routing, nftables DNAT and the scapy forwarder.")
+@click.option("--no-diagnostic", is_flag=True,
+              help="Skip the engine run without receive steering (nat, its receive work left on CPU 0).")
 @click.option("--scapy-packets", default=20_000, show_default=True, type=click.IntRange(100, 1_000_000),
               help="Frames offered to the scapy forwarder (at --scapy-rate).")
 @click.option("--latency-samples", default=200, show_default=True, type=click.IntRange(0, 10_000),
@@ -49,7 +51,7 @@ def _modes(_ctx: click.Context, _param: click.Parameter, value: str) -> list[str
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Directory for bench.json, bench.txt and the profiles.")
 def bench(modes: list[str], packets: int, seconds: float, workers: list[int], profile: bool, memory: bool,
-          memory_seconds: float, no_baselines: bool, scapy_packets: int, latency_samples: int, prefix: str,
+          memory_seconds: float, no_baselines: bool, no_diagnostic: bool, scapy_packets: int, latency_samples: int, prefix: str,
           as_json: bool, out_dir: str | None) -> None:
     """Measure the engine against the kernel and a naive scapy loop, in one run (needs root, 2 CPUs).
 
@@ -64,6 +66,7 @@ def bench(modes: list[str], packets: int, seconds: float, workers: list[int], pr
     require_root("pktlb bench")
     opts = BenchOptions(modes=modes, packets=packets, seconds=seconds, workers=workers, profile=profile,
                         memory=memory, memory_seconds=memory_seconds, baselines=not no_baselines,
+                        diagnostic=not no_diagnostic,
                         scapy_packets=scapy_packets, latency_samples=latency_samples, prefix=prefix, out=out_dir)
     try:
         report = run_bench(opts, progress=lambda line: click.echo(f"# {line}", err=True))

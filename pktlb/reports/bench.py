@@ -56,7 +56,14 @@ from pktlb.reports.bench_lab import (
     softnet_dropped,
 )
 from pktlb.reports.bench_results import BenchReport, Latency, VariantResult
-from pktlb.reports.bench_variants import KernelDnat, KernelRouting, PktlbVariant, ScapyForwarder, Variant
+from pktlb.reports.bench_variants import (
+    KernelDnat,
+    KernelRouting,
+    PktlbRxOnGeneratorCore,
+    PktlbVariant,
+    ScapyForwarder,
+    Variant,
+)
 
 GENERATOR = "pktlb.reports.benchgen"
 POLL = 0.02  # seconds between looks at the backends' counters
@@ -77,6 +84,7 @@ class BenchOptions:
     workers: list[int] = field(default_factory=lambda: [1])
     flows: int = 64
     baselines: bool = True
+    diagnostic: bool = True  # also the engine without RPS (PktlbRxOnGeneratorCore), in the NAT lab
     scapy_packets: int = 20_000
     scapy_rate: float = 10_000.0
     latency_samples: int = 200
@@ -346,6 +354,8 @@ def run_bench(opts: BenchOptions, progress: Progress = lambda _: None) -> BenchR
                 direct = direct_rtts(lab, opts.latency_samples) if opts.latency_samples else None
                 if mode in opts.modes:
                     report.results.append(run_variant(lab, PktlbVariant(mode), opts, direct, progress))
+                if mode == "nat" and mode in opts.modes and opts.diagnostic:
+                    report.results.append(run_variant(lab, PktlbRxOnGeneratorCore(mode), opts, None, progress))
                 if mode == "nat" and opts.baselines:
                     for variant in (KernelRouting(), KernelDnat()):
                         report.results.append(run_variant(lab, variant, opts, direct, progress))

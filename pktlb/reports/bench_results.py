@@ -59,7 +59,7 @@ class VariantResult:
     """One forwarder under one bounded flood."""
 
     name: str
-    kind: str  # "pktlb", "baseline" or "reference"
+    kind: str  # "pktlb", "baseline", "reference" or "diagnostic" (no target; CPU not comparable)
     mode: str | None
     sent: int
     delivered: int
@@ -135,6 +135,8 @@ def ratios(result: VariantResult, by_name: dict[str, VariantResult]) -> dict[str
         other = by_name.get(base)
         out[f"pps_vs_{key}"] = ratio(result.pps, other.pps) if other else math.nan
         out[f"cpu_vs_{key}"] = ratio(result.cpu_us_per_packet, other.cpu_us_per_packet) if other else math.nan
+        if result.kind == "diagnostic":  # part of its work ran on the other core: no CPU comparison
+            out[f"cpu_vs_{key}"] = math.nan
     return out
 
 

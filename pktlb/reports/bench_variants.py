@@ -26,6 +26,7 @@ from pktlb.lab.manage import log_tail, pktlb_program
 from pktlb.lab.nftables import GUARD_TABLE, guard_ruleset
 from pktlb.reports.bench_lab import (
     BENCH_PORT,
+    GEN_CPU,
     LB_CPU,
     BenchError,
     BenchLab,
@@ -165,6 +166,28 @@ class PktlbVariant(Variant):
             stop(self.proc, signum=signum)
         return {"engine": [{"worker": s.get("worker"), "totals": s.get("totals"), "port": s.get("port"),
                             "flows": s.get("flows")} for s in stats]}
+
+
+class PktlbRxOnGeneratorCore(PktlbVariant):
+    """Diagnostic: the engine as above, but without RPS on the LB's interface.
+
+    The LB's receive work (the frame into the AF_PACKET socket, the wake-up) then stays on the
+    generator's core, as in a set-up without receive steering, and CPU 1 holds only the engine
+    process.  Its delivered rate shows what the hand-off between the cores costs the engine: every
+    inter-processor interrupt that lands on CPU 1 while Python runs there is a hypervisor exit in
+    this VM.  Its CPU per packet leaves that receive work out, so it gets no CPU ratio and no target.
+    """
+
+    kind = "diagnostic"
+
+    @property
+    def label(self) -> str:
+        return f"pktlb {self.mode}, rx on CPU {GEN_CPU}"
+
+    def start(self, lab: BenchLab, undo: list[tuple[Any, ...]]) -> None:
+        lab.set_rps("lb", "eth0", 0)
+        undo.append((lab.set_rps, "lb", "eth0", 1 << LB_CPU))
+        super().start(lab, undo)
 
 
 def _answers(path: str) -> bool:

@@ -31,7 +31,7 @@ def test_a_small_bench_run_reports_every_variant(tmp_path):
     assert len(paths) == 2 and "pktlb nat" in text
 
     names = [v["name"] for v in data["variants"]]
-    assert names == ["pktlb nat", ROUTING, NFTABLES, SCAPY]
+    assert names == ["pktlb nat", "pktlb nat, rx on CPU 0", ROUTING, NFTABLES, SCAPY]
     for variant in data["variants"]:
         assert variant["sent"] > 0 and variant["delivered"] > 0, variant
         assert variant["delivered"] <= variant["sent"]
@@ -43,8 +43,10 @@ def test_a_small_bench_run_reports_every_variant(tmp_path):
     assert sum(engine["per_backend"].values()) == engine["delivered"]
     assert len([n for n, c in engine["per_backend"].items() if c > 0]) == 3, "Maglev spreads 64 flows over 3"
     assert engine["latency"]["samples"] > 0 and engine["latency"]["p50_us"] > 0
-    assert data["variants"][1]["per_backend"]["be1"] == data["variants"][1]["delivered"]  # routing: one backend
-    assert data["variants"][3]["latency"] is None  # the scapy reference forwards UDP one way only
+    diagnostic = data["variants"][1]
+    assert diagnostic["kind"] == "diagnostic" and diagnostic["ratios"]["cpu_vs_nftables"] is None
+    assert data["variants"][2]["per_backend"]["be1"] == data["variants"][2]["delivered"]  # routing: one backend
+    assert data["variants"][4]["latency"] is None  # the scapy reference forwards UDP one way only
 
     assert {t["name"] for t in data["targets"]} >= {"nat: LB CPU per packet vs nftables DNAT",
                                                     "nat: delivered pps vs the scapy forwarder",

@@ -200,6 +200,16 @@ def test_targets_say_whether_met_and_by_how_much():
     assert not Target("x", math.nan, 1.5, True).met
 
 
+def test_a_diagnostic_row_gets_pps_ratios_but_neither_cpu_ratios_nor_targets():
+    rows = [*sample_results(), result("pktlb nat, rx on CPU 0", "diagnostic", "nat", 180_000, 1.0, 0.5)]
+    by_name = {r.name: r for r in rows}
+    r = ratios(by_name["pktlb nat, rx on CPU 0"], by_name)
+    assert r["pps_vs_nftables"] == pytest.approx(0.9)
+    assert math.isnan(r["cpu_vs_nftables"]) and math.isnan(r["cpu_vs_routing"])
+    assert not any("rx on" in t.name for t in targets(rows))
+    assert len(targets(rows)) == len(targets(sample_results()))
+
+
 def test_report_renders_as_text_and_json_without_nan():
     report = BenchReport(machine={"cpus": 2, "cpu_model": "test", "kernel": "6.x", "python": "3.11"},
                          settings={"packets": 1000, "frame_bytes": 60, "flows": 64, "seconds": 1,
