@@ -7,7 +7,12 @@ flow.  Each worker owns a disjoint slice of every SNAT port range (``flowtable.S
 the reply's destination port names its worker; this classic-BPF program computes that index:
 
     frame to a full-NAT SNAT address, TCP/UDP, unfragmented:  min((dport - first) // span, N - 1)
+    ICMP error to a SNAT address, quoting a TCP/UDP header:   the same, of the quoted source port
     anything else:                                            a hash of (src, dst, ports)
+
+An ICMP error a backend sends about a full-NAT flow (fragmentation needed, port unreachable)
+quotes the packet the LB sent it, SNAT:port -> backend, so the quoted source port names the
+worker whose flow table holds the flow, as a reply's destination port does.
 
 The kernel takes the returned value modulo the group size and hands the frame to that member of
 the group's array, which is in join order: the workers must join one after the other, worker 0
@@ -30,7 +35,9 @@ from collections.abc import Iterable
 
 from pktlb.adapters.bpf import (
     BPF_A,
+    BPF_ADD,
     BPF_ALU,
+    BPF_AND,
     BPF_B,
     BPF_DIV,
     BPF_H,
@@ -41,6 +48,7 @@ from pktlb.adapters.bpf import (
     BPF_JSET,
     BPF_K,
     BPF_LD,
+    BPF_LSH,
     BPF_MISC,
     BPF_MUL,
     BPF_RET,
@@ -57,6 +65,7 @@ from pktlb.adapters.bpf import (
     pack_filters,
 )
 from pktlb.core.packet.addr import ip_to_int
+from pktlb.core.packet.icmp import ERROR_TYPES
 from pktlb.core.snapshot import Snapshot
 
 PACKET_FANOUT_CBPF = 6
@@ -114,7 +123,9 @@ def build_fanout_program(workers: int, ranges: Iterable[SnatRange] = ()) -> list
     if by_addr:
         asm.ld(BPF_B, _net(9))  # full-NAT replies are TCP or UDP, and not fragments
         asm.jump(BPF_JEQ, 6, "snat-proto", None)
-        asm.jump(BPF_JEQ, 17, "snat-proto", "hash")
+        asm.jump(BPF_JEQ, 17, "snat-proto", None)
+        asm.jump(BPF_JEQ, 1, "snat-icmp", "hash")
+        _icmp_error_port(asm, sorted(by_addr), workers)
         asm.label("snat-proto")
         asm.ld(BPF_H, _net(6))
         asm.jump(BPF_JSET, 0x1FFF, "hash", None)
@@ -126,6 +137,7 @@ def build_fanout_program(workers: int, ranges: Iterable[SnatRange] = ()) -> list
             asm.label(f"snat-{i}")
             asm.ldx_ihl(_net(0))
             asm.ld_ind(BPF_H, _net(2))  # destination port
+            asm.label(f"snat-port-{i}")  # A = the port that names the worker
             for first, last in sorted(by_addr[addr]):
                 _range_to_worker(asm, first, last, workers)
             asm.ja("hash")  # a port outside every range: not a full-NAT reply
@@ -134,6 +146,37 @@ def build_fanout_program(workers: int, ranges: Iterable[SnatRange] = ()) -> list
     asm.label("other")
     asm.ret(0)  # not IPv4 (ARP): worker 0
     return asm.assemble()
+
+
+def _icmp_error_port(asm: Assembler, addrs: list[int], workers: int) -> None:
+    """At "snat-icmp": an unfragmented ICMP error to SNAT address i quoting TCP/UDP jumps to
+    "snat-port-i" with A = the quoted source port; anything else to "hash"."""
+    asm.label("snat-icmp")
+    asm.ld(BPF_H, _net(6))
+    asm.jump(BPF_JSET, 0x1FFF, "hash", None)
+    asm.ldx_ihl(_net(0))  # X = outer header length; the ICMP header (8 bytes) follows it
+    asm.ld_ind(BPF_B, _net(0))  # ICMP type
+    for kind in sorted(ERROR_TYPES):
+        asm.jump(BPF_JEQ, kind, "icmp-error", None)
+    asm.ja("hash")
+    asm.label("icmp-error")
+    asm.ld_ind(BPF_B, _net(8 + 9))  # the quoted header's protocol
+    asm.jump(BPF_JEQ, 6, "icmp-quoted", None)
+    asm.jump(BPF_JEQ, 17, "icmp-quoted", "hash")
+    asm.label("icmp-quoted")
+    asm.ld_ind(BPF_B, _net(8))  # X += the quoted header's length (classic BPF has no indirect MSH)
+    asm.emit(BPF_ALU | BPF_AND | BPF_K, 0x0F)
+    asm.emit(BPF_ALU | BPF_LSH | BPF_K, 2)
+    asm.emit(BPF_ALU | BPF_ADD | BPF_X)
+    asm.emit(BPF_MISC | BPF_TAX)
+    asm.ld(BPF_W, _net(16))
+    for i, addr in enumerate(addrs):
+        asm.jump(BPF_JEQ, addr, f"icmp-to-{i}", None)
+    asm.ja("hash")
+    for i, addr in enumerate(addrs):
+        asm.label(f"icmp-to-{i}")
+        asm.ld_ind(BPF_H, _net(8))  # the quoted source port: outer + quoted header length + 8
+        asm.ja(f"snat-port-{i}")
 
 
 def _range_to_worker(asm: Assembler, first: int, last: int, workers: int) -> None:

@@ -1,5 +1,7 @@
 """`pktlb run --workers 2`: NAT and full-NAT stay correct when replies land on another worker.
 
+ICMP errors a backend sends about a full-NAT flow are steered by the port they quote.
+
 The engine runs in the LB namespace of an `engine none` lab (the test starts and stops it).  Many
 TCP connections from many source addresses and ports go through the VIP; with a plain hash fanout
 about half the full-NAT replies would reach the worker without the flow and be dropped (no_flow).
@@ -14,16 +16,18 @@ import time
 import pytest
 
 from pktlb.daemon.ctlsock import ControlClientError, request
+from pktlb.reports.bench_lab import BENCH_PORT
+from pktlb.reports.bench_variants import bench_config_text
 from tests.lab.conftest import PKTLB
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(180)]
 WORKERS = 2
 
 
-def _start_engine(lab) -> subprocess.Popen:
+def _start_engine(lab, config: str = "pktlb.toml") -> subprocess.Popen:
     lab.run("lb", ["sysctl", "-q", "-w", "net.ipv4.ip_forward=0"], check=True)
     log = open(lab.statedir / "logs" / "workers-engine.log", "ab")  # noqa: SIM115 (closed with the process)
-    proc = subprocess.Popen(["ip", "netns", "exec", lab.ns("lb"), PKTLB, "run", "-c", str(lab.statedir / "pktlb.toml"),
+    proc = subprocess.Popen(["ip", "netns", "exec", lab.ns("lb"), PKTLB, "run", "-c", str(lab.statedir / config),
                              "--workers", str(WORKERS), "--no-health"], stdout=log, stderr=log)
     log.close()
     return proc
@@ -85,3 +89,51 @@ def test_replies_reach_a_worker_that_can_rewrite_them(lab_factory, mode):
         # Every reply was handled by the worker holding its flow: replies counted on flows' workers only.
         replies = sum(be["packets_out"] for s in stats for svc in s["services"] for be in svc["backends"])
         assert replies >= 40 * 2
+
+
+# A connected UDP socket per source port sends one datagram to VIP:UDP_PORT, where no backend
+# listens: each backend answers its SNAT:port with port-unreachable, which must come back to the
+# client as ECONNREFUSED.  Prints how many sockets were refused.
+_REFUSALS = """
+import socket, sys, time
+vip, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+socks = []
+for i in range(count):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("198.18.1.10", 43000 + i)); s.connect((vip, port)); s.send(b"x"); socks.append(s)
+refused, deadline = set(), time.monotonic() + 3
+while len(refused) < count and time.monotonic() < deadline:
+    for i, s in enumerate(socks):
+        s.settimeout(0.05)
+        try:
+            s.recv(16)
+        except ConnectionRefusedError:
+            refused.add(i)
+        except OSError:
+            pass
+print(len(refused))
+"""
+UDP_PORT = BENCH_PORT  # the UDP service bench_config_text adds
+
+
+def test_icmp_errors_about_full_nat_flows_reach_the_worker_holding_the_flow(lab_factory):
+    lab = lab_factory("fullnat", engine="none")
+    c = lab.plan.constants
+    backends = [(b.name, b.address, b.interfaces[0].mac) for b in lab.backends()]
+    text = bench_config_text((lab.statedir / "pktlb.toml").read_text(), "fullnat", lab.vip, backends, c["snat_address"])
+    (lab.statedir / "icmp.toml").write_text(text)
+    for b in lab.backends():  # one error per datagram: no ICMP rate limit toward the SNAT address
+        lab.run(b.name, ["sysctl", "-q", "-w", "net.ipv4.icmp_ratelimit=0"], check=True)
+    engine = _start_engine(lab, "icmp.toml")
+    count = 24
+    try:
+        _await_workers(lab, engine)
+        done = lab.run("client", ["python3", "-c", _REFUSALS, lab.vip, str(UDP_PORT), str(count)], timeout=20)
+        stats = [request(path, {"cmd": "stats"}) for path in _sockets(lab)]
+    finally:
+        _stop(engine)
+    assert done.returncode == 0, done.stderr
+    relayed = [s["totals"].get("replied", 0) + s["totals"].get("forwarded", 0) for s in stats]
+    assert int(done.stdout.strip()) == count, (done.stdout, [s["totals"] for s in stats])
+    assert all(s["totals"]["drops"].get("no_flow", 0) == 0 for s in stats), [s["totals"]["drops"] for s in stats]
+    assert all(r > 0 for r in relayed), "both workers must have carried datagrams and their errors"

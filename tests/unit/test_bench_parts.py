@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 from click.testing import CliRunner
-from scapy.layers.inet import IP, UDP
+from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.l2 import ARP, Ether
 
 from pktlb.adapters import bpf as B
@@ -45,6 +45,9 @@ from tests.unit.test_bpf import check
 
 _MASK = 0xFFFFFFFF
 _SIZES = {B.BPF_W: 4, B.BPF_H: 2, B.BPF_B: 1}
+_ALU = {B.BPF_ADD: lambda a, k: a + k, B.BPF_SUB: lambda a, k: a - k, B.BPF_MUL: lambda a, k: a * k,
+        B.BPF_DIV: lambda a, k: a // k if k else 0, B.BPF_AND: lambda a, k: a & k,
+        B.BPF_LSH: lambda a, k: a << (k & 31), B.BPF_RSH: lambda a, k: a >> (k & 31), B.BPF_XOR: lambda a, k: a ^ k}
 
 
 def run_fanout(program: list[B.Insn], frame: bytes) -> int:
@@ -78,8 +81,7 @@ def run_fanout(program: list[B.Insn], frame: bytes) -> int:
             elif cls == B.BPF_ALU:
                 operand = x if code & B.BPF_X else k
                 op = code & 0xF0
-                a = {B.BPF_SUB: a - operand, B.BPF_DIV: a // operand if operand else 0, B.BPF_MUL: a * operand,
-                     B.BPF_XOR: a ^ operand, B.BPF_RSH: a >> operand}[op] & _MASK
+                a = _ALU[op](a, operand) & _MASK
             elif cls == B.BPF_JMP:
                 op = code & 0xF0
                 if op == B.BPF_JA:
@@ -111,6 +113,31 @@ def test_full_nat_replies_go_to_the_worker_owning_their_port(workers):
         owner = next(w for w, (lo, hi) in enumerate(slices) if lo <= port <= hi)
         assert worker_for_port(port, FIRST, LAST, workers) == owner
         assert run_fanout(program, udp("198.18.0.11", SNAT, 80, port)) % workers == owner, port
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+@pytest.mark.parametrize("inner_options", [b"", b"\x01\x01\x01\x00"])
+def test_icmp_errors_about_full_nat_flows_go_to_the_worker_owning_the_quoted_port(workers, inner_options):
+    program = build_fanout_program(workers, [(SNAT, FIRST, LAST)])
+    slices = [SnatPorts(FIRST, LAST, w, workers).range for w in range(workers)]
+    for owner, (lo, hi) in enumerate(slices):
+        for port in (lo, hi):
+            quoted = IP(src=SNAT, dst="198.18.0.11", options=inner_options) / UDP(sport=port, dport=80)
+            for icmp in (ICMP(type=3, code=4, nexthopmtu=1400), ICMP(type=3, code=3), ICMP(type=11)):
+                frame = bytes(Ether() / IP(src="198.18.0.11", dst=SNAT) / icmp / bytes(quoted))
+                assert run_fanout(program, frame) % workers == owner, (port, icmp.type)
+            tcp = IP(src=SNAT, dst="198.18.0.11", options=inner_options) / TCP(sport=port, dport=80)
+            frame = bytes(Ether() / IP(src="198.18.0.11", dst=SNAT) / ICMP(type=3, code=4) / bytes(tcp)[:28 + len(inner_options)])
+            assert run_fanout(program, frame) % workers == owner
+    # not an error, or to another address, or quoting ICMP: hashed like any frame without ports
+    echo = bytes(Ether() / IP(src="198.18.0.11", dst=SNAT) / ICMP(type=0) / bytes(20))
+    assert run_fanout(program, echo) == header_hash(ip_to_int("198.18.0.11"), ip_to_int(SNAT), 0)
+    quoted = IP(src="198.18.1.10", dst="198.18.0.11") / UDP(sport=FIRST, dport=80)
+    other = bytes(Ether() / IP(src="198.18.0.11", dst="198.18.1.10") / ICMP(type=3, code=3) / bytes(quoted))
+    assert run_fanout(program, other) == header_hash(ip_to_int("198.18.0.11"), ip_to_int("198.18.1.10"), 0)
+    pinged = IP(src=SNAT, dst="198.18.0.11") / ICMP(type=8)
+    frame = bytes(Ether() / IP(src="198.18.0.11", dst=SNAT) / ICMP(type=3, code=1) / bytes(pinged))
+    assert run_fanout(program, frame) == header_hash(ip_to_int("198.18.0.11"), ip_to_int(SNAT), 0)
 
 
 def test_other_frames_are_hashed_and_spread_evenly():
