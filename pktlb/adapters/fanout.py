@@ -173,7 +173,7 @@ def _icmp_error_port(asm: Assembler, addrs: list[int], workers: int) -> None:
     for i, addr in enumerate(addrs):
         asm.jump(BPF_JEQ, addr, f"icmp-to-{i}", None)
     asm.ja("hash")
-    for i, addr in enumerate(addrs):
+    for i in range(len(addrs)):
         asm.label(f"icmp-to-{i}")
         asm.ld_ind(BPF_H, _net(8))  # the quoted source port: outer + quoted header length + 8
         asm.ja(f"snat-port-{i}")
