@@ -161,7 +161,8 @@ def _inbound(frame, snap: Snapshot, flows: FlowTable, now: float, partial: bool,
             return NONE, d.drop(err, "", svc.name, svc.mode)
     entry.packets_in += 1
     entry.bytes_in += end - 14
-    entry.load.add_bytes(end - 14, now)
+    if svc.scheduler.uses_byte_rate:  # only bw reads the rate: no EWMA bookkeeping for the others
+        entry.load.add_bytes(end - 14, now)
     out = rw.inbound(frame, 14, l4, csum_off, svc, be, entry, snap, partial)
     if out.__class__ is str:
         return NONE, d.drop(out, "", svc.name, svc.mode)

@@ -52,6 +52,7 @@ class Scheduler(ABC):
     summary: ClassVar[str] = ""  # one line for ``pktlb simulate`` and --help texts
     consistent: ClassVar[bool] = False  # True when removing a backend only moves that backend's flows
     weighted: ClassVar[bool] = True  # False when shares ignore the weights (rr)
+    uses_byte_rate: ClassVar[bool] = False  # True: the engine feeds each packet's bytes to BackendLoad (bw)
 
     def __init__(self, backends: Sequence[BackendView], *, seed: int, table_size: int = 65537) -> None:
         # A backend of weight 0 never takes a new flow (the snapshot builder already filters them out).

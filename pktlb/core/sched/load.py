@@ -110,6 +110,7 @@ class LeastBandwidthScheduler(_LeastScoreScheduler):
     """``bw``: fewest bytes per second (EWMA) per unit of weight; then fewest flows."""
 
     name = "bw"
+    uses_byte_rate = True
     summary = "least bandwidth (bytes/s EWMA per weight)"
     unit = "bytes/s / weight, then active flows / weight"
 
