@@ -2,7 +2,7 @@
 """Coverage-guided fuzzing of the data path (``DataPath.handle``) with atheris (libFuzzer).
 
 Each input is one control byte and one frame.  The control byte picks the mode (bits 0-1: nat,
-fullnat, tunnel, dsr), the ``partial`` and ``gso`` receive flags (bits 2, 3), whether to fix the
+fullnat, tunnel, dsr), the ``partial`` flag and a GSO segment size of 536 (bits 2, 3), whether to fix the
 IPv4 header checksum so mutations reach past it (bit 4), whether to start from a fresh flow table
 with a few flows open (bit 5), so replies and ICMP errors can match a flow, and whether the
 snapshot marks two backends down (bit 6), so open flows are rescheduled or dropped by policy.
@@ -60,7 +60,8 @@ class Harness:
 
     def check(self, control: int, frame: bytearray) -> None:
         mode = MODES[control & 3]
-        partial, gso, fix_ip, fresh = bool(control & 4), bool(control & 8), bool(control & 16), bool(control & 32)
+        partial, fix_ip, fresh = bool(control & 4), bool(control & 16), bool(control & 32)
+        gso = 536 if control & 8 else 0
         self.inputs += 1
         if fresh or self.inputs % RESET_EVERY == 0:
             self.paths[mode] = self.open_flows(mode)

@@ -25,7 +25,7 @@ class DataPath:
         self.snapshot = snapshot
 
     def handle(self, frame: bytearray, now: float, partial: bool = False,
-               gso: bool = False) -> tuple[list[bytearray], Decision]:
+               gso: int = 0) -> tuple[list[bytearray], Decision]:
         nbytes = len(frame)
         frames, decision = process(frame, self.snapshot, self.flows, now, partial, gso)
         self.stats.count(decision, nbytes)

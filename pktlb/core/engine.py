@@ -21,6 +21,7 @@ from pktlb.core.packet.ipv4 import PROTO_ICMP, PROTO_TCP, PROTO_UDP
 from pktlb.core.packet.l4 import ACK, RST
 from pktlb.core.packet.l4 import FIN as TCP_FIN
 from pktlb.core.packet.l4 import SYN as TCP_SYN
+from pktlb.core.packet.segment import segment_tcp
 from pktlb.core.snapshot import DOWN, BackendView, ServiceView, Snapshot
 
 Frames = list[bytearray]
@@ -31,16 +32,17 @@ _U16 = struct.Struct("!H").unpack_from
 
 
 def process(frame: bytearray, snap: Snapshot, flows: FlowTable, now: float,
-            partial: bool = False, gso: bool = False) -> tuple[Frames, d.Decision]:
+            partial: bool = False, gso: int = 0) -> tuple[Frames, d.Decision]:
     """Run one frame through the data path.  ``partial``: the L4 checksum field is unfinished;
-    ``gso``: the frame is a GSO super-frame the kernel will cut into segments on the way out."""
+    ``gso``: the segment size of a GSO super-frame (0: an ordinary frame).  The kernel cuts such a
+    frame on the way out, except in tunnel mode, where the engine cuts it (``packet.segment``)."""
     try:
         return _process(frame, snap, flows, now, partial, gso)
     except Exception as exc:  # a bug must cost one frame, never the engine
         return NONE, d.drop("internal_error", f"{type(exc).__name__}: {exc}")
 
 
-def _process(frame: bytearray, snap: Snapshot, flows: FlowTable, now: float, partial: bool, gso: bool):
+def _process(frame: bytearray, snap: Snapshot, flows: FlowTable, now: float, partial: bool, gso: int):
     n = len(frame)
     if n < 14:
         return NONE, d.drop("truncated", f"{n}-byte frame")
@@ -108,7 +110,7 @@ def _l4_checks(frame: bytearray, proto: int, l4: int, l4_len: int, partial: bool
 
 
 def _inbound(frame, snap: Snapshot, flows: FlowTable, now: float, partial: bool, proto: int, src: int, dst: int,
-             l4: int, l4_len: int, end: int, gso: bool = False):
+             l4: int, l4_len: int, end: int, gso: int = 0):
     csum_off = _l4_checks(frame, proto, l4, l4_len, partial)
     if csum_off.__class__ is str:
         return NONE, d.drop(csum_off)
@@ -117,9 +119,14 @@ def _inbound(frame, snap: Snapshot, flows: FlowTable, now: float, partial: bool,
     if svc is None:
         return NONE, d.drop("no_service", f"nothing configured for {proto}/{dport} on this VIP")
     rw = svc.rewriter
-    if gso and svc.mode == "tunnel":
-        return NONE, d.drop("gso_unsupported", "turn TSO/GSO off on the client side for tunnel mode",
-                            svc.name, svc.mode)
+    segments = None
+    if gso and svc.mode == "tunnel":  # the segments must go inside the tunnel: cut them here
+        if proto != PROTO_TCP:
+            return NONE, d.drop("gso_unsupported", "UDP GSO: turn GSO off on the client side for tunnel mode",
+                                svc.name, svc.mode)
+        segments = segment_tcp(frame, 14, l4, gso)
+        if segments.__class__ is str:
+            return NONE, d.drop(segments, f"GSO size {gso}", svc.name, svc.mode)
     if rw.replies_via_lb and frame[22] <= 1:
         return _ttl_expired(frame, snap, svc, end)
     if frame[22] == 0:
@@ -163,10 +170,14 @@ def _inbound(frame, snap: Snapshot, flows: FlowTable, now: float, partial: bool,
     entry.bytes_in += end - 14
     if svc.scheduler.uses_byte_rate:  # only bw reads the rate: no EWMA bookkeeping for the others
         entry.load.add_bytes(end - 14, now)
-    out = rw.inbound(frame, 14, l4, csum_off, svc, be, entry, snap, partial)
+    if segments is None:
+        out = rw.inbound(frame, 14, l4, csum_off, svc, be, entry, snap, partial)
+        forwarded = out.__class__ is not str and out[0] is frame
+    else:
+        out, forwarded = _inbound_segments(segments, l4, svc, be, entry, snap)
+        partial = False
     if out.__class__ is str:
         return NONE, d.drop(out, "", svc.name, svc.mode)
-    forwarded = out[0] is frame
     if hit and forwarded:
         cached = entry.decision  # the same backend view (so the same snapshot) and checksum state: reuse it
         if cached is not None and cached[0] is be and cached[1] == partial:
@@ -180,6 +191,22 @@ def _inbound(frame, snap: Snapshot, flows: FlowTable, now: float, partial: bool,
     if hit and forwarded:
         entry.decision = (be, partial, dec)
     return out, dec
+
+
+def _inbound_segments(segments: list[bytearray], l4: int, svc: ServiceView, be: BackendView, entry: FlowEntry,
+                      snap: Snapshot) -> tuple[Frames | str, bool]:
+    """Rewrite each segment of a cut super-frame (checksums finished); a frag-needed answer for the
+    first one that is too big replaces them all, as the kernel would answer the whole frame."""
+    out: Frames = []
+    rw = svc.rewriter
+    for seg in segments:
+        result = rw.inbound(seg, 14, l4, l4 + 16, svc, be, entry, snap, False)
+        if result.__class__ is str:
+            return result, False
+        if result[0] is not seg:
+            return result, False
+        out += result
+    return out, True
 
 
 def _pick(svc: ServiceView, flows: FlowTable, key, seed: int) -> BackendView | None:

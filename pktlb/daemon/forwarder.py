@@ -171,7 +171,7 @@ class Forwarder:
                 if vnet is NO_OFFLOAD:  # the common case: a finished checksum, no GSO
                     frames, decision = handle(data, now)
                 else:
-                    frames, decision = handle(data, now, vnet.partial, vnet.gso_type != 0)
+                    frames, decision = handle(data, now, vnet.partial, vnet.gso_size if vnet.gso_type else 0)
                 for frame in frames:
                     out.append(frame)
                     vnets.append(vnet if frame is data and decision.partial_out else NO_OFFLOAD)

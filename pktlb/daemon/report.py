@@ -96,6 +96,7 @@ class Reporter:
             "totals": dp.stats.totals(), "drop_reasons": {r: DROP_REASONS[r] for r in dp.stats.drops},
             "flows": dp.flows.stats(), "services": services,
             "port": {"rx": port.rx, "tx": port.tx, "rx_truncated": port.rx_truncated,
+                     "rx_partial": port.rx_partial, "rx_gso": port.rx_gso,
                      "tx_errors": dict(port.tx_errors), "kernel_drops": port.kernel_drops,
                      "last_tx_monotonic": fwd.last_tx},
             "changes": [c.as_dict() for c in fwd.control.history[-10:]],

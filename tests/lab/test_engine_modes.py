@@ -137,6 +137,28 @@ def test_uploads_and_iperf3_through_every_mode(lab_factory, mode):
         assert not stats["totals"]["drops"].get("too_big")
 
 
+def test_tunnel_mode_cuts_the_clients_tso_super_frames_itself(lab_factory):
+    """With TSO on at the client, uploads reach the LB as GSO super-frames of up to 64 KiB; the
+    engine cuts each into segments (and answers frag-needed until they fit the tunnel)."""
+    lab = lab_factory("tunnel", engine="pktlb")
+    for node, ifname in (("client", "eth0"), ("router", "eth1"), ("router", "eth0")):  # every hop keeps them whole
+        lab.run(node, ["ethtool", "-K", ifname, "tx", "on", "tso", "on", "gso", "on"], check=True)
+    wait_engine(lab)
+    n = 10 * 1024 * 1024
+    upload = subprocess.run(["ip", "netns", "exec", lab.ns("client"), "sh", "-c",
+                             f"head -c {n} /dev/urandom | tee /tmp/pktlb-upload-{lab.prefix} | "
+                             f"curl -sS --max-time 30 -H 'Expect:' --data-binary @- http://{lab.vip}/upload; "
+                             f"sha256sum /tmp/pktlb-upload-{lab.prefix}; rm -f /tmp/pktlb-upload-{lab.prefix}"],
+                            capture_output=True, text=True, timeout=45)
+    answer_line, sum_line = upload.stdout.strip().splitlines()[-2:]
+    answer = json.loads(answer_line)
+    assert (answer["bytes"], answer["sha256"]) == (n, sum_line.split()[0]), upload.stderr
+    stats = ask(lab, {"cmd": "stats"})
+    assert stats["port"]["rx_gso"] > 0, stats["port"]  # super-frames did arrive
+    assert stats["port"]["tx"] > stats["port"]["rx"]  # and left as more, smaller frames
+    assert not {"gso_unsupported", "bad_gso", "too_big"} & set(stats["totals"]["drops"]), stats["totals"]["drops"]
+
+
 def test_engine_capture_writes_what_it_receives_and_sends(lab_factory):
     from scapy.layers.inet import IP
     from scapy.utils import rdpcap

@@ -158,4 +158,4 @@ def test_doctor_checks_the_lb_forwarding_stray_vip_and_offloads():
     [tx] = run_check("tx-checksum", lb)
     assert tx.level == "fail" and tx.fix.endswith("ethtool -K eth0 tx off")
     client = facts("client", "tunnel", offloads={"eth0": {"tx": False, "tso": False, "gso": True}})
-    assert [f.level for f in run_check("tx-checksum", client)] == ["ok", "fail"]
+    assert [f.level for f in run_check("tx-checksum", client)] == ["ok", "warn"]

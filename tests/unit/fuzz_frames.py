@@ -291,7 +291,7 @@ def verify_ipv4(frame: bytearray, ip: int, end: int, check_l4: bool) -> None:
         assert ones_sum(segment) == 0xFFFF, "ICMP checksum"
 
 
-def run_frame(dp: DataPath, frame: bytearray, clean: bool, partial: bool = False, gso: bool = False):
+def run_frame(dp: DataPath, frame: bytearray, clean: bool, partial: bool = False, gso: int = 0):
     """Hand one frame to the data path and assert every invariant; returns (frames, decision)."""
     before = dp.stats.received
     frames, dec = dp.handle(frame, NOW, partial, gso)

@@ -211,13 +211,6 @@ def test_counters_add_up():
     assert (s.received, s.forwarded, s.dropped) == (3, 1, 2) and s.balanced()
 
 
-def test_gso_super_frames_cannot_be_tunnelled_but_pass_in_nat():
-    frames, dec = datapath("tunnel").handle(client_frame(tcp(flags="A"), payload=b"g" * 3000), 1.0, True, True)
-    assert (frames, dec.reason) == ([], "gso_unsupported")
-    frames, dec = datapath("nat").handle(client_frame(tcp(flags="A"), payload=b"g" * 3000), 1.0, True, True)
-    assert dec.verdict == "forward" and dec.partial_out
-
-
 def test_a_syn_reusing_a_closed_flows_tuple_is_a_new_flow():
     dp = datapath("nat", scheduler="rr")
     first = dp.handle(client_frame(tcp(flags="S")), 1.0)[1]
