@@ -195,6 +195,8 @@ def reload(socket_path: str | None, config_path: str | None, as_json: bool) -> N
         emit_json(result)
     elif result.get("reloaded"):
         click.echo(f"snapshot {result['generation']}: {result['why']}")
+        for name, value in (result.get("flows") or {}).items():
+            click.echo(f"flows: {name} {' -> '.join(map(str, value)) if isinstance(value, list) else value}")
     else:
         raise click.ClickException(f"reload refused: {result.get('error')}")
 

@@ -93,6 +93,29 @@ class FlowTable:
         self.expired = 0
         self.inserted = 0
 
+    def reconfigure(self, config: FlowConfig) -> dict[str, object]:
+        """Apply a reloaded ``[flows]`` section in place: new idle timeouts (the next lookup or
+        ``expire`` uses them) and a new bound (the least recently used entries beyond it are
+        evicted now).  The entries that stay keep their backends.  Returns what changed."""
+        changed: dict[str, object] = {}
+        for name in ("max_entries", "syn_timeout", "tcp_timeout", "fin_timeout", "udp_timeout"):
+            old, new = getattr(self.config, name), getattr(config, name)
+            if old != new:
+                changed[name] = [old, new]
+        self.config = config
+        self.max_entries = config.max_entries
+        self.timeouts = {SYN: config.syn_timeout, EST: config.tcp_timeout, FIN: config.fin_timeout,
+                         CLOSED: config.fin_timeout, UDP: config.udp_timeout}
+        self.min_timeout = min(self.timeouts.values())
+        evicted = 0
+        while len(self.entries) > self.max_entries:
+            self.remove(next(iter(self.entries.values())))
+            evicted += 1
+        self.evicted += evicted
+        if evicted:
+            changed["evicted"] = evicted
+        return changed
+
     def __len__(self) -> int:
         return len(self.entries)
 

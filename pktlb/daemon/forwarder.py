@@ -211,6 +211,9 @@ class Forwarder:
         change = self.control.reload(config)
         self.config = config
         self.datapath.config = config
+        flows = self.datapath.flows.reconfigure(config.flows)
+        if flows:
+            log.info("flow table reconfigured: %s", flows)
         self.port.set_filter(engine_filter(self.control.snapshot))
         if self.workers > 1:
             self.port.set_fanout_program(fanout_program(self.control.snapshot, self.workers))
@@ -218,7 +221,7 @@ class Forwarder:
             self.monitor.close()
         self.monitor = self._start_health() if self.health_enabled else None
         log.info("reloaded %s", self.config_path)
-        return {"reloaded": True, **change.as_dict()}
+        return {"reloaded": True, **change.as_dict(), "flows": flows}
 
     def run(self) -> None:
         try:

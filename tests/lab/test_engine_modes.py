@@ -159,6 +159,22 @@ def test_tunnel_mode_cuts_the_clients_tso_super_frames_itself(lab_factory):
     assert not {"gso_unsupported", "bad_gso", "too_big"} & set(stats["totals"]["drops"]), stats["totals"]["drops"]
 
 
+def test_a_reload_applies_a_smaller_flow_table_in_place(lab_factory):
+    lab = lab_factory("nat", engine="pktlb")
+    wait_engine(lab)
+    for i in range(8):
+        assert lab.curl("client", f"http://{lab.vip}/", interface=f"198.18.1.{100 + i}").returncode == 0
+    assert ask(lab, {"cmd": "stats"})["flows"]["entries"] >= 8
+    config_path = lab.statedir / "pktlb.toml"
+    config_path.write_text(config_path.read_text() + "\n[flows]\nmax_entries = 3\ntcp_timeout = 120\n")
+    answer = ask(lab, {"cmd": "reload"})
+    assert answer["reloaded"] and answer["flows"]["max_entries"] == [1_000_000, 3], answer
+    assert answer["flows"]["evicted"] >= 5 and answer["flows"]["tcp_timeout"] == [300.0, 120.0]
+    assert lab.curl("client", f"http://{lab.vip}/", interface="198.18.1.120").returncode == 0
+    flows = ask(lab, {"cmd": "stats"})["flows"]
+    assert flows["max_entries"] == 3 and flows["entries"] <= 3, flows
+
+
 def test_engine_capture_writes_what_it_receives_and_sends(lab_factory):
     from scapy.layers.inet import IP
     from scapy.utils import rdpcap
