@@ -60,6 +60,10 @@ def _merged_stats(socket_path: str) -> dict[str, Any]:
             merged["totals"]["drops"][reason] = merged["totals"]["drops"].get(reason, 0) + n
         for key in ("entries", "inserted", "evicted", "expired"):
             merged["flows"][key] += other["flows"][key]
+        port, other_port = merged.get("port"), other.get("port") or {}
+        for key in ("rx", "tx", "rx_truncated", "rx_partial", "rx_gso", "kernel_drops"):
+            if port is not None and key in port:
+                port[key] += other_port.get(key, 0)
         for svc, other_svc in zip(merged["services"], other["services"], strict=False):
             rows = {b["name"]: b for b in other_svc["backends"]}
             for be in svc["backends"]:

@@ -185,6 +185,7 @@ class Forwarder:
 
     def _tick(self) -> None:
         self.datapath.flows.expire(time.monotonic())
+        self.port.kernel_stats()  # frames the kernel dropped for want of socket buffer, added to the counters
         self.reporter.tick()
         if self.captures:
             for writer in self.captures.values():

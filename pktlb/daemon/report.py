@@ -63,6 +63,7 @@ class Reporter:
 
     def cmd_stats(self, request: dict[str, Any]) -> dict[str, Any]:
         fwd = self.fwd
+        fwd.port.kernel_stats()
         snap, dp = fwd.control.snapshot, fwd.datapath
         health = {(h["service"], h["backend"]): h for h in (fwd.monitor.summaries() if fwd.monitor else [])}
         services = []

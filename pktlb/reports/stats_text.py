@@ -19,6 +19,10 @@ def render_stats(data: dict[str, Any]) -> str:
              f"(evicted {data['flows']['evicted']}, expired {data['flows']['expired']})",
              f"frames: {t['received']} received = {t['forwarded']} forwarded + {t['replied']} replied + "
              f"{t['dropped']} dropped"]
+    port = data.get("port") or {}
+    if port.get("kernel_drops") or port.get("rx_truncated"):
+        lines.append(f"socket: {port.get('kernel_drops', 0)} frames lost in the kernel before the engine read them "
+                     f"(receive queue full), {port.get('rx_truncated', 0)} larger than the receive slot")
     for svc in data["services"]:
         lines.append("")
         lines.append(f"{svc['protocol'].upper()} {svc['vip']}:{svc['port']} {svc['mode']} {svc['scheduler']} "

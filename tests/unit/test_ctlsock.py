@@ -85,6 +85,7 @@ def test_cli_adds_up_every_workers_stats_and_sends_changes_to_all(tmp_path):
         return {"generation": 1, "uptime": 1.0, "worker": n - 1,
                 "totals": {"received": n, "forwarded": n, "replied": 0, "dropped": 0, "drops": {}},
                 "drop_reasons": {}, "flows": {"entries": n, "max_entries": 9, "inserted": n, "evicted": 0, "expired": 0},
+                "port": {"rx": n, "tx": n, "rx_truncated": 0, "rx_partial": 0, "rx_gso": 0, "kernel_drops": 5 * n},
                 "services": [{"name": "web", "vip": "198.19.0.100", "port": 80, "protocol": "tcp", "mode": "nat",
                               "scheduler": "maglev", "backends": [backend], "drops": {}}]}
 
@@ -106,6 +107,9 @@ def test_cli_adds_up_every_workers_stats_and_sends_changes_to_all(tmp_path):
         data = json.loads(done.output)
         assert data["workers"] == 2 and data["totals"]["received"] == 3
         assert data["services"][0]["backends"][0]["packets_in"] == 30
+        assert data["port"]["kernel_drops"] == 15 and data["port"]["rx"] == 3
+        text = CliRunner().invoke(main, ["stats", "-s", base]).output
+        assert "socket: 15 frames lost in the kernel before the engine read them" in text, text
         done = CliRunner().invoke(main, ["backend", "drain", "be1", "-s", base])
         assert done.exit_code == 0, done.output
         assert sorted(n for n, cmd in seen if cmd == "backend") == [1, 2]
