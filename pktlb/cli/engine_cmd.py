@@ -78,7 +78,7 @@ def _merged_stats(socket_path: str) -> dict[str, Any]:
 @click.option("-c", "--config", "config_path", required=True, type=click.Path(dir_okay=False),
               help="pktlb TOML config.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
-              help="Forwarding processes sharing the interface through PACKET_FANOUT (hash).")
+              help="Forwarding processes sharing the interface through PACKET_FANOUT (a CBPF program).")
 @click.option("--capture", "capture_dir", type=click.Path(file_okay=False),
               help="Write every frame the engine receives and sends to pcap files in this directory.")
 @click.option("-s", "--socket", "socket_path", default=None, help="Control socket path (overrides lb.control_socket).")
