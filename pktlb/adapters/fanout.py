@@ -8,11 +8,14 @@ the reply's destination port names its worker; this classic-BPF program computes
 
     frame to a full-NAT SNAT address, TCP/UDP, unfragmented:  min((dport - first) // span, N - 1)
     ICMP error to a SNAT address, quoting a TCP/UDP header:   the same, of the quoted source port
+    other ICMP error quoting a TCP/UDP header:                the hash of the flow it quotes
     anything else:                                            a hash of (src, dst, ports)
 
 An ICMP error a backend sends about a full-NAT flow (fragmentation needed, port unreachable)
 quotes the packet the LB sent it, SNAT:port -> backend, so the quoted source port names the
-worker whose flow table holds the flow, as a reply's destination port does.
+worker whose flow table holds the flow, as a reply's destination port does.  An ICMP error to a
+VIP (a router's fragmentation-needed about the LB's reply to a client) quotes the reply, VIP:port
+-> client:port; hashing its addresses and swapped ports gives the client flow's own hash.
 
 The kernel takes the returned value modulo the group size and hands the frame to that member of
 the group's array, which is in join order: the workers must join one after the other, worker 0
@@ -49,10 +52,13 @@ from pktlb.adapters.bpf import (
     BPF_K,
     BPF_LD,
     BPF_LSH,
+    BPF_MEM,
     BPF_MISC,
     BPF_MUL,
+    BPF_OR,
     BPF_RET,
     BPF_RSH,
+    BPF_ST,
     BPF_SUB,
     BPF_TAX,
     BPF_W,
@@ -64,6 +70,7 @@ from pktlb.adapters.bpf import (
     _ad,
     pack_filters,
 )
+from pktlb.core.config import Config
 from pktlb.core.packet.addr import ip_to_int
 from pktlb.core.packet.icmp import ERROR_TYPES
 from pktlb.core.snapshot import Snapshot
@@ -106,6 +113,12 @@ def header_hash(src: int, dst: int, ports: int) -> int:
 def snat_ranges(snap: Snapshot) -> list[SnatRange]:
     """(SNAT address, first, last) for every full-NAT service in the snapshot."""
     return sorted({(svc.snat, *svc.snat_ports) for svc in snap.services.values() if svc.mode == "fullnat"})
+
+
+def config_snat_ranges(config: Config) -> list[SnatRange]:
+    """The same ranges as ``snat_ranges``, read from a config not yet installed (to check a reload)."""
+    return sorted({(ip_to_int(svc.snat_address), *svc.snat_ports) for svc in config.services
+                   if svc.mode == "fullnat" and svc.snat_address})
 
 
 def build_fanout_program(workers: int, ranges: Iterable[SnatRange] = ()) -> list[Insn]:
@@ -201,12 +214,15 @@ def _range_to_worker(asm: Assembler, first: int, last: int, workers: int) -> Non
 
 
 def _hash(asm: Assembler) -> None:
-    """A = header_hash(src, dst, ports); return it."""
+    """A = header_hash(src, dst, ports); return it.  An ICMP error is hashed as the flow it is about."""
     no_ports = asm.new_label("no-ports")
     mix = asm.new_label("mix")
+    final = asm.new_label("final")
     asm.ld(BPF_B, _net(9))
     asm.jump(BPF_JEQ, 6, "ports", None)
-    asm.jump(BPF_JEQ, 17, "ports", no_ports)
+    asm.jump(BPF_JEQ, 17, "ports", None)
+    asm.jump(BPF_JEQ, 1, "icmp-hash", no_ports)
+    _icmp_flow_hash_input(asm, no_ports, final)
     asm.label("ports")
     asm.ld(BPF_H, _net(6))
     asm.jump(BPF_JSET, 0x1FFF, no_ports, None)
@@ -222,11 +238,57 @@ def _hash(asm: Assembler) -> None:
     asm.emit(BPF_MISC | BPF_TAX)
     asm.ld(BPF_W, _net(16))
     asm.emit(BPF_ALU | BPF_XOR | BPF_X)
+    asm.label(final)  # A = src ^ dst ^ ports
     asm.emit(BPF_ALU | BPF_MUL | BPF_K, _GOLDEN)
     _xor_shift(asm, 16)
     asm.emit(BPF_ALU | BPF_MUL | BPF_K, _MIX)
     _xor_shift(asm, 13)
     asm.emit(BPF_RET | BPF_A)
+
+
+def _icmp_flow_hash_input(asm: Assembler, no_ports: str, final: str) -> None:
+    """At "icmp-hash": for an unfragmented ICMP error quoting TCP/UDP, jump to ``final`` with
+    A = quoted src ^ quoted dst ^ (quoted dport << 16 | quoted sport).
+
+    The quoted packet went the other way (LB -> client for an error about a reply), so its ports
+    swapped back make this the hash of the client's own flow: the error reaches the worker that
+    holds that flow (``header_hash`` XORs the addresses, so their order does not matter)."""
+    asm.label("icmp-hash")
+    asm.ld(BPF_H, _net(6))
+    asm.jump(BPF_JSET, 0x1FFF, no_ports, None)
+    asm.ldx_ihl(_net(0))
+    asm.ld_ind(BPF_B, _net(0))
+    for kind in sorted(ERROR_TYPES):
+        asm.jump(BPF_JEQ, kind, "icmp-hash-error", None)
+    asm.ja(no_ports)
+    asm.label("icmp-hash-error")
+    asm.ld_ind(BPF_B, _net(8 + 9))
+    asm.jump(BPF_JEQ, 6, "icmp-hash-quoted", None)
+    asm.jump(BPF_JEQ, 17, "icmp-hash-quoted", no_ports)
+    asm.label("icmp-hash-quoted")
+    asm.ld_ind(BPF_W, _net(8 + 12))  # quoted source address
+    asm.emit(BPF_ST, 0)
+    asm.ld_ind(BPF_W, _net(8 + 16))  # quoted destination address
+    asm.emit(BPF_ST, 1)
+    asm.ld_ind(BPF_B, _net(8))  # X = outer + quoted header length
+    asm.emit(BPF_ALU | BPF_AND | BPF_K, 0x0F)
+    asm.emit(BPF_ALU | BPF_LSH | BPF_K, 2)
+    asm.emit(BPF_ALU | BPF_ADD | BPF_X)
+    asm.emit(BPF_MISC | BPF_TAX)
+    asm.ld_ind(BPF_W, _net(8))  # quoted sport << 16 | dport
+    asm.emit(BPF_ST, 2)
+    asm.emit(BPF_ALU | BPF_LSH | BPF_K, 16)
+    asm.emit(BPF_MISC | BPF_TAX)
+    asm.emit(BPF_LD | BPF_W | BPF_MEM, 2)
+    asm.emit(BPF_ALU | BPF_RSH | BPF_K, 16)
+    asm.emit(BPF_ALU | BPF_OR | BPF_X)  # dport << 16 | sport
+    asm.emit(BPF_MISC | BPF_TAX)
+    asm.emit(BPF_LD | BPF_W | BPF_MEM, 0)
+    asm.emit(BPF_ALU | BPF_XOR | BPF_X)
+    asm.emit(BPF_MISC | BPF_TAX)
+    asm.emit(BPF_LD | BPF_W | BPF_MEM, 1)
+    asm.emit(BPF_ALU | BPF_XOR | BPF_X)
+    asm.ja(final)
 
 
 def _xor_shift(asm: Assembler, bits: int) -> None:

@@ -58,7 +58,7 @@ def _merged_stats(socket_path: str) -> dict[str, Any]:
             merged["totals"][key] += other["totals"][key]
         for reason, n in other["totals"]["drops"].items():
             merged["totals"]["drops"][reason] = merged["totals"]["drops"].get(reason, 0) + n
-        for key in ("entries", "inserted", "evicted", "expired"):
+        for key in ("entries", "max_entries", "inserted", "evicted", "expired"):  # each worker has its own table
             merged["flows"][key] += other["flows"][key]
         port, other_port = merged.get("port"), other.get("port") or {}
         for key in ("rx", "tx", "rx_truncated", "rx_partial", "rx_gso", "kernel_drops"):

@@ -39,7 +39,7 @@ DROP_REASONS: dict[str, str] = {
     "no_live_backend": "no backend is up for the service",
     "backend_down": "the flow's backend is down and the service drops such flows",
     "gso_unsupported": "a UDP GSO super-frame cannot be tunnelled (only TCP is cut in software): GSO off",
-    "bad_gso": "a GSO super-frame whose segment size or TCP header cannot be cut",
+    "bad_gso": "a GSO super-frame with a segment size of 0, below 8 bytes' worth, or a bad TCP header",
     "too_big": "encapsulated packet exceeds the MTU and DF is clear (pktlb does not fragment)",
     "snat_ports_exhausted": "no free full-NAT source port",
     "no_flow": "reply for a full-NAT port with no flow",

@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 from pktlb.adapters.configfile import load_config
-from pktlb.adapters.fanout import fanout_program
+from pktlb.adapters.fanout import build_fanout_program, config_snat_ranges, fanout_program
 from pktlb.adapters.ifinfo import InterfaceMissing, interface_info
 from pktlb.adapters.neigh import resolve
 from pktlb.adapters.pcap import PcapWriter
@@ -61,9 +61,13 @@ class Forwarder:
         self.datapath = DataPath(self.config, self.control.snapshot, worker, workers)
         # Several workers: a "cbpf" fanout group whose program sends full-NAT replies to the worker
         # owning the SNAT port (pktlb.adapters.fanout); the workers join in index order.
+        try:
+            steering = fanout_program(self.control.snapshot, workers) if workers > 1 else None
+        except ValueError as exc:  # too many SNAT ranges for classic BPF's jumps
+            raise StartupError(f"cannot steer full-NAT replies over {workers} workers: {exc}") from None
         self.port = RawPort(lb.interface, bpf=engine_filter(self.control.snapshot), batch=batch,
                             fanout_group=fanout_group if workers > 1 else None, fanout_mode="cbpf",
-                            fanout_program=fanout_program(self.control.snapshot, workers) if workers > 1 else None)
+                            fanout_program=steering)
         self.started = time.time()
         self.last_tx = 0.0  # monotonic time of the wake-up that last sent frames (the bench's drain end)
         self.capture_from_cli = capture_dir is not None
@@ -205,6 +209,12 @@ class Forwarder:
         except (ConfigError, ValueError, OSError) as exc:
             log.error("reload refused, keeping the running config: %s", exc)
             return {"reloaded": False, "error": str(exc)}
+        if self.workers > 1:
+            try:  # checked before anything changes: a refused reload leaves the engine as it was
+                build_fanout_program(self.workers, config_snat_ranges(config))
+            except ValueError as exc:
+                log.error("reload refused, keeping the running config: %s", exc)
+                return {"reloaded": False, "error": f"cannot steer full-NAT replies over {self.workers} workers: {exc}"}
         self.control.macs.update(self._backend_macs(config))
         if config.lb.capture_dir != self.config.lb.capture_dir and not self.capture_from_cli:
             self._close_captures()

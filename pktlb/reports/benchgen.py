@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     rtt.add_argument("--interval", type=float, default=0.01)
     args = parser.parse_args(argv)
     if args.command == "flood":
-        if MAX_VECTOR % args.flows and args.flows % MAX_VECTOR:
+        if args.flows < 1 or (MAX_VECTOR % args.flows and args.flows % MAX_VECTOR):
             parser.error(f"--flows must divide {MAX_VECTOR} or be a multiple of it")
         def frames_for(round_: int) -> list[bytes]:
             first = 1024 + (args.first_sport - 1024 + round_ * args.flows) % (65536 - 1024 - args.flows)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 
 import pytest
@@ -137,3 +138,45 @@ def test_icmp_errors_about_full_nat_flows_reach_the_worker_holding_the_flow(lab_
     assert int(done.stdout.strip()) == count, (done.stdout, [s["totals"] for s in stats])
     assert all(s["totals"]["drops"].get("no_flow", 0) == 0 for s in stats), [s["totals"]["drops"] for s in stats]
     assert all(r > 0 for r in relayed), "both workers must have carried datagrams and their errors"
+
+
+# From the client: for each of the flows just opened, a fragmentation-needed as a router on the
+# way back would send it, quoting the LB's reply VIP:80 -> client:port.
+_FRAG_NEEDED = """
+import socket, sys
+from scapy.layers.inet import ICMP, IP, TCP
+vip, client, first, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+for port in range(first, first + count):
+    quoted = bytes(IP(src=vip, dst=client, flags="DF") / TCP(sport=80, dport=port, flags="A"))[:28]
+    sock.sendto(bytes(ICMP(type=3, code=4, nexthopmtu=1400) / quoted), (vip, 0))
+"""
+
+
+@pytest.mark.parametrize("mode", ["nat", "fullnat"])
+def test_icmp_errors_to_the_vip_reach_the_worker_holding_the_client_flow(lab_factory, mode):
+    lab = lab_factory(mode, engine="none")
+    engine = _start_engine(lab)
+    count, first = 16, 45000
+    try:
+        _await_workers(lab, engine)
+        for port in range(first, first + count):
+            done = lab.run("client", ["curl", "-sS", "--max-time", "3", "--local-port", str(port),
+                                      f"http://{lab.vip}/"], timeout=10)
+            assert done.returncode == 0, done.stderr
+        before = [request(path, {"cmd": "stats"})["totals"] for path in _sockets(lab)]
+        sent = lab.run("client", [sys.executable, "-c", _FRAG_NEEDED, lab.vip, "198.18.1.10", str(first), str(count)],
+                       timeout=20)
+        assert sent.returncode == 0, sent.stderr
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:  # until both workers together have read the errors
+            after = [request(path, {"cmd": "stats"})["totals"] for path in _sockets(lab)]
+            if sum(a["received"] - b["received"] for a, b in zip(after, before, strict=True)) >= count:
+                break
+            time.sleep(0.1)
+    finally:
+        _stop(engine)
+    assert all(b["forwarded"] > 0 for b in before), "both workers must carry flows"
+    relayed = [a["forwarded"] - b["forwarded"] for a, b in zip(after, before, strict=True)]
+    lost = [a["drops"].get("icmp_no_flow", 0) for a in after]
+    assert sum(relayed) == count and lost == [0, 0], (relayed, [a["drops"] for a in after])

@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 from click.testing import CliRunner
-from scapy.layers.inet import ICMP, IP, TCP, UDP
+from scapy.layers.inet import ICMP, IP, TCP, UDP, IPOption
 from scapy.layers.l2 import ARP, Ether
 
 from pktlb.adapters import bpf as B
@@ -17,6 +17,7 @@ from pktlb.adapters.fanout import (
     build_fanout_program,
     fanout_program,
     header_hash,
+    config_snat_ranges,
     snat_ranges,
     worker_for_port,
 )
@@ -46,7 +47,7 @@ from tests.unit.test_bpf import check
 _MASK = 0xFFFFFFFF
 _SIZES = {B.BPF_W: 4, B.BPF_H: 2, B.BPF_B: 1}
 _ALU = {B.BPF_ADD: lambda a, k: a + k, B.BPF_SUB: lambda a, k: a - k, B.BPF_MUL: lambda a, k: a * k,
-        B.BPF_DIV: lambda a, k: a // k if k else 0, B.BPF_AND: lambda a, k: a & k,
+        B.BPF_DIV: lambda a, k: a // k if k else 0, B.BPF_AND: lambda a, k: a & k, B.BPF_OR: lambda a, k: a | k,
         B.BPF_LSH: lambda a, k: a << (k & 31), B.BPF_RSH: lambda a, k: a >> (k & 31), B.BPF_XOR: lambda a, k: a ^ k}
 
 
@@ -66,6 +67,7 @@ def run_fanout(program: list[B.Insn], frame: bytes) -> int:
         return int.from_bytes(packet[offset:offset + size], "big")
 
     a = x = pc = 0
+    memory = [0] * 16
     try:
         while True:
             code, jt, jf, k = program[pc]
@@ -74,10 +76,14 @@ def run_fanout(program: list[B.Insn], frame: bytes) -> int:
             if cls == B.BPF_LD:
                 if mode == B.BPF_IMM:
                     a = k
+                elif mode == B.BPF_MEM:
+                    a = memory[k]
                 else:
                     a = load(k if mode == B.BPF_ABS else (x + k) & _MASK, _SIZES[size])
             elif cls == B.BPF_LDX:
                 x = 4 * (load(k, 1) & 0xF)
+            elif cls == B.BPF_ST:
+                memory[k] = a
             elif cls == B.BPF_ALU:
                 operand = x if code & B.BPF_X else k
                 op = code & 0xF0
@@ -129,15 +135,30 @@ def test_icmp_errors_about_full_nat_flows_go_to_the_worker_owning_the_quoted_por
             tcp = IP(src=SNAT, dst="198.18.0.11", options=inner_options) / TCP(sport=port, dport=80)
             frame = bytes(Ether() / IP(src="198.18.0.11", dst=SNAT) / ICMP(type=3, code=4) / bytes(tcp)[:28 + len(inner_options)])
             assert run_fanout(program, frame) % workers == owner
-    # not an error, or to another address, or quoting ICMP: hashed like any frame without ports
+    # not an error, or quoting ICMP: hashed like any frame without ports
     echo = bytes(Ether() / IP(src="198.18.0.11", dst=SNAT) / ICMP(type=0) / bytes(20))
     assert run_fanout(program, echo) == header_hash(ip_to_int("198.18.0.11"), ip_to_int(SNAT), 0)
     quoted = IP(src="198.18.1.10", dst="198.18.0.11") / UDP(sport=FIRST, dport=80)
     other = bytes(Ether() / IP(src="198.18.0.11", dst="198.18.1.10") / ICMP(type=3, code=3) / bytes(quoted))
-    assert run_fanout(program, other) == header_hash(ip_to_int("198.18.0.11"), ip_to_int("198.18.1.10"), 0)
+    # an error to another address is hashed as the flow it quotes (here client:FIRST -> backend:80)
+    assert run_fanout(program, other) == header_hash(ip_to_int("198.18.1.10"), ip_to_int("198.18.0.11"),
+                                                     (80 << 16) | FIRST)
     pinged = IP(src=SNAT, dst="198.18.0.11") / ICMP(type=8)
     frame = bytes(Ether() / IP(src="198.18.0.11", dst=SNAT) / ICMP(type=3, code=1) / bytes(pinged))
     assert run_fanout(program, frame) == header_hash(ip_to_int("198.18.0.11"), ip_to_int(SNAT), 0)
+
+
+@pytest.mark.parametrize("inner_options", [[], [IPOption(b"\x01\x01\x01\x00")]])
+def test_icmp_errors_to_a_vip_are_hashed_as_the_client_flow_they_are_about(inner_options):
+    program = build_fanout_program(3, [(SNAT, FIRST, LAST)])
+    check(program)
+    vip, client = ip_to_int("198.19.0.100"), ip_to_int("198.18.1.10")
+    for cport in (40000, 40001, 51234):
+        flow = run_fanout(program, udp("198.18.1.10", "198.19.0.100", cport, 80))
+        assert flow == header_hash(client, vip, (cport << 16) | 80)
+        reply = IP(src="198.19.0.100", dst="198.18.1.10", options=inner_options) / TCP(sport=80, dport=cport)
+        error = bytes(Ether() / IP(src="198.18.1.1", dst="198.19.0.100") / ICMP(type=3, code=4) / bytes(reply)[:28 + len(bytes(IP(options=inner_options))) - 20])
+        assert run_fanout(program, error) == flow, cport  # the same worker as the client's own packets
 
 
 def test_other_frames_are_hashed_and_spread_evenly():
@@ -171,9 +192,16 @@ def test_fanout_program_reads_the_snapshots_full_nat_ranges():
     text = "\n".join(["[[service]]", 'name = "a"', 'vip = "198.19.0.100"', "port = 80", 'mode = "fullnat"',
                       f'snat_address = "{SNAT}"', "snat_ports = [30000, 39999]",
                       "[[service.backend]]", 'address = "198.18.0.11"'])
-    snap = DataPath(parse_config(text + "\n")).snapshot
-    assert snat_ranges(snap) == [(ip_to_int(SNAT), 30000, 39999)]
+    config = parse_config(text + "\n")
+    snap = DataPath(config).snapshot
+    assert snat_ranges(snap) == [(ip_to_int(SNAT), 30000, 39999)] == config_snat_ranges(config)
     assert len(fanout_program(snap, 2)) % 8 == 0
+
+
+def test_a_program_classic_bpf_cannot_jump_across_is_refused_not_truncated():
+    many = [(f"198.18.0.{100 + i}", 20000 + 1000 * i, 20999 + 1000 * i) for i in range(40)]
+    with pytest.raises(ValueError, match="jump out of range"):
+        build_fanout_program(4, many)
 
 
 # ---------------------------------------------------------------- results, ratios, targets

@@ -108,6 +108,7 @@ def test_cli_adds_up_every_workers_stats_and_sends_changes_to_all(tmp_path):
         assert data["workers"] == 2 and data["totals"]["received"] == 3
         assert data["services"][0]["backends"][0]["packets_in"] == 30
         assert data["port"]["kernel_drops"] == 15 and data["port"]["rx"] == 3
+        assert data["flows"]["max_entries"] == 18  # two tables of 9
         text = CliRunner().invoke(main, ["stats", "-s", base]).output
         assert "socket: 15 frames lost in the kernel before the engine read them" in text, text
         done = CliRunner().invoke(main, ["backend", "drain", "be1", "-s", base])

@@ -51,7 +51,10 @@ def test_a_frame_without_payload_and_bad_sizes():
     assert isinstance(segments, list) and len(segments) == 1
     assert_checksums(segments[0])
     assert segment_tcp(super_frame(), 14, 34, 0) == "bad_gso"
-    assert segment_tcp(super_frame(), 14, 34, 4) == "bad_gso"  # over a thousand segments: no real sender
+    big = super_frame(payload=bytes(60000))
+    assert segment_tcp(big, 14, 34, 4) == "bad_gso"  # more segments than a gso_size of 8 could make
+    small = segment_tcp(super_frame(), 14, 34, 8)  # the smallest a sender can give (MSS 48 less options)
+    assert isinstance(small, list) and len(small) == len(PAYLOAD) // 8
 
 
 def test_tunnel_mode_cuts_a_super_frame_and_encapsulates_each_segment():

@@ -23,7 +23,9 @@ from pktlb.core.checksum import checksum
 _U16 = struct.Struct("!H")
 _U32 = struct.Struct("!I")
 _FIN, _PSH, _CWR = 0x01, 0x08, 0x80
-MAX_SEGMENTS = 1024  # a 64 KiB frame at an MSS of 64 bytes: anything beyond is not a real sender
+# The most a 64 KiB frame can hold: Linux's smallest MSS (tcp_min_snd_mss, 48) less TCP options
+# can leave a gso_size of 8 bytes.  A bound on the work one frame can ask for, not a guess at senders.
+MAX_SEGMENTS = 65535 // 8 + 1
 
 
 def segment_tcp(frame: bytearray, ip: int, l4: int, mss: int) -> list[bytearray] | str:
