@@ -15,9 +15,9 @@ from pktlb.adapters import bpf as B
 from pktlb.adapters.fanout import (
     SKF_NET_OFF,
     build_fanout_program,
+    config_snat_ranges,
     fanout_program,
     header_hash,
-    config_snat_ranges,
     snat_ranges,
     worker_for_port,
 )
