@@ -116,15 +116,7 @@ def test_uploads_and_iperf3_through_every_mode(lab_factory, mode):
     with 20 more bytes, so the engine answers fragmentation-needed and path MTU discovery adapts."""
     lab = lab_factory(mode, engine="pktlb")
     wait_engine(lab)
-    n = 10 * 1024 * 1024
-    upload = subprocess.run(["ip", "netns", "exec", lab.ns("client"), "sh", "-c",
-                             f"head -c {n} /dev/urandom | tee /tmp/pktlb-upload-{lab.prefix} | "
-                             f"curl -sS --max-time 30 -H 'Expect:' --data-binary @- http://{lab.vip}/upload; "
-                             f"sha256sum /tmp/pktlb-upload-{lab.prefix}; rm -f /tmp/pktlb-upload-{lab.prefix}"],
-                            capture_output=True, text=True, timeout=45)
-    answer_line, sum_line = upload.stdout.strip().splitlines()[-2:]
-    answer = json.loads(answer_line)
-    assert (answer["bytes"], answer["sha256"]) == (n, sum_line.split()[0]), upload.stderr
+    _upload_intact(lab, 10 * 1024 * 1024)
     iperf = lab.run("client", ["iperf3", "-c", lab.vip, "-p", "5201", "-n", "20M", "-J"], timeout=40)
     assert iperf.returncode == 0, iperf.stdout[-500:] + iperf.stderr
     result = json.loads(iperf.stdout)
@@ -144,15 +136,7 @@ def test_tunnel_mode_cuts_the_clients_tso_super_frames_itself(lab_factory):
     for node, ifname in (("client", "eth0"), ("router", "eth1"), ("router", "eth0")):  # every hop keeps them whole
         lab.run(node, ["ethtool", "-K", ifname, "tx", "on", "tso", "on", "gso", "on"], check=True)
     wait_engine(lab)
-    n = 10 * 1024 * 1024
-    upload = subprocess.run(["ip", "netns", "exec", lab.ns("client"), "sh", "-c",
-                             f"head -c {n} /dev/urandom | tee /tmp/pktlb-upload-{lab.prefix} | "
-                             f"curl -sS --max-time 30 -H 'Expect:' --data-binary @- http://{lab.vip}/upload; "
-                             f"sha256sum /tmp/pktlb-upload-{lab.prefix}; rm -f /tmp/pktlb-upload-{lab.prefix}"],
-                            capture_output=True, text=True, timeout=45)
-    answer_line, sum_line = upload.stdout.strip().splitlines()[-2:]
-    answer = json.loads(answer_line)
-    assert (answer["bytes"], answer["sha256"]) == (n, sum_line.split()[0]), upload.stderr
+    _upload_intact(lab, 10 * 1024 * 1024)
     stats = ask(lab, {"cmd": "stats"})
     assert stats["port"]["rx_gso"] > 0, stats["port"]  # super-frames did arrive
     assert stats["port"]["tx"] > stats["port"]["rx"]  # and left as more, smaller frames
@@ -198,3 +182,15 @@ def test_engine_capture_writes_what_it_receives_and_sends(lab_factory):
     assert any(IP in p and p[IP].dst == lab.vip for p in rx)
     assert any(IP in p and p[IP].dst == be_address for p in tx)  # the rewritten request
     assert any(IP in p and p[IP].src == lab.vip for p in tx)  # the rewritten reply
+
+
+def _upload_intact(lab, n: int) -> None:
+    """POST ``n`` random bytes to the VIP; the backend's answer must carry the same length and sha256."""
+    upload = subprocess.run(["ip", "netns", "exec", lab.ns("client"), "sh", "-c",
+                             f"head -c {n} /dev/urandom | tee /tmp/pktlb-upload-{lab.prefix} | "
+                             f"curl -sS --max-time 30 -H 'Expect:' --data-binary @- http://{lab.vip}/upload; "
+                             f"sha256sum /tmp/pktlb-upload-{lab.prefix}; rm -f /tmp/pktlb-upload-{lab.prefix}"],
+                            capture_output=True, text=True, timeout=45)
+    answer_line, sum_line = upload.stdout.strip().splitlines()[-2:]
+    answer = json.loads(answer_line)
+    assert (answer["bytes"], answer["sha256"]) == (n, sum_line.split()[0]), upload.stderr
