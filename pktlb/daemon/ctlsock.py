@@ -5,7 +5,8 @@ Reply    ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": "what was w
 
 The server runs inside the engine's event loop with non-blocking sockets: a slow or hostile
 client can neither block forwarding nor grow memory (requests are capped at ``MAX_REQUEST``
-bytes, connections at ``MAX_CLIENTS``).  Callers whose uid (SO_PEERCRED) is not the engine's own
+bytes, connections at ``MAX_CLIENTS``; a reply the client does not read is written as the socket
+drains, and the connection is closed after ``REPLY_TIMEOUT`` seconds).  Callers whose uid (SO_PEERCRED) is not the engine's own
 or root are refused even if the file mode were loosened.
 """
 
@@ -22,6 +23,7 @@ from typing import Any
 log = logging.getLogger("pktlb.ctlsock")
 MAX_REQUEST = 65536
 MAX_CLIENTS = 32
+REPLY_TIMEOUT = 5.0
 Handler = Callable[[dict[str, Any]], Any]
 
 
@@ -110,10 +112,36 @@ class ControlServer:
             return {"ok": False, "error": f"internal error: {type(exc).__name__}: {exc}"}
 
     def _finish(self, conn: socket.socket, reply: dict[str, Any]) -> None:
-        conn.setblocking(True)
-        conn.settimeout(1.0)
-        self._reply(conn, reply)
-        self._close(conn)
+        """Send the reply without blocking the loop: what the socket does not take now goes when it
+        drains; a client that stops reading is dropped after REPLY_TIMEOUT."""
+        fd = conn.fileno()
+        self.clients[fd] = (conn, bytearray(json.dumps(reply, default=str).encode() + b"\n"))
+        self.reactor.call_later(REPLY_TIMEOUT, lambda: self._give_up(conn))
+        self._write(conn)
+
+    def _write(self, conn: socket.socket) -> None:
+        entry = self.clients.get(conn.fileno())
+        if entry is None or entry[0] is not conn:
+            return
+        out = entry[1]
+        try:
+            sent = conn.send(out)
+        except BlockingIOError:
+            sent = 0
+        except OSError:  # the client went away
+            self._close(conn)
+            return
+        del out[:sent]
+        if out:
+            self.reactor.watch_writable(conn, lambda: self._write(conn))
+        else:
+            self._close(conn)
+
+    def _give_up(self, conn: socket.socket) -> None:
+        entry = self.clients.get(conn.fileno()) if conn.fileno() >= 0 else None
+        if entry is not None and entry[0] is conn:
+            log.warning("control client did not read its reply within %.0f s: closed", REPLY_TIMEOUT)
+            self._close(conn)
 
     @staticmethod
     def _reply(conn: socket.socket, reply: dict[str, Any]) -> None:
@@ -164,10 +192,16 @@ def request(path: str, payload: dict[str, Any], timeout: float = 5.0) -> Any:
     sock.settimeout(timeout)
     try:
         sock.connect(path)
-        sock.sendall(json.dumps(payload).encode() + b"\n")
+        try:
+            sock.sendall(json.dumps(payload).encode() + b"\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # refused before our request was read: the engine's answer may be waiting all the same
         data = bytearray()
         while not data.endswith(b"\n"):
-            chunk = sock.recv(65536)
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:  # after the reply, when our request was left unread
+                break
             if not chunk:
                 break
             data += chunk

@@ -34,6 +34,13 @@ class Reactor:
     def add_reader(self, fileobj: object, callback: Callable[[], None]) -> None:
         self.selector.register(fileobj, selectors.EVENT_READ, callback)
 
+    def watch_writable(self, fileobj: object, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when ``fileobj`` can be written (instead of any read watch on it)."""
+        try:
+            self.selector.modify(fileobj, selectors.EVENT_WRITE, callback)
+        except KeyError:
+            self.selector.register(fileobj, selectors.EVENT_WRITE, callback)
+
     def remove_reader(self, fileobj: object) -> None:
         try:
             self.selector.unregister(fileobj)

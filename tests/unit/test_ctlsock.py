@@ -25,6 +25,8 @@ def server(tmp_path):
             raise RuntimeError("kaboom")
         if req["cmd"] == "bad":
             raise ValueError("bad value for x")
+        if req["cmd"] == "big":
+            return {"blob": "x" * 4_000_000}
         return {"echo": req["cmd"]}
 
     srv = ControlServer(str(tmp_path / "ctl.sock"), handler, reactor)
@@ -61,6 +63,32 @@ def test_requests_and_errors(server):
         request(server.path, {"cmd": "boom"})
     assert request(server.path, {"cmd": "still-alive"}) == {"echo": "still-alive"}
     assert server.errors == 4
+
+
+def test_a_client_that_does_not_read_its_reply_blocks_nobody(server, monkeypatch):
+    import time
+
+    from pktlb.daemon import ctlsock
+
+    monkeypatch.setattr(ctlsock, "REPLY_TIMEOUT", 1.0)
+    slow = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    slow.connect(server.path)
+    slow.sendall(b'{"cmd": "big"}\n')  # 4 MB of reply, far more than the socket buffer; never read
+    t0 = time.monotonic()
+    assert request(server.path, {"cmd": "meanwhile"}, timeout=2) == {"echo": "meanwhile"}
+    assert time.monotonic() - t0 < 0.5  # the loop kept serving others
+    slow.settimeout(5)
+    deadline = time.monotonic() + 5
+    while server.clients and time.monotonic() < deadline:  # until the engine gives up on it
+        time.sleep(0.05)
+    assert not server.clients and time.monotonic() - t0 >= 1.0
+    got = 0
+    while chunk := slow.recv(1 << 20):
+        got += len(chunk)
+    assert 0 < got < 4_000_000  # part of the reply, then the end of the stream
+    slow.close()
+    whole = request(server.path, {"cmd": "big"}, timeout=5)  # a reading client gets all of it
+    assert len(whole["blob"]) == 4_000_000
 
 
 def test_oversized_request_is_refused(server):
