@@ -119,14 +119,10 @@ def _inbound(frame, snap: Snapshot, flows: FlowTable, now: float, partial: bool,
     if svc is None:
         return NONE, d.drop("no_service", f"nothing configured for {proto}/{dport} on this VIP")
     rw = svc.rewriter
-    segments = None
-    if gso and svc.mode == "tunnel":  # the segments must go inside the tunnel: cut them here
-        if proto != PROTO_TCP:
-            return NONE, d.drop("gso_unsupported", "UDP GSO: turn GSO off on the client side for tunnel mode",
-                                svc.name, svc.mode)
-        segments = segment_tcp(frame, 14, l4, gso)
-        if segments.__class__ is str:
-            return NONE, d.drop(segments, f"GSO size {gso}", svc.name, svc.mode)
+    cut = gso and svc.mode == "tunnel"  # a super-frame's segments must go inside the tunnel: cut here
+    if cut and proto != PROTO_TCP:
+        return NONE, d.drop("gso_unsupported", "UDP GSO: turn GSO off on the client side for tunnel mode",
+                            svc.name, svc.mode)
     if rw.replies_via_lb and frame[22] <= 1:
         return _ttl_expired(frame, snap, svc, end)
     if frame[22] == 0:
@@ -170,12 +166,12 @@ def _inbound(frame, snap: Snapshot, flows: FlowTable, now: float, partial: bool,
     entry.bytes_in += end - 14
     if svc.scheduler.uses_byte_rate:  # only bw reads the rate: no EWMA bookkeeping for the others
         entry.load.add_bytes(end - 14, now)
-    if segments is None:
+    if cut:
+        out, forwarded = _inbound_segments(frame, l4, gso, svc, be, entry, snap)
+        partial = False
+    else:
         out = rw.inbound(frame, 14, l4, csum_off, svc, be, entry, snap, partial)
         forwarded = out.__class__ is not str and out[0] is frame
-    else:
-        out, forwarded = _inbound_segments(segments, l4, svc, be, entry, snap)
-        partial = False
     if out.__class__ is str:
         return NONE, d.drop(out, "", svc.name, svc.mode)
     if hit and forwarded:
@@ -193,17 +189,17 @@ def _inbound(frame, snap: Snapshot, flows: FlowTable, now: float, partial: bool,
     return out, dec
 
 
-def _inbound_segments(segments: list[bytearray], l4: int, svc: ServiceView, be: BackendView, entry: FlowEntry,
+def _inbound_segments(frame: bytearray, l4: int, mss: int, svc: ServiceView, be: BackendView, entry: FlowEntry,
                       snap: Snapshot) -> tuple[Frames | str, bool]:
-    """Rewrite each segment of a cut super-frame (checksums finished); a frag-needed answer for the
-    first one that is too big replaces them all, as the kernel would answer the whole frame."""
+    """Cut a TCP super-frame and rewrite each segment (checksums finished); a frag-needed answer for
+    the first one that is too big replaces them all, as the kernel would answer the whole frame."""
+    segments = segment_tcp(frame, 14, l4, mss)
+    if segments.__class__ is str:
+        return segments, False
     out: Frames = []
-    rw = svc.rewriter
     for seg in segments:
-        result = rw.inbound(seg, 14, l4, l4 + 16, svc, be, entry, snap, False)
-        if result.__class__ is str:
-            return result, False
-        if result[0] is not seg:
+        result = svc.rewriter.inbound(seg, 14, l4, l4 + 16, svc, be, entry, snap, False)
+        if result.__class__ is str or result[0] is not seg:
             return result, False
         out += result
     return out, True
