@@ -69,7 +69,7 @@ class Forwarder:
                             fanout_group=fanout_group if workers > 1 else None, fanout_mode="cbpf",
                             fanout_program=steering)
         self.started = time.time()
-        self.last_tx = 0.0  # monotonic time of the wake-up that last sent frames (the bench's drain end)
+        self.last_tx = 0.0  # monotonic time just after the last send of frames (the end of a bench drain)
         self.capture_from_cli = capture_dir is not None
         self.captures = self._open_captures(capture_dir or lb.capture_dir)
         self.reporter = Reporter(self)
