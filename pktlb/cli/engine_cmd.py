@@ -194,13 +194,17 @@ _register_backend("weight", "Set backend NAME's weight.", click.argument("weight
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def reload(socket_path: str | None, config_path: str | None, as_json: bool) -> None:
     """Reload the engine's config file (the same as sending it SIGHUP)."""
-    result = _ask_all(_socket(socket_path, config_path), {"cmd": "reload"})[0]
+    results = _ask_all(_socket(socket_path, config_path), {"cmd": "reload"})
+    result = results[0]
     if as_json:
         emit_json(result)
     elif result.get("reloaded"):
         click.echo(f"snapshot {result['generation']}: {result['why']}")
-        for name, value in (result.get("flows") or {}).items():
-            click.echo(f"flows: {name} {' -> '.join(map(str, value)) if isinstance(value, list) else value}")
+        for worker, answer in enumerate(results):  # each worker has its own flow table
+            where = f" (worker {worker})" if len(results) > 1 else ""
+            for name, value in (answer.get("flows") or {}).items():
+                shown = " -> ".join(map(str, value)) if isinstance(value, list) else value
+                click.echo(f"flows{where}: {name} {shown}")
     else:
         raise click.ClickException(f"reload refused: {result.get('error')}")
 

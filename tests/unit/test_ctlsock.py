@@ -123,6 +123,8 @@ def test_cli_adds_up_every_workers_stats_and_sends_changes_to_all(tmp_path):
     def worker(n):
         def handle(req):
             seen.append((n, req["cmd"]))
+            if req["cmd"] == "reload":
+                return {"reloaded": True, "generation": 2, "why": "config reloaded", "flows": {"evicted": 10 * n}}
             return stats(n) if req["cmd"] == "stats" else {"generation": 2, "why": "x", "ring_moved": {}}
         return handle
 
@@ -142,6 +144,8 @@ def test_cli_adds_up_every_workers_stats_and_sends_changes_to_all(tmp_path):
         done = CliRunner().invoke(main, ["backend", "drain", "be1", "-s", base])
         assert done.exit_code == 0, done.output
         assert sorted(n for n, cmd in seen if cmd == "backend") == [1, 2]
+        done = CliRunner().invoke(main, ["reload", "-s", base])
+        assert "flows (worker 0): evicted 10" in done.output and "flows (worker 1): evicted 20" in done.output
     finally:
         stop.set()
         thread.join(5)
