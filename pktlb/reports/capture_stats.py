@@ -16,11 +16,9 @@ from typing import Any
 
 from pktlb.adapters.pcap import read_pcap
 from pktlb.core.packet.addr import mac_to_bytes
-
-ETH_HEADER = 14
-ETHERTYPE_IPV4 = 0x0800
-PROTO_IPIP = 4
-PROTO_TCP = 6
+from pktlb.core.packet.ethernet import ETH_LEN as ETH_HEADER
+from pktlb.core.packet.ethernet import ETH_P_IP as ETHERTYPE_IPV4
+from pktlb.core.packet.ipv4 import PROTO_IPIP, PROTO_TCP
 _TCP_SEQ_ACK = struct.Struct("!HHII")
 
 
