@@ -19,6 +19,7 @@ from pktlb.core.packet.addr import mac_to_bytes
 from pktlb.core.packet.ethernet import ETH_LEN as ETH_HEADER
 from pktlb.core.packet.ethernet import ETH_P_IP as ETHERTYPE_IPV4
 from pktlb.core.packet.ipv4 import PROTO_IPIP, PROTO_TCP
+
 _TCP_SEQ_ACK = struct.Struct("!HHII")
 
 
