@@ -13,7 +13,6 @@ from scapy.layers.l2 import ARP, Ether
 
 from pktlb.adapters import bpf as B
 from pktlb.adapters.fanout import (
-    SKF_NET_OFF,
     build_fanout_program,
     config_snat_ranges,
     fanout_program,
@@ -40,67 +39,14 @@ from pktlb.reports.bench_results import (
     targets,
 )
 from pktlb.reports.bench_variants import bench_config_text, dnat_ruleset
-from tests.unit.test_bpf import check
+from tests.unit.test_bpf import check, run
 
 # ---------------------------------------------------------------- a fanout-program interpreter
-
-_MASK = 0xFFFFFFFF
-_SIZES = {B.BPF_W: 4, B.BPF_H: 2, B.BPF_B: 1}
-_ALU = {B.BPF_ADD: lambda a, k: a + k, B.BPF_SUB: lambda a, k: a - k, B.BPF_MUL: lambda a, k: a * k,
-        B.BPF_DIV: lambda a, k: a // k if k else 0, B.BPF_AND: lambda a, k: a & k, B.BPF_OR: lambda a, k: a | k,
-        B.BPF_LSH: lambda a, k: a << (k & 31), B.BPF_RSH: lambda a, k: a >> (k & 31), B.BPF_XOR: lambda a, k: a ^ k}
-
 
 def run_fanout(program: list[B.Insn], frame: bytes) -> int:
     """Run a fanout program the way the kernel does: the data starts at the network header, SKF_NET_OFF
     loads read from it, the protocol ancillary load gives the EtherType.  Out-of-frame loads return 0."""
-    ethertype, packet = int.from_bytes(frame[12:14], "big"), frame[14:]
-
-    def load(offset: int, size: int) -> int:
-        offset = offset - (1 << 32) if offset & 0x80000000 else offset
-        if offset == B.SKF_AD_OFF:  # SKF_AD_PROTOCOL
-            return ethertype
-        if offset < 0:
-            offset -= SKF_NET_OFF
-        if offset < 0 or offset + size > len(packet):
-            raise IndexError
-        return int.from_bytes(packet[offset:offset + size], "big")
-
-    a = x = pc = 0
-    memory = [0] * 16
-    try:
-        while True:
-            code, jt, jf, k = program[pc]
-            pc += 1
-            cls, size, mode = code & 0x07, code & 0x18, code & 0xE0
-            if cls == B.BPF_LD:
-                if mode == B.BPF_IMM:
-                    a = k
-                elif mode == B.BPF_MEM:
-                    a = memory[k]
-                else:
-                    a = load(k if mode == B.BPF_ABS else (x + k) & _MASK, _SIZES[size])
-            elif cls == B.BPF_LDX:
-                x = 4 * (load(k, 1) & 0xF)
-            elif cls == B.BPF_ST:
-                memory[k] = a
-            elif cls == B.BPF_ALU:
-                operand = x if code & B.BPF_X else k
-                op = code & 0xF0
-                a = _ALU[op](a, operand) & _MASK
-            elif cls == B.BPF_JMP:
-                op = code & 0xF0
-                if op == B.BPF_JA:
-                    pc += k
-                    continue
-                taken = {B.BPF_JEQ: a == k, B.BPF_JGT: a > k, B.BPF_JGE: a >= k, B.BPF_JSET: bool(a & k)}[op]
-                pc += jt if taken else jf
-            elif cls == B.BPF_RET:
-                return (a if code & 0x18 == B.BPF_A else k) & _MASK
-            elif cls == B.BPF_MISC:
-                x = a
-    except IndexError:
-        return 0
+    return run(program, frame[14:], protocol=int.from_bytes(frame[12:14], "big"), network=0)
 
 
 def udp(src: str, dst: str, sport: int, dport: int, frag: int = 0) -> bytes:

@@ -2,7 +2,9 @@
 
 The interpreter below follows the kernel's semantics (net/core/filter.c): 32-bit unsigned registers,
 a load outside the frame or a division by zero ends the program with 0 (drop), ancillary loads at
-SKF_AD_OFF + n read skb metadata (here the packet type and VLAN-tag-present, passed in).
+SKF_AD_OFF + n read skb metadata (here the packet type, VLAN-tag-present and the EtherType, passed
+in), loads at SKF_NET_OFF + n read byte n of the network header (``network`` bytes into the data).
+The fanout tests (test_bench_parts.py) run their programs here too.
 """
 
 from __future__ import annotations
@@ -28,7 +30,13 @@ class _Drop(Exception):
     pass
 
 
-def _load(frame: bytes, offset: int, size: int) -> int:
+_SKF_NET_OFF = -0x100000
+
+
+def _load(frame: bytes, offset: int, size: int, network: int = 14) -> int:
+    offset = offset - (1 << 32) if offset & 0x80000000 else offset  # k is unsigned; negative = special area
+    if _SKF_NET_OFF <= offset < B.SKF_AD_OFF:
+        offset = network + offset - _SKF_NET_OFF
     if offset < 0 or offset + size > len(frame):
         raise _Drop
     return int.from_bytes(frame[offset:offset + size], "big")
@@ -46,9 +54,11 @@ def _alu(op: int, a: int, operand: int) -> int:
     return result & _MASK
 
 
-def run(program: list[B.Insn], frame: bytes, *, pkttype: int = 0, vlan_tag_present: bool = False) -> int:
-    """Run ``program`` over ``frame``; returns what the filter returns (0 = drop)."""
-    ancillary = {B._ad(B.SKF_AD_PKTTYPE): pkttype, B._ad(B.SKF_AD_VLAN_TAG_PRESENT): int(vlan_tag_present)}
+def run(program: list[B.Insn], frame: bytes, *, pkttype: int = 0, vlan_tag_present: bool = False,
+        protocol: int = 0, network: int = 14) -> int:
+    """Run ``program`` over ``frame`` (its network header ``network`` bytes in); returns what it returns (0 = drop)."""
+    ancillary = {B._ad(B.SKF_AD_PKTTYPE): pkttype, B._ad(B.SKF_AD_VLAN_TAG_PRESENT): int(vlan_tag_present),
+                 B._ad(0): protocol}  # SKF_AD_PROTOCOL
     a = x = 0
     mem = [0] * 16
     pc = 0
@@ -61,9 +71,9 @@ def run(program: list[B.Insn], frame: bytes, *, pkttype: int = 0, vlan_tag_prese
                 if mode == B.BPF_ABS and k in ancillary:
                     a = ancillary[k]
                 elif mode == B.BPF_ABS:
-                    a = _load(frame, k, _SIZES[size])
+                    a = _load(frame, k, _SIZES[size], network)
                 elif mode == B.BPF_IND:
-                    a = _load(frame, (x + k) & _MASK, _SIZES[size])
+                    a = _load(frame, (x + k) & _MASK, _SIZES[size], network)
                 elif mode == B.BPF_IMM:
                     a = k
                 elif mode == B.BPF_LEN:
@@ -74,7 +84,7 @@ def run(program: list[B.Insn], frame: bytes, *, pkttype: int = 0, vlan_tag_prese
                     raise ValueError(f"bad ld {code:#x}")
             elif cls == B.BPF_LDX:
                 if mode == B.BPF_MSH:
-                    x = 4 * (_load(frame, k, 1) & 0xF)
+                    x = 4 * (_load(frame, k, 1, network) & 0xF)
                 elif mode == B.BPF_IMM:
                     x = k
                 elif mode == B.BPF_LEN:
