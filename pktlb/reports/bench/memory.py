@@ -2,7 +2,7 @@
 
 * ``entry_bytes``: tracemalloc over inserting flows into a FlowTable the way a miss does
   (``insert`` + the rewriter's per-flow set-up: full-NAT also takes a port and an index entry).
-* ``rss_at``: a fresh interpreter (``python -m pktlb.reports.bench_memory rss``) reads its VmRSS
+* ``rss_at``: a fresh interpreter (``python -m pktlb.reports.bench.memory rss``) reads its VmRSS
   before and after filling a table with that many flows.
 * ``flood_rss``: the engine in the lab, ``flows.max_entries`` bounded, under a paced flood whose
   flows change every second; its VmRSS sampled once a second.  Flat after warm-up = bounded, no leak.
@@ -20,7 +20,7 @@ from typing import Any
 
 from pktlb.core.datapath import DataPath
 from pktlb.core.packet.addr import ip_to_int
-from pktlb.reports.profile import CLIENT, PORT, profile_config
+from pktlb.reports.bench.profile import CLIENT, PORT, profile_config
 
 FLOOD_MAX_ENTRIES = 8_192  # full after 8 s of the flood below: from then on every new flow evicts one
 FLOOD_FLOWS_PER_SECOND = 1024
@@ -76,16 +76,16 @@ def rss_in_process(mode: str, count: int) -> dict[str, Any]:
 
 def rss_at(mode: str, count: int = 1_000_000) -> dict[str, Any]:
     """VmRSS of a fresh interpreter before and after holding ``count`` flows."""
-    done = subprocess.run([sys.executable, "-m", "pktlb.reports.bench_memory", "rss", "--mode", mode,
+    done = subprocess.run([sys.executable, "-m", "pktlb.reports.bench.memory", "rss", "--mode", mode,
                            "--flows", str(count)], capture_output=True, text=True, timeout=600, check=True)
     return json.loads(done.stdout)
 
 
 def flood_rss(lab: Any, seconds: float, progress: Any) -> dict[str, Any]:
     """The engine's VmRSS, once a second, under a flood whose flows change every second."""
-    from pktlb.reports.bench import GENERATOR, flood_args
-    from pktlb.reports.bench_lab import GEN_CPU, changed, rss_kib
-    from pktlb.reports.bench_variants import PktlbVariant
+    from pktlb.reports.bench.lab import GEN_CPU, changed, rss_kib
+    from pktlb.reports.bench.run import GENERATOR, flood_args
+    from pktlb.reports.bench.variants import PktlbVariant
 
     variant = PktlbVariant("nat", max_entries=FLOOD_MAX_ENTRIES)
     samples: list[tuple[float, int]] = []
@@ -149,7 +149,7 @@ def render_memory(memory: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pktlb.reports.bench_memory")
+    parser = argparse.ArgumentParser(prog="python -m pktlb.reports.bench.memory")
     sub = parser.add_subparsers(dest="command", required=True)
     rss = sub.add_parser("rss", help="VmRSS before and after filling a flow table")
     rss.add_argument("--mode", default="nat")

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 from pktlb.daemon.ctlsock import ControlClientError, request
 from pktlb.lab.manage import log_tail, pktlb_program
 from pktlb.lab.nftables import GUARD_TABLE, guard_ruleset
-from pktlb.reports.bench_lab import (
+from pktlb.reports.bench.lab import (
     BENCH_PORT,
     GEN_CPU,
     LB_CPU,
@@ -35,11 +35,11 @@ from pktlb.reports.bench_lab import (
     stop,
     wait_until,
 )
-from pktlb.reports.bench_results import NFTABLES, ROUTING, SCAPY
+from pktlb.reports.bench.results import NFTABLES, ROUTING, SCAPY
 
 DNAT_TABLE = "pktlb_bench_dnat"
 ENGINE_START_TIMEOUT = 20.0
-SCAPY_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "scapy_forwarder.py"
+SCAPY_SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "scapy_forwarder.py"
 
 
 def bench_config_text(lab_config: str, mode: str, vip: str, backends: list[tuple[str, str, str]],

@@ -40,8 +40,8 @@ from typing import Any
 
 from pktlb.core.packet.addr import mac_for_ip
 from pktlb.lab.manage import existing_namespaces
-from pktlb.reports.bench_drain import DRAIN_FLOWS, drain
-from pktlb.reports.bench_lab import (
+from pktlb.reports.bench.drain import DRAIN_FLOWS, drain
+from pktlb.reports.bench.lab import (
     BENCH_PORT,
     GEN_CPU,
     LB_CPU,
@@ -55,8 +55,8 @@ from pktlb.reports.bench_lab import (
     rx_packets,
     softnet_dropped,
 )
-from pktlb.reports.bench_results import BenchReport, Latency, VariantResult
-from pktlb.reports.bench_variants import (
+from pktlb.reports.bench.results import BenchReport, Latency, VariantResult
+from pktlb.reports.bench.variants import (
     KernelDnat,
     KernelRouting,
     PktlbRxOnGeneratorCore,
@@ -65,7 +65,7 @@ from pktlb.reports.bench_variants import (
     Variant,
 )
 
-GENERATOR = "pktlb.reports.benchgen"
+GENERATOR = "pktlb.reports.bench.benchgen"
 POLL = 0.02  # seconds between looks at the backends' counters
 SETTLE = 0.3  # the run is over once no delivery was seen for this long after the generator finished
 BACKGROUND_PROBE = 0.5  # seconds the LB core is watched, idle, before each flood
@@ -311,11 +311,11 @@ def run_bench(opts: BenchOptions, progress: Progress = lambda _: None) -> BenchR
                     scaling.append({"mode": mode, "frames": opts.drain_frames, "flows": DRAIN_FLOWS, "runs": runs,
                                     "speedup": speedup})
                 if mode == order[0] and opts.profile:
-                    from pktlb.reports.bench_profile import lab_profile
+                    from pktlb.reports.bench.lab_profile import lab_profile
 
                     report.profile = lab_profile(lab, opts, progress)
                 if mode == order[0] and opts.memory:
-                    from pktlb.reports.bench_memory import memory_report
+                    from pktlb.reports.bench.memory import memory_report
 
                     report.memory = memory_report(lab, opts, progress)
             finally:

@@ -1,6 +1,6 @@
 """The benchmark's traffic: a bounded UDP flood generator and a TCP-connect RTT probe.
 
-Both run inside a lab namespace as ``python -m pktlb.reports.benchgen flood|rtt ...`` (the bench
+Both run inside a lab namespace as ``python -m pktlb.reports.bench.benchgen flood|rtt ...`` (the bench
 starts them with ``ip netns exec`` and ``taskset``) and print one JSON object.
 
 * ``flood``: 64-byte UDP frames (60 bytes + the 4-byte FCS the wire would add) to VIP:port over
@@ -154,7 +154,7 @@ def tcp_connect_rtts(host: str, port: int, count: int, interval: float, timeout:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pktlb.reports.benchgen", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m pktlb.reports.bench.benchgen", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     flood = sub.add_parser("flood", help="send a bounded UDP flood (needs root: AF_PACKET)")
     flood.add_argument("--ifname", required=True)
