@@ -60,8 +60,9 @@ def bench(modes: list[str], packets: int, seconds: float, workers: list[int], pr
     kernel's nftables DNAT and routing, and the latency the LB adds.  Every lab is removed after.
     """
     from pktlb.reports.bench.lab import BenchError
+    from pktlb.reports.bench.options import BenchOptions
     from pktlb.reports.bench.results import render_text
-    from pktlb.reports.bench.run import BenchOptions, run_bench, write_outputs
+    from pktlb.reports.bench.run import run_bench, write_outputs
 
     require_root("pktlb bench")
     opts = BenchOptions(modes=modes, packets=packets, seconds=seconds, workers=workers, profile=profile,

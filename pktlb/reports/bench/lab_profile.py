@@ -11,16 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from pktlb.reports.bench.lab import GEN_CPU, LB_CPU, BenchLab, changed
+from pktlb.reports.bench.options import GENERATOR, flood_args
 from pktlb.reports.bench.profile import hot_loop_profile, stage_costs, top_entries
-from pktlb.reports.bench.variants import PktlbVariant, _set_forwarding
+from pktlb.reports.bench.variants import PktlbVariant, set_forwarding
 
 PROFILE_SECONDS = 3.0
 IO_RATE = 300_000.0
 
 
 def _flood(lab: BenchLab, seconds: float, rate: float | None = None) -> subprocess.Popen[bytes]:
-    from pktlb.reports.bench.run import GENERATOR, flood_args
-
     packets = int((rate or 400_000) * seconds)
     return lab.popen("client", [sys.executable, "-m", GENERATOR, *flood_args(lab, packets, seconds, 64, rate)],
                      cpu=GEN_CPU, stdout=subprocess.DEVNULL)
@@ -30,7 +29,7 @@ def io_in_lab(lab: BenchLab, seconds: float = 2.0) -> dict[str, Any]:
     """recv_batch/send_batch cost per frame on the LB's eth0 (CPU 1) while the generator floods."""
     undo: list[tuple[Any, ...]] = []
     with changed(undo):
-        _set_forwarding(lab, 0, undo)
+        set_forwarding(lab, 0, undo)
         gen = _flood(lab, seconds + 1.0, IO_RATE)
         try:
             mac = lab.backend_nodes[0].interfaces[0].mac

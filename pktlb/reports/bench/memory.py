@@ -4,8 +4,11 @@
   (``insert`` + the rewriter's per-flow set-up: full-NAT also takes a port and an index entry).
 * ``rss_at``: a fresh interpreter (``python -m pktlb.reports.bench.memory rss``) reads its VmRSS
   before and after filling a table with that many flows.
-* ``flood_rss``: the engine in the lab, ``flows.max_entries`` bounded, under a paced flood whose
-  flows change every second; its VmRSS sampled once a second.  Flat after warm-up = bounded, no leak.
+* ``flood_rss`` (``lab_memory``, in the lab): the engine, ``flows.max_entries`` bounded, under a paced
+  flood whose flows change every second; its VmRSS sampled once a second (``summarise_rss`` here).
+  Flat after warm-up = bounded, no leak.
+
+This module needs no lab: ``python -m pktlb.reports.bench.memory rss`` loads only what it measures.
 """
 
 from __future__ import annotations
@@ -81,35 +84,6 @@ def rss_at(mode: str, count: int = 1_000_000) -> dict[str, Any]:
     return json.loads(done.stdout)
 
 
-def flood_rss(lab: Any, seconds: float, progress: Any) -> dict[str, Any]:
-    """The engine's VmRSS, once a second, under a flood whose flows change every second."""
-    from pktlb.reports.bench.lab import GEN_CPU, changed, rss_kib
-    from pktlb.reports.bench.run import GENERATOR, flood_args
-    from pktlb.reports.bench.variants import PktlbVariant
-
-    variant = PktlbVariant("nat", max_entries=FLOOD_MAX_ENTRIES)
-    samples: list[tuple[float, int]] = []
-    undo: list[tuple[Any, ...]] = []
-    with changed(undo):
-        variant.start(lab, undo)
-        try:
-            pid = variant.process_pids()[0]
-            packets = int(FLOOD_RATE * seconds) + 1
-            args = flood_args(lab, packets, seconds, FLOOD_FLOWS_PER_SECOND, rate=FLOOD_RATE) + ["--rotate", "1"]
-            progress(f"memory: {seconds:.0f} s flood, {FLOOD_FLOWS_PER_SECOND} new flows a second, "
-                     f"max_entries {FLOOD_MAX_ENTRIES}")
-            gen = lab.popen("client", [sys.executable, "-m", GENERATOR, *args], cpu=GEN_CPU, stdout=subprocess.PIPE)
-            t0 = time.monotonic()
-            while gen.poll() is None and time.monotonic() - t0 < seconds + 30:
-                samples.append((round(time.monotonic() - t0, 1), rss_kib(pid)))
-                time.sleep(1.0)
-            gen.communicate(timeout=10)
-            flows = (variant.stats() or [{}])[0].get("flows")
-        finally:
-            variant.stop(lab)
-    return summarise_rss(samples, flows)
-
-
 def summarise_rss(samples: list[tuple[float, int]], flows: Any = None, warmup: float = 15.0) -> dict[str, Any]:
     """First/last/max RSS and the growth after ``warmup`` seconds (KiB and KiB per minute)."""
     settled = [s for s in samples if s[0] >= warmup] or samples
@@ -119,14 +93,6 @@ def summarise_rss(samples: list[tuple[float, int]], flows: Any = None, warmup: f
             "rss_kib_last": samples[-1][1] if samples else None, "rss_kib_max": max((s[1] for s in samples), default=None),
             "growth_after_warmup_kib": growth, "growth_kib_per_minute": 60 * growth / span if span else 0.0,
             "flow_table": flows, "max_entries": FLOOD_MAX_ENTRIES, "warmup_seconds": warmup}
-
-
-def memory_report(lab: Any, opts: Any, progress: Any) -> dict[str, Any]:
-    progress("memory: bytes per flow entry (tracemalloc)")
-    per_entry = [entry_bytes("nat"), entry_bytes("fullnat", 30_000)]  # one SNAT address has 40,000 ports here
-    progress("memory: RSS at 1M flows")
-    at_million = rss_at("nat", 1_000_000)
-    return {"per_entry": per_entry, "rss_1m": at_million, "flood": flood_rss(lab, opts.memory_seconds, progress)}
 
 
 def render_memory(memory: dict[str, Any]) -> str:

@@ -12,7 +12,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 NFTABLES, ROUTING, SCAPY = "kernel nftables DNAT", "kernel routing", "scapy forwarder"
-MAGLEV_NS_PER_PACKET = 350  # Maglev (NSDI 2016): about 350 ns per packet per core
 
 
 def percentile(values: list[float], q: float) -> float:
