@@ -6,7 +6,7 @@ the forwarders; ``drain``, ``lab_profile`` and ``lab_memory`` the optional measu
 ``profile`` and ``memory`` what needs no lab (per-stage costs of the pure data path, bytes per
 flow); ``benchgen`` the traffic; ``results`` the records and their text.
 
-Imports go one way: ``run`` -> ``drain``/``lab_profile``/``lab_memory`` -> ``variants`` ->
-``options`` -> ``lab``; ``profile``/``memory`` -> ``benchgen``; ``results`` needs only ``profile``
-and ``memory`` (to render their parts).
+Imports go one way, from a layer to those below it (no cycles, ``make lint`` checks):
+``run``; ``drain``, ``lab_profile``, ``lab_memory``; ``variants``, ``options``; ``results``, ``lab``;
+``memory``; ``profile``; ``benchgen``.
 """
