@@ -13,7 +13,8 @@
   if the egress device cannot.  Chosen over PACKET_AUXDATA because it also carries GSO, and the header
   travels in the data buffer, which suits recvmmsg/sendmmsg (no control messages to parse);
 * a frame longer than the receive slot is never passed on cut: it is counted in ``rx_truncated``;
-* recvmmsg/sendmmsg through ctypes move a batch per system call; ``recv``/``send`` are the simple path;
+* recvmmsg/sendmmsg through ctypes (``pktlb.adapters.mmsg``) move a batch per system call; ``recv``/``send``
+  are the simple path;
 * ``fanout_group`` joins a PACKET_FANOUT group (hash by default) so ``--workers N`` share the load.
 
 Received data (``RxFrame.data``) is a fresh bytearray the caller owns (the engine trims and rewrites
