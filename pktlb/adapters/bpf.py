@@ -61,7 +61,8 @@ Port = int | tuple[int, int]
 Service = tuple[str | int, Addr, Port]
 
 
-def _ad(offset: int) -> int:
+def ancillary(offset: int) -> int:
+    """The load offset of ancillary field ``offset`` (an SKF_AD_* number): SKF_AD_OFF + offset, unsigned."""
     return (SKF_AD_OFF + offset) & 0xFFFFFFFF
 
 
@@ -264,12 +265,12 @@ def build_filter(*, dst_addrs: Iterable[Addr] = (), dst_services: Iterable[Servi
     icmp_set = {_addr(a) for a in icmp_dst_addrs}
     asm = Assembler()
     if reject_outgoing:
-        asm.ld(BPF_H, _ad(SKF_AD_PKTTYPE))
+        asm.ld(BPF_H, ancillary(SKF_AD_PKTTYPE))
         asm.jump(BPF_JEQ, PACKET_OUTGOING, None, "not-outgoing")
         asm.ret(0)
         asm.label("not-outgoing")
     if not accept_vlan:
-        asm.ld(BPF_B, _ad(SKF_AD_VLAN_TAG_PRESENT))
+        asm.ld(BPF_B, ancillary(SKF_AD_VLAN_TAG_PRESENT))
         asm.jump(BPF_JEQ, 0, "untagged", None)
         asm.ret(0)
         asm.label("untagged")
@@ -304,7 +305,7 @@ def unpack_filters(raw: bytes) -> list[Insn]:
 
 _SIZE = {BPF_W: "", BPF_H: "h", BPF_B: "b"}
 _JUMP = {BPF_JEQ: "jeq", BPF_JGT: "jgt", BPF_JGE: "jge", BPF_JSET: "jset"}
-_AD_NAMES = {_ad(SKF_AD_PKTTYPE): "type", _ad(SKF_AD_VLAN_TAG_PRESENT): "vlanp"}
+_AD_NAMES = {ancillary(SKF_AD_PKTTYPE): "type", ancillary(SKF_AD_VLAN_TAG_PRESENT): "vlanp"}
 
 
 def disassemble(program: list[Insn]) -> str:

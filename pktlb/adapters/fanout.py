@@ -67,7 +67,7 @@ from pktlb.adapters.bpf import (
     ETH_P_IP,
     Assembler,
     Insn,
-    _ad,
+    ancillary,
     pack_filters,
 )
 from pktlb.core.config import Config
@@ -126,7 +126,7 @@ def build_fanout_program(workers: int, ranges: Iterable[SnatRange] = ()) -> list
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
     asm = Assembler()
-    asm.ld(BPF_H, _ad(SKF_AD_PROTOCOL))
+    asm.ld(BPF_H, ancillary(SKF_AD_PROTOCOL))
     asm.jump(BPF_JEQ, ETH_P_IP, None, "other")
     by_addr: dict[int, list[tuple[int, int]]] = {}
     for addr, first, last in ranges:

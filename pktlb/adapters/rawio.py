@@ -13,7 +13,8 @@
   if the egress device cannot.  Chosen over PACKET_AUXDATA because it also carries GSO, and the header
   travels in the data buffer, which suits recvmmsg/sendmmsg (no control messages to parse);
 * a frame longer than the receive slot is never passed on cut: it is counted in ``rx_truncated``;
-* recvmmsg/sendmmsg through ctypes move a batch per system call; ``recv``/``send`` are the simple path;
+* recvmmsg/sendmmsg through ctypes (``pktlb.adapters.mmsg``) move a batch per system call; ``recv``/``send``
+  are the simple path;
 * ``fanout_group`` joins a PACKET_FANOUT group (hash by default) so ``--workers N`` share the load.
 
 Received data (``RxFrame.data``) is a fresh bytearray the caller owns (the engine trims and rewrites
@@ -42,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from pktlb.adapters.ifinfo import InterfaceMissing
+from pktlb.adapters.mmsg import IOVEC_SIZE, MMSG_SIZE, IOVec, MMsgHdr, MsgHdr, recvmmsg, sendmmsg
 
 SOL_PACKET = 263
 PACKET_STATISTICS = 6
@@ -122,33 +124,14 @@ class PortCounters:
     tx_errors: Counter[str] = field(default_factory=Counter)  # errno name -> count
 
 
-class _IOVec(ctypes.Structure):
-    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
-
-
-class _MsgHdr(ctypes.Structure):
-    _fields_ = [("name", ctypes.c_void_p), ("namelen", ctypes.c_uint32), ("iov", ctypes.c_void_p),
-                ("iovlen", ctypes.c_size_t), ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t),
-                ("flags", ctypes.c_int)]
-
-
-class _MMsgHdr(ctypes.Structure):
-    _fields_ = [("hdr", _MsgHdr), ("len", ctypes.c_uint)]
-
-
-_MM_SIZE = ctypes.sizeof(_MMsgHdr)
+_MM_SIZE = MMSG_SIZE
 _MM_U32 = _MM_SIZE // 4  # the same offsets counted in 32-bit words
-_FLAGS_U32 = _MsgHdr.flags.offset // 4
-_NAMELEN_U32 = _MsgHdr.namelen.offset // 4
-_LEN_U32 = _MMsgHdr.len.offset // 4
-_IOV_SIZE = ctypes.sizeof(_IOVec)
+_FLAGS_U32 = MsgHdr.flags.offset // 4
+_NAMELEN_U32 = MsgHdr.namelen.offset // 4
+_LEN_U32 = MMsgHdr.len.offset // 4
+_IOV_SIZE = IOVEC_SIZE
 _IOV_N = _IOV_SIZE // ctypes.sizeof(ctypes.c_size_t)  # size_t words per iovec
 _SLL_LEN = 20  # sizeof(struct sockaddr_ll)
-_libc = ctypes.CDLL(None, use_errno=True)
-_recvmmsg = _libc.recvmmsg
-_recvmmsg.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int, ctypes.c_void_p]
-_sendmmsg = _libc.sendmmsg
-_sendmmsg.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int]
 
 
 class _MsgBatch:
@@ -172,8 +155,8 @@ class _MsgBatch:
         self._exports = [(ctypes.c_char * len(b)).from_buffer(b) for b in
                          (self.vnet, self.slots, self.names, self.iov, self.msgs)]
         vnet_base, slot_base, name_base, iov_base, self.base = (ctypes.addressof(e) for e in self._exports)
-        iovecs = (_IOVec * (2 * count)).from_buffer(self.iov)
-        msgs = (_MMsgHdr * count).from_buffer(self.msgs)
+        iovecs = (IOVec * (2 * count)).from_buffer(self.iov)
+        msgs = (MMsgHdr * count).from_buffer(self.msgs)
         for i in range(count):
             iovecs[2 * i].base, iovecs[2 * i].len = vnet_base + i * VNET_LEN, VNET_LEN
             iovecs[2 * i + 1].base, iovecs[2 * i + 1].len = slot_base + i * slot_bytes, slot_bytes
@@ -308,7 +291,7 @@ class RawPort:
         limit = self.batch if max_frames is None else min(max_frames, self.batch)
         if self._check_pkttype:
             rx.reset_names(limit)
-        got = _recvmmsg(self._fd, rx.base, limit, MSG_DONTWAIT, None)
+        got = recvmmsg(self._fd, rx.base, limit, MSG_DONTWAIT, None)
         if got <= 0:
             err = ctypes.get_errno()
             if got < 0 and err not in (errno.EAGAIN, errno.EINTR):
@@ -410,7 +393,7 @@ class RawPort:
             tx_bytes += length
         count, done, ok = len(frames), 0, 0
         while done < count:
-            result = _sendmmsg(self._fd, tx.base + done * _MM_SIZE, count - done, 0)
+            result = sendmmsg(self._fd, tx.base + done * _MM_SIZE, count - done, 0)
             if result < 0:
                 err = ctypes.get_errno()
                 if err == errno.EINTR:

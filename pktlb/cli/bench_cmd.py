@@ -59,9 +59,10 @@ def bench(modes: list[str], packets: int, seconds: float, workers: list[int], pr
     reports delivered packets per second, LB CPU microseconds per packet, loss, the ratios to the
     kernel's nftables DNAT and routing, and the latency the LB adds.  Every lab is removed after.
     """
-    from pktlb.reports.bench import BenchOptions, run_bench, write_outputs
-    from pktlb.reports.bench_lab import BenchError
-    from pktlb.reports.bench_results import render_text
+    from pktlb.reports.bench.lab import BenchError
+    from pktlb.reports.bench.options import BenchOptions
+    from pktlb.reports.bench.results import render_text
+    from pktlb.reports.bench.run import run_bench, write_outputs
 
     require_root("pktlb bench")
     opts = BenchOptions(modes=modes, packets=packets, seconds=seconds, workers=workers, profile=profile,

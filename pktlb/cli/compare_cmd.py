@@ -62,8 +62,8 @@ def compare(modes: tuple[str, ...], scheduler: str, backends: int, duration: flo
     Writes report.md, report.json, three PNG charts and per-mode pcaps (client, LB, backend) into --out.
     """
     from pktlb.core.sched.base import scheduler_names
-    from pktlb.reports.compare import CompareSettings, run_compare, write_report
-    from pktlb.reports.compare_render import render_text
+    from pktlb.reports.compare.render import render_text
+    from pktlb.reports.compare.run import CompareSettings, run_compare, write_report
 
     ctx = click.get_current_context()
     if requests is not None and ctx.get_parameter_source("duration") == click.core.ParameterSource.COMMANDLINE:

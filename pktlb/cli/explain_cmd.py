@@ -12,8 +12,7 @@ from pktlb.cli.common import emit_json, load_config_or_exit
 from pktlb.core.config import MODES, Config
 from pktlb.core.datapath import DataPath
 from pktlb.lab.topology import DEFAULT_PREFIX
-from pktlb.reports.explain import explain
-from pktlb.reports.explain_input import (
+from pktlb.reports.explain.inputs import (
     FrameSpec,
     build_frame,
     check_address,
@@ -24,7 +23,8 @@ from pktlb.reports.explain_input import (
     parse_endpoint,
     same_flow_frames,
 )
-from pktlb.reports.explain_text import render
+from pktlb.reports.explain.run import explain
+from pktlb.reports.explain.text import render
 
 STEP = 0.001  # seconds between the synthetic frames of a warm-up
 TCP_FLAG_LETTERS = "FSRPAUEC"  # scapy's letters, bit 0 (FIN) to bit 7 (CWR)

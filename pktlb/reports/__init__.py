@@ -1,1 +1,2 @@
-"""Reports: text renderings of engine stats, and the compare / bench / explain jobs."""
+"""Reports, one package per job: ``bench/`` (``pktlb bench``), ``compare/`` (``pktlb compare``),
+``explain/`` (``pktlb explain``); ``stats_text`` renders ``pktlb stats``.  The jobs share no module."""

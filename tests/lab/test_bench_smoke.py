@@ -8,8 +8,9 @@ import json
 import pytest
 
 from pktlb.lab.manage import lab_down
-from pktlb.reports.bench import BenchOptions, run_bench, write_outputs
-from pktlb.reports.bench_results import NFTABLES, ROUTING, SCAPY, render_text
+from pktlb.reports.bench.options import BenchOptions
+from pktlb.reports.bench.results import NFTABLES, ROUTING, SCAPY, render_text
+from pktlb.reports.bench.run import run_bench, write_outputs
 from tests.lab.conftest import need_root, unique_prefix
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(150)]

@@ -17,7 +17,7 @@ import pytest
 
 from pktlb.adapters.pcap import read_pcap
 from pktlb.lab.manage import existing_namespaces, lab_down
-from pktlb.reports.capture_stats import parse_segment
+from pktlb.reports.compare.capture_stats import parse_segment
 from tests.lab.conftest import PKTLB, need_root, unique_prefix
 
 pytestmark = pytest.mark.lab

@@ -17,8 +17,8 @@ import time
 import pytest
 
 from pktlb.daemon.ctlsock import ControlClientError, request
-from pktlb.reports.bench_lab import BENCH_PORT
-from pktlb.reports.bench_variants import bench_config_text
+from pktlb.reports.bench.lab import BENCH_PORT
+from pktlb.reports.bench.variants import bench_config_text
 from tests.lab.conftest import PKTLB
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(180)]

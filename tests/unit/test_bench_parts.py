@@ -24,8 +24,10 @@ from pktlb.core.config import parse_config
 from pktlb.core.datapath import DataPath
 from pktlb.core.flowtable import SnatPorts
 from pktlb.core.packet.addr import ip_to_int
-from pktlb.reports import bench_lab, bench_memory, benchgen, profile
-from pktlb.reports.bench_results import (
+from pktlb.reports.bench import benchgen, profile
+from pktlb.reports.bench import lab as bench_lab
+from pktlb.reports.bench import memory as bench_memory
+from pktlb.reports.bench.results import (
     NFTABLES,
     ROUTING,
     SCAPY,
@@ -38,7 +40,7 @@ from pktlb.reports.bench_results import (
     render_text,
     targets,
 )
-from pktlb.reports.bench_variants import bench_config_text, dnat_ruleset
+from pktlb.reports.bench.variants import bench_config_text, dnat_ruleset
 from tests.unit.test_bpf import check, run
 
 # ---------------------------------------------------------------- a fanout-program interpreter

@@ -57,8 +57,8 @@ def _alu(op: int, a: int, operand: int) -> int:
 def run(program: list[B.Insn], frame: bytes, *, pkttype: int = 0, vlan_tag_present: bool = False,
         protocol: int = 0, network: int = 14) -> int:
     """Run ``program`` over ``frame`` (its network header ``network`` bytes in); returns what it returns (0 = drop)."""
-    ancillary = {B._ad(B.SKF_AD_PKTTYPE): pkttype, B._ad(B.SKF_AD_VLAN_TAG_PRESENT): int(vlan_tag_present),
-                 B._ad(0): protocol}  # SKF_AD_PROTOCOL
+    ancillary = {B.ancillary(B.SKF_AD_PKTTYPE): pkttype, B.ancillary(B.SKF_AD_VLAN_TAG_PRESENT): int(vlan_tag_present),
+                 B.ancillary(0): protocol}  # SKF_AD_PROTOCOL
     a = x = 0
     mem = [0] * 16
     pc = 0

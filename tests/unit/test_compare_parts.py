@@ -15,10 +15,10 @@ from scapy.layers.l2 import Ether
 from pktlb.adapters.pcap import PcapWriter
 from pktlb.core.packet.addr import mac_for_ip
 from pktlb.lab.topology import load_topology
-from pktlb.reports.capture_stats import lb_frames, parse_segment
-from pktlb.reports.compare import mode_requirements, unavailable
-from pktlb.reports.compare_render import invariants, render_markdown, render_text
-from pktlb.reports.workload import WorkloadError, parse_ab, parse_iperf3, parse_wrk
+from pktlb.reports.compare.capture_stats import lb_frames, parse_segment
+from pktlb.reports.compare.render import invariants, render_markdown, render_text
+from pktlb.reports.compare.run import mode_requirements, unavailable
+from pktlb.reports.compare.workload import WorkloadError, parse_ab, parse_iperf3, parse_wrk
 
 WRK = """Running 3s test @ http://198.19.0.100/
   2 threads and 16 connections
@@ -183,7 +183,7 @@ def test_text_and_markdown_show_every_run_and_the_unavailable_reason():
 
 
 def test_charts_are_pngs(tmp_path):
-    from pktlb.reports.charts import write_charts
+    from pktlb.reports.compare.charts import write_charts
 
     paths = write_charts(copy.deepcopy(REPORT), tmp_path)
     assert [p.name for p in paths] == ["throughput.png", "latency.png", "lb_packets_per_request.png"]

@@ -16,9 +16,15 @@ from pktlb.adapters.configfile import load_config
 from pktlb.cli import main
 from pktlb.core.config import parse_config
 from pktlb.core.datapath import DataPath
-from pktlb.reports.checksum_steps import ChecksumStep, WordChange, apply_update, ip_header_step, l4_step
-from pktlb.reports.explain import explain
-from pktlb.reports.explain_input import FrameSpec, build_frame
+from pktlb.reports.explain.checksum_steps import (
+    ChecksumStep,
+    WordChange,
+    apply_update,
+    ip_header_step,
+    l4_step,
+)
+from pktlb.reports.explain.inputs import FrameSpec, build_frame
+from pktlb.reports.explain.run import explain
 from tests.frames import BACKENDS, CLIENT, SNAT, VIP, client_frame, config_text, tcp
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

@@ -34,15 +34,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pktlb.core.packet.addr import mac_for_ip
 from pktlb.lab.manage import existing_namespaces
-from pktlb.reports.bench_drain import DRAIN_FLOWS, drain
-from pktlb.reports.bench_lab import (
-    BENCH_PORT,
+from pktlb.reports.bench.drain import DRAIN_FLOWS, drain
+from pktlb.reports.bench.lab import (
     GEN_CPU,
     LB_CPU,
     BenchError,
@@ -55,8 +53,9 @@ from pktlb.reports.bench_lab import (
     rx_packets,
     softnet_dropped,
 )
-from pktlb.reports.bench_results import BenchReport, Latency, VariantResult
-from pktlb.reports.bench_variants import (
+from pktlb.reports.bench.options import GENERATOR, BenchOptions, flood_args
+from pktlb.reports.bench.results import BenchReport, Latency, VariantResult
+from pktlb.reports.bench.variants import (
     KernelDnat,
     KernelRouting,
     PktlbRxOnGeneratorCore,
@@ -65,35 +64,12 @@ from pktlb.reports.bench_variants import (
     Variant,
 )
 
-GENERATOR = "pktlb.reports.benchgen"
 POLL = 0.02  # seconds between looks at the backends' counters
 SETTLE = 0.3  # the run is over once no delivery was seen for this long after the generator finished
 BACKGROUND_PROBE = 0.5  # seconds the LB core is watched, idle, before each flood
 NOISY = 0.05  # a background share above this gets a note in the report
 PACED = 0.8  # CPU per packet is measured at this share of the flood's delivered rate: no overload
 PACED_SECONDS = 4.0  # long enough for ~1000 scheduler ticks on the LB core (CPU time is tick-sampled)
-
-
-@dataclass
-class BenchOptions:
-    modes: list[str] = field(default_factory=lambda: ["nat", "fullnat", "tunnel", "dsr"])
-    packets: int = 500_000
-    seconds: float = 5.0
-    workers: list[int] = field(default_factory=lambda: [1])
-    flows: int = 64
-    baselines: bool = True
-    diagnostic: bool = True  # also the engine without RPS (PktlbRxOnGeneratorCore), in the NAT lab
-    scapy_packets: int = 20_000
-    scapy_rate: float = 10_000.0
-    latency_samples: int = 200
-    drain_frames: int = 16_000
-    drain_repeats: int = 5
-    paced: bool = True
-    profile: bool = False
-    memory: bool = False
-    memory_seconds: float = 60.0
-    prefix: str = ""
-    out: str | None = None
 
 
 Progress = Callable[[str], None]
@@ -104,17 +80,6 @@ def machine_info() -> dict[str, Any]:
                   if line.startswith("model name")), platform.processor())
     return {"cpus": os.cpu_count(), "cpu_model": model, "kernel": platform.release(),
             "python": platform.python_version(), "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3]}
-
-
-def flood_args(lab: BenchLab, packets: int, seconds: float, flows: int, rate: float | None = None,
-               first_sport: int = 10000) -> list[str]:
-    client = lab.node("client")
-    c = lab.constants
-    args = ["flood", "--ifname", "eth0", "--src-mac", client.interfaces[0].mac,
-            "--dst-mac", mac_for_ip(c["router_client"]), "--src", "198.18.1.100", "--sources", "64", "--dst", lab.vip,
-            "--dport", str(BENCH_PORT), "--flows", str(flows), "--first-sport", str(first_sport),
-            "--packets", str(packets), "--seconds", str(seconds)]
-    return args + (["--rate", str(rate)] if rate else [])
 
 
 @dataclass
@@ -311,11 +276,11 @@ def run_bench(opts: BenchOptions, progress: Progress = lambda _: None) -> BenchR
                     scaling.append({"mode": mode, "frames": opts.drain_frames, "flows": DRAIN_FLOWS, "runs": runs,
                                     "speedup": speedup})
                 if mode == order[0] and opts.profile:
-                    from pktlb.reports.bench_profile import lab_profile
+                    from pktlb.reports.bench.lab_profile import lab_profile
 
                     report.profile = lab_profile(lab, opts, progress)
                 if mode == order[0] and opts.memory:
-                    from pktlb.reports.bench_memory import memory_report
+                    from pktlb.reports.bench.lab_memory import memory_report
 
                     report.memory = memory_report(lab, opts, progress)
             finally:

@@ -1,6 +1,6 @@
 """What ``pktlb bench`` measured, as data: per-variant figures, ratios to the baselines, the targets.
 
-Pure: no lab, no sockets.  ``bench.py`` fills these records; ``render_text`` prints them and
+Pure: no lab, no sockets.  ``run.py`` fills these records; ``render_text`` prints them and
 ``BenchReport.as_dict`` is the JSON.  Ratios are taken within one run, never against numbers from
 another machine or another day.
 """
@@ -12,7 +12,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 NFTABLES, ROUTING, SCAPY = "kernel nftables DNAT", "kernel routing", "scapy forwarder"
-MAGLEV_NS_PER_PACKET = 350  # Maglev (NSDI 2016): about 350 ns per packet per core
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -69,7 +68,7 @@ class VariantResult:
     per_backend: dict[str, int] = field(default_factory=dict)
     latency: Latency | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-    paced_cpu_us: float | None = None  # LB CPU per packet in a paced run below saturation (see bench.py)
+    paced_cpu_us: float | None = None  # LB CPU per packet in a paced run below saturation (see run.py)
 
     @property
     def pps(self) -> float:
@@ -239,11 +238,11 @@ def render_text(report: BenchReport) -> str:
             speed = ", ".join(f"{k} workers x{_num(v)}" for k, v in run.get("speedup", {}).items())
             out.append(f"  {run['mode']}: {run['frames']:,} frames: {cells}; speedup {speed}")
     if report.profile:
-        from pktlb.reports.profile import render_profile
+        from pktlb.reports.bench.profile import render_profile
 
         out += ["", render_profile(report.profile)]
     if report.memory:
-        from pktlb.reports.bench_memory import render_memory
+        from pktlb.reports.bench.memory import render_memory
 
         out += ["", render_memory(report.memory)]
     if report.notes:

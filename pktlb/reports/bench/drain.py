@@ -12,13 +12,11 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from pktlb.reports.bench_lab import GEN_CPU, BenchLab, changed, rx_packets
-from pktlb.reports.bench_variants import PktlbVariant
-
-if TYPE_CHECKING:
-    from pktlb.reports.bench import BenchOptions
+from pktlb.reports.bench.lab import GEN_CPU, BenchLab, changed, rx_packets
+from pktlb.reports.bench.options import GENERATOR, BenchOptions, flood_args
+from pktlb.reports.bench.variants import PktlbVariant
 
 DRAIN_FLOWS = 8192  # many flows, so the fanout hash splits them evenly (1024 left up to 52.4 % on one worker)
 DRAIN_POLL = 0.02  # the watcher's period: at 2 ms it took CPU 0 time from worker 0
@@ -53,8 +51,6 @@ def drain(lab: BenchLab, mode: str, workers: int, opts: BenchOptions,
 
 def _drain_once(lab: BenchLab, variant: PktlbVariant, probes: list[int], opts: BenchOptions) -> dict[str, Any]:
     """One drain: frames queued while the workers are stopped, then timed from SIGCONT."""
-    from pktlb.reports.bench import GENERATOR, flood_args
-
     pids = variant.process_pids()
     start_rx = sum(rx_packets(p) for p in probes)
     for pid in pids:

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 from pktlb.daemon.ctlsock import ControlClientError, request
 from pktlb.lab.manage import log_tail, pktlb_program
 from pktlb.lab.nftables import GUARD_TABLE, guard_ruleset
-from pktlb.reports.bench_lab import (
+from pktlb.reports.bench.lab import (
     BENCH_PORT,
     GEN_CPU,
     LB_CPU,
@@ -35,11 +35,11 @@ from pktlb.reports.bench_lab import (
     stop,
     wait_until,
 )
-from pktlb.reports.bench_results import NFTABLES, ROUTING, SCAPY
+from pktlb.reports.bench.results import NFTABLES, ROUTING, SCAPY
 
 DNAT_TABLE = "pktlb_bench_dnat"
 ENGINE_START_TIMEOUT = 20.0
-SCAPY_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "scapy_forwarder.py"
+SCAPY_SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "scapy_forwarder.py"
 
 
 def bench_config_text(lab_config: str, mode: str, vip: str, backends: list[tuple[str, str, str]],
@@ -97,7 +97,8 @@ class Variant:
         return []
 
 
-def _set_forwarding(lab: BenchLab, value: int, undo: list[tuple[Any, ...]]) -> None:
+def set_forwarding(lab: BenchLab, value: int, undo: list[tuple[Any, ...]]) -> None:
+    """The LB namespace's ip_forward set to ``value``; the old value goes on ``undo``."""
     old = int(lab.run("lb", ["sysctl", "-n", "net.ipv4.ip_forward"]).stdout.strip())
     lab.sysctl("lb", "net.ipv4.ip_forward", value)
     undo.append((lab.sysctl, "lb", "net.ipv4.ip_forward", old))
@@ -126,7 +127,7 @@ class PktlbVariant(Variant):
         return f"pktlb {self.mode}"
 
     def start(self, lab: BenchLab, undo: list[tuple[Any, ...]]) -> None:
-        _set_forwarding(lab, 0, undo)
+        set_forwarding(lab, 0, undo)
         c = lab.constants
         backends = [(b.name, b.address, b.interfaces[0].mac) for b in lab.backend_nodes]
         lab_config = (lab.statedir / "pktlb.toml").read_text()
@@ -204,7 +205,7 @@ class KernelRouting(Variant):
     def start(self, lab: BenchLab, undo: list[tuple[Any, ...]]) -> None:
         first = lab.backend_nodes[0]
         _lift_guard(lab, undo)
-        _set_forwarding(lab, 1, undo)
+        set_forwarding(lab, 1, undo)
         lab.run("lb", ["ip", "route", "replace", f"{lab.vip}/32", "via", first.address])
         undo.append((lab.run, "lb", ["ip", "route", "del", f"{lab.vip}/32"]))
         lab.run(first.name, ["ip", "address", "add", f"{lab.vip}/32", "dev", "lo"])  # for the TCP latency probe
@@ -216,7 +217,7 @@ class KernelDnat(Variant):
 
     def start(self, lab: BenchLab, undo: list[tuple[Any, ...]]) -> None:
         _lift_guard(lab, undo)
-        _set_forwarding(lab, 1, undo)
+        set_forwarding(lab, 1, undo)
         backends = [b.address for b in lab.backend_nodes]
         lab.nft("lb", dnat_ruleset(lab.vip, backends, BENCH_PORT, int(lab.constants["service_port"])))
         undo.append((lab.nft_delete, "lb", "ip", DNAT_TABLE))
@@ -234,7 +235,7 @@ class ScapyForwarder(Variant):
     def start(self, lab: BenchLab, undo: list[tuple[Any, ...]]) -> None:
         if not SCAPY_SCRIPT.exists():
             raise BenchError(f"{SCAPY_SCRIPT} is missing")
-        _set_forwarding(lab, 0, undo)
+        set_forwarding(lab, 0, undo)
         lb = lab.node("lb")
         ready = lab.statedir / "ready" / "bench-scapy"
         ready.unlink(missing_ok=True)

@@ -14,7 +14,7 @@ call, so in-place rewrites never see their own output), and subtracts the cost o
 
 ``whole packet`` is DataPath.handle itself on the same frames, hit and miss; the difference to the
 sum of the stages is call overhead and glue.  The I/O costs (recvmmsg / sendmmsg per frame) are
-measured in the lab by ``python -m pktlb.reports.profile io`` while the generator floods.
+measured in the lab by ``python -m pktlb.reports.bench.profile io`` while the generator floods.
 """
 
 from __future__ import annotations
@@ -35,9 +35,9 @@ from pktlb.core.decision import FORWARD, INBOUND, Decision
 from pktlb.core.packet.addr import ip_to_int, mac_for_ip, mac_to_bytes
 from pktlb.core.sched.base import scheduler_names
 from pktlb.core.stats import Stats
-from pktlb.reports.bench_results import MAGLEV_NS_PER_PACKET
-from pktlb.reports.benchgen import udp_frame
+from pktlb.reports.bench.benchgen import udp_frame
 
+MAGLEV_NS_PER_PACKET = 350  # Maglev (NSDI 2016): about 350 ns per packet per core
 BUDGETS = {"Maglev (NSDI 2016), whole packet per core": MAGLEV_NS_PER_PACKET}
 LB, VIP, CLIENT, PORT = "198.18.0.2", "198.19.0.100", "198.18.1.100", 5000
 BACKENDS = ["198.18.0.11", "198.18.0.12", "198.18.0.13"]
@@ -287,7 +287,7 @@ def render_profile(profile: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pktlb.reports.profile")
+    parser = argparse.ArgumentParser(prog="python -m pktlb.reports.bench.profile")
     sub = parser.add_subparsers(dest="command", required=True)
     io = sub.add_parser("io", help="time recv_batch/send_batch on an interface (root, in the LB namespace)")
     io.add_argument("--ifname", default="eth0")

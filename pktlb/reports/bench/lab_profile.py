@@ -10,17 +10,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pktlb.reports.bench_lab import GEN_CPU, LB_CPU, BenchLab, changed
-from pktlb.reports.bench_variants import PktlbVariant, _set_forwarding
-from pktlb.reports.profile import hot_loop_profile, stage_costs, top_entries
+from pktlb.reports.bench.lab import GEN_CPU, LB_CPU, BenchLab, changed
+from pktlb.reports.bench.options import GENERATOR, flood_args
+from pktlb.reports.bench.profile import hot_loop_profile, stage_costs, top_entries
+from pktlb.reports.bench.variants import PktlbVariant, set_forwarding
 
 PROFILE_SECONDS = 3.0
 IO_RATE = 300_000.0
 
 
 def _flood(lab: BenchLab, seconds: float, rate: float | None = None) -> subprocess.Popen[bytes]:
-    from pktlb.reports.bench import GENERATOR, flood_args
-
     packets = int((rate or 400_000) * seconds)
     return lab.popen("client", [sys.executable, "-m", GENERATOR, *flood_args(lab, packets, seconds, 64, rate)],
                      cpu=GEN_CPU, stdout=subprocess.DEVNULL)
@@ -30,11 +29,11 @@ def io_in_lab(lab: BenchLab, seconds: float = 2.0) -> dict[str, Any]:
     """recv_batch/send_batch cost per frame on the LB's eth0 (CPU 1) while the generator floods."""
     undo: list[tuple[Any, ...]] = []
     with changed(undo):
-        _set_forwarding(lab, 0, undo)
+        set_forwarding(lab, 0, undo)
         gen = _flood(lab, seconds + 1.0, IO_RATE)
         try:
             mac = lab.backend_nodes[0].interfaces[0].mac
-            return lab.python("lb", "pktlb.reports.profile", ["io", "--seconds", str(seconds), "--backend-mac", mac],
+            return lab.python("lb", "pktlb.reports.bench.profile", ["io", "--seconds", str(seconds), "--backend-mac", mac],
                               cpu=LB_CPU, timeout=seconds + 30)
         finally:
             gen.wait(timeout=seconds + 30)

@@ -36,10 +36,10 @@ from pktlb.lab.manage import existing_namespaces, lab_down, lab_up
 from pktlb.lab.state import load_state
 from pktlb.lab.status import lab_status
 from pktlb.lab.topology import LabError, LabOptions, check_options, expand, load_topology, merge
-from pktlb.reports import workload as wl
-from pktlb.reports.capture_stats import count_frames, lb_frames
-from pktlb.reports.charts import write_charts
-from pktlb.reports.compare_render import invariants, render_markdown
+from pktlb.reports.compare import workload as wl
+from pktlb.reports.compare.capture_stats import count_frames, lb_frames
+from pktlb.reports.compare.charts import write_charts
+from pktlb.reports.compare.render import invariants, render_markdown
 
 ENGINES = ("pktlb", "kernel")
 DEFAULT_PREFIX = "pktlb-cmp-"

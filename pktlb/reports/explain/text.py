@@ -10,8 +10,8 @@ import textwrap
 from collections.abc import Callable
 from typing import Any
 
-from pktlb.reports.checksum_steps import ChecksumStep
-from pktlb.reports.explain import Explanation, PassReport
+from pktlb.reports.explain.checksum_steps import ChecksumStep
+from pktlb.reports.explain.run import Explanation, PassReport
 
 Style = Callable[..., str]
 WIDTH = 110

@@ -2,10 +2,13 @@
 
 * ``entry_bytes``: tracemalloc over inserting flows into a FlowTable the way a miss does
   (``insert`` + the rewriter's per-flow set-up: full-NAT also takes a port and an index entry).
-* ``rss_at``: a fresh interpreter (``python -m pktlb.reports.bench_memory rss``) reads its VmRSS
+* ``rss_at``: a fresh interpreter (``python -m pktlb.reports.bench.memory rss``) reads its VmRSS
   before and after filling a table with that many flows.
-* ``flood_rss``: the engine in the lab, ``flows.max_entries`` bounded, under a paced flood whose
-  flows change every second; its VmRSS sampled once a second.  Flat after warm-up = bounded, no leak.
+* ``flood_rss`` (``lab_memory``, in the lab): the engine, ``flows.max_entries`` bounded, under a paced
+  flood whose flows change every second; its VmRSS sampled once a second (``summarise_rss`` here).
+  Flat after warm-up = bounded, no leak.
+
+This module needs no lab: ``python -m pktlb.reports.bench.memory rss`` loads only what it measures.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any
 
 from pktlb.core.datapath import DataPath
 from pktlb.core.packet.addr import ip_to_int
-from pktlb.reports.profile import CLIENT, PORT, profile_config
+from pktlb.reports.bench.profile import CLIENT, PORT, profile_config
 
 FLOOD_MAX_ENTRIES = 8_192  # full after 8 s of the flood below: from then on every new flow evicts one
 FLOOD_FLOWS_PER_SECOND = 1024
@@ -76,38 +79,9 @@ def rss_in_process(mode: str, count: int) -> dict[str, Any]:
 
 def rss_at(mode: str, count: int = 1_000_000) -> dict[str, Any]:
     """VmRSS of a fresh interpreter before and after holding ``count`` flows."""
-    done = subprocess.run([sys.executable, "-m", "pktlb.reports.bench_memory", "rss", "--mode", mode,
+    done = subprocess.run([sys.executable, "-m", "pktlb.reports.bench.memory", "rss", "--mode", mode,
                            "--flows", str(count)], capture_output=True, text=True, timeout=600, check=True)
     return json.loads(done.stdout)
-
-
-def flood_rss(lab: Any, seconds: float, progress: Any) -> dict[str, Any]:
-    """The engine's VmRSS, once a second, under a flood whose flows change every second."""
-    from pktlb.reports.bench import GENERATOR, flood_args
-    from pktlb.reports.bench_lab import GEN_CPU, changed, rss_kib
-    from pktlb.reports.bench_variants import PktlbVariant
-
-    variant = PktlbVariant("nat", max_entries=FLOOD_MAX_ENTRIES)
-    samples: list[tuple[float, int]] = []
-    undo: list[tuple[Any, ...]] = []
-    with changed(undo):
-        variant.start(lab, undo)
-        try:
-            pid = variant.process_pids()[0]
-            packets = int(FLOOD_RATE * seconds) + 1
-            args = flood_args(lab, packets, seconds, FLOOD_FLOWS_PER_SECOND, rate=FLOOD_RATE) + ["--rotate", "1"]
-            progress(f"memory: {seconds:.0f} s flood, {FLOOD_FLOWS_PER_SECOND} new flows a second, "
-                     f"max_entries {FLOOD_MAX_ENTRIES}")
-            gen = lab.popen("client", [sys.executable, "-m", GENERATOR, *args], cpu=GEN_CPU, stdout=subprocess.PIPE)
-            t0 = time.monotonic()
-            while gen.poll() is None and time.monotonic() - t0 < seconds + 30:
-                samples.append((round(time.monotonic() - t0, 1), rss_kib(pid)))
-                time.sleep(1.0)
-            gen.communicate(timeout=10)
-            flows = (variant.stats() or [{}])[0].get("flows")
-        finally:
-            variant.stop(lab)
-    return summarise_rss(samples, flows)
 
 
 def summarise_rss(samples: list[tuple[float, int]], flows: Any = None, warmup: float = 15.0) -> dict[str, Any]:
@@ -119,14 +93,6 @@ def summarise_rss(samples: list[tuple[float, int]], flows: Any = None, warmup: f
             "rss_kib_last": samples[-1][1] if samples else None, "rss_kib_max": max((s[1] for s in samples), default=None),
             "growth_after_warmup_kib": growth, "growth_kib_per_minute": 60 * growth / span if span else 0.0,
             "flow_table": flows, "max_entries": FLOOD_MAX_ENTRIES, "warmup_seconds": warmup}
-
-
-def memory_report(lab: Any, opts: Any, progress: Any) -> dict[str, Any]:
-    progress("memory: bytes per flow entry (tracemalloc)")
-    per_entry = [entry_bytes("nat"), entry_bytes("fullnat", 30_000)]  # one SNAT address has 40,000 ports here
-    progress("memory: RSS at 1M flows")
-    at_million = rss_at("nat", 1_000_000)
-    return {"per_entry": per_entry, "rss_1m": at_million, "flood": flood_rss(lab, opts.memory_seconds, progress)}
 
 
 def render_memory(memory: dict[str, Any]) -> str:
@@ -149,7 +115,7 @@ def render_memory(memory: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pktlb.reports.bench_memory")
+    parser = argparse.ArgumentParser(prog="python -m pktlb.reports.bench.memory")
     sub = parser.add_subparsers(dest="command", required=True)
     rss = sub.add_parser("rss", help="VmRSS before and after filling a flow table")
     rss.add_argument("--mode", default="nat")

@@ -25,9 +25,9 @@ from pktlb.core.flowkey import flow_hash
 from pktlb.core.packet.addr import bytes_to_mac, int_to_ip
 from pktlb.core.packet.ipv4 import PROTO_NAMES
 from pktlb.core.snapshot import BackendView, ServiceView, Snapshot
-from pktlb.reports import dissect
-from pktlb.reports.checksum_steps import ChecksumStep, ip_header_step, l4_step, scapy_checksum
-from pktlb.reports.explain_parse import STAGES, classify_text, parse_lines, rewrite_text, stage_of, who
+from pktlb.reports.explain import dissect
+from pktlb.reports.explain.checksum_steps import ChecksumStep, ip_header_step, l4_step, scapy_checksum
+from pktlb.reports.explain.stages import STAGES, classify_text, parse_lines, rewrite_text, stage_of, who
 
 TUNNEL_OVERHEAD = 20
 

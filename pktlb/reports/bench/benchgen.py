@@ -1,6 +1,6 @@
 """The benchmark's traffic: a bounded UDP flood generator and a TCP-connect RTT probe.
 
-Both run inside a lab namespace as ``python -m pktlb.reports.benchgen flood|rtt ...`` (the bench
+Both run inside a lab namespace as ``python -m pktlb.reports.bench.benchgen flood|rtt ...`` (the bench
 starts them with ``ip netns exec`` and ``taskset``) and print one JSON object.
 
 * ``flood``: 64-byte UDP frames (60 bytes + the 4-byte FCS the wire would add) to VIP:port over
@@ -24,7 +24,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from pktlb.adapters.rawio import _IOVec, _MMsgHdr, _sendmmsg  # noqa: PLC2701 - shared ctypes layout
+from pktlb.adapters.mmsg import MMSG_SIZE, IOVec, MMsgHdr, sendmmsg
 from pktlb.core.checksum import checksum, pseudo_header_sum
 from pktlb.core.packet.addr import int_to_ip, ip_to_int, mac_to_bytes
 
@@ -57,10 +57,6 @@ def flow_frames(src_mac: str, dst_mac: str, first_src: str, dst: str, dport: int
     return [udp_frame(smac, dmac, base + i % sources, target, first_sport + i, dport) for i in range(flows)]
 
 
-# The same mmsghdr layout and libc binding the engine's port uses.
-_MMSG_SIZE = ctypes.sizeof(_MMsgHdr)
-
-
 class FloodSender:
     """Sends prebuilt frames round-robin through one AF_PACKET socket, ``MAX_VECTOR`` per system call."""
 
@@ -76,8 +72,8 @@ class FloodSender:
         # One message per frame when there are more frames than one call takes (a divisor of
         # MAX_VECTOR otherwise, repeated): each call sends a window of at most MAX_VECTOR of them.
         self.length = max(MAX_VECTOR, len(frames))
-        self._iov = (_IOVec * self.length)()
-        self._msgs = (_MMsgHdr * self.length)()
+        self._iov = (IOVec * self.length)()
+        self._msgs = (MMsgHdr * self.length)()
         for i in range(self.length):
             self._msgs[i].hdr.iov, self._msgs[i].hdr.iovlen = ctypes.addressof(self._iov[i]), 1
         self.use(frames)
@@ -120,7 +116,7 @@ class FloodSender:
             # Walk the messages round: their number is a multiple of the flow count, so every flow
             # gets its turn, whatever the burst size.
             count = min(vector, packets - sent, length - position)
-            got = _sendmmsg(fd, msgs + position * _MMSG_SIZE, count, 0)
+            got = sendmmsg(fd, msgs + position * MMSG_SIZE, count, 0)
             if got < 0:
                 err = ctypes.get_errno()
                 name = errno.errorcode.get(err, str(err))
@@ -158,7 +154,7 @@ def tcp_connect_rtts(host: str, port: int, count: int, interval: float, timeout:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pktlb.reports.benchgen", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m pktlb.reports.bench.benchgen", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     flood = sub.add_parser("flood", help="send a bounded UDP flood (needs root: AF_PACKET)")
     flood.add_argument("--ifname", required=True)

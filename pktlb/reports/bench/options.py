@@ -1,0 +1,52 @@
+"""What a ``pktlb bench`` run is asked to do, and how it starts the traffic generator.
+
+``BenchOptions`` holds the run's settings (the CLI fills it).  ``GENERATOR`` is the module every
+part of the bench runs in the client namespace for traffic, and ``flood_args`` its command line for
+a bounded flood through the lab's VIP: the orchestrator (``run``) and the optional parts
+(``drain``, ``lab_profile``, ``memory``) all start floods the same way, from here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pktlb.core.packet.addr import mac_for_ip
+from pktlb.reports.bench.lab import BENCH_PORT, BenchLab
+
+GENERATOR = "pktlb.reports.bench.benchgen"
+
+
+@dataclass
+class BenchOptions:
+    """The settings of one ``pktlb bench`` run (the CLI's options)."""
+
+    modes: list[str] = field(default_factory=lambda: ["nat", "fullnat", "tunnel", "dsr"])
+    packets: int = 500_000
+    seconds: float = 5.0
+    workers: list[int] = field(default_factory=lambda: [1])
+    flows: int = 64
+    baselines: bool = True
+    diagnostic: bool = True  # also the engine without RPS (PktlbRxOnGeneratorCore), in the NAT lab
+    scapy_packets: int = 20_000
+    scapy_rate: float = 10_000.0
+    latency_samples: int = 200
+    drain_frames: int = 16_000
+    drain_repeats: int = 5
+    paced: bool = True
+    profile: bool = False
+    memory: bool = False
+    memory_seconds: float = 60.0
+    prefix: str = ""
+    out: str | None = None
+
+
+def flood_args(lab: BenchLab, packets: int, seconds: float, flows: int, rate: float | None = None,
+               first_sport: int = 10000) -> list[str]:
+    """``GENERATOR flood``'s arguments: from the lab's client to its VIP on the bench port, bounded."""
+    client = lab.node("client")
+    c = lab.constants
+    args = ["flood", "--ifname", "eth0", "--src-mac", client.interfaces[0].mac,
+            "--dst-mac", mac_for_ip(c["router_client"]), "--src", "198.18.1.100", "--sources", "64", "--dst", lab.vip,
+            "--dport", str(BENCH_PORT), "--flows", str(flows), "--first-sport", str(first_sport),
+            "--packets", str(packets), "--seconds", str(seconds)]
+    return args + (["--rate", str(rate)] if rate else [])
