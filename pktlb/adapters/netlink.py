@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import select
 import socket
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 from pktlb.adapters.ifinfo import InterfaceMissing
 from pktlb.adapters.rtnl_codec import (
@@ -51,27 +51,48 @@ SO_RCVBUFFORCE = 33
 RECV_SIZE = 1 << 17
 RCVBUF = 4 << 20
 START_TIMEOUT = 5.0
+NETNS_DIR = "/run/netns"
 
 
 class NetlinkUnavailable(RuntimeError):
     """The kernel's tables could not be read (no such namespace, no permission, no answer)."""
 
 
-@contextmanager
-def _in_namespace(netns: str | None) -> Iterator[None]:
-    if netns is None:
-        yield
-        return
-    from pyroute2.netns import popns, pushns  # setns for this thread only; the socket stays there
+def _netlink_socket(netns: str | None) -> socket.socket:
+    """A non-blocking NETLINK_ROUTE socket of ``netns`` (a name under /run/netns) or of this thread's namespace.
 
+    The thread enters the namespace only to create the socket (setns, this thread only) and comes
+    back; the socket keeps answering for the namespace it was made in.  A namespace that does not
+    exist is an error, never created.
+    """
+    kind = socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
+    if netns is None:
+        try:
+            return socket.socket(socket.AF_NETLINK, kind, NETLINK_ROUTE)
+        except OSError as exc:
+            raise NetlinkUnavailable(f"cannot open a netlink socket: {exc.strerror}") from None
+    from pyroute2.netns import setns  # the setns(2) system call; given a descriptor it creates nothing
+
+    path = netns if "/" in netns else f"{NETNS_DIR}/{netns}"
     try:
-        pushns(netns)
+        target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:
-        raise NetlinkUnavailable(f"cannot enter network namespace {netns!r}: {exc.strerror}") from None
+        raise NetlinkUnavailable(f"no network namespace {netns!r} ({path}: {exc.strerror})") from None
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        yield
+        try:
+            setns(target)
+        except OSError as exc:
+            raise NetlinkUnavailable(f"cannot enter network namespace {netns!r}: {exc}") from None
+        try:
+            return socket.socket(socket.AF_NETLINK, kind, NETLINK_ROUTE)
+        except OSError as exc:
+            raise NetlinkUnavailable(f"cannot open a netlink socket in {netns!r}: {exc.strerror}") from None
+        finally:
+            setns(home)
     finally:
-        popns()
+        os.close(target)
+        os.close(home)
 
 
 def _address(dst: int | str | bytes) -> int:
@@ -107,12 +128,7 @@ class NetlinkCache:
         self._dump_intr = False
         self._changed: set[str] = set()
         self._starting = True
-        with _in_namespace(netns):
-            try:
-                self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK
-                                          | socket.SOCK_CLOEXEC, NETLINK_ROUTE)
-            except OSError as exc:
-                raise NetlinkUnavailable(f"cannot open a netlink socket: {exc.strerror}") from None
+        self.sock = _netlink_socket(netns)
         try:
             self._set_rcvbuf()
             self.sock.bind((0, GROUPS))
