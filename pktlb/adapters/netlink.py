@@ -52,6 +52,9 @@ RECV_SIZE = 1 << 17
 RCVBUF = 4 << 20
 START_TIMEOUT = 5.0
 NETNS_DIR = "/run/netns"
+MEMO_MAX = 1 << 16  # memoised destinations (clients too, for replies): cleared whole when full
+ASKED_MAX = 4096  # next hops remembered for the resolve rate limit
+RESOLVES_PER_SECOND = 100  # requests to the kernel at most, whatever the traffic (spoofed sources ...)
 
 
 class NetlinkUnavailable(RuntimeError):
@@ -119,6 +122,9 @@ class NetlinkCache:
         self.generation = 0  # bumped on every change; memoised answers belong to one generation
         self.errors = 0  # error replies to our own requests (a resolve toward a vanished interface ...)
         self.resyncs = 0
+        self.resolves = 0  # RTM_NEWNEIGH/NTF_USE requests sent
+        self.resolves_deferred = 0  # requests not sent because of RESOLVES_PER_SECOND
+        self._window, self._window_count = 0, 0
         self._memo: dict[int | str | bytes, Egress] = {}
         self._asked: dict[tuple[int, int], float] = {}
         self._decoder = Decoder()
@@ -217,6 +223,8 @@ class NetlinkCache:
         if found.next_hop_mac is None:
             self.request_neighbour(found.ifindex, found.next_hop)
         else:
+            if len(self._memo) >= MEMO_MAX:
+                self._memo.clear()
             self._memo[dst] = found
         return found
 
@@ -255,14 +263,32 @@ class NetlinkCache:
         key = (ifindex, address)
         if now - self._asked.get(key, -1e9) < self.resolve_interval:
             return False
+        if int(now) != self._window:
+            self._window, self._window_count = int(now), 0
+        if self._window_count >= RESOLVES_PER_SECOND:
+            self.resolves_deferred += 1
+            return False
+        if len(self._asked) >= ASKED_MAX:
+            self._asked = {k: t for k, t in self._asked.items() if now - t < self.resolve_interval}
         self._asked[key] = now
+        self._window_count += 1
         try:
             self.sock.send(resolve_request(ifindex, int_to_ip(address), self._next_seq()))
-        except OSError as exc:  # a full socket buffer: the next call asks again
+        except OSError as exc:  # the kernel refused the message at once: the next call asks again
             log.debug("netlink: resolve %s on %d not sent: %s", int_to_ip(address), ifindex, exc)
             self._asked.pop(key, None)
             return False
+        self.resolves += 1
         return True
+
+    def summary(self) -> dict[str, int]:
+        """Counters and sizes for `pktlb stats`: what the cache holds and what it has done."""
+        return {"generation": self.generation, "links": len(self.state.links),
+                "addresses": len(self.state.addresses),
+                "routes": sum(len(table) for table in self.state.tables.values()),
+                "neighbours": len(self.state.neighbours), "memoised": len(self._memo),
+                "resolves": self.resolves, "resolves_deferred": self.resolves_deferred,
+                "resyncs": self.resyncs, "errors": self.errors}
 
     # -- internals -------------------------------------------------------------------------------
     def _set_rcvbuf(self) -> None:
@@ -280,10 +306,17 @@ class NetlinkCache:
             return
         kind = self._dumps.popleft()
         seq = self._next_seq()
+        try:
+            self.sock.send(dump_request(kind, seq))
+        except OSError as exc:
+            if self._starting:
+                raise NetlinkUnavailable(f"netlink dump of {kind} refused: {exc.strerror}") from None
+            log.warning("netlink: dump of %s not sent (%s); tried again on the next drain", kind, exc)
+            self._dumps.appendleft(kind)
+            return
         self._dump = (kind, seq)
         self._dump_intr = False
         self.state.begin_dump(kind)
-        self.sock.send(dump_request(kind, seq))
 
     def _wait_for_dumps(self, timeout: float) -> None:
         if not self.wait(lambda: self._dump is None and not self._dumps, timeout):

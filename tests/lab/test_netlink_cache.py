@@ -18,8 +18,8 @@ from collections.abc import Iterator
 import pytest
 
 from pktlb.adapters.ifinfo import InterfaceMissing
-from pktlb.adapters.netlink import NetlinkCache, NetlinkUnavailable
-from pktlb.core.packet.addr import int_to_ip, mac_to_bytes
+from pktlb.adapters.netlink import RESOLVES_PER_SECOND, NetlinkCache, NetlinkUnavailable
+from pktlb.core.packet.addr import int_to_ip, ip_to_int, mac_to_bytes
 from tests.lab.conftest import need_root
 
 pytestmark = pytest.mark.lab
@@ -191,6 +191,21 @@ def test_a_link_that_goes_down_is_reported_down_and_its_routes_go(lab: TwoArm, c
     expected = {dst: lab.route_get(dst) for dst in DESTINATIONS}
     assert {dst: answer(cache, dst) for dst in DESTINATIONS} == expected
     assert expected["198.18.210.5"] == default  # now only the default route covers it
+
+
+def test_resolve_requests_are_rate_limited(lab: TwoArm):
+    now = [100.0]
+    cache = NetlinkCache(netns=lab.ns("lb"), clock=lambda: now[0])
+    try:
+        targets = [ip_to_int(f"198.18.202.{host}") for host in range(10, 160)]
+        lb_s = cache.link("lb-s").index
+        sent = sum(cache.request_neighbour(lb_s, target) for target in targets)
+        assert sent == RESOLVES_PER_SECOND and cache.summary()["resolves_deferred"] == len(targets) - sent
+        assert not cache.request_neighbour(lb_s, targets[0])  # asked less than resolve_interval ago
+        now[0] += 1.0
+        assert cache.request_neighbour(lb_s, targets[0]) and cache.summary()["resolves"] == sent + 1
+    finally:
+        cache.close()
 
 
 def test_bad_input_gives_clear_errors(lab: TwoArm, cache: NetlinkCache):
