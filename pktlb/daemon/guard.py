@@ -92,7 +92,9 @@ def guard_spec(config: Config, devices: Sequence[str], owner: str, *,
     A service whose replies come back through the LB gets a full-NAT rule when it has a SNAT
     address, else a NAT-replies rule for its backends.
     """
-    vips, snat, replies = set(), set(), set()
+    vips: set[str] = set()
+    snat: set[tuple[str, str, int, int]] = set()
+    replies: set[tuple[str, str, int]] = set()
     for svc in config.services:
         vips.add(svc.vip)
         if not replies_via_lb(svc):
