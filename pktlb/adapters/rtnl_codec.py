@@ -102,8 +102,10 @@ def link_from(msg: Any) -> Link:
         mac = mac_to_bytes(address) if address else b""
     except ValueError:  # not a 6-byte address (an IP tunnel's, say)
         mac = b""
+    info = msg.get_attr("IFLA_LINKINFO")
+    driver = (info.get_attr("IFLA_INFO_KIND") or "") if info is not None else ""
     return Link(index=msg["index"], name=_attr(msg, "IFLA_IFNAME", f"if{msg['index']}"), mac=mac,
-                mtu=_attr(msg, "IFLA_MTU", 0), flags=msg["flags"], kind=msg["ifi_type"])
+                mtu=_attr(msg, "IFLA_MTU", 0), flags=msg["flags"], kind=msg["ifi_type"], driver=driver)
 
 
 def address_from(msg: Any) -> LocalAddress | None:

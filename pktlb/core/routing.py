@@ -75,6 +75,7 @@ class Link:
     mtu: int
     flags: int = IFF_UP | IFF_LOWER_UP
     kind: int = 1  # ARPHRD_*: 1 Ethernet, 772 loopback, 65534 none (TUN)
+    driver: str = ""  # the link's kind as `ip -d link` shows it: "veth", "bridge", "tun" ... ("" for a NIC)
 
     @property
     def admin_up(self) -> bool:

@@ -94,6 +94,7 @@ class HostFacts:
     local_port_range: tuple[int, int] = (32768, 60999)
     director: str | None = None  # on a backend: the director's address (NAT replies must route via it)
     netns_prefix: str = ""  # "ip netns exec NAME " for the fixes, empty for the current namespace
+    errors: list[str] = field(default_factory=list)  # facts that could not be read (reported as warnings)
 
     def sysctl(self, key: str) -> int:
         return self.sysctls.get(key, 0)

@@ -27,12 +27,13 @@ SIDES = {"director": DIRECTOR_CHECKS, "backend": BACKEND_CHECKS}
 
 
 def run_checks(facts: HostFacts, side: str) -> list[Finding]:
-    """Every check of ``side`` ("director" or "backend") over ``facts``, in the table's order."""
+    """Every check of ``side`` ("director" or "backend") over ``facts``, in the table's order, after a
+    warning for each fact that could not be read."""
     try:
         checks = SIDES[side]
     except KeyError:
         raise ValueError(f"unknown side {side!r}: expected one of {', '.join(SIDES)}") from None
-    findings: list[Finding] = []
+    findings = [Finding("facts", facts.node, False, "warn", error) for error in facts.errors]
     for check in checks.values():
         findings.extend(check(facts))
     return findings
