@@ -13,7 +13,9 @@ import pytest
 
 from pktlb.adapters.ifinfo import InterfaceMissing
 from pktlb.adapters.netlink import RESOLVES_PER_SECOND, NetlinkCache, NetlinkUnavailable
+from pktlb.core.config import parse_config
 from pktlb.core.packet.addr import int_to_ip, ip_to_int, mac_to_bytes
+from pktlb.daemon.preflight import default_interfaces, startup_errors
 from tests.lab.conftest import need_root
 from tests.lab.twoarm import TwoArm
 
@@ -148,3 +150,30 @@ def test_bad_input_gives_clear_errors(lab: TwoArm, cache: NetlinkCache):
         cache.egress("198.18.1")
     with pytest.raises(NetlinkUnavailable, match=lab.prefix + "nowhere"):
         NetlinkCache(netns=lab.prefix + "nowhere")
+
+
+def test_start_up_errors_name_the_key_and_the_value(lab: TwoArm, cache: NetlinkCache):
+    config = parse_config("""
+[lb]
+interface = "lb-c"
+address = "198.18.201.1"
+[[service]]
+name = "web"
+vip = "198.18.215.7"
+port = 80
+mode = "nat"
+[[service.backend]]
+name = "ok"
+address = "198.18.202.2"
+[[service.backend]]
+name = "nowhere"
+address = "198.18.214.9"
+""")
+    assert default_interfaces(cache) == ["lb-c", "lb-s"]
+    assert startup_errors(config, ["lb-c", "lb-s"], cache) == [
+        "service[0].vip = '198.18.215.7': a local address of this namespace (on lo); the kernel would answer VIP "
+        "traffic itself: remove it (ip addr del 198.18.215.7/32 dev lo)",
+        "service[0].backend[1].address = '198.18.214.9': no route to it in this network namespace",
+    ]
+    errors = startup_errors(config, ["eth9"], cache)
+    assert errors[0] == "lb.interface: no interface named 'eth9' in this network namespace (there are: lb-c, lb-s, lo)"
