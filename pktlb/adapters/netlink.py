@@ -197,8 +197,8 @@ class NetlinkCache:
 
     def resync(self, kinds: tuple[str, ...] = DUMPS) -> None:
         """Re-read ``kinds`` from the kernel (asynchronously: the dumps are applied by ``drain``)."""
-        for kind in kinds:
-            if kind not in self._dumps and (self._dump is None or self._dump[0] != kind):
+        for kind in kinds:  # a dump of the same kind already running may predate the change: queue another
+            if kind not in self._dumps:
                 self._dumps.append(kind)
         self.resyncs += 1
         self._start_next_dump()

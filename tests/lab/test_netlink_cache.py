@@ -12,12 +12,13 @@ from collections.abc import Iterator
 import pytest
 
 from pktlb.adapters.ifinfo import InterfaceMissing
+from pktlb.adapters import netlink
 from pktlb.adapters.netlink import RESOLVES_PER_SECOND, NetlinkCache, NetlinkUnavailable
 from pktlb.core.config import parse_config
 from pktlb.core.packet.addr import int_to_ip, ip_to_int, mac_to_bytes
 from pktlb.daemon.preflight import default_interfaces, startup_errors
 from tests.lab.conftest import need_root
-from tests.lab.twoarm import TwoArm
+from tests.lab.twoarm import TwoArm, sh
 
 pytestmark = pytest.mark.lab
 FOLLOW_BOUND = 1.0  # seconds: the "followed within a second"
@@ -177,3 +178,19 @@ address = "198.18.214.9"
     ]
     errors = startup_errors(config, ["eth9"], cache)
     assert errors[0] == "lb.interface: no interface named 'eth9' in this network namespace (there are: lb-c, lb-s, lo)"
+
+
+def test_lost_notifications_are_recovered_by_a_fresh_dump(lab: TwoArm, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(netlink, "RCVBUF", 1)  # the kernel's minimum: a burst of changes overflows it
+    small = NetlinkCache(netns=lab.ns("lb"))
+    try:
+        resyncs = small.resyncs
+        batch = "".join(f"route add 198.18.{220 + i // 250}.{i % 250}/32 via 198.18.201.2\n" for i in range(400))
+        sh("ip", "-n", lab.ns("lb"), "-batch", "-", stdin=batch)
+        lab.ip("lb", "route", "replace", "198.18.210.0/24", "via", "198.18.202.2")
+        last = ("lb-c", "198.18.201.2")
+        assert small.wait(lambda: answer(small, "198.18.221.149") == last
+                          and answer(small, "198.18.210.5") == ("lb-s", "198.18.202.2"), 5.0)
+        assert small.resyncs > resyncs  # the overflow was noticed and everything read again
+    finally:
+        small.close()

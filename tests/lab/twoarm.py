@@ -15,8 +15,8 @@ import subprocess
 from pktlb.core.packet.addr import mac_to_bytes
 
 
-def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(list(argv), capture_output=True, text=True, timeout=15)
+def sh(*argv: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(list(argv), input=stdin, capture_output=True, text=True, timeout=15)
     if check and done.returncode != 0:
         raise AssertionError(f"{' '.join(argv)}: {done.stderr.strip()}")
     return done
