@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from pktlb.adapters.ifinfo import InterfaceMissing
 from pktlb.adapters import netlink
+from pktlb.adapters.ifinfo import InterfaceMissing
 from pktlb.adapters.netlink import RESOLVES_PER_SECOND, NetlinkCache, NetlinkUnavailable
 from pktlb.core.config import parse_config
 from pktlb.core.packet.addr import int_to_ip, ip_to_int, mac_to_bytes
