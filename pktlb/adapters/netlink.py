@@ -151,11 +151,13 @@ class NetlinkCache:
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def drain(self, budget: int = 64) -> int:
+    def drain(self, budget: int = 8) -> int:
         """Apply what the kernel sent, reading at most ``budget`` datagrams; never blocks.
 
         Returns the number of messages applied.  Call it when ``fileno()`` is readable; if it
-        returns with data left (budget reached), the socket stays readable.
+        returns with data left (budget reached), the socket stays readable.  A notification is one
+        datagram; a dump datagram holds many messages, and pyroute2 decodes one in roughly 0.1-0.5 ms,
+        hence the small default: a large re-dump is spread over several turns of the loop.
         """
         applied = 0
         for _ in range(budget):
