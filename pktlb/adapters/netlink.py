@@ -343,6 +343,7 @@ class NetlinkCache:
                 if self._starting:
                     raise NetlinkUnavailable(f"netlink dump of {dump[0]} failed: errno {message.error}")
                 log.warning("netlink: dump of %s failed (errno %d); keeping the previous copy", dump[0], message.error)
+                return 0
             if message.error:
                 self.errors += 1
                 log.debug("netlink: request %d refused: errno %d", message.seq, message.error)
