@@ -77,7 +77,7 @@ class Controller:
                  "backends": sorted(self.fleet), "protected": sorted(n for n, b in self.fleet.items() if b.protected)})
 
     def now(self) -> float:
-        return self.clock.now() - self.t0
+        return round(self.clock.now() - self.t0, 3)  # milliseconds are enough for a period of seconds
 
     # -- one period ------------------------------------------------------------------------------
     def step(self) -> Decision:
@@ -127,14 +127,15 @@ class Controller:
         serving = [b for b in self.fleet.values() if not b.draining]
         self.journal({
             "type": "sample", "time": now, "metric": metric,
-            "raw": reading.values.get(metric) if reading else None,
-            "value": sample.value if sample else None,
-            "metrics": dict(reading.values) if reading else {},
-            "per_backend": dict(sample.per_backend) if sample else {},
+            "raw": _round(reading.values.get(metric)) if reading else None,
+            "value": _round(sample.value) if sample else None,
+            "metrics": {k: _round(v) for k, v in reading.values.items()} if reading else {},
+            "per_backend": {k: _round(v) for k, v in sample.per_backend.items()} if sample else {},
             "backends": len(serving), "ready": decision.ready,
             "draining": len(self.fleet) - len(serving),
             "p99_ms": reading.p99_ms if reading else None,
-            "decision": {k: v for k, v in decision.as_dict().items() if k not in ("time", "current")},
+            "decision": {k: _round(v) if isinstance(v, float) else v for k, v in decision.as_dict().items()
+                         if k not in ("time", "current")},
         })
 
     # -- actions ---------------------------------------------------------------------------------
@@ -213,6 +214,10 @@ class Controller:
         if self.drains:
             self.finish_drains(force=True)  # what still fails is in the journal as an error
         self.journal({"type": "end", "time": self.now(), "backends": sorted(self.fleet), "samples": self.samples})
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
 
 __all__ = ["Controller", "LoopSettings"]

@@ -72,6 +72,8 @@ def timeline_chart(records: list[dict[str, Any]], path: Path, *, title: str | No
     if removed:
         count_ax.plot([r["time"] for r in removed], [_count_at(samples, r["time"]) for r in removed], "x",
                       color=REMOVED_COLOUR, label="removed after drain")
+    counts = [s["backends"] for s in samples] + [policy.get("min_backends", 1), policy.get("max_backends", 1)]
+    count_ax.set_ylim(min(counts) - 0.5, max(counts) + 0.8)
     count_ax.set_ylabel("backends", fontsize=8)
     count_ax.yaxis.get_major_locator().set_params(integer=True)
     count_ax.legend(fontsize=6, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1))
