@@ -14,11 +14,11 @@ from pktlb.core.config import LbConfig
 from pktlb.core.policy.autoscale import REMOVAL_ORDERS, ScalingConfig
 from pktlb.daemon.autoscale.controller import Controller, LoopSettings
 from pktlb.daemon.autoscale.engine import EngineActuator, EngineControl
-from pktlb.daemon.autoscale.interfaces import METRICS, AutoscaleError, MonotonicClock
+from pktlb.daemon.autoscale.interfaces import METRICS, AutoscaleError, MonotonicClock, NewBackend
 from pktlb.daemon.autoscale.journal import Journal, read_journal
 from pktlb.daemon.autoscale.metrics import EngineMetrics, require_cpu
 from pktlb.daemon.autoscale.pool import StandbyPool, parse_pool_entry
-from pktlb.lab.state import BadPrefix, statedir_for
+from pktlb.lab.state import BadPrefix, load_state, statedir_for
 from pktlb.reports.autoscale.replay import ReplayError, recorded_start, replay
 from pktlb.reports.autoscale.summary import render_summary, summarize
 from pktlb.reports.autoscale.timeline import timeline_chart
@@ -81,7 +81,8 @@ def _policy(given: dict[str, Any], fallback: dict[str, Any]) -> ScalingConfig:
               help="Read the control socket path from this engine config.")
 @click.option("--lab", "lab_prefix", default=None, help="Scale the engine of the lab with this prefix (e.g. pktlb-).")
 @click.option("--pool", "pool", multiple=True, metavar="NAME=ADDRESS[:PORT]",
-              help="A standby backend (running, not in the engine) that a scale-out may add; repeat.")
+              help="A standby backend (running, not in the engine) that a scale-out may add; repeat.  "
+                   "With --lab and no --pool: the lab's backends that the engine does not have.")
 @click.option("--protect", multiple=True, metavar="NAME", help="Never remove this backend; repeat.")
 @click.option("--protect-initial/--no-protect-initial", default=True, show_default=True,
               help="Never remove the backends the engine had at the start.")
@@ -110,7 +111,7 @@ def autoscale(metric: str | None, drain_timeout: float | None, period: float | N
     else:
         records = _live(metric or DEFAULT_METRIC, _policy(given, {}), drain_timeout, period, smoothing,
                         service, _control_socket(socket_path, config_path, lab_prefix), pool, protect,
-                        protect_initial, duration, out)
+                        protect_initial, duration, out, lab_prefix)
     if replay_file:
         with open(out / "autoscale.jsonl", "w", encoding="utf-8") as f:
             journal = Journal(f)
@@ -159,7 +160,7 @@ def _control_socket(socket_path: str | None, config_path: str | None, lab_prefix
 
 def _live(metric: str, policy: ScalingConfig, drain_timeout: float | None, period: float | None,
           smoothing: float | None, service: str, socket_path: str, pool: tuple[str, ...], protect: tuple[str, ...],
-          protect_initial: bool, duration: float | None, out: Path) -> list[dict[str, Any]]:
+          protect_initial: bool, duration: float | None, out: Path, lab_prefix: str | None) -> list[dict[str, Any]]:
     try:
         settings = LoopSettings(metric, service, DEFAULT_PERIOD if period is None else period,
                                 DEFAULT_SMOOTHING if smoothing is None else smoothing,
@@ -175,12 +176,16 @@ def _live(metric: str, policy: ScalingConfig, drain_timeout: float | None, perio
     except AutoscaleError as exc:
         raise click.ClickException(str(exc)) from None
     initial = sorted(counters.backends)
+    if lab_prefix and not pool:
+        standby = _lab_standby(lab_prefix, set(initial))
     provider = StandbyPool(standby, in_use=initial)
     room = len(initial) + len(provider.free())
     if policy.max_backends > len(initial) and room < policy.max_backends:
+        where = "the lab has" if lab_prefix and not pool else "--pool gives"
         raise click.UsageError(f"--max {policy.max_backends} needs up to {policy.max_backends - len(initial)} backends "
-                               f"beyond the {len(initial)} the engine has, and --pool gives {len(provider.free())} "
-                               "free ones: add --pool NAME=ADDRESS entries (standby hosts not in the engine) "
+                               f"beyond the {len(initial)} the engine has, and {where} {len(provider.free())} "
+                               "standby ones: add --pool NAME=ADDRESS entries (hosts that run but are not in the "
+                               "engine; in a lab, e.g. `pktlb lab up --backends 4` then `pktlb backend remove be4`) "
                                "or lower --max")
     protected = sorted(set(protect) | (set(initial) if protect_initial else set()))
     stopping: list[int] = []
@@ -197,6 +202,14 @@ def _live(metric: str, policy: ScalingConfig, drain_timeout: float | None, perio
         for s, handler in previous.items():
             signal.signal(s, handler)
     return journal.records
+
+
+def _lab_standby(prefix: str, in_engine: set[str]) -> list[NewBackend]:
+    """The lab's backends that the engine does not have (e.g. `pktlb lab up --backends 4` and then
+    `pktlb backend remove be3` and `be4`): standby hosts, already running their services."""
+    recorded = load_state(prefix) or {}
+    return [NewBackend(n["name"], n["address"]) for n in recorded.get("nodes", [])
+            if n.get("role") == "backend" and n["name"] not in in_engine and n.get("address")]
 
 
 COMMANDS = [autoscale]

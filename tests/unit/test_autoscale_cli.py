@@ -139,4 +139,4 @@ def test_live_run_on_a_fake_engine(fake_engine, tmp_path):
     done = CliRunner().invoke(main, ["autoscale", "-s", path, "--target", "10", "--max", "5", "--out",
                                      str(tmp_path), "--pool", "be9=198.18.1.19", "--pool", "be3=198.18.1.13"])
     assert done.exit_code == 2
-    assert "--max 5 needs up to 2 backends beyond the 3 the engine has, and --pool gives 1 free ones" in done.output
+    assert "--max 5 needs up to 2 backends beyond the 3 the engine has, and --pool gives 1 standby ones" in done.output
