@@ -19,7 +19,8 @@ METRICS = {
     "new_flows_per_s": "new flows per second the engine sent to the service's backends (counter new_flows)",
     "active_flows": "flows in the engine's flow table for the service (a gauge)",
     "pps": "packets per second the engine forwarded from clients to the service's backends (counter packets_in)",
-    "cpu": "CPU seconds per second of the engine's processes, all workers (1.0 = one core busy)",
+    "cpu": "CPU seconds per second of the engine's processes, all workers (1.0 = one core busy): the LB's own "
+           "load, a proxy for the traffic; more backends do not lower it",
 }
 
 

@@ -9,6 +9,11 @@ do), per backend, then added up:
 * a counter that went down means the engine restarted: the new value is what it counted since.
 
 So the first reading gives ``active_flows`` only; the rates come from the second one on.
+
+``cpu`` is the engine's own CPU time (``cpu_seconds`` in its stats, every worker added up) per second
+of wall time.  It measures the load balancer, not the backends: it follows the traffic, so it can
+drive scaling, but adding backends does not bring it down (a scale-out only helps if the target is
+set for the traffic each backend can take).  The other three are measured per backend as well.
 """
 
 from __future__ import annotations
