@@ -12,6 +12,7 @@ or root are refused even if the file mode were loosened.
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import os
@@ -220,3 +221,9 @@ def request(path: str, payload: dict[str, Any], timeout: float = 5.0) -> Any:
     if not reply.get("ok"):
         raise ControlClientError(reply.get("error", "request failed"))
     return reply.get("result")
+
+
+def worker_sockets(path: str) -> list[str]:
+    """Worker 0's socket and, with ``pktlb run --workers N``, the others' (``<socket>.w<i>``), in order."""
+    others = [p for p in glob.glob(glob.escape(path) + ".w*") if p.rsplit(".w", 1)[1].isdigit()]
+    return [path] + sorted(others, key=lambda p: int(p.rsplit(".w", 1)[1]))

@@ -94,6 +94,7 @@ class Reporter:
         port = fwd.port.counters
         return {
             "generation": snap.generation, "uptime": round(time.time() - fwd.started, 1), "worker": fwd.worker,
+            "cpu_seconds": round(time.process_time(), 4),  # this process's user + system CPU time so far
             "totals": dp.stats.totals(), "drop_reasons": {r: DROP_REASONS[r] for r in dp.stats.drops},
             "flows": dp.flows.stats(), "services": services,
             "port": {"rx": port.rx, "tx": port.tx, "rx_truncated": port.rx_truncated,

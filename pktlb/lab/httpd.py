@@ -13,6 +13,7 @@ Run in each backend namespace as ``python -m pktlb.lab.httpd --name be1 --port 8
   arrived: an upload carries full-size packets from the client toward the backend, which is what
   exercises the tunnel's fragmentation-needed / path MTU discovery.
 HTTP/1.1 keep-alive; one thread per connection; idle connections time out after 30 s.
+``--service-time MS`` and ``--max-concurrent N`` give the backend a capacity (``pktlb.lab.capacity``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
+
+from pktlb.lab.capacity import Capacity, CapacityMixin
 
 MAX_DOWNLOAD = 1 << 30
 PATTERN_PERIOD = 251  # prime: a chunk that is off by some bytes shows up as a different checksum
@@ -129,8 +132,9 @@ class BackendServer(ThreadingHTTPServer):
     allow_reuse_address = True
 
 
-def make_server(name: str, host: str, port: int) -> BackendServer:
-    handler = type("Handler", (BackendHandler,), {"backend_name": name})
+def make_server(name: str, host: str, port: int, capacity: Capacity | None = None) -> BackendServer:
+    bases: tuple[type, ...] = (CapacityMixin, BackendHandler) if capacity else (BackendHandler,)
+    handler = type("Handler", bases, {"backend_name": name, "capacity": capacity})
     return BackendServer((host, port), handler)
 
 
@@ -140,8 +144,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=80)
     parser.add_argument("--host", default="0.0.0.0", help="listen address (0.0.0.0: also the VIP on lo)")
     parser.add_argument("--ready-file", help="created once the server listens")
+    parser.add_argument("--service-time", type=float, default=0.0, metavar="MS",
+                        help="milliseconds each request holds a slot before it is answered (default 0)")
+    parser.add_argument("--max-concurrent", type=int, default=0, metavar="N",
+                        help="requests served at once; the others queue (default 0: unlimited)")
     args = parser.parse_args(argv)
-    server = make_server(args.name, args.host, args.port)
+    if not args.service_time >= 0 or args.max_concurrent < 0:
+        parser.error("--service-time and --max-concurrent must be >= 0")
+    capacity = Capacity(args.max_concurrent, args.service_time / 1000) \
+        if args.service_time or args.max_concurrent else None
+    server = make_server(args.name, args.host, args.port, capacity)
     # SIGTERM -> shut the server down from another thread (serve_forever must not call it itself).
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
     if args.ready_file:

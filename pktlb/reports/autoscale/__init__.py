@@ -1,0 +1,1 @@
+"""Reports of an auto-scaling run: the timeline chart, the text/JSON summary, and the replay."""
