@@ -93,6 +93,7 @@ class Reporter:
             })
         port = fwd.port.counters
         return {
+            "kind": "engine",  # the dashboard renders a source by this (the L7 proxy answers "proxy")
             "generation": snap.generation, "uptime": round(time.time() - fwd.started, 1), "worker": fwd.worker,
             "totals": dp.stats.totals(), "drop_reasons": {r: DROP_REASONS[r] for r in dp.stats.drops},
             "flows": dp.flows.stats(), "services": services,
