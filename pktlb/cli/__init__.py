@@ -30,6 +30,7 @@ COMMANDS = {
     "compare": "pktlb.cli.compare_cmd",
     "explain": "pktlb.cli.explain_cmd",
     "bench": "pktlb.cli.bench_cmd",
+    "dashboard": "pktlb.cli.dashboard_cmd",
 }
 
 
