@@ -73,7 +73,7 @@ function backendRow(source, svc, be, rates, changedAt, now, slots) {
     el("td", {class: "num"}, si(r.bps_in || 0, "b/s") + " / " + si(r.bps_out || 0, "b/s")),
     el("td", {class: "num"}, be.packets_in + " / " + be.packets_out),
     el("td", {class: "num"}, bytes(be.bytes_in) + " / " + bytes(be.bytes_out)),
-    el("td", {class: "num"}, slots ? slots[be.name] : "-"));
+    el("td", {class: "num"}, slots ? (slots[be.name] || 0) : "-"));
 }
 
 const BACKEND_HEADINGS = ["backend", "address", "state", "health", "weight", "flows", "new/s", "new total",
@@ -179,23 +179,28 @@ function drawChart(canvas, sourceName, keys, colors) {
   const ctx = canvas.getContext("2d");
   const w = canvas.width, h = canvas.height, left = 52, bottom = 18;
   const field = Number(document.getElementById("metric").value);
-  const points = history[sourceName] || [];
   const now = lastView ? lastView.now : Date.now() / 1000;
-  let max = 0;
-  for (const p of points) for (const k of keys) if (p.b[k]) max = Math.max(max, p.b[k][field]);
-  max = niceCeiling(max);
+  const all = history[sourceName] || [];
+  // the window grows with the history, from one minute up to everything the dashboard keeps
+  const span = all.length ? now - all[0].t : 0;
+  const shown = Math.min(historyWindow, Math.max(60, Math.ceil(span / 60) * 60));
+  const points = all.filter(p => now - p.t <= shown);
+  const max = niceCeiling(Math.max(0, ...points.flatMap(p => keys.map(k => (p.b[k] ? p.b[k][field] : 0)))));
+  const xOf = (t) => left + (w - left) * (1 - (now - t) / shown);
   ctx.clearRect(0, 0, w, h);
   ctx.font = "11px sans-serif";
   ctx.fillStyle = "#555";
   ctx.strokeStyle = "#ddd";
+  ctx.lineWidth = 1;
   for (let i = 0; i <= 4; i++) {
     const y = (h - bottom) * (1 - i / 4);
     ctx.beginPath(); ctx.moveTo(left, y); ctx.lineTo(w, y); ctx.stroke();
     ctx.fillText(si(max * i / 4, ""), 2, Math.max(y, 10));
   }
-  for (const mins of [0, 1, 2, 3, 4, 5]) {
-    const x = left + (w - left) * (1 - mins * 60 / historyWindow);
-    ctx.fillText(mins ? "-" + mins + " min" : "now", Math.min(x - 10, w - 24), h - 4);
+  const step = shown <= 60 ? 15 : 60;
+  for (let ago = 0; ago <= shown; ago += step) {
+    const label = !ago ? "now" : ago < 60 ? "-" + ago + " s" : "-" + ago / 60 + " min";
+    ctx.fillText(label, Math.max(left, Math.min(xOf(now - ago) - 10, w - 24)), h - 4);
   }
   for (const k of keys) {
     ctx.strokeStyle = colors[k];
@@ -204,9 +209,8 @@ function drawChart(canvas, sourceName, keys, colors) {
     let started = false;
     for (const p of points) {
       if (!p.b[k]) { started = false; continue; }
-      const x = left + (w - left) * (1 - (now - p.t) / historyWindow);
       const y = (h - bottom) * (1 - p.b[k][field] / max);
-      if (started) ctx.lineTo(x, y); else ctx.moveTo(x, y);
+      if (started) ctx.lineTo(xOf(p.t), y); else ctx.moveTo(xOf(p.t), y);
       started = true;
     }
     ctx.stroke();
