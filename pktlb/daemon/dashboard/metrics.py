@@ -39,14 +39,18 @@ class Families:
     """Metric families built up source by source (one family per name, whatever the number of sources)."""
 
     def __init__(self) -> None:
-        self.by_name: dict[str, Metric] = {}
+        self.by_name: dict[str, GaugeMetricFamily | CounterMetricFamily] = {}
 
     def gauge(self, name: str, doc: str, labels: list[str], values: list[str], value: float) -> None:
-        family = self.by_name.setdefault(name, GaugeMetricFamily(name, doc, labels=labels))
+        family = self.by_name.get(name)
+        if family is None:
+            family = self.by_name[name] = GaugeMetricFamily(name, doc, labels=labels)
         family.add_metric(values, float(value))
 
     def counter(self, name: str, doc: str, labels: list[str], values: list[str], value: float) -> None:
-        family = self.by_name.setdefault(name, CounterMetricFamily(name, doc, labels=labels))
+        family = self.by_name.get(name)
+        if family is None:
+            family = self.by_name[name] = CounterMetricFamily(name, doc, labels=labels)
         family.add_metric(values, float(value))
 
     def __iter__(self) -> Iterator[Metric]:
