@@ -134,3 +134,19 @@ def test_events_stream_pushes_the_state_after_each_poll(dashboard) -> None:
     else:
         raise AssertionError("the stream never showed the new counter")
     response.close()
+
+
+def test_cli_json_polls_once(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from pktlb.cli import main
+
+    fake = FakeControlSocket(str(tmp_path / "pktlb.sock"), lambda: engine_reply())
+    try:
+        result = CliRunner().invoke(main, ["dashboard", "-s", f"edge={fake.path}", "--json"])
+    finally:
+        fake.close()
+    assert result.exit_code == 0, result.output
+    (source,) = json.loads(result.output)["sources"]
+    assert (source["name"], source["ok"], source["kind"]) == ("edge", True, "engine")
+    assert fake.requests == [{"cmd": "stats"}]

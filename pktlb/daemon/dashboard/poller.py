@@ -83,7 +83,7 @@ class DashboardState:
 
     def history(self) -> dict[str, Any]:
         with self._cond:
-            return {"seq": self.seq, "interval": self.interval,
+            return {"seq": self.seq, "interval": self.interval, "window": HISTORY_SECONDS,
                     "sources": {name: list(s.history) for name, s in self.sources.items()}}
 
     @staticmethod

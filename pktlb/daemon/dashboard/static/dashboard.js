@@ -226,7 +226,7 @@ function setStatus(text, cls) {
 async function loadHistory() {
   const reply = await fetch("api/history");
   const data = await reply.json();
-  historyWindow = Math.max(60, (data.interval || 1) * 300);
+  historyWindow = data.window || 300;
   for (const [name, points] of Object.entries(data.sources)) history[name] = points;
 }
 
