@@ -186,3 +186,18 @@ def test_source_names() -> None:
     assert [(s.name, s.socket) for s in sources] == [
         ("a", "/run/pktlb/a/pktlb.sock"), ("edge", "/tmp/x.sock"), ("x=y", "/tmp/x=y/pktlb.sock"),
         ("a#2", "/run/other/a/pktlb.sock")]
+
+
+def test_a_reply_of_an_unknown_shape_is_a_failed_poll_not_a_crash() -> None:
+    state = DashboardState([SOURCE])
+    state.record(sample(engine_reply(), t=1))
+    state.record(sample({"kind": "engine", "services": "nonsense", "totals": []}, t=2))
+    view = state.view()["sources"][0]
+    assert not view["ok"] and view["error"].startswith("unreadable stats reply")
+    state.record(sample(engine_reply(), t=3))
+    assert state.view()["sources"][0]["ok"]
+    assert [e["to"] for e in state.view()["events"]] == ["unreachable", "answering"]
+    half_odd = engine_reply()
+    half_odd["services"][0]["backends"][0]["health"] = "not a dict"  # rates and states read fine, metrics do not
+    m = scrape(sample(half_odd))
+    assert value(m, "pktlb_source_up", lb="lab1") == 1 and "pktlb_frames_received" in m

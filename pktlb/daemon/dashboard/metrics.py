@@ -9,6 +9,7 @@ add no load to its packet loop.  ``engine_families`` is a pure function, tested 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -18,6 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from pktlb.daemon.dashboard.poller import DashboardState, SourceState
 from pktlb.daemon.dashboard.sources import ENGINE, Sample
 
+log = logging.getLogger("pktlb.dashboard")
 BACKEND_STATES = ("up", "drain", "down")
 HEALTH_STATES = ("init", "up", "down")
 LB, SVC, BE = ["lb"], ["lb", "service"], ["lb", "service", "backend"]
@@ -157,7 +159,10 @@ def source_families(out: Families, sample: Sample | None, state: SourceState) ->
               ["lb", "kind", "socket"], [lb, sample.kind, state.source.socket], 1)
     render = FAMILIES_BY_KIND.get(sample.kind)
     if render is not None and sample.data is not None:
-        render(out, lb, sample.data)
+        try:
+            render(out, lb, sample.data)
+        except (AttributeError, KeyError, TypeError, ValueError):  # a reply of an unexpected shape: what fit stays
+            log.warning("%s: stats reply of an unexpected shape; /metrics shows part of it", lb, exc_info=True)
 
 
 class StatsCollector:

@@ -49,10 +49,16 @@ class DashboardState:
         with self._cond:
             state = self.sources[sample.source.name]
             previous = state.sample
-            state.rates = rates(previous, sample)
+            try:
+                new_rates, new_events = rates(previous, sample), changes(previous, sample)
+            except (AttributeError, KeyError, TypeError, ValueError) as exc:  # a reply of a shape we do not know
+                log.warning("%s: unreadable stats reply", sample.source.name, exc_info=True)
+                sample = Sample(sample.source, sample.polled_at, sample.monotonic, sample.duration,
+                                error=f"unreadable stats reply: {type(exc).__name__}: {exc}")
+                new_rates, new_events = rates(previous, sample), changes(previous, sample)
+            state.rates = new_rates
             if sample.ok and previous is not None and previous.ok:
-                state.history.append(history_point(sample, state.rates))
-            new_events = changes(previous, sample)
+                state.history.append(history_point(sample, new_rates))
             for key in changed_keys(new_events):
                 state.changed_at[key] = sample.polled_at
             self.events.extend(new_events)

@@ -62,7 +62,7 @@ def poll(source: Source, timeout: float = POLL_TIMEOUT) -> Sample:
             data, workers = merge_worker_stats(parts), len(parts)
         else:
             data, workers = first, 1
-    except (ControlClientError, KeyError, TypeError, ValueError) as exc:  # dead, refused or malformed
+    except (ControlClientError, KeyError, TypeError, ValueError, AttributeError) as exc:  # dead, refused, malformed
         return Sample(source, wall, started, time.monotonic() - started, error=str(exc) or type(exc).__name__)
     return Sample(source, wall, started, time.monotonic() - started, data=data, workers=workers, kind=kind)
 

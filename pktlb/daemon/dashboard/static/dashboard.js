@@ -136,8 +136,14 @@ function renderSource(source, now) {
     return section;
   }
   const render = RENDERERS[source.kind];
-  if (render) section.append(...render(source, now));
-  else section.append(el("p", {class: "error"}, "no view for kind " + source.kind + " yet; its stats:"),
+  if (render) {
+    try {
+      section.append(...render(source, now));
+    } catch (err) {  // a reply of a shape this page does not know: say so, keep the other sources
+      section.append(el("p", {class: "error"}, "cannot draw this source's stats: " + err),
+                     el("pre", {}, JSON.stringify(source.data, null, 2)));
+    }
+  } else section.append(el("p", {class: "error"}, "no view for kind " + source.kind + " yet; its stats:"),
                       el("pre", {}, JSON.stringify(source.data, null, 2)));
   return section;
 }
