@@ -22,5 +22,7 @@ trap cleanup EXIT
 
 echo "pktlb compare: one lab per mode and engine, the same bounded workload in each (about 2 minutes)."
 echo "Progress lines below; the tables follow at the end."
+echo "Watch the pktlb engine live meanwhile: in a second terminal run"
+echo "  sudo $PKTLB dashboard --lab $PREFIX     and open http://127.0.0.1:9180/ (each mode's lab appears as it runs)"
 echo
 $PKTLB compare --prefix "$PREFIX" "$@"

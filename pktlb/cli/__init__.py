@@ -31,6 +31,7 @@ COMMANDS = {
     "explain": "pktlb.cli.explain_cmd",
     "bench": "pktlb.cli.bench_cmd",
     "autoscale": "pktlb.cli.autoscale_cmd",
+    "dashboard": "pktlb.cli.dashboard_cmd",
 }
 
 

@@ -11,6 +11,7 @@ import click
 from pktlb.cli.common import emit_json, load_config_or_exit, refuse_root_namespace
 from pktlb.core.config import LbConfig
 from pktlb.daemon.ctlsock import ControlClientError, request, worker_sockets
+from pktlb.daemon.worker_stats import merge_worker_stats
 
 DEFAULT_SOCKET = LbConfig.control_socket
 socket_option = click.option("-s", "--socket", "socket_path", default=None,
@@ -41,32 +42,7 @@ def _ask_all(socket_path: str, payload: dict[str, Any]) -> list[Any]:
 
 def _merged_stats(socket_path: str) -> dict[str, Any]:
     """Worker 0's stats with every worker's counters added up (one worker: returned as it is)."""
-    parts = _ask_all(socket_path, {"cmd": "stats"})
-    merged = parts[0]
-    if len(parts) == 1:
-        return merged
-    merged["workers"] = len(parts)
-    if all("cpu_seconds" in p for p in parts):
-        merged["cpu_seconds"] = round(sum(p["cpu_seconds"] for p in parts), 4)
-    for other in parts[1:]:
-        for key in ("received", "forwarded", "replied", "dropped"):
-            merged["totals"][key] += other["totals"][key]
-        for reason, n in other["totals"]["drops"].items():
-            merged["totals"]["drops"][reason] = merged["totals"]["drops"].get(reason, 0) + n
-        for key in ("entries", "max_entries", "inserted", "evicted", "expired"):  # each worker has its own table
-            merged["flows"][key] += other["flows"][key]
-        port, other_port = merged.get("port"), other.get("port") or {}
-        for key in ("rx", "tx", "rx_truncated", "rx_partial", "rx_gso", "kernel_drops"):
-            if port is not None and key in port:
-                port[key] += other_port.get(key, 0)
-        for svc, other_svc in zip(merged["services"], other["services"], strict=False):
-            rows = {b["name"]: b for b in other_svc["backends"]}
-            for be in svc["backends"]:
-                for key in ("active_flows", "packets_in", "bytes_in", "packets_out", "bytes_out", "new_flows",
-                            "pps_in", "bps_in", "pps_out", "bps_out"):
-                    if key in be and be["name"] in rows:
-                        be[key] += rows[be["name"]].get(key, 0)
-    return merged
+    return merge_worker_stats(_ask_all(socket_path, {"cmd": "stats"}))
 
 
 @click.command()

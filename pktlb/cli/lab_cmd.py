@@ -67,6 +67,8 @@ def up(mode: str, backends: int, clients: int, scheduler: str, prefix: str, engi
                + (f", decapsulation {plan.decap_kind}" if plan.decap_kind else ""))
     click.echo(f"try: pktlb lab exec client -- curl -s http://{c['vip']}/   |   pktlb lab status   |   pktlb lab down"
                + ("" if prefix == DEFAULT_PREFIX else f" --prefix {prefix}"))
+    if options.engine == "pktlb":
+        click.echo(f"watch: pktlb dashboard --lab {prefix}   (then open http://127.0.0.1:9180/ ; /metrics for Prometheus)")
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
     if result.engine_problem:
