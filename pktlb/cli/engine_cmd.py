@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import glob
 import logging
 import sys
 from typing import Any
@@ -11,7 +10,7 @@ import click
 
 from pktlb.cli.common import emit_json, load_config_or_exit, refuse_root_namespace
 from pktlb.core.config import LbConfig
-from pktlb.daemon.ctlsock import ControlClientError, request
+from pktlb.daemon.ctlsock import ControlClientError, request, worker_sockets
 
 DEFAULT_SOCKET = LbConfig.control_socket
 socket_option = click.option("-s", "--socket", "socket_path", default=None,
@@ -35,15 +34,9 @@ def _ask(socket_path: str, payload: dict[str, Any]) -> Any:
         raise click.ClickException(str(exc)) from None
 
 
-def _worker_sockets(socket_path: str) -> list[str]:
-    """Worker 0's socket and, with ``pktlb run --workers N``, the others' (``<socket>.w<i>``)."""
-    others = sorted(glob.glob(glob.escape(socket_path) + ".w*"), key=lambda p: int(p.rsplit(".w", 1)[1] or 0))
-    return [socket_path] + [p for p in others if p.rsplit(".w", 1)[1].isdigit()]
-
-
 def _ask_all(socket_path: str, payload: dict[str, Any]) -> list[Any]:
     """Send a change to every worker (each holds its own snapshot); the first answer is worker 0's."""
-    return [_ask(path, payload) for path in _worker_sockets(socket_path)]
+    return [_ask(path, payload) for path in worker_sockets(socket_path)]
 
 
 def _merged_stats(socket_path: str) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shlex
 
 from pktlb.lab import steps as st
+from pktlb.lab.netns import Namespace
 from pktlb.lab.nftables import guard_ruleset, kernel_lb_ruleset
 from pktlb.lab.topology import Plan
 
@@ -87,5 +88,5 @@ def render_dry_run(plan: Plan, steps: list[st.Step], config_text: str) -> str:
               *(f"#   {line}" for line in config_text.splitlines())]
     lines.append("# services, each started and restarted by the lab supervisor:")
     for svc in plan.services:
-        lines.append(shlex.join(["ip", "netns", "exec", svc.namespace, *svc.argv]) + " &")
+        lines.append(shlex.join(Namespace(svc.namespace).argv(svc.argv)) + " &")
     return "\n".join(lines) + "\n"
