@@ -26,8 +26,8 @@ import pytest
 
 from pktlb.core.config import parse_config
 from pktlb.core.health import DOWN, L3OK, L3TOUT, L3UNR, L4CON, UP, HealthEvent
-from pktlb.daemon.health_monitor import HealthMonitor
-from pktlb.daemon.prober import probe_once
+from pktlb.daemon.health.icmp import probe_once
+from pktlb.daemon.health.monitor import HealthMonitor
 from pktlb.lab.netns import Namespace
 
 pytestmark = [pytest.mark.lab, pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, raw sockets)")]
