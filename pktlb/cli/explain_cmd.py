@@ -43,7 +43,7 @@ TCP_FLAG_LETTERS = "FSRPAUEC"  # scapy's letters, bit 0 (FIN) to bit 7 (CWR)
 @click.option("--type", "icmp_type", type=click.IntRange(0, 255), default=8, show_default=True,
               help="ICMP type (3: unreachable, 11: time exceeded; errors quote a reply VIP:port -> SRC:40000).")
 @click.option("--code", "icmp_code", type=click.IntRange(0, 255), default=0, show_default=True, help="ICMP code.")
-@click.option("--pcap", "pcap_path", type=click.Path(exists=True, dir_okay=False), help="Take the frame from this pcap.")
+@click.option("--pcap", "pcap_path", type=click.Path(exists=True, dir_okay=False), help="Take the frame from this capture (pcap or pcapng).")
 @click.option("--index", type=click.IntRange(0), default=0, show_default=True, help="Which frame of --pcap (0 first).")
 @click.option("--payload-size", type=click.IntRange(0, 65000), default=None, help="Payload bytes.  [default: 0]")
 @click.option("--ttl", type=click.IntRange(0, 255), default=None, help="IP TTL.  [default: 64]")
@@ -51,7 +51,7 @@ TCP_FLAG_LETTERS = "FSRPAUEC"  # scapy's letters, bit 0 (FIN) to bit 7 (CWR)
 @click.option("--after", type=click.IntRange(0, 1000), default=0, show_default=True,
               help="Send N earlier packets of the same flow first (TCP: a SYN, then ACKs), to show a flow-table hit.")
 @click.option("--flows-from", type=click.Path(exists=True, dir_okay=False),
-              help="Warm the flow table with this pcap first (with the --pcap file: only the frames before --index).")
+              help="Warm the flow table with this capture (pcap or pcapng) first (with the --pcap file: only the frames before --index).")
 @click.option("--no-return", is_flag=True, help="NAT/full-NAT: do not synthesise and explain the backend's reply.")
 @click.option("--changed-only", is_flag=True, help="Diff table: only the fields that changed.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object: steps, diff rows, checksums, decision.")
