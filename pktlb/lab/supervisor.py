@@ -138,11 +138,11 @@ class Supervisor:
             self.write_state()
 
     def shutdown(self) -> None:
-        running = [s for s in self.services if s.proc is not None]
-        stop_processes([proc_record(s.proc.pid) for s in running])
-        for svc in running:
-            svc.proc.wait(timeout=1)
-            svc.last_exit, svc.proc, svc.state = svc.proc.returncode, None, "stopped"
+        running = [(s, s.proc) for s in self.services if s.proc is not None]
+        stop_processes([proc_record(proc.pid) for _, proc in running])
+        for svc, proc in running:
+            proc.wait(timeout=1)
+            svc.last_exit, svc.proc, svc.state = proc.returncode, None, "stopped"
         for svc in self.services:
             if svc.state != "failed":
                 svc.state = "stopped"
