@@ -12,6 +12,7 @@ from typing import Any
 
 from pktlb.core.config_reader import ConfigError
 from pktlb.core.config_reader import Section as _Section  # the table reader every config module shares
+from pktlb.core.l7.settings import L7_MODE, L7Config, parse_l7
 from pktlb.core.sched.base import scheduler_names
 from pktlb.core.sched.maglev import check_table_size
 
@@ -62,6 +63,7 @@ class ServiceConfig:
     snat_ports: tuple[int, int] = (20000, 59999)
     on_backend_down: str = "reschedule"
     health: HealthConfig = field(default_factory=HealthConfig)
+    l7: L7Config | None = None  # mode "l7": routes and limits for `pktlb proxy` (pktlb.core.l7.settings)
 
 
 @dataclass(frozen=True)
@@ -128,9 +130,10 @@ def _health(table: Any, path: str, base: HealthConfig | None = None) -> HealthCo
 
 def _service(table: Any, path: str) -> ServiceConfig:
     s = _Section(table, path, {"name", "vip", "port", "protocol", "mode", "scheduler", "maglev_table_size",
-                               "mtu", "snat_address", "snat_ports", "on_backend_down", "health", "backend"})
+                               "mtu", "snat_address", "snat_ports", "on_backend_down", "health", "backend",
+                               "l7", "route"})
     port = s.int_in("port", 1, 65535)
-    mode = s.choice("mode", MODES)
+    mode = s.choice("mode", MODES + (L7_MODE,))
     health = _health(s.get("health", dict, {}), s.key("health"))
     raw_backends = s.get("backend", list, [])
     backends = tuple(_backend(b, f"{path}.backend[{i}]", port, health) for i, b in enumerate(raw_backends))
@@ -143,6 +146,12 @@ def _service(table: Any, path: str) -> ServiceConfig:
     for i, name in enumerate(names):
         if names.index(name) != i:
             raise ConfigError(f"{path}.backend[{i}].name", name, "a name not used by another backend")
+    l7 = None
+    if mode == L7_MODE:
+        l7 = parse_l7(s.get("l7", dict, {}), s.get("route", list, []), path, names, s.get("protocol", str, "tcp"))
+    for key in ("l7", "route"):
+        if l7 is None and key in table:
+            raise ConfigError(s.key(key), table[key], f"nothing: [service.{key}] is for mode l7 (the mode is {mode})")
     snat_ports = s.get("snat_ports", list, [20000, 59999], expected="a list [first, last] of ports")
     if (len(snat_ports) != 2 or not all(isinstance(p, int) and 1024 <= p <= 65535 for p in snat_ports)
             or snat_ports[0] > snat_ports[1]):
@@ -164,7 +173,7 @@ def _service(table: Any, path: str) -> ServiceConfig:
         mtu=s.int_in("mtu", 576, 65535, 1500), snat_address=snat_address,
         snat_ports=(snat_ports[0], snat_ports[1]),
         on_backend_down=s.choice("on_backend_down", ("reschedule", "drop"), "reschedule"),
-        health=health,
+        health=health, l7=l7,
     )
 
 
@@ -219,11 +228,12 @@ def _check_address_roles(lb: LbConfig, services: tuple[ServiceConfig, ...]) -> N
     """Each address has one role: the LB's own, a VIP, a SNAT address or a backend's.  Mixing them would make
     the engine forward to itself, or drop a backend's replies as spoofed (a VIP as source)."""
     roles: dict[str, tuple[str, str]] = {lb.address: ("the LB's address", "lb.address")}
-    claims = [(svc.vip, "a VIP", f"service[{i}].vip") for i, svc in enumerate(services)]
+    packet_services = [(i, svc) for i, svc in enumerate(services) if svc.l7 is None]  # a proxy may share addresses
+    claims = [(svc.vip, "a VIP", f"service[{i}].vip") for i, svc in packet_services]
     claims += [(svc.snat_address, "a SNAT address", f"service[{i}].snat_address")
-               for i, svc in enumerate(services) if svc.snat_address]
+               for i, svc in packet_services if svc.snat_address]
     claims += [(be.address, "a backend's address", f"service[{i}].backend[{j}].address")
-               for i, svc in enumerate(services) for j, be in enumerate(svc.backends)]
+               for i, svc in packet_services for j, be in enumerate(svc.backends)]
     for address, role, key in claims:
         other_role, other_key = roles.setdefault(address, (role, key))
         if other_role != role:
