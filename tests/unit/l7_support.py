@@ -82,8 +82,8 @@ class Backend:
                 if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                     return
                 conn.start_next_cycle()
-        except (ConnectionError, h11.ProtocolError):
-            pass
+        except (ConnectionError, h11.ProtocolError, asyncio.CancelledError):
+            pass  # killed, or the test is over
         finally:
             self.writers.discard(writer)
             writer.transport.abort()

@@ -121,6 +121,9 @@ class ProxyServer:
             writer.write(raw_answer("too_many_connections"))
             writer.close()
             return
+        sock = writer.get_extra_info("socket")
+        if sock is not None:  # asyncio sets it only for sockets it made itself, not for a listener handed over
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # a response leaves in several writes
         task = asyncio.current_task()
         if task is not None:
             self.sessions.add(task)
