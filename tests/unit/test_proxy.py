@@ -9,7 +9,7 @@ import json
 import threading
 
 from pktlb.lab.httpd import make_server
-from tests.unit.l7_support import Backend, closed_by_peer, get, read_response, request, run, running_proxy
+from tests.unit.l7_support import closed_by_peer, get, read_response, request, run, running_proxy
 
 ROUTES = """
   [[service.route]]
