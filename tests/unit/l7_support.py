@@ -35,6 +35,7 @@ class Backend:
     GET /chunked?n=K  "part 0\\n" ... "part K-1\\n", chunked
     GET /status/N     status N (no body for 204 and 304; "status N\\n" otherwise)
     GET /hang         no answer until ``release`` is set
+    GET /close        no answer: the connection is reset
     """
 
     def __init__(self, name: str) -> None:
@@ -102,6 +103,8 @@ class Backend:
         elif url.path.startswith("/status/"):
             status = int(url.path.rsplit("/", 1)[1])
             chunks = [b""] if status in (204, 304) else [f"status {status}\n".encode()]
+        elif url.path == "/close":
+            raise ConnectionResetError("the test asked for a reset")
         elif url.path == "/hang":
             await self.release.wait()
             chunks = [b"released\n"]

@@ -68,6 +68,7 @@ class Exchange:
         self.l7 = rt.plan.l7
         self.refused: list[str] = []  # backends that refused this request's connection
         self.attempts = 0
+        self.last_failure = "no_backend"  # the reason given if no backend is left to try
         self.max_attempts = 2 + self.l7.retries
         self.response_started = False
 
@@ -81,6 +82,7 @@ class Exchange:
                 self._settle(attempt, ok=False)
                 counters = self.rt.stats.backend(self.rt.name, attempt.backend.name)
                 counters.failures[failure.reason] += 1
+                self.last_failure = failure.reason
                 if failure.empty and self._may_repeat():
                     if not attempt.reused:  # a fresh connection failed: that backend is in trouble
                         self.refused.append(attempt.backend.name)
@@ -98,7 +100,6 @@ class Exchange:
     # -- a connection ---------------------------------------------------------------------------
     async def _connect(self) -> Attempt:
         rt, loop = self.rt, self.rt.loop
-        last_failure = "no_backend"
         while self.attempts < self.max_attempts:
             backend = rt.plan.pick(self.route, self.request_hash, rt.loads, self.refused)
             if backend is None:
@@ -111,16 +112,16 @@ class Exchange:
             try:
                 upstream = await pool.connect(loop.time() + self.l7.connect_timeout)
             except TimeoutError:
-                last_failure = "backend_connect_timeout"
+                self.last_failure = "backend_connect_timeout"
             except SOCKET_ERRORS:
-                last_failure = "backend_refused"
+                self.last_failure = "backend_refused"
             else:
                 return Attempt(backend, pool, upstream, reused=False)
-            rt.stats.backend(rt.name, backend.name).failures[last_failure] += 1
+            rt.stats.backend(rt.name, backend.name).failures[self.last_failure] += 1
             self.refused.append(backend.name)
             if len(self.refused) > self.l7.retries:
                 break
-        raise Rejected(last_failure)
+        raise Rejected(self.last_failure)
 
     def _settle(self, attempt: Attempt, ok: bool) -> None:
         self.rt.load(attempt.backend.name).active_flows -= 1
