@@ -1,9 +1,10 @@
-"""The proxy's counters: per service (client side) and per backend (server side), rejections by reason.
+"""The proxy's counters: per service (the client side) and per backend (the server side), rejections by reason.
 
-They add up the way the engine's do: every request a service reads is either answered by the proxy
-itself (``rejects``, by reason from ``pktlb.core.l7.rejects``) or sent to a backend (``forwarded``);
-every forwarded request ends as a backend response (``responses`` by status class) or a backend
-failure (``failures``, by reason).
+Per service: client connections, valid request heads read, responses sent to clients by status
+class (the proxy's own answers included), and the proxy's own answers or cut connections by reason
+(``pktlb.core.l7.rejects``).  Per backend: requests sent (retries included), response heads received
+by class, failures by reason, connections opened and requests that reused a pooled connection.
+``connections_opened / requests`` is the figure an L4 balancer cannot bring under 1.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class ServiceCounters:
     def __init__(self) -> None:
         self.connections = 0  # client connections accepted
         self.open_connections = 0  # client connections open now
-        self.requests = 0  # request heads read from clients
+        self.requests = 0  # valid request heads read from clients (a refused head is only a reject)
         self.forwarded = 0  # requests that reached a backend's pool (answered by a backend or failed there)
         self.rejects: Counter[str] = Counter()  # answers (or cut connections) of the proxy's own, by reason
         self.responses: Counter[str] = Counter()  # responses sent to clients, by status class (the proxy's too)

@@ -47,6 +47,11 @@ class HttpStream:
             self.bytes_in += len(data)
             conn.receive_data(data)  # b"" tells h11 the peer closed its side
 
+    @property
+    def consumed(self) -> int:
+        """Bytes h11 has parsed so far (read, minus what still waits in its buffer)."""
+        return self.bytes_in - len(self.conn.trailing_data[0])
+
     def has_buffered_data(self) -> bool:
         """True when bytes of a next message already wait (a pipelined request, for example)."""
         return bool(self.conn.trailing_data[0])

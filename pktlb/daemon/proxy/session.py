@@ -73,6 +73,7 @@ class ClientSession:
                 await self.client.close_gracefully()
 
     async def _read_head(self, deadline: float) -> h11.Request | None:
+        start = self.client.consumed
         try:
             event = await self.client.next_event(deadline)
         except TimeoutError:
@@ -83,7 +84,13 @@ class ClientSession:
             return None
         except SOCKET_ERRORS:
             return None
-        return event if isinstance(event, h11.Request) else None  # else ConnectionClosed: the client is done
+        if not isinstance(event, h11.Request):
+            return None  # ConnectionClosed: the client is done
+        if self.client.consumed - start > self.rt.plan.l7.max_header_bytes:
+            # h11 refuses an incomplete head past the limit; one that arrived whole in a read is checked here.
+            await self._answer("headers_too_large")
+            return None
+        return event
 
     async def _serve(self, request: h11.Request) -> bool:
         """Forward one request or answer it; False when the connection must close."""
