@@ -163,3 +163,37 @@ def test_a_pooled_connection_the_backend_closed_is_not_an_error():
             answers = [await request(p.port, get("/")) for _ in range(3)]
             assert {a.status for a in answers} == {200} and p.server.stats.service("web").rejects == {}
     run(scenario())
+
+
+def test_bytes_a_backend_sends_on_an_idle_connection_are_never_taken_for_an_answer():
+    async def scenario():
+        stray = asyncio.Event()
+        connections = []
+
+        async def backend(reader, writer):  # answers one request, then says "408" unasked once told to
+            connections.append(writer)
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nfirst\n")
+            await stray.wait()
+            writer.write(b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n")
+            await reader.read()  # until the proxy closes it
+
+        server = await asyncio.start_server(backend, "127.0.0.1", 0)
+        async with running_proxy(("be1",)) as p:
+            from pktlb.daemon.control import backend_config
+            p.server.control.add_backend("web", backend_config("odd", "127.0.0.1", server.sockets[0].getsockname()[1]))
+            p.server.control.remove_backend("web", "be1")
+            assert (await request(p.port, get("/"))).body == b"first\n"
+            pool = p.server.services["web"].pools["odd"]
+            (parked,) = pool.idle
+            stray.set()
+            for _ in range(1000):  # let the loop deliver the stray bytes to the parked connection
+                if parked.counting.received > parked.bytes_in:
+                    break
+                await asyncio.sleep(0)
+            assert parked.counting.received > parked.bytes_in
+            answer = await request(p.port, get("/"))
+            assert answer.body == b"first\n" and len(connections) == 2  # a new connection, not the 408
+        server.close()
+        await server.wait_closed()
+    run(scenario())

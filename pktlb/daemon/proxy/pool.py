@@ -4,10 +4,13 @@ A connection goes back to its pool only after a complete exchange that leaves it
 finished their message, no ``Connection: close``, HTTP/1.1), so the next request on it can never
 read the tail of an earlier response.  The pool keeps at most ``max_idle`` idle connections per
 backend, hands out the most recently used first (the others age out sooner), and closes any that
-has been idle for ``idle_timeout`` seconds or that the backend has closed meanwhile (its EOF is
-seen by the event loop even while nobody reads).  Backends close idle connections on their own
-timers, so ``idle_timeout`` should stay below theirs; a request that still meets a connection the
-backend closed at that very moment is retried on a new one (see ``forward``).
+has been idle for ``idle_timeout`` seconds or on which anything arrived while it sat idle: the
+backend closed it, or sent bytes no request asked for (a "408 Request Timeout" before closing, say),
+which would otherwise be read as the answer to the next request.  ``CountingReader`` counts the
+bytes that arrive, so comparing with the bytes the proxy read costs nothing per request.  Backends
+close idle connections on their own timers, so ``idle_timeout`` should stay below theirs; a request
+that still meets a connection the backend closed at that very moment is retried on a new one (see
+``forward``).
 """
 
 from __future__ import annotations
@@ -24,19 +27,48 @@ from pktlb.daemon.proxy.http_stream import HttpStream
 log = logging.getLogger("pktlb.proxy")
 
 
+class CountingReader(asyncio.StreamReader):
+    """A stream reader that counts the bytes arriving from the socket (read by anyone or not yet)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.received = 0
+
+    def feed_data(self, data: bytes) -> None:
+        self.received += len(data)
+        super().feed_data(data)
+
+
+async def open_counted_connection(address: str, port: int) -> tuple[CountingReader, asyncio.StreamWriter]:
+    """``asyncio.open_connection`` with a ``CountingReader`` (the way asyncio's documentation suggests)."""
+    loop = asyncio.get_running_loop()
+    reader = CountingReader()
+    protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+    transport, _ = await loop.create_connection(lambda: protocol, address, port)
+    return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
+
+
 class Upstream(HttpStream):
     """A connection to a backend, with what the pool needs to know about it."""
 
-    __slots__ = ("backend", "exchanges", "idle_since")
+    __slots__ = ("backend", "exchanges", "idle_since", "counting")
 
-    def __init__(self, backend: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, backend: str, reader: CountingReader, writer: asyncio.StreamWriter) -> None:
         super().__init__(h11.Connection(h11.CLIENT), reader, writer)
+        self.counting = reader
         self.backend = backend
         self.exchanges = 0  # requests sent on this connection so far
         self.idle_since = 0.0
 
+    def park(self, now: float) -> None:
+        self.conn.start_next_cycle()
+        self.idle_since = now
+
     def alive(self) -> bool:
-        return not self.reader.at_eof() and not self.writer.transport.is_closing()
+        """Still fit for a request: every byte that arrived was part of an answer (none waits unread,
+        in the stream or in h11), the backend has not closed, the proxy is not closing it."""
+        return (self.counting.received == self.bytes_in and not self.has_buffered_data()
+                and not self.reader.at_eof() and not self.writer.transport.is_closing())
 
 
 class BackendPool:
@@ -52,7 +84,7 @@ class BackendPool:
     async def connect(self, deadline: float) -> Upstream:
         """A new connection (TimeoutError at ``deadline``, OSError when refused or unreachable)."""
         async with asyncio.timeout_at(deadline):
-            reader, writer = await asyncio.open_connection(self.address, self.port)
+            reader, writer = await open_counted_connection(self.address, self.port)
         self.counters.connections_opened += 1
         self.active += 1
         return Upstream(self.name, reader, writer)
@@ -72,8 +104,7 @@ class BackendPool:
         """Return a connection after its exchange: kept if complete, reusable and there is room."""
         self.active -= 1
         if upstream.reusable and upstream.alive() and len(self.idle) < self.max_idle:
-            upstream.conn.start_next_cycle()
-            upstream.idle_since = now
+            upstream.park(now)
             self.idle.append(upstream)
         else:
             upstream.close()
