@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import h11
 
 from pktlb.core.l7.headers import response_headers
-from pktlb.core.l7.plan import RoutePlan
+from pktlb.core.l7.plan import RoutePlan, ServicePlan
 from pktlb.core.l7.stats import status_class
 from pktlb.core.snapshot import BackendView
 from pktlb.daemon.proxy.http_stream import HttpStream
@@ -61,11 +61,11 @@ class Attempt:
 class Exchange:
     """Forwards ``request`` (already read up to its head from ``client``) over ``route``."""
 
-    def __init__(self, rt: ServiceRuntime, client: HttpStream, request: h11.Request, outbound: h11.Request,
-                 route: RoutePlan, request_hash: int, has_body: bool) -> None:
+    def __init__(self, rt: ServiceRuntime, plan: ServicePlan, client: HttpStream, request: h11.Request,
+                 outbound: h11.Request, route: RoutePlan, request_hash: int, has_body: bool) -> None:
         self.rt, self.client, self.request, self.outbound = rt, client, request, outbound
-        self.route, self.request_hash, self.has_body = route, request_hash, has_body
-        self.l7 = rt.plan.l7
+        self.plan, self.route, self.request_hash, self.has_body = plan, route, request_hash, has_body
+        self.l7 = plan.l7
         self.refused: list[str] = []  # backends that refused this request's connection
         self.attempts = 0
         self.last_failure = "no_backend"  # the reason given if no backend is left to try
@@ -101,11 +101,14 @@ class Exchange:
     async def _connect(self) -> Attempt:
         rt, loop = self.rt, self.rt.loop
         while self.attempts < self.max_attempts:
-            backend = rt.plan.pick(self.route, self.request_hash, rt.loads, self.refused)
+            backend = self.plan.pick(self.route, self.request_hash, rt.loads, self.refused)
             if backend is None:
                 break
+            pool = rt.pools.get(backend.name)
+            if pool is None:  # removed since the request arrived
+                self.refused.append(backend.name)
+                continue
             self.attempts += 1
-            pool = rt.pool_for(backend)
             upstream = pool.take(loop.time())
             if upstream is not None:
                 return Attempt(backend, pool, upstream, reused=True)

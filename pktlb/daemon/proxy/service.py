@@ -15,7 +15,6 @@ import logging
 from pktlb.core.l7.plan import ServicePlan
 from pktlb.core.l7.stats import ProxyStats, ServiceCounters
 from pktlb.core.sched.base import BackendLoad
-from pktlb.core.snapshot import BackendView
 from pktlb.daemon.proxy.pool import BackendPool
 
 log = logging.getLogger("pktlb.proxy")
@@ -51,9 +50,6 @@ class ServiceRuntime:
             if not be.eligible:
                 pool.close_idle()
             self.loads.setdefault(be.name, BackendLoad())
-
-    def pool_for(self, backend: BackendView) -> BackendPool:
-        return self.pools[backend.name]
 
     def load(self, backend: str) -> BackendLoad:
         load = self.loads.get(backend)

@@ -115,7 +115,7 @@ class ClientSession:
                                headers=request_headers(request.headers.raw_items(), self.hop,
                                                        forwarded=plan.l7.forwarded_headers, also_drop=EXPECT))
         request_hash = plan.request_hash(self.peer[0], self.peer[1], self.local[0], self.local[1])
-        exchange = Exchange(rt, self.client, request, outbound, route, request_hash, has_body)
+        exchange = Exchange(rt, plan, self.client, request, outbound, route, request_hash, has_body)
         try:
             await exchange.run()
         except Rejected as rejected:
