@@ -200,3 +200,34 @@ def test_head_204_and_304_have_no_body_and_keep_the_connection():
             writer.close()
             assert p.backends["be1"].connections == 1
     run(scenario())
+
+
+def test_the_pool_is_bounded_and_ages_out_idle_connections():
+    async def scenario():
+        async with running_proxy(("be1",), l7="  pool_max_idle = 2\n  pool_idle_timeout = 5") as p:
+            answers = await asyncio.gather(*(request(p.port, get("/")) for _ in range(6)))  # 6 at once
+            assert {a.status for a in answers} == {200}
+            pool = p.server.services["web"].pools["be1"]
+            assert (pool.active, len(pool.idle)) == (0, 2)  # the others were closed on their way back
+            assert pool.sweep(p.server.services["web"].loop.time() + 1) == 0
+            assert pool.sweep(p.server.services["web"].loop.time() + 6) == 2 and not pool.idle
+            assert (await request(p.port, get("/"))).status == 200
+            assert p.server.stats.backend("web", "be1").connections_opened == p.backends["be1"].connections
+    run(scenario())
+
+
+def test_a_client_that_leaves_mid_response_costs_the_backend_connection_only():
+    async def scenario():
+        async with running_proxy(("be1",)) as p:
+            reader, writer = await asyncio.open_connection("127.0.0.1", p.port)
+            writer.write(get("/chunked?n=200000"))  # about 2.5 MB
+            await reader.readexactly(1000)
+            (session,) = p.server.sessions
+            writer.transport.abort()  # gone, with most of the answer still to come
+            await asyncio.wait_for(session, 10)  # the proxy notices and ends that client's session
+            assert set(p.server.stats.service("web").rejects) <= {"client_gone", "client_stalled"}
+            assert p.server.stats.service("web").rejects
+            pool = p.server.services["web"].pools["be1"]
+            assert pool.active == 0 and not pool.idle  # that backend connection was mid-answer: closed
+            assert (await request(p.port, get("/"))).status == 200
+    run(scenario())

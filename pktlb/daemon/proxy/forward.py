@@ -33,6 +33,7 @@ from pktlb.daemon.proxy.service import ServiceRuntime
 log = logging.getLogger("pktlb.proxy")
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 SOCKET_ERRORS = (ConnectionError, OSError)
+FLUSH_BYTES = 64 * 1024  # a response body is written at least every this many bytes
 
 
 class Rejected(Exception):
@@ -143,11 +144,12 @@ class Exchange:
         before = upstream.bytes_in
         started = loop.time()
         try:
-            await upstream.send_within(self.outbound, loop.time() + self.l7.backend_timeout)
+            upstream.queue(self.outbound)
             if self.has_body:
                 await self._relay_request_body(upstream)
             else:
-                await upstream.send_within(h11.EndOfMessage(), loop.time() + self.l7.backend_timeout)
+                upstream.queue(h11.EndOfMessage())  # head and end leave in one write
+            await upstream.flush(loop.time() + self.l7.backend_timeout)
         except SOCKET_ERRORS:
             pass  # the backend may have answered early (and closed): its answer is read below
         except TimeoutError:
@@ -173,67 +175,77 @@ class Exchange:
         return event
 
     async def _relay_request_body(self, upstream: Upstream) -> None:
-        """Client body -> backend as it arrives; client faults raise ``Rejected`` (the connection is lost)."""
+        """Client body -> backend as it arrives, written whenever the client makes us wait; client faults
+        raise ``Rejected`` (the connection is lost).  Ends with the EndOfMessage queued, not flushed."""
         client, l7, loop = self.client, self.l7, self.rt.loop
         if client.conn.they_are_waiting_for_100_continue:
-            await client.send(h11.InformationalResponse(status_code=100, headers=[]))
+            await upstream.flush(loop.time() + l7.backend_timeout)  # the head first, then "go on" to the client
+            await self._to_client(h11.InformationalResponse(status_code=100, headers=[]), flush=True)
         received = 0
         while True:
             try:
-                event = await client.next_event(loop.time() + l7.body_timeout)
-            except TimeoutError:
-                raise Rejected("body_timeout") from None
+                event = client.conn.next_event()
+                if event is h11.NEED_DATA:
+                    # About to wait for the client: the backend gets what we have (its faults propagate).
+                    await upstream.flush(loop.time() + l7.backend_timeout)
+                    try:
+                        event = await client.next_event(loop.time() + l7.body_timeout)
+                    except TimeoutError:
+                        raise Rejected("body_timeout") from None
+                    except SOCKET_ERRORS:
+                        raise Rejected("client_gone") from None
             except h11.RemoteProtocolError:
                 raise Rejected("bad_request") from None
-            except SOCKET_ERRORS:
-                raise Rejected("client_gone") from None
             if isinstance(event, h11.Data):
                 received += len(event.data)
                 if received > l7.max_body_bytes:
                     raise Rejected("body_too_large")
-                await upstream.send_within(h11.Data(data=event.data), loop.time() + l7.backend_timeout)
+                upstream.queue(h11.Data(data=event.data))
             elif isinstance(event, h11.EndOfMessage):
-                await upstream.send_within(h11.EndOfMessage(), loop.time() + l7.backend_timeout)
+                upstream.queue(h11.EndOfMessage())
                 return
             else:  # ConnectionClosed in the middle of the body
                 raise Rejected("client_gone")
 
     # -- the response back --------------------------------------------------------------------
     async def _relay(self, attempt: Attempt, response: h11.Response) -> None:
-        rt, client, upstream, l7, loop = self.rt, self.client, attempt.upstream, self.l7, self.rt.loop
+        """Response head and body to the client; a small response leaves in one write."""
+        rt, upstream, l7, loop = self.rt, attempt.upstream, self.l7, self.rt.loop
         klass = status_class(response.status_code)
         rt.stats.backend(rt.name, attempt.backend.name).responses[klass] += 1
         ok = False
         try:
             self.response_started = True
+            await self._to_client(h11.Response(status_code=response.status_code, reason=response.reason,
+                                               headers=response_headers(response.headers.raw_items())))
+            rt.counters.responses[klass] += 1
+            while True:
+                try:
+                    event = upstream.conn.next_event()
+                    if event is h11.NEED_DATA:  # about to wait for the backend: the client gets what we have
+                        await self._to_client(None, flush=True)
+                        event = await upstream.next_event(loop.time() + l7.backend_timeout)
+                except (TimeoutError, h11.RemoteProtocolError, *SOCKET_ERRORS):
+                    raise Rejected("backend_cut") from None
+                if isinstance(event, h11.Data):
+                    await self._to_client(h11.Data(data=event.data), flush=self.client.pending_bytes > FLUSH_BYTES)
+                elif isinstance(event, h11.EndOfMessage):
+                    await self._to_client(h11.EndOfMessage(), flush=True)
+                    ok = True
+                    return
+                else:  # ConnectionClosed before the end of the body
+                    raise Rejected("backend_cut")
+        finally:
+            self._settle(attempt, ok)
+
+    async def _to_client(self, event: h11.Event | None, flush: bool = False) -> None:
+        """Queue ``event`` for the client, and write if ``flush``; a client that does not read is cut."""
+        if event is not None:
+            self.client.queue(event)
+        if flush:
             try:
-                await client.send_within(h11.Response(status_code=response.status_code, reason=response.reason,
-                                                      headers=response_headers(response.headers.raw_items())),
-                                         loop.time() + l7.body_timeout)
+                await self.client.flush(self.rt.loop.time() + self.l7.body_timeout)
             except TimeoutError:
                 raise Rejected("client_stalled") from None
             except SOCKET_ERRORS:
                 raise Rejected("client_gone") from None
-            rt.counters.responses[klass] += 1
-            while True:
-                try:
-                    event = await upstream.next_event(loop.time() + l7.backend_timeout)
-                except (TimeoutError, h11.RemoteProtocolError, *SOCKET_ERRORS):
-                    raise Rejected("backend_cut") from None
-                if isinstance(event, h11.Data):
-                    out: h11.Data | h11.EndOfMessage = h11.Data(data=event.data)
-                elif isinstance(event, h11.EndOfMessage):
-                    out = h11.EndOfMessage()
-                else:  # ConnectionClosed before the end of the body
-                    raise Rejected("backend_cut")
-                try:
-                    await client.send_within(out, loop.time() + l7.body_timeout)
-                except TimeoutError:
-                    raise Rejected("client_stalled") from None
-                except SOCKET_ERRORS:
-                    raise Rejected("client_gone") from None
-                if isinstance(out, h11.EndOfMessage):
-                    ok = True
-                    break
-        finally:
-            self._settle(attempt, ok)

@@ -9,7 +9,9 @@ the bytes it produces, so every read has a deadline and every write waits for th
 
     stream = HttpStream(h11.Connection(h11.SERVER), reader, writer)
     event = await stream.next_event(deadline)      # h11.Request, Data, EndOfMessage, ConnectionClosed...
-    await stream.send(h11.Response(status_code=200, headers=[...]))
+    stream.queue(h11.Response(status_code=200, headers=[...]))
+    stream.queue(h11.Data(data=b"..."))             # queued events leave together:
+    await stream.flush(deadline)                    # one write (one segment) for a small message
 
 ``next_event`` raises ``TimeoutError`` at the deadline (loop time), ``h11.RemoteProtocolError`` on
 bytes that are not HTTP, ``ConnectionError`` when the socket fails.
@@ -26,7 +28,7 @@ READ_SIZE = 64 * 1024  # at most this much is read (and so buffered) per socket 
 
 
 class HttpStream:
-    __slots__ = ("conn", "reader", "writer", "bytes_in", "bytes_out")
+    __slots__ = ("conn", "reader", "writer", "bytes_in", "bytes_out", "pending", "pending_bytes")
 
     def __init__(self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.conn = conn
@@ -34,6 +36,8 @@ class HttpStream:
         self.writer = writer
         self.bytes_in = 0
         self.bytes_out = 0
+        self.pending: list[bytes] = []  # queued output, written by the next flush
+        self.pending_bytes = 0
 
     async def next_event(self, deadline: float) -> Any:
         """The next h11 event, reading from the socket as needed until ``deadline``."""
@@ -65,21 +69,37 @@ class HttpStream:
                 data = await self.reader.read(READ_SIZE)
         except TimeoutError:
             return False
+        except (ConnectionError, OSError):
+            data = b""  # a reset while idle: for h11, the peer closed
         self.bytes_in += len(data)
         self.conn.receive_data(data)
         return True
 
-    async def send(self, event: Any) -> None:
-        """Send one event; returns when the socket has taken it (or most of it: asyncio's write buffer)."""
+    def queue(self, event: Any) -> None:
+        """Frame one event (h11 checks it fits the message) and keep its bytes for the next ``flush``."""
         data = self.conn.send(event)
         if data:
+            self.pending.append(data)
+            self.pending_bytes += len(data)
+
+    async def flush(self, deadline: float) -> None:
+        """Write what is queued in one write; wait (until ``deadline``) only while the peer is not reading
+        fast enough (asyncio's buffer above its high-water mark), so memory stays bounded."""
+        if self.pending:
+            data = self.pending[0] if len(self.pending) == 1 else b"".join(self.pending)
+            self.pending.clear()
+            self.pending_bytes = 0
             self.bytes_out += len(data)
             self.writer.write(data)
-            await self.writer.drain()
+        transport = self.writer.transport
+        if transport.get_write_buffer_size() or transport.is_closing():
+            async with asyncio.timeout_at(deadline):
+                await self.writer.drain()
 
     async def send_within(self, event: Any, deadline: float) -> None:
-        async with asyncio.timeout_at(deadline):
-            await self.send(event)
+        """Queue one event and flush."""
+        self.queue(event)
+        await self.flush(deadline)
 
     @property
     def reusable(self) -> bool:

@@ -135,11 +135,10 @@ class ClientSession:
             closing = conn.their_state is not h11.DONE
             if closing:
                 headers = headers + [(b"Connection", b"close")]
-            await client.send_within(h11.Response(status_code=status, headers=headers,
-                                                  reason=HTTPStatus(status).phrase.encode()),
-                                     rt.loop.time() + rt.plan.l7.body_timeout)
-            await client.send_within(h11.Data(data=body), rt.loop.time() + rt.plan.l7.body_timeout)
-            await client.send_within(h11.EndOfMessage(), rt.loop.time() + rt.plan.l7.body_timeout)
+            client.queue(h11.Response(status_code=status, headers=headers, reason=HTTPStatus(status).phrase.encode()))
+            client.queue(h11.Data(data=body))
+            client.queue(h11.EndOfMessage())
+            await client.flush(rt.loop.time() + rt.plan.l7.body_timeout)
         except (h11.LocalProtocolError, h11.RemoteProtocolError):  # h11 cannot frame it here: write it raw
             client.writer.write(raw_answer(reason))
             closing = True
