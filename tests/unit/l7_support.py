@@ -33,6 +33,7 @@ class Backend:
     GET /             JSON {"backend", "peer": [addr, port], "headers": {name: value}} (names in lower case)
     POST /echo        JSON {"backend", "bytes", "sha256"} of the body, whatever its framing; ?chunked=1 answers chunked
     GET /chunked?n=K  "part 0\\n" ... "part K-1\\n", chunked
+    GET /bytes?n=N    N bytes in 64 KiB pieces (Content-Length), written as the socket drains
     GET /status/N     status N (no body for 204 and 304; "status N\\n" otherwise)
     GET /hang         no answer until ``release`` is set
     GET /close        no answer: the connection is reset
@@ -100,6 +101,9 @@ class Backend:
             chunked = "chunked" in query
         elif url.path == "/chunked":
             chunks, chunked = [f"part {i}\n".encode() for i in range(int(query["n"][0]))], True
+        elif url.path == "/bytes":
+            n = int(query["n"][0])
+            chunks = [bytes(min(65536, n - i)) for i in range(0, n, 65536)]
         elif url.path.startswith("/status/"):
             status = int(url.path.rsplit("/", 1)[1])
             chunks = [b""] if status in (204, 304) else [f"status {status}\n".encode()]
@@ -124,7 +128,7 @@ class Backend:
             data = conn.send(event)
             if data:
                 writer.write(data)
-        await writer.drain()
+                await writer.drain()
 
 
 async def _next(conn: h11.Connection, reader: asyncio.StreamReader) -> Any:
