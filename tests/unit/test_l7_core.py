@@ -217,3 +217,17 @@ def test_every_reject_answer_is_small_and_named():
     assert raw.startswith(b"HTTP/1.1 503 Service Unavailable\r\n") and b"Connection: close\r\n" in raw
     assert {REJECTS[r].status for r in ("backend_refused", "backend_reset", "backend_bad_response")} == {502}
     assert (REJECTS["no_backend"].status, REJECTS["backend_timeout"].status) == (503, 504)
+
+
+def test_request_rules_refuse_by_named_reason_in_order():
+    from pktlb.core.l7.rules import RequestHead, first_refusal
+
+    plan = build_proxy_snapshot(config('  [service.l7]\n  max_body_bytes = 10')).services["web"]
+    target = parse_target(b"/", b"h")
+
+    def head(method=b"GET", length=None):
+        return RequestHead(method=method, target=target, content_length=length, chunked=False, client="10.0.0.1")
+    assert first_refusal(plan.rules, head(), 0.0) is None
+    assert first_refusal(plan.rules, head(length=10), 0.0) is None
+    assert first_refusal(plan.rules, head(length=11), 0.0) == "body_too_large"
+    assert first_refusal(plan.rules, head(b"CONNECT", length=11), 0.0) == "not_implemented"  # the first rule wins

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pktlb.core.config import BackendConfig, Config, ServiceConfig
 from pktlb.core.flowkey import flow_hash
 from pktlb.core.l7.routing import RequestTarget, match_route
+from pktlb.core.l7.rules import RequestRule, request_rules
 from pktlb.core.l7.settings import L7Config, RouteConfig
 from pktlb.core.packet.addr import ip_to_int
 from pktlb.core.sched.base import BackendLoad, Scheduler, make_scheduler
@@ -47,6 +48,7 @@ class ServicePlan:
     backends: Mapping[str, BackendView]  # every backend of the service by name, with its state
     routes: tuple[RoutePlan, ...]
     seed: int
+    rules: tuple[RequestRule, ...]  # asked about every request head before routing
 
     def route_for(self, target: RequestTarget) -> RoutePlan | None:
         index = match_route(self.l7.routes, target)
@@ -96,7 +98,8 @@ def service_plan(svc: ServiceConfig, backends: tuple[BackendConfig, ...], states
         scheduler = make_scheduler(route.scheduler or svc.scheduler, [b for b in pool if b.eligible], seed=seed,
                                    table_size=svc.maglev_table_size)
         routes.append(RoutePlan(config=route, backends=pool, scheduler=scheduler))
-    return ServicePlan(config=svc, l7=svc.l7, backends=views, routes=tuple(routes), seed=seed)
+    return ServicePlan(config=svc, l7=svc.l7, backends=views, routes=tuple(routes), seed=seed,
+                       rules=request_rules(svc.l7))
 
 
 def build_proxy_snapshot(config: Config, *, generation: int = 1, states: Mapping[tuple[str, str], str] | None = None,

@@ -23,6 +23,7 @@ import h11
 from pktlb.core.l7.headers import Hop, header, request_headers
 from pktlb.core.l7.rejects import REJECTS, raw_answer, reject_answer
 from pktlb.core.l7.routing import parse_target
+from pktlb.core.l7.rules import RequestHead, first_refusal
 from pktlb.core.l7.stats import status_class
 from pktlb.daemon.proxy.forward import SOCKET_ERRORS, Exchange, Rejected
 from pktlb.daemon.proxy.http_stream import HttpStream
@@ -93,19 +94,23 @@ class ClientSession:
         return event
 
     async def _serve(self, request: h11.Request) -> bool:
-        """Forward one request or answer it; False when the connection must close."""
+        """Forward one request or answer it; False when the connection must close.
+
+        head -> the service's rules (``pktlb.core.l7.rules``) -> a route -> a live pool -> ``Exchange``."""
         rt = self.rt
         plan = rt.plan  # one plan for the whole request, whatever changes meanwhile
         rt.counters.requests += 1
-        length = header(request.headers, b"content-length")
-        has_body = header(request.headers, b"transfer-encoding") is not None or (length not in (None, b"0"))
+        length = header(request.headers, b"content-length")  # h11 checked it is a number
+        chunked = header(request.headers, b"transfer-encoding") is not None
+        has_body = chunked or length not in (None, b"0")
         if not has_body:
             self.client.conn.next_event()  # its EndOfMessage, which h11 has at once: the request is complete
-        if request.method == b"CONNECT":
-            return await self._answer("not_implemented")
-        if length is not None and int(length) > plan.l7.max_body_bytes:  # h11 checked it is a number
-            return await self._answer("body_too_large")
         target = parse_target(request.target, header(request.headers, b"host"))
+        head = RequestHead(method=request.method, target=target, content_length=None if length is None else int(length),
+                           chunked=chunked, client=self.peer[0])
+        refused = first_refusal(plan.rules, head, rt.loop.time())
+        if refused is not None:
+            return await self._answer(refused)
         route = plan.route_for(target)
         if route is None:
             return await self._answer("no_route")
