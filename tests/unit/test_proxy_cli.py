@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -47,6 +48,20 @@ def test_pktlb_proxy_serves_reports_and_stops_on_sigterm():
         data = json.loads(stats.output)
         assert data["kind"] == "l7-proxy" and data["services"][0]["backends"][0]["responses"] == {"2xx": 1}
         assert data["health_checks"]["http"]["started"] >= 1
+        # Reload: limits and backends may change; the listeners may not.
+        config.write_text(config.read_text().replace('scheduler = "rr"\n',
+                                                     'scheduler = "rr"\n  [service.l7]\n  max_header_bytes = 2048\n'))
+        reloaded = CliRunner().invoke(main, ["reload", "-s", str(control)])
+        assert reloaded.exit_code == 0 and "snapshot 2: config reloaded" in reloaded.output
+        big = urllib.request.Request(f"http://127.0.0.1:{port}/", headers={"X-Big": "b" * 3000})
+        try:
+            urllib.request.urlopen(big, timeout=5)
+            raise AssertionError("a 3000-byte header passed a 2048-byte limit")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 431
+        config.write_text(config.read_text().replace(f"\nport = {port}\n", f"\nport = {_free_port()}\n"))
+        refused = CliRunner().invoke(main, ["reload", "-s", str(control)])
+        assert refused.exit_code != 0 and "restart the proxy" in refused.output
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
         assert not control.exists()  # the control socket is removed on the way out

@@ -23,12 +23,19 @@ RttCallback = Callable[[str, str, float], None]
 class ProxyHealth:
     def __init__(self, config: Config, loop: asyncio.AbstractEventLoop, on_state: StateCallback,
                  on_rtt: RttCallback | None = None) -> None:
-        self.config = config
         self.reactor = AsyncioReactor(loop)
         self.on_state = on_state
+        self.on_rtt = on_rtt
         self.monitor: HealthMonitor | None = None
+        self.reconfigure(config)
+
+    def reconfigure(self, config: Config) -> None:
+        """Check what ``config`` asks for from now on (every backend starts again at ``init``, served)."""
+        self.close()
+        self.config = config
         if any(backend_health(svc, be).checks for svc in config.services for be in svc.backends):
-            self.monitor = HealthMonitor(config, now=self.reactor.clock(), on_event=self._on_event, on_rtt=on_rtt)
+            self.monitor = HealthMonitor(config, now=self.reactor.clock(), on_event=self._on_event,
+                                         on_rtt=self.on_rtt)
             self.monitor.attach(self.reactor)
 
     def _on_event(self, event: HealthEvent) -> None:

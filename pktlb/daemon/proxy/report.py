@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 from pktlb.core.l7.rejects import REJECTS
@@ -23,11 +24,12 @@ STATS_KIND = "l7-proxy"
 
 class ProxyReporter:
     def __init__(self, control: ProxyControl, services: dict[str, ServiceRuntime], health: ProxyHealth | None,
-                 started: float) -> None:
+                 started: float, reload: Callable[[], dict[str, Any]] | None = None) -> None:
         self.control = control
         self.services = services
         self.health = health
         self.started = started
+        self.reload = reload
 
     def handle(self, request: dict[str, Any]) -> Any:
         handler = getattr(self, f"cmd_{request['cmd']}", None)
@@ -87,6 +89,11 @@ class ProxyReporter:
                        for r in plan.routes],
             "backends": backends,
         }
+
+    def cmd_reload(self, request: dict[str, Any]) -> dict[str, Any]:
+        if self.reload is None:
+            raise ValueError("this proxy was not started from a config file: nothing to reload")
+        return self.reload()
 
     def cmd_backends(self, request: dict[str, Any]) -> list[dict[str, object]]:
         return self.control.describe_backends()

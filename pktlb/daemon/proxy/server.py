@@ -5,7 +5,8 @@
     ...                                     # serve until told to stop
     await server.close()                    # listeners shut, client connections cut, sockets removed
 
-``run_proxy(path)`` does the whole thing for ``pktlb proxy`` with SIGTERM/SIGINT as the stop signal.
+``run_proxy(path)`` does the whole thing for ``pktlb proxy``: SIGTERM/SIGINT stop it, SIGHUP (or
+``pktlb reload``) reads the config again.
 Tests hand ``start`` listening sockets they bound to ephemeral ports (``listeners``), so no port
 is ever guessed.
 """
@@ -66,8 +67,10 @@ def load_proxy_config(path: str) -> Config:
 
 
 class ProxyServer:
-    def __init__(self, config: Config, *, control_socket: str | None = None, health: bool = True) -> None:
+    def __init__(self, config: Config, *, control_socket: str | None = None, health: bool = True,
+                 config_path: str | None = None) -> None:
         self.config = proxy_config(config)
+        self.config_path = config_path  # what `pktlb reload` (or SIGHUP) reads again
         self.control_socket = control_socket or self.config.lb.control_socket
         self.health_enabled = health
         self.stats = ProxyStats()
@@ -100,7 +103,8 @@ class ProxyServer:
                 self.listeners.append(server)
             if self.health_enabled:
                 self.health = ProxyHealth(self.config, loop, self._on_health, self._on_rtt)
-            reporter = ProxyReporter(self.control, self.services, self.health, self.started)
+            reporter = ProxyReporter(self.control, self.services, self.health, self.started,
+                                     reload=self.reload if self.config_path else None)
             try:
                 self.ctl = ControlServer(self.control_socket, reporter.handle, AsyncioReactor(loop))
             except SocketInUse as exc:
@@ -134,6 +138,29 @@ class ProxyServer:
         finally:
             if task is not None:
                 self.sessions.discard(task)
+
+    def reload(self) -> dict[str, Any]:
+        """Read the config file again and apply it; listeners stay as they are, so a change of the
+        services or of their vip:port is refused (restart the proxy for that)."""
+        try:
+            config = load_proxy_config(str(self.config_path))
+        except StartupError as exc:
+            log.error("reload refused, keeping the running config: %s", exc)
+            return {"reloaded": False, "error": str(exc)}
+        listening = [(s.name, s.vip, s.port) for s in self.config.services]
+        if [(s.name, s.vip, s.port) for s in config.services] != listening:
+            error = "the services or their vip:port changed: restart the proxy to listen elsewhere"
+            log.error("reload refused: %s", error)
+            return {"reloaded": False, "error": error}
+        try:
+            change = self.control.reload(config)
+        except (ControlError, ValueError) as exc:
+            return {"reloaded": False, "error": str(exc)}
+        self.config = config
+        if self.health is not None:
+            self.health.reconfigure(config)
+        log.info("reloaded %s", self.config_path)
+        return {"reloaded": True, **change.as_dict()}
 
     def _install(self, snapshot: ProxySnapshot) -> None:
         for name, plan in snapshot.services.items():
@@ -185,11 +212,12 @@ def run_proxy(config_path: str, *, control_socket: str | None = None, health: bo
     config = load_proxy_config(config_path)
 
     async def main() -> None:
-        server = ProxyServer(config, control_socket=control_socket, health=health)
+        server = ProxyServer(config, control_socket=control_socket, health=health, config_path=config_path)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, server.reload)
         await server.start()
         try:
             await stop.wait()
