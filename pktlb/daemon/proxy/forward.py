@@ -71,7 +71,6 @@ class Exchange:
         self.attempts = 0
         self.last_failure = "no_backend"  # the reason given if no backend is left to try
         self.max_attempts = 2 + self.l7.retries
-        self.response_started = False
 
     async def run(self) -> None:
         """Forward and relay; raises ``Rejected`` when the proxy must answer (or cut) instead."""
@@ -215,7 +214,6 @@ class Exchange:
         rt.stats.backend(rt.name, attempt.backend.name).responses[klass] += 1
         ok = False
         try:
-            self.response_started = True
             await self._to_client(h11.Response(status_code=response.status_code, reason=response.reason,
                                                headers=response_headers(response.headers.raw_items())))
             rt.counters.responses[klass] += 1
