@@ -197,3 +197,17 @@ def test_bytes_a_backend_sends_on_an_idle_connection_are_never_taken_for_an_answ
         server.close()
         await server.wait_closed()
     run(scenario())
+
+
+def test_the_proxys_own_answer_to_head_has_no_body():
+    async def scenario():
+        async with running_proxy(("be1",)) as p:
+            p.server.control.set_admin("web", "be1", "down")
+            reader, writer = await asyncio.open_connection("127.0.0.1", p.port)
+            writer.write(get("/", method="HEAD") + get("/"))  # pipelined: a body after the first would show
+            first = await read_response(reader, head=True)
+            second = await read_response(reader)
+            assert (first.status, first.body, int(first.headers["content-length"])) == (503, b"", len(second.body))
+            assert second.status == 503 and second.body.startswith(b"503 Service Unavailable")
+            writer.close()
+    run(scenario())

@@ -44,6 +44,7 @@ class ClientSession:
         self.peer, self.local = (peer[0], peer[1]), (local[0], local[1])
         self.hop = Hop(client=peer[0], proto="http", by=local[0])
         self.cut = False  # end with a reset: the client must see its response is incomplete
+        self.method = b""  # of the request being served (an answer to HEAD has no body)
 
     async def run(self) -> None:
         rt, loop = self.rt, self.rt.loop
@@ -100,6 +101,7 @@ class ClientSession:
         rt = self.rt
         plan = rt.plan  # one plan for the whole request, whatever changes meanwhile
         rt.counters.requests += 1
+        self.method = request.method
         length = header(request.headers, b"content-length")  # h11 checked it is a number
         chunked = header(request.headers, b"transfer-encoding") is not None
         has_body = chunked or length not in (None, b"0")
@@ -141,7 +143,8 @@ class ClientSession:
             if closing:
                 headers = headers + [(b"Connection", b"close")]
             client.queue(h11.Response(status_code=status, headers=headers, reason=HTTPStatus(status).phrase.encode()))
-            client.queue(h11.Data(data=body))
+            if self.method != b"HEAD":
+                client.queue(h11.Data(data=body))
             client.queue(h11.EndOfMessage())
             await client.flush(rt.loop.time() + rt.plan.l7.body_timeout)
         except (h11.LocalProtocolError, h11.RemoteProtocolError):  # h11 cannot frame it here: write it raw
