@@ -147,3 +147,16 @@ def test_pktlb_stats_and_backend_commands_talk_to_the_proxy():
             text = await asyncio.to_thread(runner.invoke, main, ["stats", "-s", p.control_socket])
             assert "-> be1 (be2) [rr]" in text.output  # a backend out of the live pool is shown in brackets
     run(scenario())
+
+
+def test_an_idle_keepalive_connection_is_closed_after_idle_timeout():
+    async def scenario():
+        async with running_proxy(("be1",), l7="  idle_timeout = 0.3\n  header_timeout = 5") as p:
+            reader, writer = await asyncio.open_connection("127.0.0.1", p.port)
+            writer.write(get("/"))
+            assert (await read_response(reader)).status == 200
+            assert await closed_by_peer(reader) == b""  # closed quietly: no request was cut
+            assert p.server.stats.service("web").idle_closed == 1
+            assert p.server.stats.service("web").rejects == {}
+            writer.close()
+    run(scenario())
