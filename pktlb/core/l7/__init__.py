@@ -8,6 +8,7 @@
 ``rejects``   every answer the proxy makes itself (400, 408, 413, 431, 502, 503, 504...), by named reason
 ``plan``      the immutable per-service view (routes -> live backends -> scheduler) a request reads
 ``stats``     counters per backend and per service
+``haproxy``   the same services as an haproxy.cfg: the production baseline for comparisons
 
 No sockets here: ``pktlb.daemon.proxy`` does the I/O.
 """
