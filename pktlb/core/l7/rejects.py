@@ -45,6 +45,7 @@ REJECTS: dict[str, Reject] = {
     "backend_timeout": Reject(504, "the backend sent no response head within backend_timeout"),
     "backend_cut": Reject(None, "the backend failed in the middle of a response body: the client connection "
                                 "is closed so that it sees the response is incomplete"),
+    "internal_error": Reject(None, "a bug in pktlb: the client's connection was cut, please report it"),
 }
 
 

@@ -66,6 +66,7 @@ class ClientSession:
             raise
         except Exception:  # a bug: this client is dropped, the proxy goes on
             log.exception("client %s:%s: internal error", *self.peer)
+            rt.counters.rejects["internal_error"] += 1
             self.cut = True
         finally:
             rt.counters.open_connections -= 1
