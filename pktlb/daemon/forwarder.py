@@ -92,7 +92,7 @@ class Forwarder:
     @staticmethod
     def _load(path: str) -> Config:
         try:
-            config = _engine_config(load_config(path))
+            config = engine_services(load_config(path))
         except (ConfigError, ValueError) as exc:
             raise StartupError(f"{path}: {exc}") from None
         except OSError as exc:
@@ -207,7 +207,7 @@ class Forwarder:
 
     def reload(self) -> dict[str, object]:
         try:
-            config = _engine_config(load_config(self.config_path))
+            config = engine_services(load_config(self.config_path))
         except (ConfigError, ValueError, OSError) as exc:
             log.error("reload refused, keeping the running config: %s", exc)
             return {"reloaded": False, "error": str(exc)}
@@ -252,7 +252,7 @@ class Forwarder:
         log.info("engine stopped: %s", self.datapath.stats.totals())
 
 
-def _engine_config(config: Config) -> Config:
+def engine_services(config: Config) -> Config:
     """The services the engine forwards; ``mode = "l7"`` ones belong to ``pktlb proxy`` (ValueError if none is left)."""
     config, l7 = engine_part(config)
     if l7:

@@ -108,10 +108,10 @@ def test_engine_and_proxy_split_one_config():
 
 
 def test_the_engine_refuses_a_config_with_only_l7_services():
-    from pktlb.daemon.forwarder import _engine_config
+    from pktlb.daemon.forwarder import engine_services
 
     with pytest.raises(ValueError, match="mode l7: run `pktlb proxy"):
-        _engine_config(config())
+        engine_services(config())
 
 
 def test_l7_backends_may_share_the_proxy_address():
