@@ -17,6 +17,7 @@ from pktlb import __version__
 COMMANDS = {
     "replay": "pktlb.cli.replay_cmd",
     "run": "pktlb.cli.engine_cmd",
+    "proxy": "pktlb.cli.proxy_cmd",
     "stats": "pktlb.cli.engine_cmd",
     "flows": "pktlb.cli.engine_cmd",
     "backend": "pktlb.cli.engine_cmd",

@@ -93,10 +93,18 @@ def run(config_path: str, workers: int, capture_dir: str | None, socket_path: st
 @lab_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def stats(socket_path: str | None, config_path: str | None, lab_prefix: str | None, as_json: bool) -> None:
-    """Per service and backend: state, weight, active flows, packets/bytes in and out, rates, drops by reason."""
+    """Per service and backend: state, weight, active flows, packets/bytes in and out, rates, drops by reason.
+
+    Against `pktlb proxy`'s socket: per backend requests, responses by class, connections opened and
+    reused, pooled connections; rejections by reason."""
     data = _merged_stats(_socket(socket_path, config_path, lab_prefix))
     if as_json:
         emit_json(data)
+        return
+    if data.get("kind") == "l7-proxy":
+        from pktlb.cli.proxy_text import render_proxy_stats
+
+        click.echo(render_proxy_stats(data))
         return
     from pktlb.reports.stats_text import render_stats
 

@@ -10,7 +10,9 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
-from pktlb.core.packet.addr import ip_to_int, mac_to_bytes
+from pktlb.core.config_reader import ConfigError
+from pktlb.core.config_reader import Section as _Section  # the table reader every config module shares
+from pktlb.core.l7.settings import L7_MODE, L7Config, parse_l7
 from pktlb.core.sched.base import scheduler_names
 from pktlb.core.sched.maglev import check_table_size
 
@@ -19,14 +21,6 @@ PROTOCOLS = ("tcp", "udp")
 CHECK_TYPES = ("icmp", "tcp", "http")
 DEFAULT_SCHEDULER = "maglev"
 DEFAULT_SEED = 0x706B746C  # "pktl"
-
-
-class ConfigError(ValueError):
-    """A bad configuration value: ``key`` is the path to it, ``value`` what was given."""
-
-    def __init__(self, key: str, value: Any, expected: str):
-        self.key, self.value, self.expected = key, value, expected
-        super().__init__(f"config error at {key}: got {value!r}, expected {expected}")
 
 
 @dataclass(frozen=True)
@@ -69,6 +63,7 @@ class ServiceConfig:
     snat_ports: tuple[int, int] = (20000, 59999)
     on_backend_down: str = "reschedule"
     health: HealthConfig = field(default_factory=HealthConfig)
+    l7: L7Config | None = None  # mode "l7": routes and limits for `pktlb proxy` (pktlb.core.l7.settings)
 
 
 @dataclass(frozen=True)
@@ -97,78 +92,6 @@ class Config:
     lb: LbConfig
     flows: FlowConfig
     services: tuple[ServiceConfig, ...]
-
-
-class _Section:
-    """Reads typed keys out of one TOML table and refuses keys it does not know."""
-
-    def __init__(self, table: Any, path: str, known: set[str]):
-        if not isinstance(table, dict):
-            raise ConfigError(path, table, "a table")
-        unknown = sorted(set(table) - known)
-        if unknown:
-            raise ConfigError(f"{path}.{unknown[0]}" if path else unknown[0], table[unknown[0]],
-                              f"one of the known keys: {', '.join(sorted(known))}")
-        self.table, self.path = table, path
-
-    def key(self, name: str) -> str:
-        return f"{self.path}.{name}" if self.path else name
-
-    def get(self, name: str, kind: type | tuple[type, ...], default: Any = ..., *, expected: str = "") -> Any:
-        if name not in self.table:
-            if default is ...:
-                raise ConfigError(self.key(name), None, f"{expected or _kind_name(kind)} (required)")
-            return default
-        value = self.table[name]
-        if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
-            raise ConfigError(self.key(name), value, expected or _kind_name(kind))
-        if not isinstance(value, kind):
-            raise ConfigError(self.key(name), value, expected or _kind_name(kind))
-        return value
-
-    def int_in(self, name: str, lo: int, hi: int, default: Any = ...) -> int:
-        value = self.get(name, int, default, expected=f"an integer from {lo} to {hi}")
-        if not lo <= value <= hi:
-            raise ConfigError(self.key(name), value, f"an integer from {lo} to {hi}")
-        return value
-
-    def positive(self, name: str, default: float) -> float:
-        value = self.get(name, (int, float), default, expected="a positive number of seconds")
-        if value <= 0:
-            raise ConfigError(self.key(name), value, "a positive number of seconds")
-        return float(value)
-
-    def choice(self, name: str, choices: tuple[str, ...], default: Any = ...) -> str:
-        value = self.get(name, str, default, expected=f"one of {', '.join(choices)}")
-        if value not in choices:
-            raise ConfigError(self.key(name), value, f"one of {', '.join(choices)}")
-        return value
-
-    def ipv4(self, name: str, default: Any = ...) -> str | None:
-        value = self.get(name, str, default, expected="an IPv4 address like 198.18.0.2")
-        if value is None:
-            return None
-        try:
-            ip_to_int(value)
-        except ValueError:
-            raise ConfigError(self.key(name), value, "an IPv4 address like 198.18.0.2") from None
-        return value
-
-    def mac(self, name: str) -> str | None:
-        value = self.get(name, str, None, expected="a MAC address like 02:00:c6:12:00:0b")
-        if value is not None:
-            try:
-                mac_to_bytes(value)
-            except ValueError:
-                raise ConfigError(self.key(name), value, "a MAC address like 02:00:c6:12:00:0b") from None
-        return value
-
-
-def _kind_name(kind: type | tuple[type, ...]) -> str:
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false", list: "a list",
-             dict: "a table"}
-    return " or ".join(names.get(k, k.__name__) for k in kinds)
 
 
 def _backend(table: Any, path: str, service_port: int, service_health: HealthConfig | None = None) -> BackendConfig:
@@ -207,9 +130,10 @@ def _health(table: Any, path: str, base: HealthConfig | None = None) -> HealthCo
 
 def _service(table: Any, path: str) -> ServiceConfig:
     s = _Section(table, path, {"name", "vip", "port", "protocol", "mode", "scheduler", "maglev_table_size",
-                               "mtu", "snat_address", "snat_ports", "on_backend_down", "health", "backend"})
+                               "mtu", "snat_address", "snat_ports", "on_backend_down", "health", "backend",
+                               "l7", "route"})
     port = s.int_in("port", 1, 65535)
-    mode = s.choice("mode", MODES)
+    mode = s.choice("mode", MODES + (L7_MODE,))
     health = _health(s.get("health", dict, {}), s.key("health"))
     raw_backends = s.get("backend", list, [])
     backends = tuple(_backend(b, f"{path}.backend[{i}]", port, health) for i, b in enumerate(raw_backends))
@@ -222,6 +146,12 @@ def _service(table: Any, path: str) -> ServiceConfig:
     for i, name in enumerate(names):
         if names.index(name) != i:
             raise ConfigError(f"{path}.backend[{i}].name", name, "a name not used by another backend")
+    l7 = None
+    if mode == L7_MODE:
+        l7 = parse_l7(s.get("l7", dict, {}), s.get("route", list, []), path, names, s.get("protocol", str, "tcp"))
+    for key in ("l7", "route"):
+        if l7 is None and key in table:
+            raise ConfigError(s.key(key), table[key], f"nothing: [service.{key}] is for mode l7 (the mode is {mode})")
     snat_ports = s.get("snat_ports", list, [20000, 59999], expected="a list [first, last] of ports")
     if (len(snat_ports) != 2 or not all(isinstance(p, int) and 1024 <= p <= 65535 for p in snat_ports)
             or snat_ports[0] > snat_ports[1]):
@@ -243,7 +173,7 @@ def _service(table: Any, path: str) -> ServiceConfig:
         mtu=s.int_in("mtu", 576, 65535, 1500), snat_address=snat_address,
         snat_ports=(snat_ports[0], snat_ports[1]),
         on_backend_down=s.choice("on_backend_down", ("reschedule", "drop"), "reschedule"),
-        health=health,
+        health=health, l7=l7,
     )
 
 
@@ -298,11 +228,12 @@ def _check_address_roles(lb: LbConfig, services: tuple[ServiceConfig, ...]) -> N
     """Each address has one role: the LB's own, a VIP, a SNAT address or a backend's.  Mixing them would make
     the engine forward to itself, or drop a backend's replies as spoofed (a VIP as source)."""
     roles: dict[str, tuple[str, str]] = {lb.address: ("the LB's address", "lb.address")}
-    claims = [(svc.vip, "a VIP", f"service[{i}].vip") for i, svc in enumerate(services)]
+    packet_services = [(i, svc) for i, svc in enumerate(services) if svc.l7 is None]  # a proxy may share addresses
+    claims = [(svc.vip, "a VIP", f"service[{i}].vip") for i, svc in packet_services]
     claims += [(svc.snat_address, "a SNAT address", f"service[{i}].snat_address")
-               for i, svc in enumerate(services) if svc.snat_address]
+               for i, svc in packet_services if svc.snat_address]
     claims += [(be.address, "a backend's address", f"service[{i}].backend[{j}].address")
-               for i, svc in enumerate(services) for j, be in enumerate(svc.backends)]
+               for i, svc in packet_services for j, be in enumerate(svc.backends)]
     for address, role, key in claims:
         other_role, other_key = roles.setdefault(address, (role, key))
         if other_role != role:

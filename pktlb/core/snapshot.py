@@ -141,6 +141,8 @@ def build_snapshot(config: Config, *, generation: int = 1, states: Mapping[tuple
     nat_reverse: dict[tuple[int, int, int], tuple[ServiceView, BackendView]] = {}
     snat: set[int] = set()
     for svc in config.services:
+        if svc.l7 is not None:
+            continue  # served by `pktlb proxy`, not by the packet engine
         vip = ip_to_int(svc.vip)
         proto = PROTO_NUMBERS[svc.protocol]
         merged = {b.name: b for b in svc.backends}

@@ -24,6 +24,7 @@ from pktlb.adapters.pcap import PcapWriter
 from pktlb.adapters.rawio import NO_OFFLOAD, RawPort
 from pktlb.core.config import Config, ConfigError
 from pktlb.core.datapath import DataPath
+from pktlb.core.l7.split import engine_part
 from pktlb.core.packet.addr import bytes_to_mac
 from pktlb.core.snapshot import Snapshot
 from pktlb.daemon.control import ControlError, ControlPlane
@@ -91,11 +92,12 @@ class Forwarder:
     @staticmethod
     def _load(path: str) -> Config:
         try:
-            return load_config(path)
+            config = engine_services(load_config(path))
         except (ConfigError, ValueError) as exc:
             raise StartupError(f"{path}: {exc}") from None
         except OSError as exc:
             raise StartupError(f"{path}: {exc.strerror}") from None
+        return config
 
     def _resolve(self, address: str | None, key: str) -> str | None:
         if address is None:
@@ -205,7 +207,7 @@ class Forwarder:
 
     def reload(self) -> dict[str, object]:
         try:
-            config = load_config(self.config_path)
+            config = engine_services(load_config(self.config_path))
         except (ConfigError, ValueError, OSError) as exc:
             log.error("reload refused, keeping the running config: %s", exc)
             return {"reloaded": False, "error": str(exc)}
@@ -248,3 +250,15 @@ class Forwarder:
         self._close_captures()
         self.reactor.close()
         log.info("engine stopped: %s", self.datapath.stats.totals())
+
+
+def engine_services(config: Config) -> Config:
+    """The services the engine forwards; ``mode = "l7"`` ones belong to ``pktlb proxy`` (ValueError if none is left)."""
+    config, l7 = engine_part(config)
+    if l7:
+        log.warning("service(s) %s have mode l7: `pktlb proxy -c CONFIG` serves them, the engine ignores them",
+                    ", ".join(l7))
+    if not config.services:
+        raise ValueError(f"every service ({', '.join(l7)}) has mode l7: run `pktlb proxy -c CONFIG` instead "
+                         "of the packet engine")
+    return config

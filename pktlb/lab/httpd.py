@@ -3,8 +3,12 @@
 Run in each backend namespace as ``python -m pktlb.lab.httpd --name be1 --port 80``.
 
 * ``GET /`` -> JSON ``{"backend": name, "client": addr, "client_port": port, "server": "addr:port"}``:
-  the client address and port this backend saw (the LB's SNAT address in fullnat, the client's own
-  otherwise) and the local address the connection reached (the VIP in dsr and tunnel modes).
+  the client address and port this backend saw (the LB's SNAT address in fullnat, the proxy's in l7,
+  the client's own otherwise) and the local address the connection reached (the VIP in dsr and tunnel
+  modes).  A request that came through a proxy (it carries X-Forwarded-For, Forwarded or Via) also gets
+  ``"host"``, ``"x_forwarded_for"``, ``"x_forwarded_proto"``, ``"forwarded"`` and ``"via"``: what the
+  proxy says about the real client (null for a header it did not send).  Through an L4 mode there is
+  no such header: the backend sees the client (or the SNAT address) as its peer, and nothing more.
 * ``GET /health`` -> ``200 ok``.
 * ``GET /bytes?n=N`` (or ``/download/N``) -> N bytes (at most 1 GiB) of deterministic content:
   byte ``k`` of the body is ``k % 251``, so a download can be checked with ``expected_sha256(N)``
@@ -33,6 +37,10 @@ from pktlb.lab.capacity import Capacity, CapacityMixin
 
 MAX_DOWNLOAD = 1 << 30
 PATTERN_PERIOD = 251  # prime: a chunk that is off by some bytes shows up as a different checksum
+# Request headers GET / echoes (JSON key, header name) when a proxy forwarded the request (PROXY_HEADERS).
+PROXY_HEADERS = ("X-Forwarded-For", "Forwarded", "Via")
+ECHOED_HEADERS = (("host", "Host"), ("x_forwarded_for", "X-Forwarded-For"), ("x_forwarded_proto", "X-Forwarded-Proto"),
+                  ("forwarded", "Forwarded"), ("via", "Via"))
 _BLOCK = bytes(k % PATTERN_PERIOD for k in range(PATTERN_PERIOD * 256))  # 64256 bytes, a whole number of periods
 
 
@@ -80,6 +88,8 @@ class BackendHandler(BaseHTTPRequestHandler):
             local = self.connection.getsockname()
             body = {"backend": self.backend_name, "client": self.client_address[0],
                     "client_port": self.client_address[1], "server": f"{local[0]}:{local[1]}"}
+            if any(name in self.headers for name in PROXY_HEADERS):
+                body.update({key: self.headers.get(name) for key, name in ECHOED_HEADERS})
             self._send(200, (json.dumps(body) + "\n").encode(), "application/json")
         elif url.path == "/health":
             self._send(200, b"ok\n", "text/plain")

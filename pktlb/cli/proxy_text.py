@@ -1,0 +1,57 @@
+"""``pktlb stats`` for the L7 proxy, as text: per service its routes, per backend requests, responses by
+class, failures, connections opened and reused, the pool's active and idle connections; rejections by reason.
+
+(The engine's stats are rendered by ``pktlb.reports.stats_text``; this is the proxy's counterpart.)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+CLASSES = ("2xx", "3xx", "4xx", "5xx")
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{name} {n}" for name, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))) or "none"
+
+
+def render_proxy_stats(data: dict[str, Any]) -> str:
+    t = data["totals"]
+    rejected = sum(t["rejects"].values())
+    lines = [f"pktlb proxy: snapshot {data['generation']}, up {data['uptime']} s, pid {data['pid']}",
+             f"clients: {t['open_connections']} connections open, {t['connections']} accepted, "
+             f"{t['idle_closed']} closed idle; {t['requests']} requests",
+             f"responses: {_counts(t['responses'])}; the proxy's own answers or cuts: {rejected} "
+             f"({_counts(t['rejects'])})"]
+    for svc in data["services"]:
+        c = svc["counters"]
+        lines += ["", f"HTTP {svc['vip']}:{svc['port']} l7 {svc['scheduler']} (service {svc['name']}, "
+                      f"hash_key {svc['hash_key']}): {c['requests']} requests, {c['open_connections']} clients open"]
+        for route in svc["routes"]:
+            where = (f"host {route['host']} " if route["host"] else "any host ") + f"path {route['path_prefix']}"
+            live = set(route["eligible"])
+            pool = " ".join(b if b in live else f"({b})" for b in route["backends"])
+            lines.append(f"  route {route['name']}: {where} -> {pool or 'no backend'} [{route['scheduler']}]")
+        lines.append(f"  {'backend':<8} {'address':<21} {'state':<5} {'wt':>3} {'reqs':>7} "
+                     + " ".join(f"{k:>6}" for k in CLASSES)
+                     + f" {'fail':>5} {'opened':>6} {'reused':>7} {'conn/req':>8} {'act/idle':>8} {'rtt ms':>7}")
+        for be in svc["backends"]:
+            failed = sum(be["failures"].values())
+            per_request = f"{be['connections_opened'] / be['requests']:.3f}" if be["requests"] else "-"
+            rtt = f"{be['rtt_ms']:.2f}" if be["rtt_ms"] is not None else "-"
+            state = be["state"] if be["admin"] == "up" else be["admin"]
+            lines.append(f"  {be['name']:<8} {be['address'] + ':' + str(be['port']):<21} {state:<5} {be['weight']:>3} "
+                         f"{be['requests']:>7} " + " ".join(f"{be['responses'].get(k, 0):>6}" for k in CLASSES)
+                         + f" {failed:>5} {be['connections_opened']:>6} {be['reused']:>7} {per_request:>8} "
+                           f"{be['pool']['active']:>3}/{be['pool']['idle']:<4} {rtt:>7}")
+            if be["failures"]:
+                lines.append(f"           failures: {_counts(be['failures'])}")
+            health = be.get("health")
+            if health and health.get("state") not in ("up", None):
+                lines.append(f"           health {health['state']}: {health.get('reason') or ''}")
+        if c["rejects"]:
+            lines.append(f"  rejected: {_counts(c['rejects'])}")
+    if data.get("reject_reasons"):
+        lines += ["", "rejection reasons:"]
+        lines += [f"  {reason:<24} {meaning}" for reason, meaning in sorted(data["reject_reasons"].items())]
+    return "\n".join(lines)
