@@ -32,6 +32,7 @@ COMMANDS = {
     "bench": "pktlb.cli.bench_cmd",
     "autoscale": "pktlb.cli.autoscale_cmd",
     "dashboard": "pktlb.cli.dashboard_cmd",
+    "announce": "pktlb.cli.announce_cmd",
 }
 
 
