@@ -33,6 +33,7 @@ COMMANDS = {
     "autoscale": "pktlb.cli.autoscale_cmd",
     "dashboard": "pktlb.cli.dashboard_cmd",
     "announce": "pktlb.cli.announce_cmd",
+    "nhsync": "pktlb.cli.announce_cmd",
 }
 
 

@@ -1,4 +1,5 @@
-"""``pktlb announce``: run an LB's announcement supervisor, or ask a running one (status, drain, resume)."""
+"""``pktlb announce`` (an LB's announcement supervisor, and asking it: status, drain, resume) and
+``pktlb nhsync`` (the router's resilient next-hop groups, from BIRD's routes)."""
 
 from __future__ import annotations
 
@@ -101,4 +102,26 @@ def resume_cmd(control_socket: str, as_json: bool) -> None:
     _ask(control_socket, "resume", as_json)
 
 
-COMMANDS = [announce]
+
+@click.command()
+@click.option("--table", type=click.IntRange(1, 2**31 - 1), default=200, show_default=True,
+              help="The kernel table BIRD installs its merged BGP routes into.")
+@click.option("--dev", default="eth0", show_default=True, help="The interface the next hops are on.")
+@click.option("--buckets", type=click.IntRange(2, 4096), default=128, show_default=True,
+              help="Buckets of each resilient group.")
+@click.option("--ready-file", metavar="PATH", help="Written after the first sync.")
+def nhsync(table: int, dev: str, buckets: int, ready_file: str | None) -> None:
+    """Mirror a kernel table's multipath routes into resilient next-hop groups (router, --ecmp resilient).
+
+    For each prefix in TABLE: one next-hop object per gateway, one `type resilient` group, and a
+    main-table route `PREFIX nhid GROUP`.  Removing a gateway then moves only its own flows.
+    Runs until SIGTERM and removes its routes and groups on the way out.
+    """
+    from pktlb.daemon.announce.nhsync import NexthopSync
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s.%(msecs)03d %(name)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    sys.exit(NexthopSync(table, dev, ready_file=ready_file, buckets=buckets).run())
+
+
+COMMANDS = [announce, nhsync]
