@@ -64,6 +64,9 @@ class TierPlan:
     router_rules: list[list[str]] = field(default_factory=list)  # `ip rule add ...` arguments
     files: dict[str, str] = field(default_factory=dict)  # path relative to the state dir -> text
 
+    def rules_argv(self, namespace: str) -> list[list[str]]:
+        return [["ip", "-n", namespace, "rule", "add", *rule] for rule in self.router_rules]
+
     def lb(self, name: str) -> TierLb:
         for lb in self.lbs:
             if lb.name == name:
