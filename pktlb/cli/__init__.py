@@ -34,6 +34,7 @@ COMMANDS = {
     "dashboard": "pktlb.cli.dashboard_cmd",
     "announce": "pktlb.cli.announce_cmd",
     "nhsync": "pktlb.cli.announce_cmd",
+    "tier-report": "pktlb.cli.tier_cmd",
 }
 
 
