@@ -1,17 +1,19 @@
-"""Classic pcap files (the format Wireshark and tcpdump read): a streaming reader and writer.
+"""Capture files: reading pcap and pcapng (Wireshark's default) with scapy's reader, writing classic pcap by hand.
 
-Plain ``struct`` over the file, microsecond or nanosecond timestamps, Ethernet link type; no
-scapy, so the engine's capture option can write on the packet path without dissecting.
+Reading is plumbing for the offline tools (``pktlb replay``, ``pktlb explain``, reports): scapy's
+``RawPcapReader`` recognises both formats (it hands a pcapng file to ``RawPcapNgReader``) and
+pktlb takes only the raw bytes and the timestamp of each Ethernet frame.  Writing stays plain
+``struct`` with no scapy, so the engine's capture option can write on the packet path without
+dissecting or importing scapy.
 """
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 MAGIC_US = 0xA1B2C3D4
-MAGIC_NS = 0xA1B23C4D
 LINKTYPE_ETHERNET = 1
 _GLOBAL = struct.Struct("IHHiIII")
 _RECORD = struct.Struct("IIII")
@@ -22,31 +24,36 @@ class PcapError(ValueError):
 
 
 def read_pcap(path: str) -> Iterator[tuple[float, bytearray]]:
-    """Yield (timestamp, frame) for every record; PcapError for a file that is not classic pcap."""
-    with open(path, "rb") as fh:
-        head = fh.read(_GLOBAL.size)
-        if len(head) < _GLOBAL.size:
-            raise PcapError(f"{path}: too short for a pcap header")
-        for order in ("<", ">"):
-            magic = struct.unpack(order + "I", head[:4])[0]
-            if magic in (MAGIC_US, MAGIC_NS):
-                break
-        else:
-            raise PcapError(f"{path}: not a classic pcap file (pcapng? convert with editcap -F pcap)")
-        scale = 1e-9 if magic == MAGIC_NS else 1e-6
-        linktype = struct.unpack(order + "I", head[20:24])[0]
-        if linktype != LINKTYPE_ETHERNET:
-            raise PcapError(f"{path}: link type {linktype}, pktlb reads Ethernet (1) captures")
-        record = struct.Struct(order + "IIII")
-        while True:
-            rec = fh.read(record.size)
-            if len(rec) < record.size:
-                return
-            sec, frac, caplen, _ = record.unpack(rec)
-            data = fh.read(caplen)
+    """Yield (timestamp, frame) for every record of a pcap or pcapng file of Ethernet frames.
+
+    PcapError for a file that is neither, or for another link type.  A record cut short at the end
+    of the file (a capture still being written) ends the iteration."""
+    from scapy.error import Scapy_Exception
+    from scapy.utils import RawPcapReader
+
+    try:
+        reader = RawPcapReader(path)
+    except (Scapy_Exception, EOFError) as exc:
+        raise PcapError(f"{path}: not a classic pcap or pcapng file ({exc})") from None
+    try:
+        for data, meta in reader:
+            timestamp, linktype, caplen = _record_facts(reader, meta, len(data))
+            if linktype != LINKTYPE_ETHERNET:
+                raise PcapError(f"{path}: link type {linktype}, pktlb reads Ethernet (1) captures")
             if len(data) < caplen:
                 return
-            yield sec + frac * scale, bytearray(data)
+            yield timestamp, bytearray(data)
+    except Scapy_Exception as exc:
+        raise PcapError(f"{path}: unreadable capture ({exc})") from None
+    finally:
+        reader.close()
+
+
+def _record_facts(reader: Any, meta: Any, length: int) -> tuple[float, int, int]:
+    """(timestamp in seconds, link type, captured length) of one record, pcap or pcapng."""
+    if hasattr(meta, "tsresol"):  # pcapng: a 64-bit count of tsresol units; the link type is per interface
+        return ((meta.tshigh << 32) | meta.tslow) / meta.tsresol, meta.linktype, length
+    return meta.sec + meta.usec * (1e-9 if reader.nano else 1e-6), reader.linktype, meta.caplen
 
 
 class PcapWriter:

@@ -18,7 +18,8 @@ from pktlb.daemon.autoscale.interfaces import METRICS, AutoscaleError, Monotonic
 from pktlb.daemon.autoscale.journal import Journal, read_journal
 from pktlb.daemon.autoscale.metrics import EngineMetrics, require_cpu
 from pktlb.daemon.autoscale.pool import StandbyPool, parse_pool_entry
-from pktlb.lab.state import BadPrefix, load_state, statedir_for
+from pktlb.lab.paths import BadPrefix, LabPaths
+from pktlb.lab.state import load_state
 from pktlb.reports.autoscale.replay import ReplayError, recorded_start, replay
 from pktlb.reports.autoscale.summary import render_summary, summarize
 from pktlb.reports.autoscale.timeline import timeline_chart
@@ -148,7 +149,7 @@ def _control_socket(socket_path: str | None, config_path: str | None, lab_prefix
         return load_config_or_exit(config_path).lb.control_socket
     if lab_prefix:
         try:
-            path = statedir_for(lab_prefix) / "pktlb.sock"
+            path = LabPaths(lab_prefix).control_socket
         except BadPrefix as exc:
             raise click.BadParameter(str(exc), param_hint="--lab") from None
         if not path.exists():

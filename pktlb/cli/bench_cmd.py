@@ -6,6 +6,7 @@ import click
 
 from pktlb.cli.common import emit_json, require_root
 from pktlb.core.config import MODES
+from pktlb.lab.netns import CommandError
 
 
 def _int_list(_ctx: click.Context, _param: click.Parameter, value: str) -> list[int]:
@@ -71,7 +72,7 @@ def bench(modes: list[str], packets: int, seconds: float, workers: list[int], pr
                         scapy_packets=scapy_packets, latency_samples=latency_samples, prefix=prefix, out=out_dir)
     try:
         report = run_bench(opts, progress=lambda line: click.echo(f"# {line}", err=True))
-    except BenchError as exc:
+    except (BenchError, CommandError) as exc:
         raise click.ClickException(str(exc)) from None
     text = render_text(report)
     for path in write_outputs(report, out_dir, text):

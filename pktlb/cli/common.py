@@ -11,6 +11,9 @@ import click
 from pktlb.adapters.configfile import load_config
 from pktlb.core.config import Config, ConfigError
 
+lab_option = click.option("--lab", "lab_prefix", default=None, metavar="PREFIX",
+                          help="The engine of the lab with this prefix (`pktlb lab up --prefix`).")
+
 
 def load_config_or_exit(path: str) -> Config:
     """Load and validate a config; on error print what is wrong (key, value, expected) and exit 2."""

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from pktlb.lab.state import BadPrefix, statedir_for
+from pktlb.lab.paths import BadPrefix, LabPaths
 from pktlb.lab.topology import DEFAULT_PREFIX
 
 if TYPE_CHECKING:
@@ -19,8 +19,7 @@ if TYPE_CHECKING:
 
 def lab_control_socket(prefix: str) -> str:
     """The control socket of the engine a lab runs in its LB (the lab writes lb.control_socket there)."""
-    # When pktlb/lab/paths.py (LabPaths) lands, this becomes LabPaths(prefix).control_socket.
-    return str(statedir_for(prefix) / "pktlb.sock")
+    return str(LabPaths(prefix).control_socket)
 
 
 def _sources(labs: tuple[str, ...], sockets: tuple[str, ...]) -> list[Source]:

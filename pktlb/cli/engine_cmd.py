@@ -8,24 +8,30 @@ from typing import Any
 
 import click
 
-from pktlb.cli.common import emit_json, load_config_or_exit, refuse_root_namespace
+from pktlb.cli.common import emit_json, lab_option, load_config_or_exit, refuse_root_namespace
 from pktlb.core.config import LbConfig
 from pktlb.daemon.ctlsock import ControlClientError, request, worker_sockets
 from pktlb.daemon.worker_stats import merge_worker_stats
+from pktlb.lab.engines import EngineNotFound, find_engine, lab_engine
 
 DEFAULT_SOCKET = LbConfig.control_socket
 socket_option = click.option("-s", "--socket", "socket_path", default=None,
-                             help=f"Control socket of the engine (default: from -c CONFIG, else {DEFAULT_SOCKET}).")
+                             help=f"Control socket of the engine (default: from -c CONFIG or --lab PREFIX, else "
+                                  f"{DEFAULT_SOCKET} if an engine answers there, else the one lab engine running).")
 config_option = click.option("-c", "--config", "config_path", default=None, type=click.Path(dir_okay=False),
                              help="Read the control socket path from this config.")
 
 
-def _socket(socket_path: str | None, config_path: str | None) -> str:
+def _socket(socket_path: str | None, config_path: str | None, lab_prefix: str | None = None) -> str:
+    """-s, else -c's lb.control_socket, else --lab's engine, else the engine found (``pktlb.lab.engines``)."""
     if socket_path:
         return socket_path
     if config_path:
         return load_config_or_exit(config_path).lb.control_socket
-    return DEFAULT_SOCKET
+    try:
+        return (lab_engine(lab_prefix) if lab_prefix is not None else find_engine()).socket
+    except EngineNotFound as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _ask(socket_path: str, payload: dict[str, Any]) -> Any:
@@ -84,10 +90,11 @@ def run(config_path: str, workers: int, capture_dir: str | None, socket_path: st
 @click.command()
 @socket_option
 @config_option
+@lab_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def stats(socket_path: str | None, config_path: str | None, as_json: bool) -> None:
+def stats(socket_path: str | None, config_path: str | None, lab_prefix: str | None, as_json: bool) -> None:
     """Per service and backend: state, weight, active flows, packets/bytes in and out, rates, drops by reason."""
-    data = _merged_stats(_socket(socket_path, config_path))
+    data = _merged_stats(_socket(socket_path, config_path, lab_prefix))
     if as_json:
         emit_json(data)
         return
@@ -99,12 +106,13 @@ def stats(socket_path: str | None, config_path: str | None, as_json: bool) -> No
 @click.command()
 @socket_option
 @config_option
+@lab_option
 @click.option("--limit", default=1000, show_default=True, type=click.IntRange(1, 10_000),
               help="List at most this many flows (per worker).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def flows(socket_path: str | None, config_path: str | None, limit: int, as_json: bool) -> None:
+def flows(socket_path: str | None, config_path: str | None, lab_prefix: str | None, limit: int, as_json: bool) -> None:
     """The engine's flow table: client, VIP, backend, state, counters."""
-    parts = _ask_all(_socket(socket_path, config_path), {"cmd": "flows", "limit": limit})
+    parts = _ask_all(_socket(socket_path, config_path, lab_prefix), {"cmd": "flows", "limit": limit})
     data = {"count": sum(p["count"] for p in parts), "listed": sum(p["listed"] for p in parts),
             "flows": [f for p in parts for f in p["flows"]]}
     if as_json:
@@ -125,10 +133,10 @@ def backend() -> None:
 
 
 def _backend_cmd(action: str, extra: dict[str, Any] | None = None):
-    def run_action(socket_path: str | None, config_path: str | None, service: str, name: str, as_json: bool,
-                   **kw: Any) -> None:
+    def run_action(socket_path: str | None, config_path: str | None, lab_prefix: str | None, service: str, name: str,
+                   as_json: bool, **kw: Any) -> None:
         payload = {"cmd": "backend", "action": action, "service": service, "backend": name, **kw}
-        result = _ask_all(_socket(socket_path, config_path), payload)[0]
+        result = _ask_all(_socket(socket_path, config_path, lab_prefix), payload)[0]
         if as_json:
             emit_json(result)
         else:
@@ -139,7 +147,7 @@ def _backend_cmd(action: str, extra: dict[str, Any] | None = None):
 
 def _register_backend(action: str, help_text: str, *options: Any) -> None:
     fn = _backend_cmd(action)
-    for opt in reversed((socket_option, config_option,
+    for opt in reversed((socket_option, config_option, lab_option,
                          click.option("--service", default="web", show_default=True, help="Service name."),
                          click.argument("name"), *options,
                          click.option("--json", "as_json", is_flag=True, help="Machine-readable output."))):
@@ -162,10 +170,11 @@ _register_backend("weight", "Set backend NAME's weight.", click.argument("weight
 @click.command()
 @socket_option
 @config_option
+@lab_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def reload(socket_path: str | None, config_path: str | None, as_json: bool) -> None:
+def reload(socket_path: str | None, config_path: str | None, lab_prefix: str | None, as_json: bool) -> None:
     """Reload the engine's config file (the same as sending it SIGHUP)."""
-    results = _ask_all(_socket(socket_path, config_path), {"cmd": "reload"})
+    results = _ask_all(_socket(socket_path, config_path, lab_prefix), {"cmd": "reload"})
     result = results[0]
     if as_json:
         emit_json(result)

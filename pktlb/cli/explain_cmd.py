@@ -11,6 +11,8 @@ from pktlb.adapters.pcap import PcapError, read_pcap
 from pktlb.cli.common import emit_json, load_config_or_exit
 from pktlb.core.config import MODES, Config
 from pktlb.core.datapath import DataPath
+from pktlb.lab.engines import EngineNotFound, find_lab
+from pktlb.lab.paths import labs_present
 from pktlb.lab.topology import DEFAULT_PREFIX
 from pktlb.reports.explain.inputs import (
     FrameSpec,
@@ -34,7 +36,8 @@ TCP_FLAG_LETTERS = "FSRPAUEC"  # scapy's letters, bit 0 (FIN) to bit 7 (CWR)
 @click.option("-c", "--config", "config_path", type=click.Path(exists=True, dir_okay=False),
               help="pktlb TOML config to explain with.")
 @click.option("--lab", "use_lab", is_flag=True, help="Use the running lab's engine config (/run/pktlb/PREFIX/pktlb.toml).")
-@click.option("--prefix", default=DEFAULT_PREFIX, show_default=True, help="The lab's name prefix (with --lab).")
+@click.option("--prefix", default=None,
+              help="The lab's name prefix (with --lab; default: the one lab that is up, else pktlb-).")
 @click.option("--mode", type=click.Choice(MODES), help="Switch every service to this mode (compare modes quickly).")
 @click.option("--tcp", nargs=2, metavar="SRC:PORT DST:PORT", help="A TCP segment from SRC:PORT to DST:PORT.")
 @click.option("--udp", nargs=2, metavar="SRC:PORT DST:PORT", help="A UDP datagram from SRC:PORT to DST:PORT.")
@@ -43,7 +46,7 @@ TCP_FLAG_LETTERS = "FSRPAUEC"  # scapy's letters, bit 0 (FIN) to bit 7 (CWR)
 @click.option("--type", "icmp_type", type=click.IntRange(0, 255), default=8, show_default=True,
               help="ICMP type (3: unreachable, 11: time exceeded; errors quote a reply VIP:port -> SRC:40000).")
 @click.option("--code", "icmp_code", type=click.IntRange(0, 255), default=0, show_default=True, help="ICMP code.")
-@click.option("--pcap", "pcap_path", type=click.Path(exists=True, dir_okay=False), help="Take the frame from this pcap.")
+@click.option("--pcap", "pcap_path", type=click.Path(exists=True, dir_okay=False), help="Take the frame from this capture (pcap or pcapng).")
 @click.option("--index", type=click.IntRange(0), default=0, show_default=True, help="Which frame of --pcap (0 first).")
 @click.option("--payload-size", type=click.IntRange(0, 65000), default=None, help="Payload bytes.  [default: 0]")
 @click.option("--ttl", type=click.IntRange(0, 255), default=None, help="IP TTL.  [default: 64]")
@@ -51,11 +54,11 @@ TCP_FLAG_LETTERS = "FSRPAUEC"  # scapy's letters, bit 0 (FIN) to bit 7 (CWR)
 @click.option("--after", type=click.IntRange(0, 1000), default=0, show_default=True,
               help="Send N earlier packets of the same flow first (TCP: a SYN, then ACKs), to show a flow-table hit.")
 @click.option("--flows-from", type=click.Path(exists=True, dir_okay=False),
-              help="Warm the flow table with this pcap first (with the --pcap file: only the frames before --index).")
+              help="Warm the flow table with this capture (pcap or pcapng) first (with the --pcap file: only the frames before --index).")
 @click.option("--no-return", is_flag=True, help="NAT/full-NAT: do not synthesise and explain the backend's reply.")
 @click.option("--changed-only", is_flag=True, help="Diff table: only the fields that changed.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object: steps, diff rows, checksums, decision.")
-def explain_command(config_path: str | None, use_lab: bool, prefix: str, mode: str | None, tcp, udp, icmp,
+def explain_command(config_path: str | None, use_lab: bool, prefix: str | None, mode: str | None, tcp, udp, icmp,
                     flags: str | None, icmp_type: int, icmp_code: int, pcap_path: str | None, index: int,
                     payload_size: int | None, ttl: int | None, df: bool | None, after: int, flows_from: str | None,
                     no_return: bool, changed_only: bool, as_json: bool) -> None:
@@ -113,15 +116,27 @@ def explain_command(config_path: str | None, use_lab: bool, prefix: str, mode: s
         click.echo(render(result, style=style, changed_only=changed_only))
 
 
-def _config(config_path: str | None, use_lab: bool, prefix: str) -> tuple[Config, str]:
+def _config(config_path: str | None, use_lab: bool, prefix: str | None) -> tuple[Config, str]:
     if bool(config_path) == use_lab:
         raise click.UsageError("give exactly one of -c/--config or --lab")
     if use_lab:
+        if prefix is None:
+            prefix = _only_lab()
         path = lab_config_path(prefix)
         if not path.exists():
             raise click.ClickException(f"no lab config at {path}: is the lab {prefix!r} up? (pktlb lab up)")
         return load_config_or_exit(str(path)), f"{path} (the running lab {prefix!r})"
     return load_config_or_exit(config_path), config_path
+
+
+def _only_lab() -> str:
+    """The prefix of the one lab that is up; the default prefix when there is none (its error says so)."""
+    try:
+        return find_lab().prefix
+    except EngineNotFound as exc:
+        if labs_present():
+            raise click.ClickException(str(exc)) from None
+        return DEFAULT_PREFIX
 
 
 def _datapath(config: Config) -> DataPath:

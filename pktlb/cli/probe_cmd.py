@@ -14,7 +14,7 @@ import click
 from pktlb.cli.common import emit_json, refuse_root_namespace
 from pktlb.core.health import L3OK
 from pktlb.core.packet.addr import in_network, ip_to_int
-from pktlb.daemon.prober import ProbeOutcome, probe_once
+from pktlb.daemon.health.icmp import ProbeOutcome, probe_once
 
 # Where probes may go without --allow-outside-lab: the lab's benchmarking range and loopback.
 SAFE_NETWORKS = (("198.18.0.0", 15), ("127.0.0.0", 8))

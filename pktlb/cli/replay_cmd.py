@@ -1,4 +1,4 @@
-"""``pktlb replay``: run every frame of a pcap through the data path, offline and without root."""
+"""``pktlb replay``: run every frame of a capture (pcap or pcapng) through the data path, offline and without root."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from pktlb.core.datapath import DataPath
 @click.option("-o", "--out", "pcap_out", type=click.Path(dir_okay=False), help="Write every emitted frame here.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per input frame (JSON lines).")
 def replay(config_path: str, pcap_in: str, pcap_out: str | None, as_json: bool) -> None:
-    """Replay PCAP_IN through the same data path the engine runs, and show one decision per frame.
+    """Replay PCAP_IN (pcap or pcapng) through the same data path the engine runs, and show one decision per frame.
 
     Frames are processed in order with the pcap's timestamps as the clock, so flow-table hits,
     idle timeouts and full-NAT ports behave as they would live.

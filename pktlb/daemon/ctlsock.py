@@ -35,7 +35,7 @@ class ControlServer:
         self.reactor = reactor
         os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
         if os.path.exists(path):
-            if _answers(path):
+            if answers(path):
                 raise SocketInUse(f"control socket {path} is in use: another engine is running with it")
             os.unlink(path)  # left behind by an engine that died
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -171,7 +171,8 @@ class SocketInUse(RuntimeError):
     pass
 
 
-def _answers(path: str) -> bool:
+def answers(path: str) -> bool:
+    """Whether an engine listens on the control socket ``path`` (a connect succeeds)."""
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     probe.settimeout(0.5)
     try:
@@ -181,6 +182,17 @@ def _answers(path: str) -> bool:
         return False
     finally:
         probe.close()
+
+
+def worker_socket(base: str, index: int) -> str:
+    """Worker ``index``'s control socket when ``pktlb run --workers N`` uses ``base``: ``<base>.w<index>``."""
+    return base if index == 0 else f"{base}.w{index}"
+
+
+def worker_sockets(base: str) -> list[str]:
+    """``base`` and, with ``pktlb run --workers N``, the other workers' sockets present now, in worker order."""
+    others = [p for p in glob.glob(glob.escape(base) + ".w*") if p.rsplit(".w", 1)[1].isdigit()]
+    return [base] + sorted(others, key=lambda p: int(p.rsplit(".w", 1)[1]))
 
 
 class ControlClientError(RuntimeError):
@@ -222,8 +234,3 @@ def request(path: str, payload: dict[str, Any], timeout: float = 5.0) -> Any:
         raise ControlClientError(reply.get("error", "request failed"))
     return reply.get("result")
 
-
-def worker_sockets(path: str) -> list[str]:
-    """Worker 0's socket and, with ``pktlb run --workers N``, the others' (``<socket>.w<i>``), in order."""
-    others = [p for p in glob.glob(glob.escape(path) + ".w*") if p.rsplit(".w", 1)[1].isdigit()]
-    return [path] + sorted(others, key=lambda p: int(p.rsplit(".w", 1)[1]))

@@ -7,8 +7,9 @@ unchanged, into a TUN device (IFF_TUN | IFF_NO_PI); the kernel then delivers it 
 ``lo`` as if it had arrived on that device.  Nothing is recomputed: the sender must send inner
 packets with complete checksums (a raw socket and a TUN hop cannot carry "checksum pending").
 
-Anything else is dropped and counted by reason.  SIGTERM/SIGINT set a flag; the loop wakes at
-least every ``POLL_SECONDS`` and exits.  Counters go to a JSON stats file once a second and on exit.
+Anything else is dropped and counted by reason.  It runs on the daemon's ``Reactor``: the raw
+socket is a reader, the stats file a timer (once a second, and on exit), SIGTERM/SIGINT flags that
+end the loop.
 """
 
 from __future__ import annotations
@@ -17,21 +18,20 @@ import fcntl
 import json
 import logging
 import os
-import select
 import signal
 import socket
 import struct
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pktlb.core.packet.addr import ip_to_int
+from pktlb.daemon.reactor import Reactor
 
 TUNSETIFF = 0x400454CA
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
 IPPROTO_IPIP = 4
-POLL_SECONDS = 0.5
+STATS_INTERVAL = 1.0  # seconds between two writes of the stats file
 BATCH = 64  # packets drained per wake-up before counters and the stop flag are looked at again
 MAX_PACKET = 65535
 
@@ -98,9 +98,6 @@ class Decapsulator:
         self.stats = DecapStats()
         self.stop = False
 
-    def _on_signal(self, _signum: int, _frame: object) -> None:
-        self.stop = True
-
     def write_stats(self) -> None:
         if self.stats_file is None:
             return
@@ -111,8 +108,9 @@ class Decapsulator:
 
     def run(self, *, ready_file: str | None = None, duration: float | None = None,
             max_packets: int | None = None) -> DecapStats:
+        reactor = Reactor()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._on_signal)
+            reactor.flag_on_signal(sig, "stop")
         raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, IPPROTO_IPIP)
         raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         raw.setblocking(False)
@@ -120,24 +118,27 @@ class Decapsulator:
         if ready_file:
             Path(ready_file).parent.mkdir(parents=True, exist_ok=True)
             Path(ready_file).write_text(f"{os.getpid()}\n")
-        buf = bytearray(MAX_PACKET)
-        view = memoryview(buf)
-        deadline = time.monotonic() + duration if duration else None
-        next_stats = 0.0
+        view = memoryview(bytearray(MAX_PACKET))
+
+        def finish() -> None:
+            self.stop = True
+
+        def on_flags() -> None:
+            if reactor.take_flag("stop"):
+                finish()
+
+        def done() -> bool:
+            return self.stop or (max_packets is not None and self.stats.received >= max_packets)
+
+        reactor.add_reader(raw, lambda: self._drain(raw, tun, view))
+        reactor.every(STATS_INTERVAL, self.write_stats)
+        if duration:
+            reactor.call_later(duration, finish)
+        self.write_stats()
         try:
-            while not self.stop:
-                now = time.monotonic()
-                if deadline and now >= deadline:
-                    break
-                if max_packets is not None and self.stats.received >= max_packets:
-                    break
-                if now >= next_stats:
-                    self.write_stats()
-                    next_stats = now + 1.0
-                ready, _, _ = select.select([raw], [], [], POLL_SECONDS)
-                if ready:
-                    self._drain(raw, tun, view)
+            reactor.run(on_flags, until=done)
         finally:
+            reactor.close()
             raw.close()
             os.close(tun)
             self.write_stats()

@@ -133,7 +133,7 @@ class Forwarder:
 
         if not any(backend_health(svc, be).checks for svc in self.config.services for be in svc.backends):
             return None
-        from pktlb.daemon.health_monitor import HealthMonitor
+        from pktlb.daemon.health.monitor import HealthMonitor
 
         monitor = HealthMonitor(self.config, now=self.reactor.clock(), on_event=self._on_health,
                                 on_rtt=self._on_rtt)

@@ -20,6 +20,8 @@ import select
 import signal
 import time
 
+from pktlb.daemon.ctlsock import worker_socket
+
 log = logging.getLogger("pktlb.workers")
 JOIN_TIMEOUT = 30.0  # seconds a worker may take to start (load the config, open its port)
 
@@ -57,7 +59,7 @@ def run_workers(config_path: str, workers: int, *, capture_dir: str | None, cont
             code = 0
             os.close(joined_r)
             try:
-                sock = base_socket if index == 0 else f"{base_socket}.w{index}"
+                sock = worker_socket(base_socket, index)
                 forwarder = Forwarder(config_path, workers=workers, worker=index, capture_dir=capture_dir,
                                       control_socket=sock, health=health, fanout_group=group)
                 os.write(joined_w, b"j")

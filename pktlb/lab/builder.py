@@ -6,7 +6,9 @@ from __future__ import annotations
 import shlex
 
 from pktlb.lab import steps as st
+from pktlb.lab.netns import Namespace
 from pktlb.lab.nftables import guard_ruleset, kernel_lb_ruleset
+from pktlb.lab.paths import LabPaths
 from pktlb.lab.topology import Plan
 
 
@@ -84,9 +86,9 @@ def render_dry_run(plan: Plan, steps: list[st.Step], config_text: str) -> str:
         lines.append(f"# decapsulation: {plan.decap_kind} ({plan.summaries['decap']})")
     for step in steps:
         lines += [f"# {step.summary}", step.command()]
-    lines += [f"# engine configuration written to {plan.statedir}/pktlb.toml:",
+    lines += [f"# engine configuration written to {LabPaths.at(plan.statedir).config}:",
               *(f"#   {line}" for line in config_text.splitlines())]
     lines.append("# services, each started and restarted by the lab supervisor:")
     for svc in plan.services:
-        lines.append(shlex.join(["ip", "netns", "exec", svc.namespace, *svc.argv]) + " &")
+        lines.append(shlex.join(Namespace(svc.namespace).argv(svc.argv)) + " &")
     return "\n".join(lines) + "\n"

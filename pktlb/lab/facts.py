@@ -11,7 +11,7 @@ import shutil
 from dataclasses import dataclass, field
 from typing import Any
 
-from pktlb.lab.steps import StepError, run
+from pktlb.lab.netns import CommandError, Namespace
 
 FACT_TIMEOUT = 10.0
 
@@ -56,11 +56,12 @@ class NodeFacts:
         """rp_filter, arp_ignore, arp_announce: the kernel uses the larger of `all` and the interface."""
         return max(self.sysctl(f"net.ipv4.conf.all.{name}"), self.sysctl(f"net.ipv4.conf.{ifname}.{name}"))
 
-    def in_ns(self, argv: list[str]) -> list[str]:
-        return ["ip", "netns", "exec", self.namespace, *argv] if self.namespace else argv
+    @property
+    def netns(self) -> Namespace:
+        return Namespace(self.namespace)
 
     def fix_prefix(self) -> str:
-        return f"ip netns exec {self.namespace} " if self.namespace else ""
+        return self.netns.shell_prefix()
 
     def data_links(self) -> list[Link]:
         """The interfaces that carry traffic to or from other hosts: up, with an address, not lo or a tunnel."""
@@ -89,8 +90,8 @@ def collect(node: NodeFacts) -> NodeFacts:
 
 def _text(node: NodeFacts, argv: list[str]) -> str:
     try:
-        return run(node.in_ns(argv), timeout=FACT_TIMEOUT, check=False).stdout
-    except StepError as exc:
+        return node.netns.run(argv, timeout=FACT_TIMEOUT, check=False).stdout
+    except CommandError as exc:
         node.errors.append(str(exc))
         return ""
 

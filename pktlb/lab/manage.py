@@ -22,7 +22,9 @@ from typing import Any
 from pktlb.lab import state as st
 from pktlb.lab.builder import build_steps, render_dry_run
 from pktlb.lab.engine_config import checked_engine_config
-from pktlb.lab.steps import COMMAND_TIMEOUT, Step, StepError, apply_steps, run
+from pktlb.lab.netns import CommandError, Namespace, namespaces
+from pktlb.lab.paths import BadPrefix, LabPaths
+from pktlb.lab.steps import Step, StepError, apply_steps
 from pktlb.lab.tier.apply import TierBuild, apply_tier
 from pktlb.lab.tier.inspect import next_hops, sessions, wait_for
 from pktlb.lab.topology import (
@@ -47,8 +49,8 @@ def kernel_has_ipip() -> bool:
     if shutil.which("modprobe") is None:
         return False
     try:
-        return subprocess.run(["modprobe", "-n", "-q", "ipip"], capture_output=True, timeout=5).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
+        return Namespace.current().run(["modprobe", "-n", "-q", "ipip"], timeout=5, check=False).returncode == 0
+    except CommandError:
         return False
 
 
@@ -58,7 +60,7 @@ def pktlb_program() -> str:
 
 def plan_lab(options: LabOptions, data: dict[str, Any] | None = None) -> Plan:
     data = data or load_topology()
-    return make_plan(options, data, statedir=str(st.statedir_for(options.prefix)), python=sys.executable,
+    return make_plan(options, data, statedir=str(LabPaths(options.prefix).statedir), python=sys.executable,
                      pktlb=pktlb_program(), kernel_has_ipip=kernel_has_ipip(), has_binary=shutil.which)
 
 
@@ -80,10 +82,7 @@ def dry_run(options: LabOptions) -> str:
 
 def existing_namespaces(prefix: str) -> list[str]:
     pattern = node_name_pattern(prefix)
-    try:
-        return sorted(n for n in os.listdir("/run/netns") if pattern.match(n))
-    except FileNotFoundError:
-        return []
+    return [n for n in namespaces(prefix) if pattern.match(n)]
 
 
 @dataclass
@@ -108,48 +107,48 @@ def lab_up(options: LabOptions, *, progress: Callable[[Step], None] | None = Non
     if reused:
         return UpResult(plan, reused=True, seconds=time.monotonic() - started)
     config_text, _ = checked_engine_config(plan)
-    statedir = Path(plan.statedir)
-    statedir.mkdir(parents=True, exist_ok=True)
-    for sub in ("logs", "ready", "bird"):
-        (statedir / sub).mkdir(exist_ok=True)
+    paths = LabPaths.at(plan.statedir)
+    paths.statedir.mkdir(parents=True, exist_ok=True)
+    for sub in (paths.logs, paths.ready, paths.statedir / "bird"):
+        sub.mkdir(exist_ok=True)
     record = {"version": 1, "prefix": options.prefix, "options": options.as_dict(), "status": "building",
               "namespaces": plan.namespaces, "statedir": plan.statedir, "decap_kind": plan.decap_kind,
               "created": time.time(), "vip": plan.constants["vip"], "service_port": int(plan.constants["service_port"]),
               "nodes": [{"name": n.name, "role": n.role, "namespace": n.namespace, "address": n.address}
                         for n in plan.nodes],
               "switch": plan.switch_namespace, "supervisor": None, "tier": tier.record() if tier else None}
-    st.write_json(statedir / st.STATE_FILE, record)
+    st.write_json(paths.state_file, record)
     steps = build_steps(plan) + (tier.steps if tier else [])
     for name, text in (tier.files.items() if tier else ()):
-        (statedir / name).write_text(text)
+        (paths.statedir / name).write_text(text)
     try:
         count = apply_steps(steps, progress=progress)
-    except StepError as exc:
+    except (StepError, CommandError) as exc:
         lab_down(options.prefix)
         raise LabError(f"lab up failed, everything it created was removed: {exc}") from None
     if tier is None:
-        (statedir / "pktlb.toml").write_text(config_text)
+        paths.config.write_text(config_text)
     result = UpResult(plan, steps=count)
     if plan.services:
-        st.write_json(statedir / st.SERVICES_FILE, [
+        st.write_json(paths.services_file, [
             {"name": s.name, "node": s.node, "namespace": s.namespace, "argv": s.argv, "ready_file": s.ready_file}
             for s in plan.services])
-        record["supervisor"] = _start_supervisor(statedir)
-        st.write_json(statedir / st.STATE_FILE, record)
+        record["supervisor"] = _start_supervisor(paths)
+        st.write_json(paths.state_file, record)
         try:
-            _await_ready(plan, statedir)
+            _await_ready(plan, paths)
         except LabError:
             lab_down(options.prefix)
             raise
         if tier is not None:
-            _await_tier(plan, tier, statedir)
+            _await_tier(plan, tier, paths)
         elif options.engine == "pktlb":
-            result.engine_problem = _engine_problem(statedir)
+            result.engine_problem = _engine_problem(paths)
     skipped = {s["requires"] for s in data["service"].values() if s.get("requires") and not shutil.which(s["requires"])}
     result.warnings += [f"{program} is not installed: its service does not run (make deps installs it)"
                         for program in sorted(skipped)]
     record["status"] = "up"
-    st.write_json(statedir / st.STATE_FILE, record)
+    st.write_json(paths.state_file, record)
     result.seconds = time.monotonic() - started
     return result
 
@@ -166,7 +165,7 @@ def _reuse_or_refuse(options: LabOptions) -> bool:
         return False
     if recorded.get("status") != "up":
         raise LabError(f"a lab with prefix {prefix!r} was left half-built (a crash?); {down_hint}")
-    missing = [ns for ns in recorded["namespaces"] if not Path(f"/run/netns/{ns}").exists()]
+    missing = [ns for ns in recorded["namespaces"] if not Namespace(ns).exists()]
     supervisor_ok = recorded.get("supervisor") is None or st.is_same_process(recorded["supervisor"])
     if recorded["options"] == options.as_dict() and not missing and supervisor_ok:
         return True
@@ -178,34 +177,34 @@ def _reuse_or_refuse(options: LabOptions) -> bool:
     raise LabError(f"a different lab is already up with prefix {prefix!r} ({what}); {down_hint}")
 
 
-def _start_supervisor(statedir: Path) -> dict[str, int]:
-    with open(statedir / "logs" / "supervisor.log", "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "pktlb.lab.supervisor", str(statedir)],
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
-                                close_fds=True)
+def _start_supervisor(paths: LabPaths) -> dict[str, int]:
+    with open(paths.supervisor_log, "ab") as log:
+        proc = Namespace.current().popen([sys.executable, "-m", "pktlb.lab.supervisor", str(paths.statedir)],
+                                         stdout=log, stderr=log, start_new_session=True, close_fds=True)
     return st.proc_record(proc.pid)
 
 
-def _service_states(statedir: Path) -> dict[str, dict[str, Any]]:
-    return (st.read_json(statedir / st.SERVICES_STATE_FILE) or {}).get("services", {})
+def service_states(paths: LabPaths) -> dict[str, dict[str, Any]]:
+    """The supervisor's record of each service (PID and start time, state, restarts, log)."""
+    return (st.read_json(paths.services_state_file) or {}).get("services", {})
 
 
-def _await_ready(plan: Plan, statedir: Path) -> None:
+def _await_ready(plan: Plan, paths: LabPaths) -> None:
     """Wait until every service with a ready file has written it; LabError naming the laggards."""
     pending = {s.name: Path(s.ready_file) for s in plan.services if s.ready_file}
     deadline = time.monotonic() + READY_TIMEOUT
     while pending and time.monotonic() < deadline:
         pending = {name: path for name, path in pending.items() if not path.exists()}
-        failed = [n for n, s in _service_states(statedir).items() if n in pending and s.get("state") == "failed"]
+        failed = [n for n, s in service_states(paths).items() if n in pending and s.get("state") == "failed"]
         if failed:
-            raise LabError(f"lab services failed to start: {', '.join(failed)} (logs in {statedir}/logs)")
+            raise LabError(f"lab services failed to start: {', '.join(failed)} (logs in {paths.logs})")
         time.sleep(0.02)
     if pending:
         raise LabError(f"lab services not ready after {READY_TIMEOUT:.0f} s: {', '.join(sorted(pending))} "
-                       f"(logs in {statedir}/logs); the lab was removed")
+                       f"(logs in {paths.logs}); the lab was removed")
 
 
-def _await_tier(plan: Plan, tier: TierBuild, statedir: Path) -> None:
+def _await_tier(plan: Plan, tier: TierBuild, paths: LabPaths) -> None:
     """Wait until the router routes the VIP via every LB; otherwise remove the lab and say why."""
     router_ns = plan.node("router").namespace
     wanted = sorted((lb.address for lb in tier.tier.lbs), key=lambda a: int(a.rsplit(".", 1)[1]))
@@ -213,36 +212,36 @@ def _await_tier(plan: Plan, tier: TierBuild, statedir: Path) -> None:
     failed: list[str] = []
 
     def converged() -> bool:
-        states = _service_states(statedir)
+        states = service_states(paths)
         failed[:] = [n for n, s in states.items() if s.get("state") == "failed" or s.get("restarts")]
         return bool(failed) or next_hops(router_ns, vip) == wanted
 
     waited = wait_for(converged, TIER_CONVERGE_TIMEOUT)
     if failed or waited is None:
-        states = _service_states(statedir)
+        states = service_states(paths)
         if failed:
             why = "; ".join(f"{n} exited ({log_tail(states[n].get('log')) or 'no log'})" for n in failed)
         else:
             why = (f"the router routes {vip} via {', '.join(next_hops(router_ns, vip)) or 'nothing'} after "
                    f"{TIER_CONVERGE_TIMEOUT:.0f} s, not via all of {', '.join(wanted)}; BGP sessions: "
-                   f"{sessions(str(statedir))}")
+                   f"{sessions(str(paths.statedir))}")
         lab_down(plan.options.prefix)
         raise LabError(f"the LB tier did not come up: {why}; everything was removed")
 
 
-def _engine_problem(statedir: Path) -> str | None:
+def _engine_problem(paths: LabPaths) -> str | None:
     """None once the engine serves its control socket (or still runs after ENGINE_SETTLE s), else
     what happened to it (it exited at once, e.g. a bad config or a missing `pktlb run`)."""
     deadline = time.monotonic() + ENGINE_SETTLE
-    control_socket = statedir / "pktlb.sock"
+    control_socket = paths.control_socket
     while time.monotonic() < deadline:
-        engine = _service_states(statedir).get("lb/engine")
+        engine = service_states(paths).get("lb/engine")
         if engine and (engine.get("restarts") or engine.get("state") != "running"):
             break
         if engine and control_socket.exists():
             return None
         time.sleep(0.05)
-    engine = _service_states(statedir).get("lb/engine")
+    engine = service_states(paths).get("lb/engine")
     if engine and engine.get("state") == "running" and not engine.get("restarts"):
         return None
     return describe_engine_failure(engine)
@@ -271,51 +270,64 @@ def lab_down(prefix: str) -> dict[str, Any]:
 
     Every namespace is attempted even if one fails; failures are listed under ``errors``."""
     try:
-        statedir = st.statedir_for(prefix)
-    except st.BadPrefix as exc:
+        paths = LabPaths(prefix)
+    except BadPrefix as exc:
         raise LabError(str(exc)) from None
     recorded = st.load_state(prefix) or {}
     report: dict[str, Any] = {"prefix": prefix, "stopped_pids": [], "namespaces_removed": [], "statedir_removed": False,
                               "errors": []}
     if recorded.get("supervisor"):
         report["stopped_pids"] += st.stop_processes([recorded["supervisor"]], grace=5.0)
-    services = _service_states(statedir)
+    services = service_states(paths)
     report["stopped_pids"] += st.stop_processes([s for s in services.values() if s.get("pid")])
     names = set(recorded.get("namespaces", [])) | set(existing_namespaces(prefix))
     for ns in sorted(names):
         stragglers = st.pids_in_namespace(ns)
         report["stopped_pids"] += st.stop_processes([st.proc_record(p) for p in stragglers], grace=1.0)
-        if Path(f"/run/netns/{ns}").exists():
+        if Namespace(ns).exists():
             try:
-                run(["ip", "netns", "delete", ns], timeout=COMMAND_TIMEOUT)
+                Namespace.current().run(["ip", "netns", "delete", ns])
                 report["namespaces_removed"].append(ns)
-            except StepError as exc:
+            except CommandError as exc:
                 report["errors"].append(f"{ns}: {exc}")
-    if statedir.exists():
-        shutil.rmtree(statedir, ignore_errors=True)
+    if paths.statedir.exists():
+        shutil.rmtree(paths.statedir, ignore_errors=True)
         report["statedir_removed"] = True
     try:
-        st.state_root().rmdir()  # only if no other lab is using it
+        paths.root.rmdir()  # only if no other lab is using it
     except OSError:
         pass
     return report
 
 
-def exec_argv(prefix: str, node: str, argv: list[str]) -> list[str]:
-    """The `ip netns exec` command that runs argv in a lab node; LabError for an unknown node."""
-    namespace = prefix + node
-    if not Path(f"/run/netns/{namespace}").exists():
+def node_namespace(prefix: str, node: str) -> Namespace:
+    """The namespace of a lab node; LabError naming the lab's nodes for an unknown one."""
+    namespace = Namespace(prefix + node)
+    if not namespace.exists():
         recorded = st.load_state(prefix)
         nodes = ", ".join(n["name"] for n in recorded["nodes"]) if recorded else "(no lab is up)"
         raise LabError(f"no node {node!r} in the lab {prefix!r}; nodes: {nodes}")
+    return namespace
+
+
+def exec_argv(prefix: str, node: str, argv: list[str]) -> list[str]:
+    """The `ip netns exec` command that runs argv in a lab node; LabError for an unknown node."""
+    namespace = node_namespace(prefix, node)
     if not argv:
         raise LabError("nothing to run: give a command after --")
-    return ["ip", "netns", "exec", namespace, *argv]
+    return namespace.argv(argv)
 
 
 def lab_exec(prefix: str, node: str, argv: list[str], *, timeout: float | None = None) -> int:
-    """Run a command in a node; its exit code (124 after a timeout, like timeout(1))."""
+    """Run a command in a node with this terminal; its exit code (124 after a timeout, like timeout(1))."""
+    exec_argv(prefix, node, argv)  # LabError for an unknown node or an empty command
     try:
-        return subprocess.run(exec_argv(prefix, node, argv), timeout=timeout).returncode
+        proc = node_namespace(prefix, node).popen(argv, stdin=None)
+    except CommandError as exc:
+        raise LabError(str(exc)) from None
+    try:
+        return proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
         return 124

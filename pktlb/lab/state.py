@@ -1,52 +1,23 @@
 """What a lab created, on disk, so `lab down` can remove it all, also after a crash.
 
-One directory per prefix (``/run/pktlb/<prefix>/``, or under ``$PKTLB_STATE_ROOT``) holds
-``state.json`` (options, namespaces, supervisor PID), the engine config, service logs and the
-supervisor's ``services-state.json``.  Processes are recorded with their start time
-(/proc/PID/stat field 22), so a PID the kernel has since given to another program is never killed.
+The lab's state directory (``pktlb.lab.paths.LabPaths``) holds ``state.json`` (options,
+namespaces, supervisor PID), written and read here atomically.  Processes are recorded with their
+start time (/proc/PID/stat field 22), so a PID the kernel has since given to another program is
+never killed.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import select
 import signal
 import time
 from pathlib import Path
 from typing import Any
 
-STATE_FILE = "state.json"
-SERVICES_FILE = "services.json"
-SERVICES_STATE_FILE = "services-state.json"
-
-
-def state_root() -> Path:
-    return Path(os.environ.get("PKTLB_STATE_ROOT", "/run/pktlb"))
-
-
-# A lab prefix names namespaces and a state directory: letters, digits, '-', '_' and '.', never a path.
-PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
-
-
-class BadPrefix(ValueError):
-    pass
-
-
-def check_prefix(prefix: str) -> str:
-    if not PREFIX_PATTERN.match(prefix) or ".." in prefix:
-        raise BadPrefix(f"--prefix {prefix!r}: expected 1-32 letters, digits, '-', '_' or '.' (not a path)")
-    return prefix
-
-
-def statedir_for(prefix: str) -> Path:
-    """The lab's state directory; BadPrefix for anything that could point outside the state root."""
-    root = state_root()
-    path = root / check_prefix(prefix)
-    if path.resolve().parent != root.resolve():
-        raise BadPrefix(f"--prefix {prefix!r} resolves outside {root}")
-    return path
+from pktlb.lab.netns import Namespace
+from pktlb.lab.paths import LabPaths
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -64,7 +35,8 @@ def read_json(path: Path) -> Any | None:
 
 
 def load_state(prefix: str) -> dict[str, Any] | None:
-    return read_json(statedir_for(prefix) / STATE_FILE)
+    """The lab's ``state.json``; None if there is none.  BadPrefix for a prefix that is not a name."""
+    return read_json(LabPaths(prefix).state_file)
 
 
 # ---- processes identified by PID and start time -------------------------------------------------
@@ -162,7 +134,7 @@ def _await_exit(pidfds: dict[int, int], timeout: float) -> list[int]:
 def pids_in_namespace(name: str) -> list[int]:
     """PIDs whose network namespace is the named one (what `ip netns pids NAME` prints)."""
     try:
-        target = os.stat(f"/run/netns/{name}")
+        target = os.stat(str(Namespace(name).path))
     except FileNotFoundError:
         return []
     found = []

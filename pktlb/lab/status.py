@@ -6,11 +6,12 @@ and the services running there with their PIDs (from the supervisor's record, ea
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from pktlb.lab import state as st
-from pktlb.lab.manage import describe_engine_failure, existing_namespaces
+from pktlb.lab.manage import describe_engine_failure, existing_namespaces, service_states
+from pktlb.lab.netns import Namespace
+from pktlb.lab.paths import LabPaths
 from pktlb.lab.tier.inspect import render_tier, tier_status
 
 
@@ -18,7 +19,7 @@ def read_interfaces(namespace: str) -> list[dict[str, Any]]:
     """Interfaces of a namespace: name, MAC, MTU, operational state, IPv4 addresses."""
     from pyroute2 import IPRoute
 
-    if not Path(f"/run/netns/{namespace}").exists():
+    if not Namespace(namespace).exists():
         return []
     addresses: dict[int, list[str]] = {}
     try:
@@ -39,8 +40,8 @@ def lab_status(prefix: str) -> dict[str, Any]:
     recorded = st.load_state(prefix)
     if recorded is None:
         return {"prefix": prefix, "up": False, "leftover_namespaces": existing_namespaces(prefix)}
-    statedir = Path(recorded["statedir"])
-    services = (st.read_json(statedir / st.SERVICES_STATE_FILE) or {}).get("services", {})
+    paths = LabPaths.at(recorded["statedir"])
+    services = service_states(paths)
     nodes = []
     for node in recorded["nodes"]:
         running = []
@@ -51,7 +52,7 @@ def lab_status(prefix: str) -> dict[str, Any]:
             running.append({"service": svc["name"].split("/", 1)[1], "pid": svc["pid"] if alive else None,
                             "state": svc["state"] if alive or svc["state"] != "running" else "dead",
                             "restarts": svc.get("restarts", 0), "log": svc.get("log")})
-        nodes.append({**node, "exists": Path(f"/run/netns/{node['namespace']}").exists(),
+        nodes.append({**node, "exists": Namespace(node["namespace"]).exists(),
                       "interfaces": read_interfaces(node["namespace"]), "services": running})
     options = recorded["options"]
     engine = {"name": options["engine"], "ok": True, "problem": None}
@@ -66,7 +67,7 @@ def lab_status(prefix: str) -> dict[str, Any]:
         "prefix": prefix, "up": recorded.get("status") == "up", "status": recorded.get("status"),
         "mode": options["mode"], "scheduler": options["scheduler"], "engine": engine,
         "vip": recorded["vip"], "service_port": recorded["service_port"], "decap": recorded.get("decap_kind"),
-        "statedir": str(statedir), "switch": {"namespace": recorded["switch"],
+        "statedir": str(paths.statedir), "switch": {"namespace": recorded["switch"],
                                               "interfaces": read_interfaces(recorded["switch"])},
         "supervisor": {"pid": (recorded.get("supervisor") or {}).get("pid"),
                        "alive": st.is_same_process(recorded.get("supervisor"))},

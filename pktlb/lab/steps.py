@@ -1,23 +1,23 @@
 """Lab build steps: each one a description, the equivalent shell command, and how to apply it.
 
 Netlink steps (namespaces, links, addresses, routes) are applied with pyroute2 when it is
-importable; every step can also be applied by running its command with a timeout, which is what
-``--dry-run`` prints, so a student can read or replay the lab by hand.
+importable; every step can also be applied by running its command with a timeout
+(``pktlb.lab.netns``), which is what ``--dry-run`` prints, so a student can read or replay the
+lab by hand.  A command that fails raises ``CommandError``; a netlink change that fails, ``StepError``.
 """
 
 from __future__ import annotations
 
 import shlex
-import subprocess
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-COMMAND_TIMEOUT = 15.0  # seconds for any one command the lab runs
+from pktlb.lab.netns import Namespace
 
 
 class StepError(RuntimeError):
-    """A step failed; the message names the step, the command and the error."""
+    """A netlink step failed; the message names the step, the equivalent command and the error."""
 
 
 @dataclass
@@ -62,25 +62,12 @@ class Netlink:
         self.sockets.clear()
 
 
-def run(argv: list[str], *, stdin: str | None = None, timeout: float = COMMAND_TIMEOUT,
-        check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run a command with a timeout; StepError with its output when it fails and ``check`` is set."""
-    try:
-        done = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise StepError(f"timed out after {timeout:.0f} s: {shlex.join(argv)}") from None
-    except FileNotFoundError:
-        raise StepError(f"program not found: {argv[0]} (see netns/README.md for the Debian packages)") from None
-    if check and done.returncode != 0:
-        raise StepError(f"exit code {done.returncode}: {shlex.join(argv)}: {(done.stderr or done.stdout).strip()}")
-    return done
-
-
 def apply_steps(steps: Iterable[Step], *, use_netlink: bool = True,
                 progress: Callable[[Step], None] | None = None) -> int:
-    """Apply steps in order; StepError names the step that failed.  Returns how many ran."""
+    """Apply steps in order; StepError or CommandError names the step that failed.  Returns how many ran."""
     count = 0
     pool = Netlink()
+    here = Namespace.current()  # step commands name their namespace themselves (ip -n NS, ip netns exec NS)
     try:
         for step in steps:
             if progress:
@@ -88,7 +75,7 @@ def apply_steps(steps: Iterable[Step], *, use_netlink: bool = True,
             if step.netlink is not None and use_netlink:
                 _apply_netlink(step, pool)
             else:
-                run(step.argv, stdin=step.stdin)
+                here.run(step.argv, stdin=step.stdin)
             count += 1
     finally:
         pool.close()
@@ -177,14 +164,13 @@ def route_replace(ns: str, dst: str, via: str, *, mtu: int | None = None, advmss
 
 def sysctls(ns: str, values: dict[str, int], *, optional: bool = False) -> Step:
     """One `sysctl -w` for all of a namespace's keys (``-e``: ignore keys this kernel lacks)."""
-    argv = ["ip", "netns", "exec", ns, "sysctl", "-q"] + (["-e"] if optional else []) + \
-        [f"{k}={v}" for k, v in values.items()]
+    argv = Namespace(ns).argv(["sysctl", "-q"] + (["-e"] if optional else []) + [f"{k}={v}" for k, v in values.items()])
     return Step(f"{ns}: sysctl {', '.join(f'{k}={v}' for k, v in values.items())}", argv, kind="sysctl")
 
 
 def ethtool_features(ns: str, ifname: str, features: str) -> Step:
-    return Step(f"{ns}: ethtool {ifname} {features}", ["ip", "netns", "exec", ns, "ethtool", "-K", ifname,
-                                                       *features.split()], kind="ethtool")
+    return Step(f"{ns}: ethtool {ifname} {features}", Namespace(ns).argv(["ethtool", "-K", ifname, *features.split()]),
+                kind="ethtool")
 
 
 def fdb_static(ns: str, port: str, mac: str) -> Step:
@@ -193,4 +179,4 @@ def fdb_static(ns: str, port: str, mac: str) -> Step:
 
 
 def nft_load(ns: str, ruleset: str, what: str) -> Step:
-    return Step(f"{ns}: nftables {what}", ["ip", "netns", "exec", ns, "nft", "-f", "-"], stdin=ruleset, kind="nft")
+    return Step(f"{ns}: nftables {what}", Namespace(ns).argv(["nft", "-f", "-"]), stdin=ruleset, kind="nft")

@@ -4,14 +4,14 @@ Run as ``python -m pktlb.lab.supervisor STATEDIR`` (detached) by `pktlb lab up`.
 ``services.json`` and keeps ``services-state.json`` current: for every service its PID and start
 time, state (running, backoff, failed, stopped), restarts and last exit code.  A service that dies
 within QUICK_FAILURE seconds of starting MAX_QUICK_FAILURES times in a row is marked failed and left
-down (so `pktlb lab status` can say so).  SIGTERM/SIGINT set a flag; the loop then stops every
-service (SIGTERM, SIGKILL after a grace period) and exits.  Signals wake the loop through a pipe.
+down (so `pktlb lab status` can say so).  It runs on the daemon's ``Reactor``: SIGTERM/SIGINT and
+SIGCHLD only set flags; on SIGCHLD the loop reaps the exited services and plans each restart as a
+timer; on SIGTERM/SIGINT it stops every service (SIGTERM, SIGKILL after a grace period) and exits.
 """
 
 from __future__ import annotations
 
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -19,14 +19,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pktlb.lab.state import (
-    SERVICES_FILE,
-    SERVICES_STATE_FILE,
-    proc_record,
-    read_json,
-    stop_processes,
-    write_json,
-)
+from pktlb.daemon.reactor import Reactor
+from pktlb.lab.netns import CommandError, Namespace
+from pktlb.lab.paths import LabPaths
+from pktlb.lab.state import proc_record, read_json, stop_processes, write_json
 
 QUICK_FAILURE = 5.0  # seconds: a service that dies sooner than this counts as a quick failure
 MAX_QUICK_FAILURES = 5
@@ -36,10 +32,11 @@ MAX_BACKOFF = 5.0
 class Supervised:
     """One service: its command, its process, its restart bookkeeping."""
 
-    def __init__(self, spec: dict[str, Any], logdir: Path):
+    def __init__(self, spec: dict[str, Any], log_path: Path):
         self.spec = spec
         self.name: str = spec["name"]
-        self.log_path = logdir / (self.name.replace("/", ".") + ".log")
+        self.namespace = Namespace(spec["namespace"])
+        self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
         self.restarts = 0
@@ -49,14 +46,13 @@ class Supervised:
         self.last_exit: int | None = None
 
     def start(self) -> None:
-        argv = ["ip", "netns", "exec", self.spec["namespace"], *self.spec["argv"]]
+        argv = self.spec["argv"]
         with open(self.log_path, "ab") as log:
-            log.write(f"--- {time.strftime('%H:%M:%S')} start: {' '.join(argv)}\n".encode())
+            log.write(f"--- {time.strftime('%H:%M:%S')} start: {' '.join(self.namespace.argv(argv))}\n".encode())
             log.flush()
             try:
-                self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                             close_fds=True)
-            except OSError as exc:
+                self.proc = self.namespace.popen(argv, stdout=log, stderr=log, close_fds=True)
+            except (OSError, CommandError) as exc:
                 log.write(f"cannot start: {exc}\n".encode())
                 self.proc = None
                 self._failed_start()
@@ -93,56 +89,60 @@ class Supervised:
 
 class Supervisor:
     def __init__(self, statedir: Path):
-        self.statedir = statedir
-        logdir = statedir / "logs"
-        logdir.mkdir(exist_ok=True)
-        specs = read_json(statedir / SERVICES_FILE) or []
-        self.services = [Supervised(spec, logdir) for spec in specs]
+        self.paths = LabPaths.at(statedir)
+        self.paths.logs.mkdir(exist_ok=True)
+        specs = read_json(self.paths.services_file) or []
+        self.services = [Supervised(spec, self.paths.log(spec["name"])) for spec in specs]
         self.stopping = False
-        self.wake_r, self.wake_w = os.pipe()
-        os.set_blocking(self.wake_w, False)
-
-    def _on_signal(self, signum: int, _frame: Any) -> None:
-        if signum in (signal.SIGTERM, signal.SIGINT):
-            self.stopping = True
+        self.reactor = Reactor()
 
     def write_state(self) -> None:
-        write_json(self.statedir / SERVICES_STATE_FILE, {
+        write_json(self.paths.services_state_file, {
             "supervisor": proc_record(os.getpid()), "stopping": self.stopping,
             "services": {s.name: s.report() for s in self.services}})
 
     def run(self) -> int:
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
-            signal.signal(sig, self._on_signal)
-        signal.set_wakeup_fd(self.wake_w)
+        reactor = self.reactor
+        for sig, flag in ((signal.SIGTERM, "stop"), (signal.SIGINT, "stop"), (signal.SIGCHLD, "child")):
+            reactor.flag_on_signal(sig, flag)
         for svc in self.services:
             svc.start()
         self.write_state()
-        while not self.stopping:
-            changed = False
-            now = time.monotonic()
-            for svc in self.services:
-                changed |= svc.reap()
-                if svc.proc is None and svc.state == "backoff" and now >= svc.next_start:
-                    svc.restarts += 1
-                    svc.start()
-                    changed = True
-            if changed:
-                self.write_state()
-            waits = [s.next_start - now for s in self.services if s.state == "backoff"]
-            timeout = max(0.05, min(waits)) if waits else 5.0
-            ready, _, _ = select.select([self.wake_r], [], [], timeout)
-            if ready:
-                os.read(self.wake_r, 512)
+        self.check()  # plans the retry of any service that could not even be started
+        try:
+            reactor.run(self._on_flags, until=lambda: self.stopping)
+        finally:
+            reactor.close()
         self.shutdown()
         return 0
 
+    def _on_flags(self) -> None:
+        if self.reactor.take_flag("stop"):
+            self.stopping = True
+        if self.reactor.take_flag("child"):
+            self.check()
+
+    def check(self) -> None:
+        """Reap the services that exited, restart those whose backoff is over, plan the next restarts."""
+        changed = False
+        now = time.monotonic()
+        for svc in self.services:
+            changed |= svc.reap()
+            if svc.proc is None and svc.state == "backoff" and now >= svc.next_start:
+                svc.restarts += 1
+                svc.start()
+                changed = True
+            if svc.proc is None and svc.state == "backoff":
+                self.reactor.call_at(svc.next_start, self.check)
+        if changed:
+            self.write_state()
+
     def shutdown(self) -> None:
-        running = [s for s in self.services if s.proc is not None]
-        stop_processes([proc_record(s.proc.pid) for s in running])
-        for svc in running:
-            svc.proc.wait(timeout=1)
-            svc.last_exit, svc.proc, svc.state = svc.proc.returncode, None, "stopped"
+        running = [(s, s.proc) for s in self.services if s.proc is not None]
+        stop_processes([proc_record(proc.pid) for _, proc in running])
+        for svc, proc in running:
+            proc.wait(timeout=1)
+            svc.last_exit, svc.proc, svc.state = proc.returncode, None, "stopped"
         for svc in self.services:
             if svc.state != "failed":
                 svc.state = "stopped"

@@ -18,7 +18,7 @@ from typing import Any
 
 from pktlb.core.config import MODES
 from pktlb.core.packet.addr import in_network, int_to_ip, ip_to_int, mac_for_ip
-from pktlb.lab.state import BadPrefix, check_prefix
+from pktlb.lab.paths import BadPrefix, LabPaths, check_prefix
 
 LAB_NETWORK = (ip_to_int("198.18.0.0"), 15)
 MAX_BACKENDS = 64
@@ -286,13 +286,14 @@ def make_plan(options: LabOptions, data: dict[str, Any], *, statedir: str, pytho
         for i in range(1, counts[str(spec["count"])] + 1):
             nodes.append(_build_node(role, spec, i, constants, options, data["switch"], decap))
     values = {**constants, "python": python, "pktlb": pktlb, "statedir": statedir}
+    paths = LabPaths.at(statedir)
     services: list[ServiceSpec] = []
     for node in nodes:
         for service in node.services:
             sdef = data["service"][service]
             if sdef.get("requires") and has_binary is not None and not has_binary(sdef["requires"]):
                 continue
-            ready = f"{statedir}/ready/{node.name}.{service}" if sdef.get("ready") else None
+            ready = str(paths.ready_file(node.name, service)) if sdef.get("ready") else None
             argv = expand(sdef["argv"], {**values, "node": node.name, "address": node.address, "ready_file": ready})
             services.append(ServiceSpec(f"{node.name}/{service}", node.name, node.namespace, argv, ready,
                                         sdef.get("requires")))

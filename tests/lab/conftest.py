@@ -19,13 +19,13 @@ from typing import Any
 
 import pytest
 
-from pktlb.lab.manage import UpResult, lab_down, lab_up
-from pktlb.lab.state import SERVICES_STATE_FILE, read_json
+from pktlb.lab.manage import UpResult, lab_down, lab_up, service_states
+from pktlb.lab.netns import DEFAULT_TIMEOUT, Namespace
+from pktlb.lab.paths import LabPaths
 from pktlb.lab.status import lab_status
 from pktlb.lab.topology import LabOptions
 
 PKTLB = str(Path(sys.executable).parent / "pktlb")
-COMMAND_TIMEOUT = 15.0
 
 
 def unique_prefix() -> str:
@@ -43,21 +43,26 @@ class LabHandle:
     def __init__(self, prefix: str, result: UpResult):
         self.prefix, self.result, self.plan = prefix, result, result.plan
         self.vip = self.plan.constants["vip"]
-        self.statedir = Path(self.plan.statedir)
+        self.paths = LabPaths.at(self.plan.statedir)
+        self.statedir = self.paths.statedir
 
     def ns(self, node: str) -> str:
         return self.prefix + node
 
+    def netns(self, node: str) -> Namespace:
+        return Namespace(self.ns(node))
+
     def backends(self) -> list[Any]:
         return self.plan.by_role("backend")
 
-    def run(self, node: str, argv: list[str], *, timeout: float = COMMAND_TIMEOUT,
+    def run(self, node: str, argv: list[str], *, timeout: float = DEFAULT_TIMEOUT,
             check: bool = False, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(["ip", "netns", "exec", self.ns(node), *argv], input=stdin, capture_output=True,
-                              text=True, timeout=timeout)
-        if check and done.returncode != 0:
-            raise AssertionError(f"{argv} in {node} exited {done.returncode}: {done.stderr.strip()}")
-        return done
+        """Run argv in a node (CommandError after the timeout, or for a non-zero exit with ``check``)."""
+        return self.netns(node).run(argv, timeout=timeout, check=check, stdin=stdin)
+
+    def popen(self, node: str, argv: list[str], **options: Any) -> subprocess.Popen[Any]:
+        """Start argv in a node (``Namespace.popen``'s options: stdout, stderr, text ...)."""
+        return self.netns(node).popen(argv, **options)
 
     def curl(self, node: str, url: str, *, interface: str | None = None, max_time: float = 5) -> subprocess.CompletedProcess[str]:
         argv = ["curl", "-sS", "--max-time", str(max_time)] + (["--interface", interface] if interface else []) + [url]
@@ -69,7 +74,7 @@ class LabHandle:
         return json.loads(done.stdout)
 
     def services(self) -> dict[str, dict[str, Any]]:
-        return (read_json(self.statedir / SERVICES_STATE_FILE) or {}).get("services", {})
+        return service_states(self.paths)
 
     def await_service(self, name: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10) -> dict[str, Any]:
         """Wait (bounded) until the supervisor's record of a service satisfies predicate."""

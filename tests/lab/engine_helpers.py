@@ -13,7 +13,7 @@ from pktlb.daemon.ctlsock import ControlClientError, request
 
 
 def engine_socket(lab) -> str:
-    return load_config(str(lab.statedir / "pktlb.toml")).lb.control_socket
+    return load_config(str(lab.paths.config)).lb.control_socket
 
 
 def ask(lab, payload: dict[str, Any], timeout: float = 5.0) -> Any:
@@ -37,7 +37,7 @@ def wait_engine(lab, timeout: float = 15.0) -> dict[str, Any]:
 
 def predicted_backend(lab, src: str, sport: int, dport: int = 80) -> str:
     """Where the engine's scheduler sends a new TCP flow (the same pure code, the same seed)."""
-    config = load_config(str(lab.statedir / "pktlb.toml"))
+    config = load_config(str(lab.paths.config))
     dp = DataPath(config)
     svc = next(s for s in dp.snapshot.services.values() if s.port == dport)
     key = (6, ip_to_int(src), svc.vip, sport, dport)

@@ -34,6 +34,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import tomli_w
+
 from pktlb.core.checksum import checksum
 
 REPO = Path(__file__).resolve().parents[2]
@@ -221,8 +223,8 @@ def start_in_node(lab: Any, node: str, *argv: str) -> subprocess.Popen[str]:
     """Start a generator of this module inside a lab node; collect it with ``finish``.  Its stdout goes
     to an unlinked temporary file, not a pipe: a pipe nobody reads fills up and stalls the generator."""
     out = tempfile.TemporaryFile("w+")
-    proc = subprocess.Popen(["ip", "netns", "exec", lab.ns(node), sys.executable, "-m", "tests.lab.fault_helpers",
-                             *argv], cwd=REPO, stdout=out, stderr=subprocess.PIPE, text=True)
+    proc = lab.popen(node, [sys.executable, "-m", "tests.lab.fault_helpers", *argv], cwd=REPO, stdout=out,
+                     stderr=subprocess.PIPE, text=True)
     proc.output_file = out  # type: ignore[attr-defined]
     return proc
 
@@ -281,43 +283,17 @@ def iface_rx_packets(lab: Any, node: str, ifname: str = "eth0") -> int:
 
 # ---- the engine's config file ---------------------------------------------------------------------
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {value!r} as TOML")
-
-
-def dump_toml(data: dict[str, Any], path: str = "") -> str:
-    """TOML for the engine config's shapes: scalars, lists of scalars, tables, arrays of tables."""
-    lines = [f"{k} = {_toml_value(v)}" for k, v in data.items()
-             if not isinstance(v, dict) and not (isinstance(v, list) and v and isinstance(v[0], dict))]
-    for key, value in data.items():
-        name = f"{path}.{key}" if path else key
-        if isinstance(value, dict):
-            lines += ["", f"[{name}]", dump_toml(value, name)]
-        elif isinstance(value, list) and value and isinstance(value[0], dict):
-            for item in value:
-                lines += ["", f"[[{name}]]", dump_toml(item, name)]
-    return "\n".join(line for line in lines if line is not None).strip("\n") + "\n"
-
-
 def engine_config(lab: Any) -> dict[str, Any]:
-    return tomllib.loads((lab.statedir / "pktlb.toml").read_text())
+    return tomllib.loads(lab.paths.config.read_text())
 
 
 def write_engine_config(lab: Any, data: dict[str, Any]) -> None:
     """Write the config (validated by the engine's own parser first) where the engine reads it."""
     from pktlb.core.config import parse_config
 
-    text = dump_toml(data)
+    text = tomli_w.dumps(data)
     parse_config(text)
-    path = lab.statedir / "pktlb.toml"
+    path = lab.paths.config
     tmp = path.with_name(".pktlb.toml.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)

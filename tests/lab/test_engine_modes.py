@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 
 import pytest
@@ -45,9 +44,8 @@ def test_download_integrity_ping_and_where_replies_go(lab_factory, mode):
     lab = lab_factory(mode, engine="pktlb")
     wait_engine(lab)
     n = 10 * 1024 * 1024
-    digest = subprocess.run(["ip", "netns", "exec", lab.ns("client"), "sh", "-c",
-                             f"curl -sS --max-time 30 http://{lab.vip}/bytes?n={n} | sha256sum"],
-                            capture_output=True, text=True, timeout=40)
+    digest = lab.run("client", ["sh", "-c", f"curl -sS --max-time 30 http://{lab.vip}/bytes?n={n} | sha256sum"],
+                     timeout=40)
     assert digest.stdout.split()[0] == expected_sha256(n), digest.stderr
 
     ping = lab.run("client", ["ping", "-c", "3", "-i", "0.2", "-W", "1", lab.vip])
@@ -149,7 +147,7 @@ def test_a_reload_applies_a_smaller_flow_table_in_place(lab_factory):
     for i in range(8):
         assert lab.curl("client", f"http://{lab.vip}/", interface=f"198.18.1.{100 + i}").returncode == 0
     assert ask(lab, {"cmd": "stats"})["flows"]["entries"] >= 8
-    config_path = lab.statedir / "pktlb.toml"
+    config_path = lab.paths.config
     config_path.write_text(config_path.read_text() + "\n[flows]\nmax_entries = 3\ntcp_timeout = 120\n")
     answer = ask(lab, {"cmd": "reload"})
     assert answer["reloaded"] and answer["flows"]["max_entries"] == [1_000_000, 3], answer
@@ -165,8 +163,8 @@ def test_engine_capture_writes_what_it_receives_and_sends(lab_factory):
 
     lab = lab_factory("nat", engine="pktlb")
     wait_engine(lab)
-    config_path = lab.statedir / "pktlb.toml"
-    captures = lab.statedir / "captures"
+    config_path = lab.paths.config
+    captures = lab.paths.captures
     config_path.write_text(config_path.read_text().replace("[lb]\n", f'[lb]\ncapture_dir = "{captures}"\n', 1))
     assert ask(lab, {"cmd": "reload"})["reloaded"]
     answer = lab.curl_json("client", f"http://{lab.vip}/")
@@ -186,11 +184,11 @@ def test_engine_capture_writes_what_it_receives_and_sends(lab_factory):
 
 def _upload_intact(lab, n: int) -> None:
     """POST ``n`` random bytes to the VIP; the backend's answer must carry the same length and sha256."""
-    upload = subprocess.run(["ip", "netns", "exec", lab.ns("client"), "sh", "-c",
-                             f"head -c {n} /dev/urandom | tee /tmp/pktlb-upload-{lab.prefix} | "
-                             f"curl -sS --max-time 30 -H 'Expect:' --data-binary @- http://{lab.vip}/upload; "
-                             f"sha256sum /tmp/pktlb-upload-{lab.prefix}; rm -f /tmp/pktlb-upload-{lab.prefix}"],
-                            capture_output=True, text=True, timeout=45)
+    upload = lab.run("client", ["sh", "-c",
+                                f"head -c {n} /dev/urandom | tee /tmp/pktlb-upload-{lab.prefix} | "
+                                f"curl -sS --max-time 30 -H 'Expect:' --data-binary @- http://{lab.vip}/upload; "
+                                f"sha256sum /tmp/pktlb-upload-{lab.prefix}; rm -f /tmp/pktlb-upload-{lab.prefix}"],
+                     timeout=45)
     answer_line, sum_line = upload.stdout.strip().splitlines()[-2:]
     answer = json.loads(answer_line)
     assert (answer["bytes"], answer["sha256"]) == (n, sum_line.split()[0]), upload.stderr

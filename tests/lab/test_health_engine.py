@@ -97,9 +97,9 @@ class ClientLoop:
     def __init__(self, lab, workdir: Path, threads: int = 3, duration: float = 60.0) -> None:
         self.stop_file = workdir / "client-loop.stop"
         self.out = workdir / "client-loop.out"
-        self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", lab.ns("client"), sys.executable, "-c", CLIENT_LOOP, lab.vip, str(duration),
-             str(self.stop_file), str(threads)], stdout=open(self.out, "w"), stderr=subprocess.STDOUT)  # noqa: SIM115
+        self.proc = lab.popen(
+            "client", [sys.executable, "-c", CLIENT_LOOP, lab.vip, str(duration), str(self.stop_file), str(threads)],
+            stdout=open(self.out, "w"), stderr=subprocess.STDOUT)  # noqa: SIM115
 
     def requests(self) -> list[Request]:
         rows = [line.split() for line in self.out.read_text().splitlines()]
@@ -131,8 +131,8 @@ class Download:
         self.client = f"{self.source}:{self.port}"
         cmd = (f"curl -sS --max-time 40 --interface {self.source} --local-port {self.port} --limit-rate {rate} "
                f"http://{lab.vip}/bytes?n={size} | sha256sum")
-        self.proc = subprocess.Popen(["ip", "netns", "exec", lab.ns("client"), "bash", "-o", "pipefail", "-c", cmd],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.proc = lab.popen("client", ["bash", "-o", "pipefail", "-c", cmd], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
 
     def finish(self, timeout: float = 45) -> tuple[int, str, str]:
         """(curl's exit status, sha256 of what arrived, curl's error text)."""
@@ -156,7 +156,7 @@ def find_flow_to(lab, backend: str, first_port: int) -> tuple[str, int]:
 
 def configure_health(lab, checks: list[str], *, encapsulated: bool = False, on_backend_down: str | None = None) -> None:
     """Rewrite the web service's [service.health] (and policy) in the lab's engine config, reload, await all up."""
-    path = lab.statedir / "pktlb.toml"
+    path = lab.paths.config
     text = path.read_text()
     start = text.index("[service.health]\n")
     end = text.index("\n\n", start)
@@ -213,7 +213,7 @@ def await_flow(lab, client: str, predicate: Callable[[dict], bool], limit: float
 
 def stats_line(lab, backend: str) -> str:
     """The backend's row of the web service in `pktlb stats` (text), as a student would read it."""
-    done = lab.cli("stats", "-c", str(lab.statedir / "pktlb.toml"))
+    done = lab.cli("stats", "-c", str(lab.paths.config))
     assert done.returncode == 0, done.stderr
     block = done.stdout.split("(service web)", 1)[1]
     return next(line for line in block.splitlines() if line.split()[:1] == [backend])
@@ -296,7 +296,7 @@ def failover(lab, workdir: Path, cut: Callable[[], None], restore: Callable[[], 
 
 def engine_log(lab, lines: int = 30) -> str:
     """The end of the engine's log (health events, snapshot changes), to explain a failed bound."""
-    path = lab.statedir / "logs" / "lb.engine.log"
+    path = lab.paths.log("lb/engine")
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
 

@@ -20,7 +20,7 @@ import time
 import pytest
 
 from pktlb.core.health import DOWN, L3OK, L3TOUT, L3UNR, UP
-from pktlb.daemon.prober import probe_once
+from pktlb.daemon.health.icmp import probe_once
 from pktlb.lab.state import is_same_process
 from tests.lab.test_health_local import FALL, INTERVAL, PKTLB, RISE, SLACK, TIMEOUT, Watch, config, inside
 

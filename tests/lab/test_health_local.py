@@ -26,8 +26,9 @@ import pytest
 
 from pktlb.core.config import parse_config
 from pktlb.core.health import DOWN, L3OK, L3TOUT, L3UNR, L4CON, UP, HealthEvent
-from pktlb.daemon.health_monitor import HealthMonitor
-from pktlb.daemon.prober import probe_once
+from pktlb.daemon.health.icmp import probe_once
+from pktlb.daemon.health.monitor import HealthMonitor
+from pktlb.lab.netns import Namespace
 
 pytestmark = [pytest.mark.lab, pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, raw sockets)")]
 
@@ -40,7 +41,7 @@ PKTLB = str(Path(sys.executable).parent / "pktlb")
 
 
 def sh(*argv: str) -> None:
-    subprocess.run(argv, check=True, timeout=10, capture_output=True)
+    Namespace.current().run(argv, timeout=10)
 
 
 @dataclass
@@ -75,9 +76,8 @@ class LocalLab:
             sh("ip", "-n", ns, "tuntap", "add", "dev", TUN, "mode", "tun")
             sh("ip", "-n", ns, "addr", "add", f"198.19.1.{10 + i}/32", "dev", TUN)
             sh("ip", "-n", ns, "link", "set", TUN, "up")
-            sh("ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv4.conf.all.arp_ignore=1",
-               "net.ipv4.conf.all.arp_announce=2", "net.ipv4.conf.all.rp_filter=0",
-               f"net.ipv4.conf.{TUN}.rp_filter=0")
+            Namespace(ns).run(["sysctl", "-q", "-w", "net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.all.arp_announce=2",
+                               "net.ipv4.conf.all.rp_filter=0", f"net.ipv4.conf.{TUN}.rp_filter=0"], timeout=10)
 
     def start(self, name: str, node: str, argv: list[str]) -> subprocess.Popen:
         """Start ``argv`` in a node's namespace and wait until it writes its ready file ("{ready}" in argv)."""
@@ -85,7 +85,7 @@ class LocalLab:
         ready.unlink(missing_ok=True)
         log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 (closed with the process)
         argv = [str(ready) if arg == "{ready}" else arg for arg in argv]
-        proc = subprocess.Popen(["ip", "netns", "exec", self.ns(node), *argv], stdout=log, stderr=log)
+        proc = Namespace(self.ns(node)).popen(argv, stdout=log, stderr=log)
         log.close()
         self.procs[name] = proc
         deadline = time.monotonic() + 10
@@ -118,7 +118,7 @@ class LocalLab:
         for name in list(self.procs):
             self.stop(name)
         for ns in reversed(self.created):
-            subprocess.run(["ip", "netns", "del", ns], timeout=10, capture_output=True)
+            Namespace.current().run(["ip", "netns", "del", ns], timeout=10, check=False)
 
 
 @pytest.fixture
@@ -287,13 +287,12 @@ def test_encapsulated_probe_fails_when_the_decapsulator_stops(local_lab: LocalLa
 
 
 def test_pktlb_probe_command(local_lab: LocalLab) -> None:
-    run = ["ip", "netns", "exec", local_lab.ns("lb"), PKTLB, "probe", "--interval", "0.1"]
-    ok = subprocess.run([*run, "--target", BE1, "--count", "3"], capture_output=True, text=True, timeout=20)
+    lb, run = Namespace(local_lab.ns("lb")), [PKTLB, "probe", "--interval", "0.1"]
+    ok = lb.run([*run, "--target", BE1, "--count", "3"], timeout=20, check=False)
     assert ok.returncode == 0, ok.stderr
     replies = [line for line in ok.stdout.splitlines() if line.startswith(f"reply from {BE1}: icmp_seq=")]
     assert len(replies) == 3 and all(" time=" in line and line.endswith(" ms") for line in replies)
     assert "3 probes, 3 replies, 0% loss" in ok.stdout
     print("\n" + ok.stdout)
-    lost = subprocess.run([*run, "--target", ABSENT, "--count", "2", "--timeout", "0.3"], capture_output=True,
-                          text=True, timeout=20)
+    lost = lb.run([*run, "--target", ABSENT, "--count", "2", "--timeout", "0.3"], timeout=20, check=False)
     assert lost.returncode == 1 and "0 replies" in lost.stdout

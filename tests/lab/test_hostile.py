@@ -132,7 +132,7 @@ def hostile_frames(count: int, seed: int = 9) -> list[bytes]:
 
 def predict(lab, frames: list[bytes]) -> tuple[Counter[str], int]:
     """What the engine will count: the kernel filter's verdict, then the pure data path's decision."""
-    config = load_config(str(lab.statedir / "pktlb.toml"))
+    config = load_config(str(lab.paths.config))
     dp = DataPath(config)
     program = engine_filter_program(dp.snapshot)
     reasons: Counter[str] = Counter()
@@ -152,8 +152,8 @@ def write_frames(path: Path, frames: list[bytes]) -> None:
 
 
 def start_sender(lab, path: Path, per_tick: int = 25, tick: float = 0.02) -> subprocess.Popen:
-    sender = subprocess.Popen(["ip", "netns", "exec", lab.ns("router"), sys.executable, "-c", SENDER, str(path),
-                               str(per_tick), str(tick)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    sender = lab.popen("router", [sys.executable, "-c", SENDER, str(path), str(per_tick), str(tick)],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert sender.stdout.readline().strip() == "sending", sender.stderr.read()
     return sender
 
@@ -222,9 +222,8 @@ def test_malformed_frames_and_a_syn_flood_among_real_traffic(lab_factory, tmp_pa
 
     if shutil.which("hping3") is None:
         pytest.skip("hping3 is not installed (make deps installs it): the SYN flood part did not run")
-    flood = subprocess.Popen(["ip", "netns", "exec", lab.ns("client"), "timeout", "30", "hping3", "-q", "-c", "2000",
-                              "-i", "u200", "-S", "-p", "80", "-a", SPOOFED_CLIENT, lab.vip],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    flood = lab.popen("client", ["timeout", "30", "hping3", "-q", "-c", "2000", "-i", "u200", "-S", "-p", "80",
+                                 "-a", SPOOFED_CLIENT, lab.vip], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     statuses = curl_loop(lab, REQUESTS, pause=0.005)
     try:
         flood.communicate(timeout=40)
@@ -264,9 +263,9 @@ def never_forwarded(mode: str) -> list[bytes]:
 
 
 def start_capture(lab, node: str, seconds: float) -> subprocess.Popen:
-    capture = subprocess.Popen(["ip", "netns", "exec", lab.ns(node), "timeout", str(seconds), "tcpdump", "-i", "eth0",
-                                "-n", "-l", "-c", "100", f"tcp port {MARK} or udp port {MARK} or tcp port {CONTROL}"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    capture = lab.popen(node, ["timeout", str(seconds), "tcpdump", "-i", "eth0", "-n", "-l", "-c", "100",
+                               f"tcp port {MARK} or udp port {MARK} or tcp port {CONTROL}"],
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines = [capture.stderr.readline() for _ in range(2)]  # a notice, then "listening on eth0 ..."
     assert any("listening" in line for line in lines), lines
     return capture

@@ -14,7 +14,9 @@ import pytest
 
 from pktlb.lab.doctor import diagnose
 from pktlb.lab.manage import existing_namespaces, lab_down, lab_up
-from pktlb.lab.state import SERVICES_STATE_FILE, STATE_FILE, is_same_process, statedir_for
+from pktlb.lab.netns import namespaces
+from pktlb.lab.paths import LabPaths
+from pktlb.lab.state import is_same_process
 from pktlb.lab.topology import LabError, LabOptions
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(90)]
@@ -31,12 +33,12 @@ def unique_prefix() -> str:
 
 
 def namespaces_with(prefix: str) -> list[str]:
-    return [n for n in os.listdir("/run/netns") if n.startswith(prefix)] if os.path.isdir("/run/netns") else []
+    return namespaces(prefix)
 
 
 def all_pids(lab) -> list[dict]:
     records = [s for s in lab.services().values() if s.get("pid")]
-    supervisor = json.loads((lab.statedir / STATE_FILE).read_text())["supervisor"]
+    supervisor = json.loads(lab.paths.state_file.read_text())["supervisor"]
     return records + [supervisor]
 
 
@@ -77,7 +79,7 @@ def test_kernel_engine_is_refused_for_dsr_and_tunnel_and_creates_nothing(mode):
     try:
         with pytest.raises(LabError, match=f"cannot do mode {mode}"):
             lab_up(LabOptions(mode=mode, engine="kernel", prefix=prefix))
-        assert namespaces_with(prefix) == [] and not statedir_for(prefix).exists()
+        assert namespaces_with(prefix) == [] and not LabPaths(prefix).statedir.exists()
     finally:
         lab_down(prefix)
 
@@ -115,8 +117,8 @@ def test_tunnel_backend_decapsulates_ipip_and_answers_the_client_directly(lab_fa
 
     lab = lab_factory("tunnel", engine="none", decap="user")
     sport = 40123
-    listener = subprocess.Popen(["ip", "netns", "exec", lab.ns("client"), sys.executable, "-c", LISTENER, lab.vip,
-                                 str(sport)], stdout=subprocess.PIPE, text=True)
+    listener = lab.popen("client", [sys.executable, "-c", LISTENER, lab.vip, str(sport)], stdout=subprocess.PIPE,
+                         text=True)
     try:
         assert listener.stdout.readline().strip() == "ready"
         lab.run("lb", [sys.executable, "-c", SENDER, "198.18.0.12", str(sport)], check=True)
@@ -129,7 +131,7 @@ def test_tunnel_backend_decapsulates_ipip_and_answers_the_client_directly(lab_fa
     assert listener.returncode == 0 and out.split() == ["80", "0x12"]
     stats = lab.await_service("be2/decap", lambda r: r["state"] == "running")
     assert stats["pid"]
-    counters = lab.statedir / "decap-be2.json"
+    counters = lab.paths.decap_stats("be2")
     deadline_record = _await_json(counters, lambda d: d["delivered"] >= 1)
     assert deadline_record["dropped"] == {} and deadline_record["address"] == "198.18.0.12"
 
@@ -207,8 +209,8 @@ def test_down_cleans_up_after_a_crash(lab_factory):
     records = all_pids(lab)
     supervisor = records[-1]
     os.kill(supervisor["pid"], signal.SIGKILL)  # the supervisor dies without stopping its services
-    (lab.statedir / STATE_FILE).unlink()  # and the records of what was created are lost too
-    (lab.statedir / SERVICES_STATE_FILE).unlink()
+    lab.paths.state_file.unlink()  # and the records of what was created are lost too
+    lab.paths.services_state_file.unlink()
     assert existing_namespaces(lab.prefix)
     with pytest.raises(LabError, match="still there"):
         lab_up(LabOptions(mode="dsr", backends=2, engine="none", prefix=lab.prefix))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 
 import pytest
@@ -13,8 +12,9 @@ from pktlb.core.config import MODES
 from pktlb.core.packet.addr import in_network, ip_to_int, mac_for_ip
 from pktlb.lab.builder import build_steps, render_dry_run
 from pktlb.lab.engine_config import checked_engine_config
+from pktlb.lab.netns import namespaces
 from pktlb.lab.nftables import guard_ruleset, kernel_lb_ruleset
-from pktlb.lab.state import statedir_for
+from pktlb.lab.paths import LabPaths
 from pktlb.lab.topology import LabError, LabOptions, load_topology, make_plan, node_name_pattern
 
 DATA = load_topology()
@@ -145,9 +145,8 @@ def test_dry_run_prints_every_command_and_creates_nothing():
     assert f"ip netns add {prefix}lb" in out and f"ip -n {prefix}sw link add s-be1 type veth" in out
     assert "nft -f -" in out and "ethtool -K eth0 tx off tso off gso off" in out and "pktlb decap" in out
     assert f"bridge -n {prefix}sw fdb replace 02:00:c6:12:00:0b dev s-be1 master static" in out
-    netns = os.listdir("/run/netns") if os.path.isdir("/run/netns") else []
-    assert not [n for n in netns if n.startswith(prefix)]
-    assert not statedir_for(prefix).exists()
+    assert not namespaces(prefix)
+    assert not LabPaths(prefix).statedir.exists()
 
 
 def test_dry_run_refuses_kernel_engine_for_dsr():

@@ -19,7 +19,6 @@ import os
 import secrets
 import select
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -33,6 +32,7 @@ from pktlb.adapters.bpf import build_filter, pack_filters
 from pktlb.adapters.ifinfo import InterfaceMissing, interface_info
 from pktlb.adapters.neigh import arp_resolve, kernel_neighbour, resolve
 from pktlb.adapters.rawio import GSO_TCPV4, RawPort
+from pktlb.lab.netns import Namespace
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(120)]
 
@@ -46,14 +46,14 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 
 def run(*args: str) -> None:
-    subprocess.run(args, check=True, capture_output=True, timeout=20)
+    Namespace.current().run(args, timeout=20)
 
 
 @contextlib.contextmanager
 def netns(name: str) -> Iterator[None]:
     """Run the block in namespace ``name`` (this thread only); sockets made here stay in it."""
     own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    target = os.open(f"/run/netns/{name}", os.O_RDONLY)
+    target = os.open(str(Namespace(name).path), os.O_RDONLY)
     try:
         if _libc.setns(target, CLONE_NEWNET) != 0:
             raise OSError(ctypes.get_errno(), f"setns {name}")
@@ -67,8 +67,8 @@ def netns(name: str) -> Iterator[None]:
 def _build_lab() -> None:
     for ns in (NS_C, NS_LB, NS_S):
         run("ip", "netns", "add", ns)
-        run("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
-            "net.ipv6.conf.default.disable_ipv6=1", "net.ipv4.ip_forward=0")
+        Namespace(ns).run(["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1",
+                           "net.ipv4.ip_forward=0"], timeout=20)
         run("ip", "-n", ns, "link", "set", "lo", "up")
     for (a, ns_a), (b, ns_b) in ((("c0", NS_C), ("l0", NS_LB)), (("l1", NS_LB), ("s0", NS_S))):
         run("ip", "link", "add", a, "netns", ns_a, "address", MACS[a], "type", "veth",
@@ -79,7 +79,7 @@ def _build_lab() -> None:
         run("ip", "-n", ns, "link", "set", dev, "up")
     run("ip", "-n", NS_C, "route", "add", "198.18.2.0/24", "via", "198.18.1.1")
     run("ip", "-n", NS_S, "route", "add", "198.18.1.0/24", "via", "198.18.2.1")
-    run("ip", "netns", "exec", NS_LB, "ethtool", "-K", "l1", "tx", "off")
+    Namespace(NS_LB).run(["ethtool", "-K", "l1", "tx", "off"], timeout=20)
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +91,7 @@ def lab() -> Iterator[None]:
         yield
     finally:
         for ns in (NS_C, NS_LB, NS_S):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=20)
+            Namespace.current().run(["ip", "netns", "del", ns], timeout=20, check=False)
 
 
 def udp_frame(dst: str, dport: int, payload: bytes = b"x" * 18, dst_mac: str = MACS["l0"]) -> bytes:

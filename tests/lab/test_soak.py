@@ -21,14 +21,15 @@ the supervisor records; `pktlb lab down` stops exactly those and leaves no names
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 
 import pytest
 
 from pktlb.lab.manage import existing_namespaces
-from pktlb.lab.state import is_same_process, pids_in_namespace, statedir_for
+from pktlb.lab.netns import namespaces
+from pktlb.lab.paths import LabPaths
+from pktlb.lab.state import is_same_process, pids_in_namespace
 from tests.lab import fault_helpers as fh
 from tests.lab.engine_helpers import ask, wait_engine
 
@@ -159,7 +160,7 @@ def test_two_minutes_of_requests_flood_flaps_and_a_reload(lab_factory):
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert set(report["stopped_pids"]) - recorded - {supervisor.get("pid")} == set(), report
-    assert existing_namespaces(lab.prefix) == [] and not statedir_for(lab.prefix).exists()
+    assert existing_namespaces(lab.prefix) == [] and not LabPaths(lab.prefix).statedir.exists()
     assert not any(is_same_process(r) for r in records)
-    left = [n for n in (os.listdir("/run/netns") if os.path.isdir("/run/netns") else []) if n.startswith(lab.prefix)]
+    left = namespaces(lab.prefix)
     assert left == []

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from pktlb.daemon.ctlsock import ControlClientError, request
+from pktlb.daemon.ctlsock import ControlClientError, request, worker_socket
 from pktlb.reports.bench.lab import BENCH_PORT
 from pktlb.reports.bench.variants import bench_config_text
 from tests.lab.conftest import PKTLB
@@ -27,22 +27,21 @@ WORKERS = 2
 
 def _start_engine(lab, config: str = "pktlb.toml") -> subprocess.Popen:
     lab.run("lb", ["sysctl", "-q", "-w", "net.ipv4.ip_forward=0"], check=True)
-    log = open(lab.statedir / "logs" / "workers-engine.log", "ab")  # noqa: SIM115 (closed with the process)
-    proc = subprocess.Popen(["ip", "netns", "exec", lab.ns("lb"), PKTLB, "run", "-c", str(lab.statedir / config),
-                             "--workers", str(WORKERS), "--no-health"], stdout=log, stderr=log)
+    log = open(lab.paths.log("workers-engine"), "ab")  # noqa: SIM115 (closed with the process)
+    proc = lab.popen("lb", [PKTLB, "run", "-c", str(lab.paths.file(config)), "--workers", str(WORKERS), "--no-health"],
+                     stdout=log, stderr=log)
     log.close()
     return proc
 
 
 def _sockets(lab) -> list[str]:
-    base = str(lab.statedir / "pktlb.sock")
-    return [base] + [f"{base}.w{i}" for i in range(1, WORKERS)]
+    return [worker_socket(str(lab.paths.control_socket), i) for i in range(WORKERS)]
 
 
 def _await_workers(lab, proc, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        assert proc.poll() is None, (lab.statedir / "logs" / "workers-engine.log").read_text()
+        assert proc.poll() is None, lab.paths.log("workers-engine").read_text()
         try:
             for path in _sockets(lab):
                 request(path, {"cmd": "ping"}, timeout=1.0)
@@ -121,8 +120,8 @@ def test_icmp_errors_about_full_nat_flows_reach_the_worker_holding_the_flow(lab_
     lab = lab_factory("fullnat", engine="none")
     c = lab.plan.constants
     backends = [(b.name, b.address, b.interfaces[0].mac) for b in lab.backends()]
-    text = bench_config_text((lab.statedir / "pktlb.toml").read_text(), "fullnat", lab.vip, backends, c["snat_address"])
-    (lab.statedir / "icmp.toml").write_text(text)
+    text = bench_config_text(lab.paths.config.read_text(), "fullnat", lab.vip, backends, c["snat_address"])
+    lab.paths.file("icmp.toml").write_text(text)
     for b in lab.backends():  # one error per datagram: no ICMP rate limit toward the SNAT address
         lab.run(b.name, ["sysctl", "-q", "-w", "net.ipv4.icmp_ratelimit=0"], check=True)
     engine = _start_engine(lab, "icmp.toml")

@@ -12,7 +12,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from pktlb.core.health import L4CON, L4OK, L4TOUT, L7OK, L7RSP, L7STS, L7TOUT, CheckResult, CheckTarget
-from pktlb.daemon.checks import REGISTRY, ScheduledChecker, judge_http, make_checker
+from pktlb.daemon.health.base import ScheduledChecker
+from pktlb.daemon.health.http import judge_http
+from pktlb.daemon.health.registry import REGISTRY, make_checker
 
 TIMEOUT = 0.4
 

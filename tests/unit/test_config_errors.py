@@ -54,6 +54,11 @@ CASES = [
     (in_lb("interface = 5"), "lb.interface", 5, "a string"),
     (in_lb('mac = "zz:00:00:00:00:00"'), "lb.mac", "zz:00:00:00:00:00", "a MAC address"),
     (edit('gateway = "198.18.0.1"', 'gateway = "gw"'), "lb.gateway", "gw", "an IPv4 address"),
+    # Leading zeros: octal to some readers (010 = 8), decimal to others; the ipaddress module refuses them.
+    (edit('address = "198.18.0.2"', 'address = "198.018.0.2"'), "lb.address", "198.018.0.2", "an IPv4 address"),
+    (edit('vip = "198.19.0.100"', 'vip = "198.19.0.0100"'), "service[0].vip", "198.19.0.0100", "an IPv4 address"),
+    (edit('address = "198.18.0.11"', 'address = "010.0.0.1"'), "service[0].backend[0].address", "010.0.0.1",
+     "an IPv4 address"),
     (in_lb("surprise = 1"), "lb.surprise", 1, "one of the known keys"),
     (in_flows("max_entries = 0"), "flows.max_entries", 0, "an integer from 1 to 50000000"),
     (in_flows("tcp_timeout = -5"), "flows.tcp_timeout", -5, "a positive number of seconds"),

@@ -95,3 +95,21 @@ def test_two_nat_services_cannot_share_a_backend_address_and_port():
     text = text.replace("port = 5353", "port = 80")
     with pytest.raises(ConfigError, match=r"service\[1\].backend\[0\].port"):
         parse_config(text)
+
+
+@pytest.mark.parametrize("text, value", [("10.0.0.1", 0x0A000001), ("0.0.0.0", 0), ("255.255.255.255", 0xFFFFFFFF),
+                                         ("198.19.0.100", 0xC6130064)])
+def test_ip_to_int_reads_dotted_quads(text, value):
+    from pktlb.core.packet.addr import int_to_ip, ip_to_int
+
+    assert ip_to_int(text) == value and int_to_ip(value) == text
+
+
+@pytest.mark.parametrize("text", ["010.0.0.1", "10.0.0.01", "10.0.0", "10.0.0.1.5", "256.0.0.1", "10.0.0.-1",
+                                  " 10.0.0.1", "10.0.0.1/32", "0x0a.0.0.1", "", "١٠.0.0.1"])
+def test_ip_to_int_refuses_what_is_not_plainly_an_address(text):
+    """"010.0.0.1" is 8.0.0.1 to inet_aton (octal) and 10.0.0.1 to a naive parser: it is neither here."""
+    from pktlb.core.packet.addr import ip_to_int
+
+    with pytest.raises(ValueError, match="not an IPv4 address"):
+        ip_to_int(text)

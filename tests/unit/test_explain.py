@@ -239,3 +239,14 @@ def test_rfc1624_arithmetic_and_a_wrong_checksum_is_caught():
     del pkt[IP].chksum, pkt[TCP].chksum
     fixed = bytes(Ether(bytes(pkt)))
     assert ip_header_step(before, fixed, 14, 14).agrees and l4_step(before, fixed, 14, 14).agrees
+
+
+def test_pcapng_input(tmp_path):
+    """The frame and the warm-up flows can come from a pcapng file (Wireshark's default format)."""
+    from scapy.utils import wrpcapng
+
+    pcapng = tmp_path / "in.pcapng"
+    wrpcapng(str(pcapng), [Ether(bytes(client_frame(tcp(flags="S")))), Ether(bytes(client_frame(tcp(flags="A"))))])
+    report = run("-c", str(EXAMPLES / "nat.toml"), "--pcap", str(pcapng), "--index", "1", "--flows-from", str(pcapng))
+    assert report["decision"]["flow_hit"] is True and len(report["warmup"]) == 1
+    assert report["decision"]["backend"] == engine_pick(EXAMPLES / "nat.toml", bytes(client_frame(tcp(flags="A"))))

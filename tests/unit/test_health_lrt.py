@@ -12,7 +12,7 @@ from collections import Counter
 from pktlb.adapters.icmp_socket import payload_nonce
 from pktlb.core.config import parse_config
 from pktlb.core.datapath import DataPath
-from pktlb.daemon.health_monitor import HealthMonitor
+from pktlb.daemon.health.monitor import HealthMonitor
 from tests.frames import BACKENDS, client_frame, config_text, tcp
 from tests.unit.test_prober_unit import FakeSocket, echo_reply
 

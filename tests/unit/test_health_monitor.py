@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pktlb.core.config import BackendConfig, parse_config
 from pktlb.core.health import DOWN, INIT, UP, HealthEvent
-from pktlb.daemon.health_monitor import HealthMonitor
+from pktlb.daemon.health.monitor import HealthMonitor
 from tests.unit.test_prober_unit import FakeSocket, echo_reply
 
 CONFIG = """

@@ -22,7 +22,7 @@ from pktlb.core.health import L3OK, L3TOUT, L3UNR, SOCKERR, CheckTarget
 from pktlb.core.packet.addr import ip_to_int
 from pktlb.core.packet.icmp import DEST_UNREACH, ECHO_REPLY, build_ipv4_icmp
 from pktlb.core.packet.ipv4 import PROTO_IPIP, IPv4
-from pktlb.daemon.prober import IcmpProber, probe_once
+from pktlb.daemon.health.icmp import IcmpProber, probe_once
 
 LB, BE1, BE2, VIP = "198.18.0.2", "198.18.0.11", "198.18.0.12", "198.19.0.100"
 MAC = b"\x02\x00\xc6\x12\x00\x02"
@@ -247,7 +247,7 @@ def test_probe_command_explains_missing_privileges(monkeypatch) -> None:
     from click.testing import CliRunner
 
     from pktlb.cli import main
-    from pktlb.daemon import prober
+    from pktlb.daemon.health import icmp as prober
 
     def refuse() -> None:
         raise PermissionError(1, "raw ICMP sockets need CAP_NET_RAW (run as root)")

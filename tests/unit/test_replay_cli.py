@@ -50,3 +50,40 @@ def test_replay_refuses_a_file_that_is_not_pcap(tmp_path):
     src.write_bytes(b"\x0a\x0d\x0d\x0a" + b"\0" * 40)
     result = CliRunner().invoke(main, ["replay", "-c", str(cfg), str(src)])
     assert result.exit_code != 0 and "not a classic pcap" in result.output
+
+
+def test_replay_reads_pcapng_like_pcap(tmp_path):
+    """Wireshark saves pcapng by default: the same frames in either format give the same decisions,
+    and the pcapng timestamps (a 64-bit count of microseconds) are the frames' own."""
+    from scapy.layers.l2 import Ether
+    from scapy.utils import wrpcapng
+
+    from pktlb.adapters.pcap import read_pcap
+
+    cfg = tmp_path / "nat.toml"
+    cfg.write_text(config_text("nat"))
+    frames = [Ether(bytes(client_frame(tcp(sport=41000 + i)))) for i in range(4)] + [Ether(b"\x00" * 14)]
+    for i, frame in enumerate(frames):
+        frame.time = 1_700_000_000.25 + i
+    classic, ng = tmp_path / "in.pcap", tmp_path / "in.pcapng"
+    wrpcap(str(classic), frames)
+    wrpcapng(str(ng), frames)
+    assert ng.read_bytes()[:4] == b"\x0a\x0d\x0d\x0a"  # a section header block: really pcapng
+    assert [(round(ts, 6), bytes(f)) for ts, f in read_pcap(str(ng))] == \
+        [(1_700_000_000.25 + i, bytes(f)) for i, f in enumerate(frames)]
+    runs = [CliRunner().invoke(main, ["replay", "-c", str(cfg), str(path), "--json"]) for path in (classic, ng)]
+    assert all(r.exit_code == 0 for r in runs), [r.output for r in runs]
+    rows = [[json.loads(line) for line in r.output.splitlines()] for r in runs]
+    assert rows[0] == rows[1] and [r["verdict"] for r in rows[1]] == ["forward"] * 4 + ["drop"]
+
+
+def test_replay_refuses_a_capture_that_is_not_ethernet(tmp_path):
+    from scapy.layers.inet import IP as IPLayer
+    from scapy.utils import wrpcapng
+
+    cfg = tmp_path / "nat.toml"
+    cfg.write_text(config_text("nat"))
+    src = tmp_path / "raw-ip.pcapng"
+    wrpcapng(str(src), [IPLayer(dst="198.19.0.100")])  # a raw-IP link type: no Ethernet header
+    result = CliRunner().invoke(main, ["replay", "-c", str(cfg), str(src)])
+    assert result.exit_code != 0 and "link type" in result.output and "Ethernet (1)" in result.output

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 
 def ip_to_int(text: str) -> int:
-    """Dotted-quad IPv4 text to a 32-bit integer; ValueError on anything else."""
-    parts = text.split(".")
-    if len(parts) != 4:
-        raise ValueError(f"not an IPv4 address: {text!r}")
-    value = 0
-    for part in parts:
-        if not part.isdigit() or len(part) > 3 or int(part) > 255:
-            raise ValueError(f"not an IPv4 address: {text!r}")
-        value = (value << 8) | int(part)
-    return value
+    """Dotted-quad IPv4 text to a 32-bit integer; ValueError on anything else.
+
+    Parsed by the standard ``ipaddress`` module, which refuses leading zeros ("010.0.0.1" could
+    mean octal 8 or decimal 10 depending on the reader, so it is not an address at all)."""
+    try:
+        return int(ipaddress.IPv4Address(text))
+    except (ipaddress.AddressValueError, TypeError):
+        raise ValueError(f"not an IPv4 address: {text!r}") from None
 
 
 def int_to_ip(value: int) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pktlb.lab.steps import StepError, run
+from pktlb.lab.netns import CommandError, Namespace
 from pktlb.lab.tier.inspect import tier_status
 from pktlb.lab.tier.plan import HASH_FIELDS
 
@@ -17,8 +17,8 @@ Row = tuple[str, str, bool, str, str, str]
 
 def _sysctl(namespace: str, key: str) -> int | None:
     try:
-        return int(run(["ip", "netns", "exec", namespace, "sysctl", "-n", key], timeout=5).stdout.strip())
-    except (StepError, ValueError):
+        return int(Namespace(namespace).run(["sysctl", "-n", key], timeout=5).stdout.strip())
+    except (CommandError, ValueError):
         return None
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from pktlb.adapters import birdctl
 from pktlb.daemon.ctlsock import ControlClientError, request
-from pktlb.lab.steps import StepError, run
+from pktlb.lab.netns import CommandError, Namespace
 from pktlb.lab.tier.plan import announce_paths, bird_paths
 
 POLL = 0.01
@@ -23,8 +23,8 @@ POLL = 0.01
 
 def _ip_json(namespace: str, args: list[str]) -> Any:
     try:
-        out = run(["ip", "-n", namespace, "-j", *args], timeout=5).stdout
-    except StepError:
+        out = Namespace(namespace).run(["ip", "-j", *args], timeout=5).stdout
+    except CommandError:
         return []
     return json.loads(out or "[]")
 

@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from pktlb.lab.manage import lab_down, lab_up
+from pktlb.lab.netns import Namespace
+from pktlb.lab.paths import LabPaths
 from pktlb.lab.state import pids_in_namespace
 from pktlb.lab.topology import LabOptions, Plan
 
@@ -199,8 +201,11 @@ class BenchLab:
 
     @property
     def statedir(self) -> Path:
-        assert self.plan is not None
-        return Path(self.plan.statedir)
+        return self.paths.statedir
+
+    @property
+    def paths(self) -> LabPaths:
+        return LabPaths(self.prefix)
 
     @property
     def namespaces(self) -> list[str]:
@@ -222,11 +227,7 @@ class BenchLab:
     # -- commands --------------------------------------------------------------------------------
     def run(self, node: str, argv: list[str], *, timeout: float = COMMAND_TIMEOUT, check: bool = True,
             stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(["ip", "netns", "exec", self.ns(node), *argv], input=stdin, capture_output=True,
-                              text=True, timeout=timeout)
-        if check and done.returncode != 0:
-            raise BenchError(f"{' '.join(argv)} in {node} exited {done.returncode}: {done.stderr.strip()}")
-        return done
+        return Namespace(self.ns(node)).run(argv, timeout=timeout, check=check, stdin=stdin)
 
     def sh(self, node: str, script: str) -> None:
         self.run(node, ["sh", "-c", script])
@@ -245,9 +246,8 @@ class BenchLab:
         pinned = ["taskset", "-c", str(cpu)] if cpu is not None else []
         out = open(log, "ab") if log else None  # noqa: SIM115 (the child keeps it; closed below)
         try:
-            proc = subprocess.Popen(["ip", "netns", "exec", self.ns(node), *pinned, *argv], stdin=subprocess.DEVNULL,
-                                    stdout=stdout if stdout is not None else (out or subprocess.DEVNULL),
-                                    stderr=out or subprocess.DEVNULL)
+            proc = Namespace(self.ns(node)).popen([*pinned, *argv], stdout=stdout if stdout is not None else (
+                out or subprocess.DEVNULL), stderr=out or subprocess.DEVNULL)
         finally:
             if out:
                 out.close()

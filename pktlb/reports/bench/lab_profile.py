@@ -44,7 +44,7 @@ def engine_profile(lab: BenchLab, out_dir: str | None, seconds: float = PROFILE_
     from pyinstrument.renderers import ConsoleRenderer
     from pyinstrument.session import Session
 
-    session_file = lab.statedir / "engine.pyisession"
+    session_file = lab.paths.file("engine.pyisession")
     wrapper = [sys.executable, "-m", "pyinstrument", "-i", "0.0005", "-r", "pyisession", "-o", str(session_file)]
     variant = PktlbVariant("nat", wrapper=wrapper)
     undo: list[tuple[Any, ...]] = []

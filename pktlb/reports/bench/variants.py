@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pktlb.daemon.ctlsock import ControlClientError, request
+from pktlb.daemon.ctlsock import ControlClientError, answers, request, worker_socket
 from pktlb.lab.manage import log_tail, pktlb_program
 from pktlb.lab.nftables import GUARD_TABLE, guard_ruleset
 from pktlb.reports.bench.lab import (
@@ -130,16 +130,16 @@ class PktlbVariant(Variant):
         set_forwarding(lab, 0, undo)
         c = lab.constants
         backends = [(b.name, b.address, b.interfaces[0].mac) for b in lab.backend_nodes]
-        lab_config = (lab.statedir / "pktlb.toml").read_text()
-        config = lab.statedir / "bench.toml"
+        lab_config = lab.paths.config.read_text()
+        config = lab.paths.file("bench.toml")
         config.write_text(bench_config_text(lab_config, self.mode, lab.vip, backends, c.get("snat_address"),
                                             self.max_entries, self.udp_timeout))
-        self.socket = str(lab.statedir / "pktlb.sock")
-        log = lab.statedir / "logs" / "bench-engine.log"
+        self.socket = str(lab.paths.control_socket)
+        log = lab.paths.log("bench-engine")
         argv = [*self.wrapper, pktlb_program(), "run", "-c", str(config), "--no-health", "--workers", str(self.workers)]
         self.proc = lab.popen("lb", argv, cpu=LB_CPU if self.workers == 1 else None, log=log)
-        sockets = [self.socket] + [f"{self.socket}.w{i}" for i in range(1, self.workers)]
-        if not wait_until(lambda: self.proc.poll() is not None or all(_answers(s) for s in sockets),
+        sockets = [worker_socket(self.socket, i) for i in range(self.workers)]
+        if not wait_until(lambda: self.proc.poll() is not None or all(answers(s) for s in sockets),
                           ENGINE_START_TIMEOUT, 0.1) or self.proc.poll() is not None:
             stop(self.proc)
             raise BenchError(f"the engine did not start ({' '.join(argv)}): {log_tail(str(log)) or 'no log'}")
@@ -152,7 +152,7 @@ class PktlbVariant(Variant):
         return [self.proc.pid] if self.workers == 1 else children_of(self.proc.pid)
 
     def stats(self) -> list[dict[str, Any]]:
-        sockets = [self.socket] + [f"{self.socket}.w{i}" for i in range(1, self.workers)]
+        sockets = [worker_socket(self.socket, i) for i in range(self.workers)]
         out = []
         for path in sockets:
             try:
@@ -191,12 +191,6 @@ class PktlbRxOnGeneratorCore(PktlbVariant):
         super().start(lab, undo)
 
 
-def _answers(path: str) -> bool:
-    try:
-        request(path, {"cmd": "ping"}, timeout=1.0)
-        return True
-    except ControlClientError:
-        return False
 
 
 class KernelRouting(Variant):
@@ -237,18 +231,18 @@ class ScapyForwarder(Variant):
             raise BenchError(f"{SCAPY_SCRIPT} is missing")
         set_forwarding(lab, 0, undo)
         lb = lab.node("lb")
-        ready = lab.statedir / "ready" / "bench-scapy"
+        ready = lab.paths.ready / "bench-scapy"
         ready.unlink(missing_ok=True)
         backends = [f"{b.address}={b.interfaces[0].mac}" for b in lab.backend_nodes]
         # Bounds for its whole life: the flood, the paced run after it (fewer frames), and slack.
         argv = [sys.executable, str(SCAPY_SCRIPT), "--iface", "eth0", "--vip", lab.vip, "--port", str(BENCH_PORT),
                 "--lb-mac", lb.interfaces[0].mac, "--count", str(10 * self.packets),
                 "--seconds", str(self.seconds + 60), "--ready-file", str(ready), *backends]
-        self.proc = lab.popen("lb", argv, cpu=LB_CPU, log=lab.statedir / "logs" / "bench-scapy.log")
+        self.proc = lab.popen("lb", argv, cpu=LB_CPU, log=lab.paths.log("bench-scapy"))
         if not wait_until(lambda: ready.exists() or self.proc.poll() is not None, ENGINE_START_TIMEOUT, 0.05) \
                 or self.proc.poll() is not None:
             stop(self.proc)
-            raise BenchError(f"the scapy forwarder did not start: {log_tail(str(lab.statedir / 'logs/bench-scapy.log'))}")
+            raise BenchError(f"the scapy forwarder did not start: {log_tail(str(lab.paths.log('bench-scapy')))}")
         time.sleep(0.2)  # sniff() opens its socket right after the callback
 
     def process_pids(self) -> list[int]:

@@ -33,6 +33,8 @@ from pktlb.adapters.configfile import load_config
 from pktlb.core.config import MODES
 from pktlb.daemon.ctlsock import ControlClientError, request
 from pktlb.lab.manage import existing_namespaces, lab_down, lab_up
+from pktlb.lab.netns import CommandError, Namespace
+from pktlb.lab.paths import LabPaths
 from pktlb.lab.state import load_state
 from pktlb.lab.status import lab_status
 from pktlb.lab.topology import LabError, LabOptions, check_options, expand, load_topology, merge
@@ -169,7 +171,7 @@ class ModeRun:
             self.result["decap"] = up.plan.decap_kind
             self.result["requirements"] = mode_requirements(data, self.mode, self.engine, up.plan.decap_kind)
             self._measure()
-        except (LabError, wl.WorkloadError, ControlClientError, OSError) as exc:
+        except (LabError, wl.WorkloadError, CommandError, ControlClientError, OSError) as exc:
             self.result["errors"].append(str(exc))
             self.say(f"FAILED: {exc}")
         except Exception as exc:  # noqa: BLE001 - an unexpected answer spoils this run, not the other modes
@@ -193,7 +195,7 @@ class ModeRun:
         lb_node = next(n for n in status["nodes"] if n["role"] == "lb")
         self.engine_pid = next((s["pid"] for s in lb_node["services"] if s["service"] == "engine"), None)
         self.lb_mtu = next((i["mtu"] for i in lb_node["interfaces"] if i["ifname"] == "eth0"), 1500)
-        self.socket = (load_config(f"{self.plan.statedir}/pktlb.toml").lb.control_socket
+        self.socket = (load_config(str(LabPaths.at(self.plan.statedir).config)).lb.control_socket
                        if self.engine == "pktlb" else None)
         self.lb_mac = self.plan.node("lb").interface("eth0").mac
         self.say("waiting for the VIP to answer")
@@ -286,7 +288,7 @@ class ModeRun:
         try:
             wl.curl_json(self.ns("client"), self.url, headers=["X-Pad: " + "x" * 4000])
             big_ok = True
-        except wl.WorkloadError as exc:
+        except (wl.WorkloadError, CommandError) as exc:
             big_ok = False
             self.result["errors"].append(f"the 4000-byte request failed: {exc}")
         learned = wl.path_mtu(self.ns("client"), self.vip)
@@ -337,7 +339,7 @@ class ModeRun:
                                                  reverse=reverse).as_dict()
                 for failure in iperf[direction]["retried_after"]:
                     self.result.setdefault("warnings", []).append(f"iperf3 {direction} retried after: {failure}")
-            except wl.WorkloadError as exc:  # the HTTP figures stand without it
+            except (wl.WorkloadError, CommandError) as exc:  # the HTTP figures stand without it
                 iperf[direction] = {"error": str(exc)}
                 self.result.setdefault("warnings", []).append(f"iperf3 {direction}: {exc}")
         self.result["iperf3"] = iperf
@@ -345,9 +347,9 @@ class ModeRun:
     def _vip_serves(self, port: int) -> bool:
         """Whether the lab's load balancer has a service for the VIP on this port."""
         if self.engine == "pktlb":
-            config = load_config(f"{self.plan.statedir}/pktlb.toml")
+            config = load_config(str(LabPaths.at(self.plan.statedir).config))
             return any(s.port == port and s.protocol == "tcp" for s in config.services)
-        done = wl.ns_run(self.ns("lb"), ["nft", "list", "ruleset"], timeout=10)
+        done = Namespace(self.ns("lb")).run(["nft", "list", "ruleset"], timeout=10, check=False)
         return f"dport {port} " in done.stdout
 
 

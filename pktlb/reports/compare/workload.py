@@ -9,7 +9,7 @@
   the backend that served it (``pktlb.lab.httpd``).
 * Captures: tcpdump in a namespace, started and stopped around a workload.
 
-Every command runs with ``ip netns exec`` and a timeout; nothing here runs in the root namespace's
+Every command runs with ``ip netns exec`` (``pktlb.lab.netns``) and a timeout; nothing here runs in the root namespace's
 network except the ``ip`` process that enters the lab namespace.
 """
 
@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pktlb.lab.netns import Namespace
+
 WRK_THREADS = 2
 CONNECTIONS = 16
 DOWNLOAD_BYTES = 32 << 20
@@ -35,15 +37,6 @@ CAPTURE_START_TIMEOUT = 5.0
 
 class WorkloadError(RuntimeError):
     """A workload tool failed or printed something we cannot read; the message says which and why."""
-
-
-def ns_run(namespace: str, argv: list[str], *, timeout: float) -> subprocess.CompletedProcess[str]:
-    """Run argv in a lab namespace; WorkloadError if it overruns its timeout."""
-    try:
-        return subprocess.run(["ip", "netns", "exec", namespace, *argv], capture_output=True, text=True,
-                              timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise WorkloadError(f"`{' '.join(argv[:3])} ...` in {namespace} did not finish within {timeout:.0f} s") from None
 
 
 # ---- HTTP load ----------------------------------------------------------------------------------
@@ -95,7 +88,7 @@ def run_wrk(namespace: str, url: str, duration: float) -> HttpResult:
     seconds = max(1, round(duration))
     argv = ["wrk", f"-t{WRK_THREADS}", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency",
             "-H", "Connection: close", url]
-    done = ns_run(namespace, argv, timeout=seconds + 30)
+    done = Namespace(namespace).run(argv, timeout=seconds + 30, check=False)
     if done.returncode != 0:
         raise WorkloadError(f"wrk exited {done.returncode}: {done.stderr.strip() or done.stdout.strip()}")
     return parse_wrk(done.stdout, " ".join(argv))
@@ -132,7 +125,7 @@ def run_ab(namespace: str, url: str, requests: int, workdir: Path) -> HttpResult
     csv_path = workdir / "ab-percentiles.csv"
     argv = ["ab", "-q", "-n", str(requests), "-c", str(min(CONNECTIONS, requests)), "-s", "10",
             "-e", str(csv_path), url]
-    done = ns_run(namespace, argv, timeout=60 + requests / 50)
+    done = Namespace(namespace).run(argv, timeout=60 + requests / 50, check=False)
     if done.returncode != 0:
         raise WorkloadError(f"ab exited {done.returncode}: {done.stderr.strip() or done.stdout.strip()}")
     try:
@@ -161,7 +154,7 @@ def run_download(namespace: str, vip: str, port: int, nbytes: int = DOWNLOAD_BYT
     """One HTTP download of nbytes through the VIP, timed by curl (bounded by DOWNLOAD_MAX_SECONDS)."""
     argv = ["curl", "-sS", "-o", "/dev/null", "--max-time", str(DOWNLOAD_MAX_SECONDS),
             "-w", "%{http_code} %{size_download} %{time_total}", f"http://{vip}:{port}/bytes?n={nbytes}"]
-    done = ns_run(namespace, argv, timeout=DOWNLOAD_MAX_SECONDS + 10)
+    done = Namespace(namespace).run(argv, timeout=DOWNLOAD_MAX_SECONDS + 10, check=False)
     try:
         code, size, seconds = done.stdout.split()
         size_i, seconds_f = int(size), float(seconds)
@@ -201,7 +194,7 @@ def run_iperf3(namespace: str, vip: str, port: int, duration: float, *, reverse:
     argv += ["-R"] if reverse else []
     failures: list[str] = []
     for attempt in range(1, attempts + 1):
-        done = ns_run(namespace, argv, timeout=seconds + 15)
+        done = Namespace(namespace).run(argv, timeout=seconds + 15, check=False)
         try:
             result = parse_iperf3(done.stdout, " ".join(argv))
             result.retried_after = failures
@@ -223,8 +216,8 @@ _PROBE_LOOP = ('url=$1; shift; for src in "$@"; do '
 def probe_requests(namespace: str, url: str, sources: list[str]) -> list[dict[str, Any]]:
     """One request (a new connection) from each source address, in order; the answers' JSON."""
     script = _PROBE_LOOP.format(t=PROBE_MAX_SECONDS)
-    done = ns_run(namespace, ["sh", "-c", script, "probe", url, *sources],
-                  timeout=len(sources) * (PROBE_MAX_SECONDS + 0.5) + 10)
+    done = Namespace(namespace).run(["sh", "-c", script, "probe", url, *sources],
+                  timeout=len(sources) * (PROBE_MAX_SECONDS + 0.5) + 10, check=False)
     answers = []
     for line in done.stdout.splitlines():
         if line.strip():
@@ -239,7 +232,7 @@ def curl_json(namespace: str, url: str, *, headers: list[str] | None = None) -> 
     argv = ["curl", "-sS", "--max-time", str(PROBE_MAX_SECONDS)]
     for header in headers or []:
         argv += ["-H", header]
-    done = ns_run(namespace, [*argv, url], timeout=PROBE_MAX_SECONDS + 5)
+    done = Namespace(namespace).run([*argv, url], timeout=PROBE_MAX_SECONDS + 5, check=False)
     if done.returncode != 0:
         raise WorkloadError(f"curl {url} failed ({done.returncode}): {done.stderr.strip()}")
     try:
@@ -254,8 +247,8 @@ def await_vip(namespace: str, url: str, *, timeout: float, successes: int = 3) -
     row = 0
     last_error = "no answer"
     while time.monotonic() - started < timeout:
-        done = ns_run(namespace, ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "1", url],
-                      timeout=5)
+        done = Namespace(namespace).run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "1", url],
+                      timeout=5, check=False)
         if done.stdout.strip() == "200":
             row += 1
             if row >= successes:
@@ -268,7 +261,7 @@ def await_vip(namespace: str, url: str, *, timeout: float, successes: int = 3) -
 
 def path_mtu(namespace: str, destination: str) -> int | None:
     """The path MTU the namespace's kernel learned for destination (route cache), None if none."""
-    done = ns_run(namespace, ["ip", "-o", "route", "get", destination], timeout=5)
+    done = Namespace(namespace).run(["ip", "-o", "route", "get", destination], timeout=5, check=False)
     match = re.search(r"\bmtu (\d+)", done.stdout)
     return int(match.group(1)) if match else None
 
@@ -289,11 +282,10 @@ class Capture:
     summary: str = ""
 
     def start(self) -> Capture:
-        argv = ["ip", "netns", "exec", self.namespace, "tcpdump", "-p", "-n", "-U", "--immediate-mode", "-Z", "root",
+        argv = ["tcpdump", "-p", "-n", "-U", "--immediate-mode", "-Z", "root",
                 "-i", self.ifname, "-c", str(self.max_packets), "-w", str(self.path)]
         argv += (["-Q", "in"] if self.inbound_only else []) + self.bpf.split()
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, text=True)
+        self.proc = Namespace(self.namespace).popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + CAPTURE_START_TIMEOUT
         seen = ""
         while time.monotonic() < deadline:

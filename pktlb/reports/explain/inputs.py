@@ -19,7 +19,7 @@ from pktlb.core.config import Config
 from pktlb.core.packet.addr import bytes_to_mac, ip_to_int
 from pktlb.core.snapshot import Snapshot, build_snapshot
 from pktlb.daemon.ctlsock import ControlClientError, request
-from pktlb.lab.state import statedir_for
+from pktlb.lab.paths import LabPaths
 
 DEFAULT_SNAT = "198.18.0.3"
 ERROR_TYPES = (3, 11, 12)  # ICMP destination unreachable, time exceeded, parameter problem
@@ -145,7 +145,7 @@ def config_for_mode(config: Config, mode: str | None) -> tuple[Config, list[str]
 
 def lab_config_path(prefix: str) -> Path:
     """Where ``pktlb lab up`` writes the engine configuration of the lab named ``prefix``."""
-    return statedir_for(prefix) / "pktlb.toml"
+    return LabPaths(prefix).config
 
 
 def live_snapshot(config: Config) -> tuple[Snapshot, str]:

@@ -26,6 +26,7 @@ from typing import Any
 from pktlb.daemon.ctlsock import ControlClientError, request
 from pktlb.lab import state as st
 from pktlb.lab.manage import lab_down, lab_up
+from pktlb.lab.paths import LabPaths
 from pktlb.lab.tier.drain import drain_lb
 from pktlb.lab.tier.inspect import next_hops, wait_for
 from pktlb.lab.tier.plan import engine_socket, lb_address
@@ -67,7 +68,7 @@ class Lab:
         return next_hops(self.ns("router"), self.vip)
 
     def service_pid(self, name: str) -> int:
-        return int((st.read_json(st.statedir_for(self.prefix) / st.SERVICES_STATE_FILE) or {})["services"][name]["pid"])
+        return int((st.read_json(LabPaths(self.prefix).services_state_file) or {})["services"][name]["pid"])
 
     def new_flows(self) -> dict[str, int]:
         out = {}

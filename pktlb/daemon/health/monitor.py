@@ -1,7 +1,7 @@
 """The health subsystem as the daemon sees it: the checkers a config needs, the state book, events out.
 
 The reactor owns the loop; a ``HealthMonitor`` only says which descriptors to watch and when it
-next needs to run.  With ``pktlb.daemon.reactor.Reactor``:
+next needs to run.  With ``pktlb.daemon.reactor.Reactor`` (the engine's one loop):
 
     monitor = HealthMonitor(config, now=reactor.clock(),
                             on_event=lambda e: control.set_health(e.service, e.backend, e.new, e.reason),
@@ -35,7 +35,8 @@ from pktlb.core.health import (
     check_targets,
     service_check_targets,
 )
-from pktlb.daemon.checks import ScheduledChecker, make_checker
+from pktlb.daemon.health.base import ScheduledChecker
+from pktlb.daemon.health.registry import make_checker
 
 RTT_PREFERENCE = ("http", "tcp", "icmp")  # the first configured one of these feeds lrt
 

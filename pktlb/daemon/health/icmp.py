@@ -11,13 +11,12 @@ of our probes (host or protocol unreachable) fails that probe at once with ``L3U
 Counters (``self.counters``): started, sent, replies, unmatched, malformed, timeouts,
 unreachable, send_errors, plus one per result status.
 
-``probe_once`` runs the same prober in a small blocking loop for ``pktlb probe``.
+``probe_once`` runs the same prober on its own ``Reactor`` for ``pktlb probe``.
 """
 
 from __future__ import annotations
 
 import random
-import select
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -35,7 +34,8 @@ from pktlb.adapters.icmp_socket import (
     parse_icmp_packet,
 )
 from pktlb.core.health import L3OK, L3TOUT, L3UNR, SOCKERR, CheckResult, CheckTarget
-from pktlb.daemon.checks import Attempt, ResultCallback, ScheduledChecker, register
+from pktlb.daemon.health.base import Attempt, ResultCallback, ScheduledChecker
+from pktlb.daemon.reactor import Reactor
 
 
 @dataclass(slots=True)
@@ -60,7 +60,6 @@ class ProbeOutcome:
     reason: str
 
 
-@register
 class IcmpProber(ScheduledChecker):
     """L3 check: ICMP echo, plain or (tunnel mode) through the backend's IP-in-IP decapsulator."""
 
@@ -189,20 +188,18 @@ def probe_once(target: str, count: int = 4, interval: float = 1.0, timeout: floa
     check = CheckTarget(service="probe", backend=target, check="icmp", address=target, port=0,
                         interval=interval, timeout=timeout, source=source or "", vip=tunnel_vip or "",
                         encapsulated=bool(tunnel_vip))
+    reactor = Reactor(clock)
     try:
-        prober.add_target(check, clock(), count=count)
+        prober.add_target(check, reactor.clock(), count=count)
+        prober.attach(reactor)
         while not prober.idle or outcomes:
             while outcomes:
                 yield outcomes.popleft()
-            deadline = prober.due()
-            if deadline is None:
-                continue
-            ready, _, _ = select.select([prober.fileno()], [], [], max(0.0, deadline - clock()))
-            now = clock()
-            if ready:
-                prober.on_readable(now)
-            prober.run_due(now)
+            if not prober.idle:
+                reactor.run_once()
     finally:
         if counters is not None:
             counters.update(prober.counters)
+        prober.detach(reactor)
+        reactor.close()
         prober.close()
