@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PKTLB := $(VENV)/bin/pktlb
 # Debian packages the lab, tests, demo and benchmarks use.
-DEBS := iproute2 nftables ethtool iputils-ping curl iperf3 wrk tcpdump python3-venv python3-dev gcc procps util-linux kmod apache2-utils hping3 chromium
+DEBS := iproute2 nftables ethtool iputils-ping curl iperf3 wrk tcpdump python3-venv python3-dev gcc procps util-linux kmod apache2-utils hping3 chromium bird2
 PYTEST_ARGS ?=
 
 .PHONY: all deps venv test unit labtest lint demo bench fuzz clean lab-clean

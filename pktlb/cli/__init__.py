@@ -33,6 +33,9 @@ COMMANDS = {
     "bench": "pktlb.cli.bench_cmd",
     "autoscale": "pktlb.cli.autoscale_cmd",
     "dashboard": "pktlb.cli.dashboard_cmd",
+    "announce": "pktlb.cli.announce_cmd",
+    "nhsync": "pktlb.cli.announce_cmd",
+    "tier-report": "pktlb.cli.tier_cmd",
 }
 
 

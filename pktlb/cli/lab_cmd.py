@@ -37,10 +37,16 @@ def lab() -> None:
 @click.option("--no-engine", is_flag=True, help="Alias of --engine none.")
 @click.option("--decap", type=click.Choice(DECAP_CHOICES), default="auto", show_default=True,
               help="Tunnel mode: kernel ipip (tunl0), user-space `pktlb decap`, or auto (kernel where it has ipip).")
+@click.option("--lbs", type=int, default=1, show_default=True,
+              help="LBs: 1 is the single-LB lab; 2 to 8 build the LB tier (lb1..lbN announcing the VIP by BGP "
+                   "to a BIRD router that spreads flows over them with ECMP).")
+@click.option("--ecmp", type=click.Choice(["multipath", "resilient"]), default="multipath", show_default=True,
+              help="LB tier: the router's ordinary multipath route, or a kernel resilient next-hop group.")
+@click.option("--bfd", is_flag=True, help="LB tier: BFD on the BGP sessions (100 ms x 3) besides the 3 s hold timer.")
 @click.option("--dry-run", is_flag=True, help="Print the commands the lab would run; change nothing.")
 @click.option("--verbose-steps", is_flag=True, help="Print each step as it is applied.")
 def up(mode: str, backends: int, clients: int, scheduler: str, prefix: str, engine: str, no_engine: bool,
-       decap: str, dry_run: bool, verbose_steps: bool) -> None:
+       decap: str, lbs: int, ecmp: str, bfd: bool, dry_run: bool, verbose_steps: bool) -> None:
     """Build the lab (or reuse an identical one that is already up)."""
     from pktlb.core.sched.base import scheduler_names
     from pktlb.lab import manage
@@ -48,7 +54,7 @@ def up(mode: str, backends: int, clients: int, scheduler: str, prefix: str, engi
     if scheduler not in scheduler_names():
         _fail(f"unknown scheduler {scheduler!r}: expected one of {', '.join(scheduler_names())}")
     options = LabOptions(mode=mode, backends=backends, clients=clients, scheduler=scheduler, prefix=prefix,
-                         engine="none" if no_engine else engine, decap=decap)
+                         engine="none" if no_engine else engine, decap=decap, lbs=lbs, ecmp=ecmp, bfd=bfd)
     try:
         if dry_run:
             click.echo(manage.dry_run(options), nl=False)
@@ -64,7 +70,8 @@ def up(mode: str, backends: int, clients: int, scheduler: str, prefix: str, engi
     c = plan.constants
     click.echo(f"lab {prefix!r} up in {result.seconds:.1f} s ({result.steps} steps): mode {mode}, engine "
                f"{options.engine}, VIP {c['vip']}:{c['service_port']}/tcp, {backends} backends, {clients} clients"
-               + (f", decapsulation {plan.decap_kind}" if plan.decap_kind else ""))
+               + (f", decapsulation {plan.decap_kind}" if plan.decap_kind else "")
+               + (f", {lbs} LBs behind the BGP router ({ecmp}{', BFD' if bfd else ''})" if lbs > 1 else ""))
     click.echo(f"try: pktlb lab exec client -- curl -s http://{c['vip']}/   |   pktlb lab status   |   pktlb lab down"
                + ("" if prefix == DEFAULT_PREFIX else f" --prefix {prefix}"))
     if options.engine == "pktlb":
@@ -97,6 +104,31 @@ def down(prefix: str, as_json: bool) -> None:
         click.echo(f"nothing to remove for prefix {prefix!r}")
     if report["errors"]:
         _fail("could not remove: " + "; ".join(report["errors"]))
+
+
+@lab.command(name="drain-lb")
+@PREFIX_OPTION
+@click.option("--resume", is_flag=True, help="Undo a drain: announce again once the engine is healthy.")
+@click.option("--timeout", type=float, default=10.0, show_default=True,
+              help="Seconds to wait for the router to stop (or start) using the LB.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.argument("lb")
+def drain_lb(prefix: str, resume: bool, timeout: float, as_json: bool, lb: str) -> None:
+    """Withdraw one LB of the tier from the router (its engine keeps running) and wait until the
+    router no longer sends it new flows; with --resume, announce it again."""
+    from pktlb.lab.tier.drain import DrainError
+    from pktlb.lab.tier.drain import drain_lb as do_drain
+
+    try:
+        result = do_drain(prefix, lb, resume=resume, timeout=timeout)
+    except (DrainError, LabError) as exc:
+        _fail(str(exc))
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        verb = "resumed" if resume else "drained"
+        click.echo(f"{lb} {verb}: the router's next hops for the VIP are now {', '.join(result['next_hops']) or 'none'} "
+                   f"({result['seconds']:.2f} s); the engine is {'running' if result['engine_running'] else 'NOT running'}")
 
 
 @lab.command()

@@ -60,7 +60,8 @@ def _nft_steps(plan: Plan) -> list[st.Step]:
     for node in plan.nodes:
         lb_if = next((i.ifname for i in node.interfaces if i.segment), "eth0")
         if node.guard:
-            out.append(st.nft_load(node.namespace, guard_ruleset(lb_if, c["vip_network"], snat, c["snat_ports"]),
+            own_snat = (node.snat or snat) if fullnat else None
+            out.append(st.nft_load(node.namespace, guard_ruleset(lb_if, c["vip_network"], own_snat, c["snat_ports"]),
                                    "ingress guard (drop VIP traffic before the LB's kernel sees it)"))
         if node.kernel_lb:
             backends = [b.address for b in plan.by_role("backend")]

@@ -15,6 +15,7 @@ from typing import ClassVar
 from pktlb.core.packet.addr import in_network, ip_to_int
 from pktlb.lab import state as st
 from pktlb.lab.facts import NodeFacts, collect
+from pktlb.lab.tier.health import tier_rows
 from pktlb.lab.topology import LabError, load_topology
 
 TUNNEL_OVERHEAD = 20
@@ -240,7 +241,13 @@ class BackendRoute(Check):
         default = next((r for r in node.routes if r.get("dst") == "default"), None)
         via = default.get("gateway") if default else None
         lb = node.lb_address
-        if node.mode == "nat":
+        if node.mode == "nat" and node.tier:
+            if via == node.router_address:
+                yield self.ok(node, f"default route via the router {via}: its rule sends replies to a live LB of the tier")
+            else:
+                yield self.bad(node, f"default route via {via}: in the LB tier NAT replies go via the router",
+                               f"{node.fix_prefix()}ip route replace default via {node.router_address}")
+        elif node.mode == "nat":
             if via == lb:
                 yield self.ok(node, f"default route via the LB {lb} (NAT replies go back through it)")
             else:
@@ -261,7 +268,8 @@ def lab_nodes(prefix: str) -> list[NodeFacts]:
     options = recorded["options"]
     return [NodeFacts(n["name"], n["role"], n["namespace"], options["mode"], options["engine"], recorded["vip"],
                       constants["vip_network"], recorded.get("decap_kind"), lb_address=constants["lb_address"],
-                      router_address=constants["router_server"]) for n in recorded["nodes"]]
+                      router_address=constants["router_server"], tier=bool(recorded.get("tier")))
+            for n in recorded["nodes"]]
 
 
 def diagnose(prefix: str, *, host_role: str | None = None, host_mode: str | None = None,
@@ -279,6 +287,9 @@ def diagnose(prefix: str, *, host_role: str | None = None, host_mode: str | None
             instance = check()
             if instance.applies(node):
                 findings.extend(instance.run(node))
+    recorded = None if host_role else st.load_state(prefix)
+    if recorded and recorded.get("tier"):
+        findings += [Finding(*row) for row in tier_rows(recorded)]
     return findings
 
 

@@ -14,12 +14,15 @@ import tomli_w
 from pktlb.core.config import Config, parse_config
 from pktlb.core.packet.addr import mac_for_ip
 from pktlb.lab.paths import LabPaths
-from pktlb.lab.topology import Plan
+from pktlb.lab.topology import Node, Plan
 
 
-def engine_config_data(plan: Plan) -> dict[str, Any]:
+def engine_config_data(plan: Plan, lb: Node | None = None, control_socket: str | None = None) -> dict[str, Any]:
+    """The engine config of the lab's LB (or of ``lb``, one LB of the tier, with its own control
+    socket and, in fullnat, its own SNAT address; every LB gets the same services, backends and
+    hash seed, so every LB picks the same backend for a flow)."""
     c, o = plan.constants, plan.options
-    lb = plan.by_role("lb")[0]
+    lb = lb or plan.by_role("lb")[0]
     router = c["router_server"]
     config: dict[str, Any] = {"lb": {
         "interface": "eth0",
@@ -27,14 +30,14 @@ def engine_config_data(plan: Plan) -> dict[str, Any]:
         "mac": mac_for_ip(lb.address),
         "gateway": router,
         "gateway_mac": mac_for_ip(router),
-        "control_socket": str(LabPaths.at(plan.statedir).control_socket),
+        "control_socket": control_socket or str(LabPaths.at(plan.statedir).control_socket),
     }}
     web: dict[str, Any] = {"name": "web", "vip": c["vip"], "port": int(c["service_port"]), "protocol": "tcp",
                            "mode": o.mode, "scheduler": o.scheduler}
     snat: dict[str, Any] = {}
     if o.mode == "fullnat":
         first, last = (int(p) for p in c["snat_ports"].split("-"))
-        snat = {"snat_address": c["snat_address"], "snat_ports": [first, last]}
+        snat = {"snat_address": lb.snat or c["snat_address"], "snat_ports": [first, last]}
     web |= snat
     web["health"] = {"checks": ["icmp"], "interval": 1.0, "timeout": 1.0, "rise": 2, "fall": 3}
     web["backend"] = _backends(plan, int(c["service_port"]))
@@ -47,10 +50,10 @@ def engine_config_data(plan: Plan) -> dict[str, Any]:
     return config
 
 
-def engine_config_text(plan: Plan) -> str:
+def engine_config_text(plan: Plan, lb: Node | None = None, control_socket: str | None = None) -> str:
     o = plan.options
     header = f"# pktlb engine configuration for the lab {o.prefix!r} (mode {o.mode}); written by `pktlb lab up`.\n"
-    return header + tomli_w.dumps(engine_config_data(plan))
+    return header + tomli_w.dumps(engine_config_data(plan, lb, control_socket))
 
 
 def _backends(plan: Plan, port: int) -> list[dict[str, Any]]:
@@ -58,7 +61,7 @@ def _backends(plan: Plan, port: int) -> list[dict[str, Any]]:
             for backend in plan.by_role("backend")]
 
 
-def checked_engine_config(plan: Plan) -> tuple[str, Config]:
+def checked_engine_config(plan: Plan, lb: Node | None = None, control_socket: str | None = None) -> tuple[str, Config]:
     """The config text and its parsed form; ConfigError if the lab would write a bad config."""
-    text = engine_config_text(plan)
+    text = engine_config_text(plan, lb, control_socket)
     return text, parse_config(text)

@@ -37,6 +37,7 @@ class NodeFacts:
     vip_network: str
     decap_kind: str | None = None
     lb_address: str = "198.18.0.2"
+    tier: bool = False  # the lab is an LB tier (pktlb/lab/tier): nat replies go via the router
     router_address: str = "198.18.0.1"
     sysctls: dict[str, str] = field(default_factory=dict)
     links: dict[str, Link] = field(default_factory=dict)

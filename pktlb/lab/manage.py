@@ -25,6 +25,8 @@ from pktlb.lab.engine_config import checked_engine_config
 from pktlb.lab.netns import CommandError, Namespace, namespaces
 from pktlb.lab.paths import BadPrefix, LabPaths
 from pktlb.lab.steps import Step, StepError, apply_steps
+from pktlb.lab.tier.apply import TierBuild, apply_tier
+from pktlb.lab.tier.inspect import next_hops, sessions, wait_for
 from pktlb.lab.topology import (
     LabError,
     LabOptions,
@@ -35,6 +37,7 @@ from pktlb.lab.topology import (
     node_name_pattern,
 )
 
+TIER_CONVERGE_TIMEOUT = 25.0  # seconds lab up waits for the router to route the VIP via every LB
 READY_TIMEOUT = 15.0  # seconds lab up waits for every backend service to listen
 ENGINE_SETTLE = 3.0  # seconds lab up watches the engine for an immediate exit (until its control socket)
 
@@ -61,10 +64,20 @@ def plan_lab(options: LabOptions, data: dict[str, Any] | None = None) -> Plan:
                      pktlb=pktlb_program(), kernel_has_ipip=kernel_has_ipip(), has_binary=shutil.which)
 
 
+def tier_build(plan: Plan) -> TierBuild | None:
+    """The LB tier's changes to the plan (``--lbs`` 2..8), or None for the single-LB lab."""
+    return apply_tier(plan, pktlb=pktlb_program()) if plan.options.lbs != 1 else None
+
+
 def dry_run(options: LabOptions) -> str:
     plan = plan_lab(options)
-    config_text, _ = checked_engine_config(plan)
-    return render_dry_run(plan, build_steps(plan), config_text)
+    tier = tier_build(plan)
+    if tier is None:
+        config_text, _ = checked_engine_config(plan)
+        return render_dry_run(plan, build_steps(plan), config_text)
+    files = "".join(f"\n# {plan.statedir}/{name}:\n" + "".join(f"#   {line}\n" for line in text.splitlines())
+                    for name, text in sorted(tier.files.items()))
+    return render_dry_run(plan, build_steps(plan) + tier.steps, files)
 
 
 def existing_namespaces(prefix: str) -> list[str]:
@@ -89,28 +102,32 @@ def lab_up(options: LabOptions, *, progress: Callable[[Step], None] | None = Non
     if os.geteuid() != 0:
         raise LabError("lab up needs root (network namespaces); try `pktlb lab up --dry-run` to see the commands")
     plan = plan_lab(options, data)
+    tier = tier_build(plan)  # checks --lbs, the engine and BIRD before anything is created
     reused = _reuse_or_refuse(options)
     if reused:
         return UpResult(plan, reused=True, seconds=time.monotonic() - started)
     config_text, _ = checked_engine_config(plan)
     paths = LabPaths.at(plan.statedir)
     paths.statedir.mkdir(parents=True, exist_ok=True)
-    for sub in (paths.logs, paths.ready):
+    for sub in (paths.logs, paths.ready, paths.statedir / "bird"):
         sub.mkdir(exist_ok=True)
     record = {"version": 1, "prefix": options.prefix, "options": options.as_dict(), "status": "building",
               "namespaces": plan.namespaces, "statedir": plan.statedir, "decap_kind": plan.decap_kind,
               "created": time.time(), "vip": plan.constants["vip"], "service_port": int(plan.constants["service_port"]),
               "nodes": [{"name": n.name, "role": n.role, "namespace": n.namespace, "address": n.address}
                         for n in plan.nodes],
-              "switch": plan.switch_namespace, "supervisor": None}
+              "switch": plan.switch_namespace, "supervisor": None, "tier": tier.record() if tier else None}
     st.write_json(paths.state_file, record)
-    steps = build_steps(plan)
+    steps = build_steps(plan) + (tier.steps if tier else [])
+    for name, text in (tier.files.items() if tier else ()):
+        (paths.statedir / name).write_text(text)
     try:
         count = apply_steps(steps, progress=progress)
     except (StepError, CommandError) as exc:
         lab_down(options.prefix)
         raise LabError(f"lab up failed, everything it created was removed: {exc}") from None
-    paths.config.write_text(config_text)
+    if tier is None:
+        paths.config.write_text(config_text)
     result = UpResult(plan, steps=count)
     if plan.services:
         st.write_json(paths.services_file, [
@@ -123,7 +140,9 @@ def lab_up(options: LabOptions, *, progress: Callable[[Step], None] | None = Non
         except LabError:
             lab_down(options.prefix)
             raise
-        if options.engine == "pktlb":
+        if tier is not None:
+            _await_tier(plan, tier, paths)
+        elif options.engine == "pktlb":
             result.engine_problem = _engine_problem(paths)
     skipped = {s["requires"] for s in data["service"].values() if s.get("requires") and not shutil.which(s["requires"])}
     result.warnings += [f"{program} is not installed: its service does not run (make deps installs it)"
@@ -183,6 +202,31 @@ def _await_ready(plan: Plan, paths: LabPaths) -> None:
     if pending:
         raise LabError(f"lab services not ready after {READY_TIMEOUT:.0f} s: {', '.join(sorted(pending))} "
                        f"(logs in {paths.logs}); the lab was removed")
+
+
+def _await_tier(plan: Plan, tier: TierBuild, paths: LabPaths) -> None:
+    """Wait until the router routes the VIP via every LB; otherwise remove the lab and say why."""
+    router_ns = plan.node("router").namespace
+    wanted = sorted((lb.address for lb in tier.tier.lbs), key=lambda a: int(a.rsplit(".", 1)[1]))
+    vip = plan.constants["vip"]
+    failed: list[str] = []
+
+    def converged() -> bool:
+        states = service_states(paths)
+        failed[:] = [n for n, s in states.items() if s.get("state") == "failed" or s.get("restarts")]
+        return bool(failed) or next_hops(router_ns, vip) == wanted
+
+    waited = wait_for(converged, TIER_CONVERGE_TIMEOUT)
+    if failed or waited is None:
+        states = service_states(paths)
+        if failed:
+            why = "; ".join(f"{n} exited ({log_tail(states[n].get('log')) or 'no log'})" for n in failed)
+        else:
+            why = (f"the router routes {vip} via {', '.join(next_hops(router_ns, vip)) or 'nothing'} after "
+                   f"{TIER_CONVERGE_TIMEOUT:.0f} s, not via all of {', '.join(wanted)}; BGP sessions: "
+                   f"{sessions(str(paths.statedir))}")
+        lab_down(plan.options.prefix)
+        raise LabError(f"the LB tier did not come up: {why}; everything was removed")
 
 
 def _engine_problem(paths: LabPaths) -> str | None:

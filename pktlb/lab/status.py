@@ -12,6 +12,7 @@ from pktlb.lab import state as st
 from pktlb.lab.manage import describe_engine_failure, existing_namespaces, service_states
 from pktlb.lab.netns import Namespace
 from pktlb.lab.paths import LabPaths
+from pktlb.lab.tier.inspect import render_tier, tier_status
 
 
 def read_interfaces(namespace: str) -> list[dict[str, Any]]:
@@ -55,10 +56,13 @@ def lab_status(prefix: str) -> dict[str, Any]:
                       "interfaces": read_interfaces(node["namespace"]), "services": running})
     options = recorded["options"]
     engine = {"name": options["engine"], "ok": True, "problem": None}
+    tier = recorded.get("tier")
+    engine_services = [f"{lb['name']}/engine" for lb in tier["lbs"]] if tier else ["lb/engine"]
     if options["engine"] == "pktlb":
-        record = services.get("lb/engine")
-        if not (record and record["state"] == "running" and st.is_same_process(record)):
-            engine.update(ok=False, problem=describe_engine_failure(record))
+        for name in engine_services:
+            record = services.get(name)
+            if not (record and record["state"] == "running" and st.is_same_process(record)):
+                engine.update(ok=False, problem=f"{name.split('/')[0]}: {describe_engine_failure(record)}")
     return {
         "prefix": prefix, "up": recorded.get("status") == "up", "status": recorded.get("status"),
         "mode": options["mode"], "scheduler": options["scheduler"], "engine": engine,
@@ -67,7 +71,7 @@ def lab_status(prefix: str) -> dict[str, Any]:
                                               "interfaces": read_interfaces(recorded["switch"])},
         "supervisor": {"pid": (recorded.get("supervisor") or {}).get("pid"),
                        "alive": st.is_same_process(recorded.get("supervisor"))},
-        "nodes": nodes,
+        "nodes": nodes, "tier": tier_status(recorded) if tier else None,
     }
 
 
@@ -84,6 +88,8 @@ def render_status(status: dict[str, Any]) -> str:
              f"supervisor: pid {status['supervisor']['pid']} ({'alive' if status['supervisor']['alive'] else 'DEAD'})"
              + (f", decapsulation: {status['decap']}" if status["decap"] else ""),
              f"state: {status['statedir']}"]
+    if status.get("tier"):
+        lines += render_tier(status["tier"])
     for node in status["nodes"]:
         lines.append(f"\n{node['name']:<8} {node['role']:<8} netns {node['namespace']}"
                      + ("" if node["exists"] else "  (MISSING)"))

@@ -41,6 +41,9 @@ class LabOptions:
     prefix: str = DEFAULT_PREFIX
     engine: str = "pktlb"
     decap: str = "auto"
+    lbs: int = 1  # 2..8: the LB tier (pktlb/lab/tier), N LBs behind a BGP router
+    ecmp: str = "multipath"  # the tier's router: ordinary multipath route, or a resilient next-hop group
+    bfd: bool = False  # the tier's BGP sessions with BFD (100 ms x 3)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -81,6 +84,7 @@ class Node:
     decap: bool = False
     guard: bool = False
     kernel_lb: bool = False
+    snat: str | None = None  # fullnat in the LB tier: this LB's own SNAT address (else the lab's)
 
     @property
     def address(self) -> str:
@@ -146,7 +150,7 @@ def load_topology(path: str | Path | None = None) -> dict[str, Any]:
 
 def node_name_pattern(prefix: str) -> re.Pattern[str]:
     """Namespace names a lab with this prefix may have created (used to find leftovers after a crash)."""
-    return re.compile(rf"^{re.escape(prefix)}(sw|router|lb|client\d*|be\d+)$")
+    return re.compile(rf"^{re.escape(prefix)}(sw|router|lb\d*|client\d*|be\d+)$")
 
 
 def check_options(options: LabOptions, data: dict[str, Any]) -> None:

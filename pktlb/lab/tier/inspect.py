@@ -1,0 +1,112 @@
+"""Reading a running LB tier: the router's BGP sessions and next hops, each LB's announcement.
+
+Used by `lab up` (to wait until the tier has converged), `lab status`, `lab drain-lb`, the tests
+and `pktlb tier-report`.  Next hops are read from the router's kernel (what it forwards by), not
+from BIRD (what it would like): a plain multipath route, or the members of a next-hop group.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pktlb.adapters import birdctl
+from pktlb.daemon.ctlsock import ControlClientError, request
+from pktlb.lab.netns import CommandError, Namespace
+from pktlb.lab.tier.plan import announce_paths, bird_paths
+
+POLL = 0.01
+
+
+def _ip_json(namespace: str, args: list[str]) -> Any:
+    try:
+        out = Namespace(namespace).run(["ip", "-j", *args], timeout=5).stdout
+    except CommandError:
+        return []
+    return json.loads(out or "[]")
+
+
+def next_hops(namespace: str, prefix: str) -> list[str]:
+    """The gateways of the main-table route to ``prefix`` in ``namespace``, sorted."""
+    routes = _ip_json(namespace, ["-d", "route", "show", prefix])
+    if not routes:
+        return []
+    route = routes[0]
+    if "nhid" in route:
+        group = _ip_json(namespace, ["nexthop", "show", "id", str(route["nhid"])])
+        members = [str(m["id"]) for m in (group[0].get("group", []) if group else [])]
+        gateways = []
+        for nh in members:
+            one = _ip_json(namespace, ["nexthop", "show", "id", nh])
+            if one and "gateway" in one[0]:
+                gateways.append(one[0]["gateway"])
+        return sorted(gateways, key=_key)
+    if "nexthops" in route:
+        return sorted((h["gateway"] for h in route["nexthops"] if "gateway" in h), key=_key)
+    return [route["gateway"]] if "gateway" in route else []
+
+
+def _key(address: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in address.split("."))
+
+
+def sessions(statedir: str) -> dict[str, str]:
+    """The router's BGP sessions: LB name -> BIRD's info ('Established', 'Active', ...), or an error."""
+    try:
+        rows = birdctl.protocols(f"{statedir}/{bird_paths('router')['socket']}")
+    except birdctl.BirdError as exc:
+        return {"error": str(exc)}
+    return {name: row.info.split()[0] if row.info else row.state for name, row in rows.items() if row.proto == "BGP"}
+
+
+def announce_status(statedir: str, lb: str) -> dict[str, Any]:
+    try:
+        return request(f"{statedir}/{announce_paths(lb)['control']}", {"cmd": "status"}, timeout=2.0)
+    except ControlClientError as exc:
+        return {"error": str(exc)}
+
+
+def announce_command(statedir: str, lb: str, cmd: str) -> dict[str, Any]:
+    return request(f"{statedir}/{announce_paths(lb)['control']}", {"cmd": cmd}, timeout=3.0)
+
+
+def tier_status(record: dict[str, Any]) -> dict[str, Any]:
+    """The tier part of `lab status`: sessions, next hops, each LB's announcement."""
+    tier, statedir = record["tier"], record["statedir"]
+    router_ns = record["prefix"] + "router"
+    return {"ecmp": tier["ecmp"], "bfd": tier["bfd"], "sessions": sessions(statedir),
+            "next_hops": next_hops(router_ns, record["vip"]),
+            "lbs": [{**lb, "announce": announce_status(statedir, lb["name"])} for lb in tier["lbs"]]}
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float) -> float | None:
+    """Seconds until ``predicate()`` held, or None after ``timeout``."""
+    started = time.monotonic()
+    while True:
+        if predicate():
+            return time.monotonic() - started
+        if time.monotonic() - started >= timeout:
+            return None
+        time.sleep(POLL)
+
+
+def journal(statedir: str, lb: str) -> list[dict[str, Any]]:
+    path = Path(statedir) / announce_paths(lb)["journal"]
+    try:
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except FileNotFoundError:
+        return []
+
+
+def render_tier(tier: dict[str, Any]) -> list[str]:
+    lines = [f"LB tier: {len(tier['lbs'])} LBs, router ECMP {tier['ecmp']}" + (", BFD" if tier["bfd"] else "")
+             + f"; the router's next hops for the VIP: {', '.join(tier['next_hops']) or 'NONE'}"]
+    for lb in tier["lbs"]:
+        ann = lb["announce"]
+        session = tier["sessions"].get(lb["name"], tier["sessions"].get("error", "?"))
+        what = ann.get("error") or (("announced" if ann["announced"] else "withdrawn") + f" ({ann['reason']})")
+        lines.append(f"  {lb['name']:<5} {lb['address']:<14} AS {lb['asn']}  BGP {session:<12} {what}")
+    return lines
