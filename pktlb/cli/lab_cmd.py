@@ -48,7 +48,7 @@ def lab() -> None:
 def up(mode: str, backends: int, clients: int, scheduler: str, prefix: str, engine: str, no_engine: bool,
        decap: str, lbs: int, ecmp: str, bfd: bool, dry_run: bool, verbose_steps: bool) -> None:
     """Build the lab (or reuse an identical one that is already up)."""
-    from pktlb.core.sched.base import scheduler_names
+    from pktlb.core.sched.registry import scheduler_names
     from pktlb.lab import manage
 
     if scheduler not in scheduler_names():

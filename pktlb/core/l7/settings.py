@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pktlb.core.config_reader import ConfigError, Section
-from pktlb.core.sched.base import scheduler_names
+from pktlb.core.sched.registry import scheduler_names
 
 L7_MODE = "l7"
 HASH_KEYS = ("connection", "client")  # what hash, sh and maglev hash at L7: the 5-tuple, or the client address

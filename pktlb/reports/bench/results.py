@@ -139,6 +139,10 @@ def ratios(result: VariantResult, by_name: dict[str, VariantResult]) -> dict[str
     return out
 
 
+# The issue's targets for the LB's CPU per packet against nftables DNAT, by mode (at most this ratio).
+CPU_TARGETS = {"nat": 1.5, "dsr": 1.2}
+
+
 def targets(results: list[VariantResult], scaling: dict[str, Any] | None = None) -> list[Target]:
     """The issue's targets that this run can check (those whose baselines were measured)."""
     by_name = {r.name: r for r in results}
@@ -148,10 +152,9 @@ def targets(results: list[VariantResult], scaling: dict[str, Any] | None = None)
             continue
         rr = ratios(r, by_name)
         if NFTABLES in by_name:
-            if r.mode == "nat":
-                found.append(Target("nat: LB CPU per packet vs nftables DNAT", rr["cpu_vs_nftables"], 1.5, True))
-            if r.mode == "dsr":
-                found.append(Target("dsr: LB CPU per packet vs nftables DNAT", rr["cpu_vs_nftables"], 1.2, True))
+            if r.mode in CPU_TARGETS:
+                found.append(Target(f"{r.mode}: LB CPU per packet vs nftables DNAT", rr["cpu_vs_nftables"],
+                                    CPU_TARGETS[r.mode], True))
             found.append(Target(f"{r.mode}: delivered pps vs nftables DNAT", rr["pps_vs_nftables"], 0.8, False))
         if SCAPY in by_name:
             found.append(Target(f"{r.mode}: delivered pps vs the scapy forwarder", rr["pps_vs_scapy"], 50, False))
