@@ -27,6 +27,10 @@ def render_proxy_stats(data: dict[str, Any]) -> str:
         c = svc["counters"]
         lines += ["", f"HTTP {svc['vip']}:{svc['port']} l7 {svc['scheduler']} (service {svc['name']}, "
                       f"hash_key {svc['hash_key']}): {c['requests']} requests, {c['open_connections']} clients open"]
+        if c.get("tls_full") or c.get("tls_resumed"):
+            total = c["tls_full"] + c["tls_resumed"]
+            lines.append(f"  TLS terminated here: {total} handshakes, {c['tls_full']} full, {c['tls_resumed']} "
+                         f"resumed ({100 * c['tls_resumed'] / total:.0f} %)")
         for route in svc["routes"]:
             where = (f"host {route['host']} " if route["host"] else "any host ") + f"path {route['path_prefix']}"
             live = set(route["eligible"])

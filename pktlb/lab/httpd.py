@@ -17,6 +17,8 @@ Run in each backend namespace as ``python -m pktlb.lab.httpd --name be1 --port 8
   arrived: an upload carries full-size packets from the client toward the backend, which is what
   exercises the tunnel's fragmentation-needed / path MTU discovery.
 HTTP/1.1 keep-alive; one thread per connection; idle connections time out after 30 s.
+``--tls-cert PEM --tls-key PEM`` serves HTTPS instead (the backend terminates TLS itself: through an L4
+mode the LB only ever carries ciphertext); the handshake runs in the connection's thread.
 ``--service-time MS`` and ``--max-concurrent N`` give the backend a capacity (``pktlb.lab.capacity``).
 """
 
@@ -27,6 +29,8 @@ import hashlib
 import json
 import os
 import signal
+import socket
+import ssl
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -142,10 +146,37 @@ class BackendServer(ThreadingHTTPServer):
     allow_reuse_address = True
 
 
-def make_server(name: str, host: str, port: int, capacity: Capacity | None = None) -> BackendServer:
+class TlsBackendServer(BackendServer):
+    """HTTPS: each accepted connection does its TLS handshake in its own thread (a slow client holds
+    only its thread), then is served like a plain one."""
+
+    context: ssl.SSLContext
+    handshake_timeout = 10.0
+
+    def finish_request(self, request: socket.socket, client_address: tuple[str, int]) -> None:  # type: ignore[override]
+        request.settimeout(self.handshake_timeout)
+        try:
+            tls = self.context.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError):
+            return  # a failed handshake: nothing to serve
+        try:
+            self.RequestHandlerClass(tls, client_address, self)
+        finally:
+            tls.close()
+
+
+def make_server(name: str, host: str, port: int, capacity: Capacity | None = None, *,
+                tls_cert: str | None = None, tls_key: str | None = None) -> BackendServer:
     bases: tuple[type, ...] = (CapacityMixin, BackendHandler) if capacity else (BackendHandler,)
     handler = type("Handler", bases, {"backend_name": name, "capacity": capacity})
-    return BackendServer((host, port), handler)
+    if tls_cert is None:
+        return BackendServer((host, port), handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tls_cert, tls_key)
+    context.set_alpn_protocols(["http/1.1"])
+    server = TlsBackendServer((host, port), handler)
+    server.context = context
+    return server
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,12 +189,19 @@ def main(argv: list[str] | None = None) -> int:
                         help="milliseconds each request holds a slot before it is answered (default 0)")
     parser.add_argument("--max-concurrent", type=int, default=0, metavar="N",
                         help="requests served at once; the others queue (default 0: unlimited)")
+    parser.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate (needs --tls-key)")
+    parser.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
     args = parser.parse_args(argv)
     if not args.service_time >= 0 or args.max_concurrent < 0:
         parser.error("--service-time and --max-concurrent must be >= 0")
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together")
     capacity = Capacity(args.max_concurrent, args.service_time / 1000) \
         if args.service_time or args.max_concurrent else None
-    server = make_server(args.name, args.host, args.port, capacity)
+    try:
+        server = make_server(args.name, args.host, args.port, capacity, tls_cert=args.tls_cert, tls_key=args.tls_key)
+    except (ssl.SSLError, OSError) as exc:
+        parser.error(f"cannot serve on {args.host}:{args.port}: {exc}")
     # SIGTERM -> shut the server down from another thread (serve_forever must not call it itself).
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
     if args.ready_file:

@@ -18,6 +18,7 @@ connection (``backend_cut``), since the status line has already gone.
 from __future__ import annotations
 
 import logging
+import ssl
 from dataclasses import dataclass
 
 import h11
@@ -116,6 +117,8 @@ class Exchange:
                 upstream = await pool.connect(loop.time() + self.l7.connect_timeout)
             except TimeoutError:
                 self.last_failure = "backend_connect_timeout"
+            except ssl.SSLError:
+                self.last_failure = "backend_tls_failed"
             except SOCKET_ERRORS:
                 self.last_failure = "backend_refused"
             else:

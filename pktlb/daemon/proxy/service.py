@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 
 from pktlb.core.l7.plan import ServicePlan
 from pktlb.core.l7.stats import ProxyStats, ServiceCounters
@@ -21,8 +22,10 @@ log = logging.getLogger("pktlb.proxy")
 
 
 class ServiceRuntime:
-    def __init__(self, plan: ServicePlan, stats: ProxyStats, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, plan: ServicePlan, stats: ProxyStats, loop: asyncio.AbstractEventLoop, *,
+                 backend_ssl: ssl.SSLContext | None = None) -> None:
         self.name = plan.config.name
+        self.backend_ssl = backend_ssl  # TLS toward the backends ([service.l7.tls] backend = "tls"), or None
         self.plan = plan
         self.stats = stats
         self.counters: ServiceCounters = stats.service(self.name)
@@ -45,7 +48,7 @@ class ServiceRuntime:
             if pool is None:
                 pool = self.pools[be.name] = BackendPool(
                     be.name, be.address, be.port, self.stats.backend(self.name, be.name),
-                    max_idle=l7.pool_max_idle, idle_timeout=l7.pool_idle_timeout)
+                    max_idle=l7.pool_max_idle, idle_timeout=l7.pool_idle_timeout, ssl_context=self.backend_ssl)
             pool.max_idle, pool.idle_timeout = l7.pool_max_idle, l7.pool_idle_timeout
             if not be.eligible:
                 pool.close_idle()

@@ -42,7 +42,8 @@ class ClientSession:
         peer = writer.get_extra_info("peername") or ("", 0)
         local = writer.get_extra_info("sockname") or ("", 0)
         self.peer, self.local = (peer[0], peer[1]), (local[0], local[1])
-        self.hop = Hop(client=peer[0], proto="http", by=local[0])
+        tls = writer.get_extra_info("ssl_object") is not None  # TLS was terminated here (``tls``)
+        self.hop = Hop(client=peer[0], proto="https" if tls else "http", by=local[0])
         self.cut = False  # end with a reset: the client must see its response is incomplete
         self.method = b""  # of the request being served (an answer to HEAD has no body)
 
