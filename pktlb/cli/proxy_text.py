@@ -31,6 +31,9 @@ def render_proxy_stats(data: dict[str, Any]) -> str:
             total = c["tls_full"] + c["tls_resumed"]
             lines.append(f"  TLS terminated here: {total} handshakes, {c['tls_full']} full, {c['tls_resumed']} "
                          f"resumed ({100 * c['tls_resumed'] / total:.0f} %)")
+        if c.get("sticky"):
+            lines.append(f"  cookie persistence: {_counts(c['sticky'])} (kept: its backend served it; moved: "
+                         "that backend was down or gone)")
         for route in svc["routes"]:
             where = (f"host {route['host']} " if route["host"] else "any host ") + f"path {route['path_prefix']}"
             live = set(route["eligible"])

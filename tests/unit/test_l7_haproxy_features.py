@@ -76,3 +76,13 @@ def test_tls_without_resumption_and_plain_backends(tmp_path):
 def test_a_key_haproxy_cannot_find_is_refused_by_name(tmp_path):
     with pytest.raises(ValueError, match=r"HAProxy reads the TLS key .* key '/k/other.key'"):
         haproxy_config(parse_config(service('  [service.l7.tls]\n  cert = "/k/vip.pem"\n  key = "/k/other.key"\n')))
+
+
+def test_cookie_persistence_both_modes(tmp_path):
+    for table, expected in (("  [service.l7.cookie]\n", "cookie SRVID insert indirect nocache httponly"),
+                            ('  [service.l7.cookie]\n  mode = "prefix"\n  name = "JSESSIONID"\n',
+                             "cookie JSESSIONID prefix")):
+        text = haproxy_config(parse_config(service(table)))
+        assert f"    {expected}" in text.splitlines()
+        assert "    server be2 198.18.0.12:443 weight 1 cookie be2" in text.splitlines()
+        haproxy_accepts(text, tmp_path)

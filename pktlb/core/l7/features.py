@@ -14,6 +14,12 @@
                                              # chain to (leave out to trust the system's CAs)
     backend_verify = true                    # false: encrypt to the backends without checking who they are
 
+``[service.l7.cookie]``  persistence by cookie (``pktlb.core.l7.sticky``)::
+
+    [service.l7.cookie]
+    mode = "insert"      # the proxy's own cookie; "prefix": the application's cookie, prefixed "be1~"
+    name = "SRVID"       # the cookie's name (with prefix: the application's session cookie, e.g. JSESSIONID)
+
 Pure: it reads already-parsed TOML tables; whether the files exist and hold a usable certificate is
 checked when the proxy starts (``pktlb.daemon.proxy.tls``).
 """
@@ -24,9 +30,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from pktlb.core.config_reader import ConfigError, Section
+from pktlb.core.l7.sticky import CookieConfig
 
 BACKEND_TLS = ("plain", "tls")
 TLS_VERSIONS = ("1.2", "1.3")
+COOKIE_MODES = ("insert", "prefix")
+_TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
 @dataclass(frozen=True)
@@ -65,3 +74,14 @@ def parse_tls(table: Any, path: str) -> TlsConfig | None:
                      session_resumption=s.get("session_resumption", bool, True),
                      min_version=s.choice("min_version", TLS_VERSIONS, "1.2"), backend=backend,
                      backend_ca=backend_ca, backend_verify=s.get("backend_verify", bool, True))
+
+
+def parse_cookie(table: Any, path: str) -> CookieConfig | None:
+    """``[service.l7.cookie]`` at ``path`` (None: no cookie persistence)."""
+    if table is None:
+        return None
+    s = Section(table, path, {"name", "mode"})
+    name = s.get("name", str, "SRVID", expected="a cookie name such as SRVID")
+    if not name or not set(name) <= _TOKEN:
+        raise ConfigError(s.key("name"), name, "a cookie name such as SRVID (letters, digits, - _ . and the like)")
+    return CookieConfig(name=name, mode=s.choice("mode", COOKIE_MODES, "insert"))

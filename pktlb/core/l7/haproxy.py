@@ -16,7 +16,9 @@ in a comment:
   CERT itself), so the key must be there (the lab's ``make_lab_pki`` names it so); no session resumption
   is ``no-tls-tickets`` and no session cache; ``backend = "tls"`` is ``ssl verify required ca-file CA``
   on each server (HAProxy checks the chain, not the name, unless told ``verifyhost``); HAProxy 2.6 has
-  no separate handshake timeout (``timeout client`` bounds it).
+  no separate handshake timeout (``timeout client`` bounds it);
+- persistence (``[service.l7.cookie]``): ``cookie NAME insert indirect nocache httponly`` or ``cookie NAME
+  prefix``, each server's cookie value its name (HAProxy's separator for prefix is ``~`` too).
 
 Connection reuse is ``http-reuse always``: measured here, it opened 0.001-0.002 backend connections
 per request (see /work/shared/LAB-NOTES.md), the figure ``pktlb proxy``'s pool is compared with.
@@ -135,6 +137,9 @@ def _backend(svc: ServiceConfig, route: RouteConfig) -> list[str]:
         lines.append(f"    # pktlb's {scheduler} has no exact HAProxy counterpart: {BALANCE[scheduler]} is the nearest")
     lines += [f"    timeout connect {_ms(l7.connect_timeout)}", f"    timeout server {_ms(l7.backend_timeout)}",
               f"    retries {l7.retries}"]
+    if l7.cookie is not None:
+        lines.append(f"    cookie {l7.cookie.name} insert indirect nocache httponly" if l7.cookie.mode == "insert"
+                     else f"    cookie {l7.cookie.name} prefix")
     names = route.backends if route.backends is not None else tuple(b.name for b in svc.backends)
     backends = [b for b in svc.backends if b.name in names]
     health = [backend_health(svc, b) for b in backends]
@@ -148,5 +153,6 @@ def _backend(svc: ServiceConfig, route: RouteConfig) -> list[str]:
         lines.append(f"    timeout check {_ms(checked[0].timeout)}")
     for be, hc in zip(backends, health, strict=True):
         check = f" check inter {_ms(hc.interval)} fall {hc.fall} rise {hc.rise}" if hc in checked else ""
-        lines.append(f"    server {be.name} {be.address}:{be.port} weight {be.weight}{_server_tls(svc)}{check}")
+        cookie = f" cookie {be.name}" if l7.cookie is not None else ""
+        lines.append(f"    server {be.name} {be.address}:{be.port} weight {be.weight}{_server_tls(svc)}{cookie}{check}")
     return lines

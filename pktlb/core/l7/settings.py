@@ -31,14 +31,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from pktlb.core.config_reader import ConfigError, Section
-from pktlb.core.l7.features import TlsConfig, parse_tls
+from pktlb.core.l7.features import TlsConfig, parse_cookie, parse_tls
+from pktlb.core.l7.sticky import CookieConfig
 from pktlb.core.sched.base import scheduler_names
 
 L7_MODE = "l7"
 HASH_KEYS = ("connection", "client")  # what hash, sh and maglev hash at L7: the 5-tuple, or the client address
 L7_KEYS = {"hash_key", "header_timeout", "idle_timeout", "body_timeout", "connect_timeout", "backend_timeout",
            "max_header_bytes", "max_body_bytes", "max_connections", "retries", "pool_max_idle",
-           "pool_idle_timeout", "forwarded_headers", "tls"}
+           "pool_idle_timeout", "forwarded_headers", "tls", "cookie"}
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ class L7Config:
     pool_idle_timeout: float = 10.0  # an idle pooled connection older than this is closed
     forwarded_headers: bool = True  # add X-Forwarded-For, X-Forwarded-Proto and Forwarded (RFC 7239)
     tls: TlsConfig | None = None  # [service.l7.tls]: HTTPS to the clients (pktlb.core.l7.features)
+    cookie: CookieConfig | None = None  # [service.l7.cookie]: persistence by cookie (pktlb.core.l7.sticky)
 
 
 def parse_l7(table: Any, route_tables: Any, path: str, backend_names: Sequence[str], protocol: str) -> L7Config:
@@ -101,6 +103,7 @@ def parse_l7(table: Any, route_tables: Any, path: str, backend_names: Sequence[s
         pool_idle_timeout=s.positive("pool_idle_timeout", 10.0),
         forwarded_headers=s.get("forwarded_headers", bool, True),
         tls=parse_tls(s.get("tls", dict, None), s.key("tls")),
+        cookie=parse_cookie(s.get("cookie", dict, None), s.key("cookie")),
     )
 
 

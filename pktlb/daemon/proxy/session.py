@@ -25,6 +25,7 @@ from pktlb.core.l7.rejects import REJECTS, raw_answer, reject_answer
 from pktlb.core.l7.routing import parse_target
 from pktlb.core.l7.rules import RequestHead, first_refusal
 from pktlb.core.l7.stats import status_class
+from pktlb.core.l7.sticky import read_request
 from pktlb.daemon.proxy.forward import SOCKET_ERRORS, Exchange, Rejected
 from pktlb.daemon.proxy.http_stream import HttpStream
 from pktlb.daemon.proxy.service import ServiceRuntime
@@ -120,11 +121,15 @@ class ClientSession:
             return await self._answer("no_route")
         if not route.eligible:
             return await self._answer("no_backend")
+        headers, asked = request.headers.raw_items(), None
+        if plan.l7.cookie is not None:  # persistence: the backend the cookie names, and the cookie taken out
+            sticky = read_request(headers, plan.l7.cookie)
+            headers, asked = sticky.headers, sticky.backend
         outbound = h11.Request(method=request.method, target=target.origin_form,
-                               headers=request_headers(request.headers.raw_items(), self.hop,
-                                                       forwarded=plan.l7.forwarded_headers, also_drop=EXPECT))
+                               headers=request_headers(headers, self.hop, forwarded=plan.l7.forwarded_headers,
+                                                       also_drop=EXPECT))
         request_hash = plan.request_hash(self.peer[0], self.peer[1], self.local[0], self.local[1])
-        exchange = Exchange(rt, plan, self.client, request, outbound, route, request_hash, has_body)
+        exchange = Exchange(rt, plan, self.client, request, outbound, route, request_hash, has_body, asked=asked)
         try:
             await exchange.run()
         except Rejected as rejected:
