@@ -10,6 +10,10 @@ Run in each backend namespace as ``python -m pktlb.lab.httpd --name be1 --port 8
   proxy says about the real client (null for a header it did not send).  Through an L4 mode there is
   no such header: the backend sees the client (or the SNAT address) as its peer, and nothing more.
 * ``GET /health`` -> ``200 ok``.
+* ``GET /cacheable/ANY?max_age=S&n=N`` -> JSON ``{"backend", "path", "served": K}`` padded to N bytes (default
+  200), with ``Cache-Control: public, max-age=S`` (default 60): what a cache in front may keep and answer
+  for S seconds.  ``served`` counts the requests this backend answered on that path, so a cached
+  answer shows the count it had when it was stored.
 * ``GET /bytes?n=N`` (or ``/download/N``) -> N bytes (at most 1 GiB) of deterministic content:
   byte ``k`` of the body is ``k % 251``, so a download can be checked with ``expected_sha256(N)``
   or ``python3 -c 'import sys; n=int(sys.argv[1]); sys.stdout.buffer.write(bytes(k % 251 for k in range(n)))' N | sha256sum``.
@@ -45,6 +49,8 @@ PATTERN_PERIOD = 251  # prime: a chunk that is off by some bytes shows up as a d
 PROXY_HEADERS = ("X-Forwarded-For", "Forwarded", "Via")
 ECHOED_HEADERS = (("host", "Host"), ("x_forwarded_for", "X-Forwarded-For"), ("x_forwarded_proto", "X-Forwarded-Proto"),
                   ("forwarded", "Forwarded"), ("via", "Via"))
+_SERVED: dict[str, int] = {}  # /cacheable/ paths -> requests answered (this process)
+_SERVED_LOCK = threading.Lock()
 _BLOCK = bytes(k % PATTERN_PERIOD for k in range(PATTERN_PERIOD * 256))  # 64256 bytes, a whole number of periods
 
 
@@ -97,6 +103,8 @@ class BackendHandler(BaseHTTPRequestHandler):
             self._send(200, (json.dumps(body) + "\n").encode(), "application/json")
         elif url.path == "/health":
             self._send(200, b"ok\n", "text/plain")
+        elif url.path.startswith("/cacheable/"):
+            self._cacheable(url.path, parse_qs(url.query))
         elif url.path == "/bytes" or url.path.startswith("/download/"):
             raw = parse_qs(url.query).get("n", ["0"])[0] if url.path == "/bytes" else url.path.rsplit("/", 1)[1]
             if not raw.isdigit() or int(raw) > MAX_DOWNLOAD:
@@ -105,6 +113,23 @@ class BackendHandler(BaseHTTPRequestHandler):
             self._stream(int(raw))
         else:
             self._send(404, b"not found\n", "text/plain")
+
+    def _cacheable(self, path: str, query: dict[str, list[str]]) -> None:
+        max_age, size = query.get("max_age", ["60"])[0], query.get("n", ["200"])[0]
+        if not max_age.isdigit() or not size.isdigit() or int(size) > MAX_DOWNLOAD:
+            self._send(400, b"max_age and n must be integers\n", "text/plain")
+            return
+        with _SERVED_LOCK:
+            _SERVED[path] = served = _SERVED.get(path, 0) + 1
+        body = json.dumps({"backend": self.backend_name, "path": path, "served": served}).encode()
+        body += b" " * max(0, int(size) - len(body) - 1) + b"\n"
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", f"public, max-age={max_age}")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
 
     def do_POST(self) -> None:  # noqa: N802
         if urlsplit(self.path).path != "/upload":

@@ -86,3 +86,12 @@ def test_cookie_persistence_both_modes(tmp_path):
         assert f"    {expected}" in text.splitlines()
         assert "    server be2 198.18.0.12:443 weight 1 cookie be2" in text.splitlines()
         haproxy_accepts(text, tmp_path)
+
+
+def test_cache_section_and_rules(tmp_path):
+    text = haproxy_config(parse_config(service("  [service.l7.cache]\n  max_bytes = 3000000\n")))
+    lines = text.splitlines()
+    assert "cache web_cache" in lines and "    total-max-size 3  # MB (pktlb: 3000000 bytes)" in lines
+    assert "    max-object-size 1048576" in lines
+    assert "    http-request cache-use web_cache" in lines and "    http-response cache-store web_cache" in lines
+    haproxy_accepts(text, tmp_path)

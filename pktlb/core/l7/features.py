@@ -20,6 +20,13 @@
     mode = "insert"      # the proxy's own cookie; "prefix": the application's cookie, prefixed "be1~"
     name = "SRVID"       # the cookie's name (with prefix: the application's session cookie, e.g. JSESSIONID)
 
+``[service.l7.cache]``  a response cache in the proxy (``pktlb.core.l7.cache_policy``, ``cache_store``)::
+
+    [service.l7.cache]
+    max_bytes = 16777216         # the whole store, headers and bodies
+    max_entries = 1000
+    max_object_bytes = 1048576   # a larger answer is relayed, never kept
+
 Pure: it reads already-parsed TOML tables; whether the files exist and hold a usable certificate is
 checked when the proxy starts (``pktlb.daemon.proxy.tls``).
 """
@@ -30,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pktlb.core.config_reader import ConfigError, Section
+from pktlb.core.l7.cache_store import CacheConfig
 from pktlb.core.l7.sticky import CookieConfig
 
 BACKEND_TLS = ("plain", "tls")
@@ -85,3 +93,16 @@ def parse_cookie(table: Any, path: str) -> CookieConfig | None:
     if not name or not set(name) <= _TOKEN:
         raise ConfigError(s.key("name"), name, "a cookie name such as SRVID (letters, digits, - _ . and the like)")
     return CookieConfig(name=name, mode=s.choice("mode", COOKIE_MODES, "insert"))
+
+
+def parse_cache(table: Any, path: str) -> CacheConfig | None:
+    """``[service.l7.cache]`` at ``path`` (None: no cache)."""
+    if table is None:
+        return None
+    s = Section(table, path, {"max_bytes", "max_entries", "max_object_bytes"})
+    max_bytes = s.int_in("max_bytes", 4096, 1 << 34, 16 * 1024 * 1024)
+    max_object = s.int_in("max_object_bytes", 1, 1 << 34, min(1024 * 1024, max_bytes // 2))
+    if max_object > max_bytes // 2:
+        raise ConfigError(s.key("max_object_bytes"), max_object, f"at most half of max_bytes ({max_bytes // 2})")
+    return CacheConfig(max_bytes=max_bytes, max_entries=s.int_in("max_entries", 1, 10_000_000, 1000),
+                       max_object_bytes=max_object)

@@ -18,7 +18,9 @@ in a comment:
   on each server (HAProxy checks the chain, not the name, unless told ``verifyhost``); HAProxy 2.6 has
   no separate handshake timeout (``timeout client`` bounds it);
 - persistence (``[service.l7.cookie]``): ``cookie NAME insert indirect nocache httponly`` or ``cookie NAME
-  prefix``, each server's cookie value its name (HAProxy's separator for prefix is ``~`` too).
+  prefix``, each server's cookie value its name (HAProxy's separator for prefix is ``~`` too);
+- cache (``[service.l7.cache]``): a ``cache`` section and ``cache-use``/``cache-store`` in each backend;
+  HAProxy too keeps no answer with ``Vary`` (2.6 default), ``Set-Cookie``, ``private`` or ``no-store``.
 
 Connection reuse is ``http-reuse always``: measured here, it opened 0.001-0.002 backend connections
 per request (see /work/shared/LAB-NOTES.md), the figure ``pktlb proxy``'s pool is compared with.
@@ -62,6 +64,8 @@ def haproxy_config(config: Config, *, stats_socket: str | None = None) -> str:
             lines += _backend(svc, route) + [""]
         lines += [f"backend {svc.name}__no_route",
                   '    http-request return status 404 content-type text/plain string "no route"', ""]
+        if svc.l7.cache is not None:
+            lines += _cache_section(svc) + [""]
     return "\n".join(lines)
 
 
@@ -122,6 +126,16 @@ def _server_tls(svc: ServiceConfig) -> str:
     return f" ssl verify required ca-file {tls.backend_ca or '@system-ca'}"
 
 
+def _cache_section(svc: ServiceConfig) -> list[str]:
+    cache = svc.l7.cache if svc.l7 else None
+    assert cache is not None
+    megabytes = max(1, -(-cache.max_bytes // (1024 * 1024)))
+    return [f"cache {svc.name}_cache", f"    total-max-size {megabytes}  # MB (pktlb: {cache.max_bytes} bytes)",
+            f"    max-object-size {cache.max_object_bytes}",
+            "    max-age 86400  # the upper bound: each response's own max-age or Expires rules",
+            f"    # pktlb also bounds the entries ({cache.max_entries}); HAProxy 2.6 bounds only the size"]
+
+
 def _backend_name(svc: ServiceConfig, route: RouteConfig) -> str:
     return f"{svc.name}__{route.name}"
 
@@ -137,6 +151,8 @@ def _backend(svc: ServiceConfig, route: RouteConfig) -> list[str]:
         lines.append(f"    # pktlb's {scheduler} has no exact HAProxy counterpart: {BALANCE[scheduler]} is the nearest")
     lines += [f"    timeout connect {_ms(l7.connect_timeout)}", f"    timeout server {_ms(l7.backend_timeout)}",
               f"    retries {l7.retries}"]
+    if l7.cache is not None:
+        lines += [f"    http-request cache-use {svc.name}_cache", f"    http-response cache-store {svc.name}_cache"]
     if l7.cookie is not None:
         lines.append(f"    cookie {l7.cookie.name} insert indirect nocache httponly" if l7.cookie.mode == "insert"
                      else f"    cookie {l7.cookie.name} prefix")

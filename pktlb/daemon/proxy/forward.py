@@ -28,6 +28,7 @@ from pktlb.core.l7.plan import RoutePlan, ServicePlan
 from pktlb.core.l7.stats import status_class
 from pktlb.core.l7.sticky import sticky_outcome, write_response
 from pktlb.core.snapshot import BackendView
+from pktlb.daemon.proxy.cache import ResponseCapture
 from pktlb.daemon.proxy.http_stream import HttpStream
 from pktlb.daemon.proxy.pool import BackendPool, Upstream
 from pktlb.daemon.proxy.service import ServiceRuntime
@@ -66,8 +67,9 @@ class Exchange:
 
     def __init__(self, rt: ServiceRuntime, plan: ServicePlan, client: HttpStream, request: h11.Request,
                  outbound: h11.Request, route: RoutePlan, request_hash: int, has_body: bool, *,
-                 asked: str | None = None) -> None:
+                 asked: str | None = None, capture: ResponseCapture | None = None) -> None:
         self.rt, self.client, self.request, self.outbound = rt, client, request, outbound
+        self.capture = capture  # keeps the answer for the response cache (``cache``), or None
         self.asked = asked  # the backend the request's persistence cookie names (pktlb.core.l7.sticky)
         self.plan, self.route, self.request_hash, self.has_body = plan, route, request_hash, has_body
         self.l7 = plan.l7
@@ -223,6 +225,9 @@ class Exchange:
         if l7.cookie is not None:
             headers = write_response(headers, l7.cookie, attempt.backend.name, self.asked)
             rt.counters.sticky[sticky_outcome(self.asked, attempt.backend.name)] += 1
+        capture = self.capture
+        if capture is not None:
+            capture.start(response.status_code, response.reason, headers)
         try:
             await self._to_client(h11.Response(status_code=response.status_code, reason=response.reason,
                                                headers=headers))
@@ -236,9 +241,13 @@ class Exchange:
                 except (TimeoutError, h11.RemoteProtocolError, *SOCKET_ERRORS):
                     raise Rejected("backend_cut") from None
                 if isinstance(event, h11.Data):
+                    if capture is not None:
+                        capture.add(event.data)
                     await self._to_client(h11.Data(data=event.data), flush=self.client.pending_bytes > FLUSH_BYTES)
                 elif isinstance(event, h11.EndOfMessage):
                     await self._to_client(h11.EndOfMessage(), flush=True)
+                    if capture is not None:
+                        capture.finish(loop.time())
                     ok = True
                     return
                 else:  # ConnectionClosed before the end of the body

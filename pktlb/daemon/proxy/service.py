@@ -13,6 +13,7 @@ import asyncio
 import logging
 import ssl
 
+from pktlb.core.l7.cache_store import CacheStore
 from pktlb.core.l7.plan import ServicePlan
 from pktlb.core.l7.stats import ProxyStats, ServiceCounters
 from pktlb.core.sched.base import BackendLoad
@@ -32,11 +33,16 @@ class ServiceRuntime:
         self.loop = loop
         self.pools: dict[str, BackendPool] = {}
         self.loads: dict[str, BackendLoad] = {}  # per backend: requests in flight (lc), response time (lrt)
+        self.cache: CacheStore | None = None  # [service.l7.cache]: stored answers (``cache``)
         self.install(plan)
 
     def install(self, plan: ServicePlan) -> None:
         self.plan = plan
         l7 = plan.l7
+        if l7.cache is None:
+            self.cache = None
+        elif self.cache is None or self.cache.config != l7.cache:  # new bounds: start afresh
+            self.cache = CacheStore(l7.cache)
         for name in list(self.pools):
             if name not in plan.backends:
                 self.pools.pop(name).close_idle()
