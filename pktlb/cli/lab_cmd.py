@@ -33,7 +33,7 @@ def lab() -> None:
 @click.option("--scheduler", default="maglev", show_default=True, help="Scheduler written into the engine config.")
 @PREFIX_OPTION
 @click.option("--engine", type=click.Choice(ENGINES), default="pktlb", show_default=True,
-              help="pktlb: run `pktlb run` in the LB; kernel: nftables DNAT baseline (nat, fullnat); none: no LB.")
+              help="pktlb: run `pktlb run` in the LB; kernel: nftables baseline (DNAT for nat, fullnat; a netdev MAC rewrite for dsr); none: no LB.")
 @click.option("--no-engine", is_flag=True, help="Alias of --engine none.")
 @click.option("--decap", type=click.Choice(DECAP_CHOICES), default="auto", show_default=True,
               help="Tunnel mode: kernel ipip (tunl0), user-space `pktlb decap`, or auto (kernel where it has ipip).")
