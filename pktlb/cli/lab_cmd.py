@@ -36,8 +36,9 @@ def lab() -> None:
               help="Scheduler written into the engine config [default: maglev; rr in mode l7, per request].")
 @PREFIX_OPTION
 @click.option("--engine", type=click.Choice(ENGINES), default="pktlb", show_default=True,
-              help="pktlb: run `pktlb run` in the LB (`pktlb proxy` in mode l7); kernel: nftables DNAT baseline "
-                   "(nat, fullnat); haproxy: HAProxy as the L7 baseline (mode l7); none: no LB.")
+              help="pktlb: run `pktlb run` in the LB (`pktlb proxy` in mode l7); kernel: nftables baseline (DNAT "
+                   "for nat, fullnat; a netdev MAC rewrite for dsr); haproxy: HAProxy as the L7 baseline (mode l7); "
+                   "none: no LB.")
 @click.option("--no-engine", is_flag=True, help="Alias of --engine none.")
 @click.option("--decap", type=click.Choice(DECAP_CHOICES), default="auto", show_default=True,
               help="Tunnel mode: kernel ipip (tunl0), user-space `pktlb decap`, or auto (kernel where it has ipip).")
