@@ -104,7 +104,7 @@ class Forwarder:
             return None
         mac = resolve(self.config.lb.interface, address)
         if mac is None:
-            log.warning("%s %s: no neighbour entry and no ARP reply; using the lab's derived MAC", key, address)
+            log.warning("%s %s: no neighbour entry and no ARP reply; frames to it are sent to 00:00:00:00:00:00 until it resolves", key, address)
             return None
         return bytes_to_mac(mac)
 

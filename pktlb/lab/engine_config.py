@@ -12,7 +12,7 @@ from typing import Any
 import tomli_w
 
 from pktlb.core.config import Config, parse_config
-from pktlb.core.packet.addr import mac_for_ip
+from pktlb.lab.addressing import mac_for_ip
 from pktlb.lab.paths import LabPaths
 from pktlb.lab.topology import Node, Plan
 

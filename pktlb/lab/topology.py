@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from pktlb.core.config import MODES
-from pktlb.core.packet.addr import in_network, int_to_ip, ip_to_int, mac_for_ip
+from pktlb.core.packet.addr import in_network, int_to_ip, ip_to_int
+from pktlb.lab.addressing import mac_for_ip
 from pktlb.lab.paths import BadPrefix, LabPaths, check_prefix
 
 LAB_NETWORK = (ip_to_int("198.18.0.0"), 15)

@@ -9,7 +9,8 @@ from click.testing import CliRunner
 
 from pktlb.cli.lab_cmd import lab
 from pktlb.core.config import MODES
-from pktlb.core.packet.addr import in_network, ip_to_int, mac_for_ip
+from pktlb.core.packet.addr import in_network, ip_to_int
+from pktlb.lab.addressing import mac_for_ip
 from pktlb.lab.builder import build_steps, render_dry_run
 from pktlb.lab.engine_config import checked_engine_config
 from pktlb.lab.netns import namespaces
