@@ -25,6 +25,7 @@ from pktlb.adapters.configfile import load_config
 from pktlb.adapters.fanout import build_fanout_program, config_snat_ranges, fanout_program
 from pktlb.adapters.ifinfo import InterfaceMissing
 from pktlb.adapters.netlink import NetlinkCache, NetlinkUnavailable
+from pktlb.adapters.nft import Nft, NftError
 from pktlb.adapters.pcap import PcapWriter
 from pktlb.adapters.rawio import NO_OFFLOAD, RawPort
 from pktlb.core.config import Config, ConfigError
@@ -38,6 +39,7 @@ from pktlb.daemon.control import ControlError, ControlPlane
 from pktlb.daemon.ctlsock import ControlServer, SocketInUse
 from pktlb.daemon.egress import Egress
 from pktlb.daemon.filter import engine_filter
+from pktlb.daemon.guard import Guard, guard_spec, owner_text
 from pktlb.daemon.preflight import default_interfaces, startup_errors
 from pktlb.daemon.reactor import Reactor
 from pktlb.daemon.report import Reporter
@@ -54,7 +56,7 @@ class StartupError(RuntimeError):
 class Forwarder:
     def __init__(self, config_path: str, *, workers: int = 1, worker: int = 0, capture_dir: str | None = None,
                  control_socket: str | None = None, health: bool = True, batch: int = 64,
-                 fanout_group: int = 0x5B1) -> None:
+                 fanout_group: int = 0x5B1, guard: bool = True) -> None:
         if os.geteuid() != 0:
             raise StartupError("pktlb run needs root (CAP_NET_RAW for AF_PACKET sockets): run it with sudo")
         self.config_path = config_path
@@ -93,6 +95,7 @@ class Forwarder:
             self.netlink.close()
             raise StartupError(f"lb.interface: no interface named {str(exc)!r} in this network namespace") from None
         self.port = self.ports[0]  # the first interface's port (single-interface callers, the bench)
+        self.guard = self._start_guard(guard, config_path)
         self.lb_mac = lb.mac or bytes_to_mac(self.netlink.link(self.interfaces[0]).mac)
         self._install(self.control.snapshot)
         self._await_next_hops()
@@ -104,6 +107,8 @@ class Forwarder:
         try:
             self.server = ControlServer(control_socket or lb.control_socket, self.reporter.handle, self.reactor)
         except SocketInUse as exc:
+            if self.guard is not None:
+                self.guard.remove()
             self._close_ports()
             self.netlink.close()
             raise StartupError(str(exc)) from None
@@ -170,6 +175,26 @@ class Forwarder:
             port = self.tx_only[ifindex] = RawPort(ifname, bpf=REJECT_ALL, batch=self.batch)
             log.info("sending on %s too (a route chooses it; lb.interface does not list it)", ifname)
         return port
+
+    def _start_guard(self, wanted: bool, config_path: str) -> Guard | None:
+        """Worker 0 owns the namespace's guard table: it removes one a killed engine left, then installs
+        its own (``--no-guard``: only the removal; the user keeps the kernel out of the way)."""
+        if self.worker != 0:
+            return None
+        guard = Guard(Nft())
+        try:
+            guard.clear_stale()
+            if not wanted:
+                log.info("guard: not installed (--no-guard): this namespace's kernel must itself neither answer "
+                         "nor forward VIP traffic")
+                return None
+            guard.install(guard_spec(self.config, self.interfaces, owner_text(config_path)))
+        except (NftError, ValueError) as exc:
+            self._close_ports()
+            self.netlink.close()
+            raise StartupError(f"cannot install the nftables guard: {exc} (or run with --no-guard and keep this "
+                               "namespace's kernel from answering or forwarding VIP traffic yourself)") from None
+        return guard
 
     def _close_ports(self) -> None:
         for port in [*getattr(self, "ports", []), *getattr(self, "tx_only", {}).values()]:
@@ -306,6 +331,11 @@ class Forwarder:
         if flows:
             log.info("flow table reconfigured: %s", flows)
         self.set_filter()
+        if self.guard is not None:
+            try:
+                self.guard.install(guard_spec(config, self.interfaces, owner_text(self.config_path)))
+            except (NftError, ValueError) as exc:
+                log.error("guard not updated, the previous rules stay: %s", exc)
         if self.workers > 1:
             for port in self.ports:
                 port.set_fanout_program(fanout_program(self.control.snapshot, self.workers))
@@ -329,6 +359,11 @@ class Forwarder:
 
     def close(self) -> None:
         self.server.close()
+        if self.guard is not None:
+            try:
+                self.guard.remove()
+            except NftError as exc:
+                log.error("guard: table not removed (%s); the next start removes it", exc)
         self._close_ports()
         self.netlink.close()
         if self.monitor is not None and hasattr(self.monitor, "close"):
