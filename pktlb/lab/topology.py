@@ -18,7 +18,8 @@ from typing import Any
 
 from pktlb.core.config import MODES
 from pktlb.core.l7.settings import L7_MODE
-from pktlb.core.packet.addr import in_network, int_to_ip, ip_to_int, mac_for_ip
+from pktlb.core.packet.addr import in_network, int_to_ip, ip_to_int
+from pktlb.lab.addressing import mac_for_ip
 from pktlb.lab.capacity import capacity_args
 from pktlb.lab.paths import BadPrefix, LabPaths, check_prefix
 
