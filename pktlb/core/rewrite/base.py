@@ -23,6 +23,7 @@ from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, ClassVar
 
 from pktlb.core.checksum import fold
+from pktlb.core.packet.frame import IP
 from pktlb.core.packet.ipv4 import U16
 from pktlb.core.rewrite.traits import ModeTraits
 
@@ -77,4 +78,4 @@ class Rewriter(ABC):
                          entry: FlowEntry | None, snap: Snapshot) -> Result:
         """An ICMP error to the VIP about one of the flow's replies, toward the flow's backend.  The
         modes that leave the IP packet alone forward it as they forward the flow's packets."""
-        return self.inbound(frame, 14, icmp, 0, svc, be, entry, snap, False)  # type: ignore[arg-type]
+        return self.inbound(frame, IP, icmp, 0, svc, be, entry, snap, False)  # type: ignore[arg-type]
