@@ -7,13 +7,14 @@ import pytest
 from pktlb.core.config import parse_config
 from pktlb.core.datapath import DataPath
 from pktlb.daemon.control import ControlError, ControlPlane, backend_config
+from pktlb.lab.addressing import lab_macs
 from tests.frames import client_frame, config_text, tcp
 
 
 def plane(mode: str = "nat", scheduler: str = "maglev", backends: int = 3):
     config = parse_config(config_text(mode, scheduler=scheduler, backends=backends))
     dp = DataPath(config)
-    cp = ControlPlane(config, on_snapshot=dp.swap)
+    cp = ControlPlane(config, macs=lab_macs(config), on_snapshot=dp.swap)
     dp.swap(cp.snapshot)
     return cp, dp
 
