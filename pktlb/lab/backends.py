@@ -26,8 +26,8 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from pktlb.core.packet.addr import mac_for_ip
 from pktlb.lab import state as st
+from pktlb.lab.addressing import mac_for_ip
 from pktlb.lab.builder import node_steps
 from pktlb.lab.manage import READY_TIMEOUT, plan_lab, service_states
 from pktlb.lab.netns import CommandError, Namespace
@@ -44,7 +44,7 @@ STOP_TIMEOUT = 10.0  # seconds the supervisor may take to stop a removed backend
 class BackendHost:
     name: str
     address: str
-    mac: str
+    mac: str  # the lab's convention (its eth0); the engine learns it from the LB's neighbour table
     namespace: str
     services: tuple[str, ...]
 
@@ -124,6 +124,8 @@ def create_backend(prefix: str, name: str | None = None) -> BackendHost:
         options = lab_options(recorded)
         if options.lbs != 1:
             raise LabError("lab backend add works on the single-LB lab, not on the LB tier (--lbs)")
+        if recorded.get("layer", 4) != 4:
+            raise LabError(f"lab backend add works on the L4 lab layouts, not mode {options.mode}")
         if options.engine == "kernel":
             raise LabError("lab backend add needs --engine pktlb or none: the kernel baseline's nftables "
                            "rules list the backends when the lab is built")
