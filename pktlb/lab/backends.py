@@ -151,6 +151,7 @@ def create_backend(prefix: str, name: str | None = None) -> BackendHost:
             _set_services(paths, recorded, specs)
             _await_ready(paths, [s.name for s in services if s.ready_file],
                          [Path(s.ready_file) for s in services if s.ready_file])
+            _resolve_from_lbs(recorded, node.address)
         except (LabError, StepError, CommandError, OSError) as exc:
             _teardown(paths, recorded, node.name)
             raise LabError(f"could not add backend {node.name} (nothing was left behind): {exc}") from None
@@ -167,6 +168,13 @@ def _await_ready(paths: LabPaths, names: list[str], files: list[Path]) -> None:
             raise LabError(f"services failed to start: {', '.join(failed)} (logs in {paths.logs})")
         time.sleep(0.02)
     raise LabError(f"services not ready after {READY_TIMEOUT:.0f} s: {', '.join(names)} (logs in {paths.logs})")
+
+
+def _resolve_from_lbs(recorded: dict[str, Any], address: str) -> None:
+    """One ping from each LB namespace, so its kernel has resolved the new backend's MAC before the
+    engine sends it a flow (the engine drops frames to an unresolved next hop: ``no_neighbour``)."""
+    for lb in (n for n in recorded["nodes"] if n.get("role") == "lb"):
+        Namespace(lb["namespace"]).run(["ping", "-c", "1", "-W", "1", "-q", address], timeout=5, check=False)
 
 
 def destroy_backend(prefix: str, name: str) -> dict[str, Any]:
