@@ -61,9 +61,16 @@ def _merged_stats(socket_path: str) -> dict[str, Any]:
 @click.option("-s", "--socket", "socket_path", default=None, help="Control socket path (overrides lb.control_socket).")
 @click.option("--no-health", is_flag=True, help="Do not run the configured health checks.")
 @click.option("--allow-root-namespace", is_flag=True, help="Run in the host's network namespace (not a lab's).")
+@click.option("--no-guard", is_flag=True,
+              help="Do not install the nftables guard (table netdev pktlb_guard) that keeps this namespace's kernel "
+                   "from answering or forwarding VIP traffic; you keep it out of the way yourself.")
 def run(config_path: str, workers: int, capture_dir: str | None, socket_path: str | None, no_health: bool,
-        allow_root_namespace: bool) -> None:
+        allow_root_namespace: bool, no_guard: bool) -> None:
     """Run the forwarding engine in this network namespace (needs root).
+
+    It installs an nftables table, netdev pktlb_guard, dropping at ingress what the engine handles
+    (VIP traffic, NAT and full-NAT replies) so the kernel neither answers nor forwards it; each change
+    is logged and the table is removed on exit (or on the next start, after a SIGKILL).
 
     SIGTERM/SIGINT stop it cleanly; SIGHUP reloads CONFIG and applies the difference while the
     established flows keep their backends.
@@ -79,10 +86,10 @@ def run(config_path: str, workers: int, capture_dir: str | None, socket_path: st
     try:
         if workers == 1:
             Forwarder(config_path, capture_dir=capture_dir, control_socket=socket_path,
-                      health=not no_health).run()
+                      health=not no_health, guard=not no_guard).run()
         else:
             sys.exit(run_workers(config_path, workers, capture_dir=capture_dir, control_socket=socket_path,
-                                 health=not no_health))
+                                 health=not no_health, guard=not no_guard))
     except StartupError as exc:
         raise click.ClickException(str(exc)) from None
 

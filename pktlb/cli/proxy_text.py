@@ -27,6 +27,22 @@ def render_proxy_stats(data: dict[str, Any]) -> str:
         c = svc["counters"]
         lines += ["", f"HTTP {svc['vip']}:{svc['port']} l7 {svc['scheduler']} (service {svc['name']}, "
                       f"hash_key {svc['hash_key']}): {c['requests']} requests, {c['open_connections']} clients open"]
+        if c.get("tls_full") or c.get("tls_resumed"):
+            total = c["tls_full"] + c["tls_resumed"]
+            lines.append(f"  TLS terminated here: {total} handshakes, {c['tls_full']} full, {c['tls_resumed']} "
+                         f"resumed ({100 * c['tls_resumed'] / total:.0f} %)")
+        cache = svc.get("cache")
+        if cache:
+            ratio = f"{100 * cache['hit_ratio']:.1f} %" if cache["hit_ratio"] is not None else "-"
+            lines.append(f"  cache: {cache['hits']} hits, {cache['misses']} misses (hit ratio {ratio}), "
+                         f"{cache['backend_requests_saved']} backend requests saved; {cache['entries']} entries, "
+                         f"{cache['bytes']} of {cache['max_bytes']} bytes; {cache['evicted']} evicted, "
+                         f"{cache['expired']} expired")
+            if cache["bypass"]:
+                lines.append(f"         not cached: {_counts(cache['bypass'])}")
+        if c.get("sticky"):
+            lines.append(f"  cookie persistence: {_counts(c['sticky'])} (kept: its backend served it; moved: "
+                         "that backend was down or gone)")
         for route in svc["routes"]:
             where = (f"host {route['host']} " if route["host"] else "any host ") + f"path {route['path_prefix']}"
             live = set(route["eligible"])

@@ -18,12 +18,16 @@ from typing import Any
 
 from pktlb.core.config import MODES
 from pktlb.core.l7.settings import L7_MODE
-from pktlb.core.packet.addr import in_network, int_to_ip, ip_to_int, mac_for_ip
+from pktlb.core.packet.addr import in_network, int_to_ip, ip_to_int
+from pktlb.lab.addressing import mac_for_ip
+from pktlb.lab.capacity import capacity_args
 from pktlb.lab.paths import BadPrefix, LabPaths, check_prefix
 
 LAB_NETWORK = (ip_to_int("198.18.0.0"), 15)
 MAX_BACKENDS = 64
 MAX_CLIENTS = 16
+MAX_SERVICE_TIME_MS = 60_000
+MAX_CONCURRENT = 1024
 DEFAULT_PREFIX = "pktlb-"
 LAB_MODES = MODES + (L7_MODE,)  # the packet engine's four modes, and the L7 proxy layout
 ENGINES = ("pktlb", "kernel", "haproxy", "none")
@@ -46,6 +50,8 @@ class LabOptions:
     lbs: int = 1  # 2..8: the LB tier (pktlb/lab/tier), N LBs behind a BGP router
     ecmp: str = "multipath"  # the tier's router: ordinary multipath route, or a resilient next-hop group
     bfd: bool = False  # the tier's BGP sessions with BFD (100 ms x 3)
+    service_time: float = 0.0  # ms each request holds a backend slot (pktlb.lab.capacity); 0: none
+    max_concurrent: int = 0  # requests a backend serves at once, the others queue; 0: unlimited
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -182,6 +188,10 @@ def check_options(options: LabOptions, data: dict[str, Any]) -> None:
         check_prefix(options.prefix)
     except BadPrefix as exc:
         raise LabError(str(exc)) from None
+    if not 0 <= options.service_time <= MAX_SERVICE_TIME_MS:
+        raise LabError(f"--service-time {options.service_time}: expected 0 to {MAX_SERVICE_TIME_MS} milliseconds")
+    if not 0 <= options.max_concurrent <= MAX_CONCURRENT:
+        raise LabError(f"--max-concurrent {options.max_concurrent}: expected 0 (unlimited) to {MAX_CONCURRENT}")
     if options.decap not in DECAP_CHOICES:
         raise LabError(f"--decap {options.decap!r}: expected one of {', '.join(DECAP_CHOICES)}")
     engine = data["engine"][options.engine]
@@ -314,6 +324,8 @@ def make_plan(options: LabOptions, data: dict[str, Any], *, statedir: str, pytho
                 continue
             ready = str(paths.ready_file(node.name, service)) if sdef.get("ready") else None
             argv = expand(sdef["argv"], {**values, "node": node.name, "address": node.address, "ready_file": ready})
+            if sdef.get("capacity"):  # the backend's HTTP server takes the lab's capacity options
+                argv += capacity_args(options.service_time, options.max_concurrent)
             services.append(ServiceSpec(f"{node.name}/{service}", node.name, node.namespace, argv, ready,
                                         sdef.get("requires")))
     summaries = {"mode": data["mode"][options.mode].get("summary", ""), "engine": engine.get("summary", ""),

@@ -1,7 +1,7 @@
 """`pktlb compare`: the same bounded workload through every forwarding mode, measured side by side.
 
-For each mode, and for each engine that can do it (pktlb's own, and the kernel's nftables baseline
-for nat and fullnat), one lab is built, measured and removed:
+For each mode, and for each engine that can do it (pktlb's own, and the kernel's nftables baseline:
+DNAT for nat and fullnat, a netdev ingress MAC rewrite for dsr), one lab is built, measured and removed:
 
 1. lab up (a fresh lab per run, prefix ``pktlb-cmp-`` by default), then the VIP is polled until it answers;
 2. warm-up: one second of load;
