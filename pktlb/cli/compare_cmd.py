@@ -14,7 +14,6 @@ from typing import Any
 import click
 
 from pktlb.cli.common import require_root
-from pktlb.core.config import MODES
 from pktlb.lab.topology import LAB_MODES
 
 
@@ -41,7 +40,7 @@ def _interrupt_handler(owner: int) -> Any:
 
 
 @click.command()
-@click.option("--modes", default=",".join(MODES), show_default=True, callback=_modes,
+@click.option("--modes", default=",".join(LAB_MODES), show_default=True, callback=_modes,
               help="Comma-separated forwarding modes to compare; l7: an HTTP proxy (pktlb proxy and HAProxy).")
 @click.option("--scheduler", default="maglev", show_default=True, help="Scheduler of the engine (and kernel baseline).")
 @click.option("--l7-scheduler", default="rr", show_default=True,

@@ -4,8 +4,10 @@
   (``PassiveOpens`` of ``/proc/net/snmp``, read in each backend's namespace before and after),
   divided by the responses the client got.  An L4 balancer forwards the client's connection, so with
   a new client connection per request every request costs the backend one connection (1.00); a
-  proxy keeps its own pooled connections to the backends and opens far fewer.  Health checks that
-  open TCP connections (the l7 lab's HTTP checks, about one per backend per second) are included.
+  proxy keeps its own pooled connections to the backends and opens far fewer.  The backends also
+  accept the proxy's HTTP health checks (about one per backend per second in the l7 lab), so for a
+  proxy the figure comes from its own count of the connections it opened (``proxy_opened``: pktlb
+  proxy's stats, HAProxy's ``connect``); the backends' count is kept beside it.
 * Four requests on one kept-alive client connection (curl with four URLs): which backend answered
   each.  An L4 balancer chooses once per connection (the same backend four times); a proxy chooses
   per request.
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from pktlb.lab.netns import CommandError, Namespace
@@ -36,19 +38,27 @@ def passive_opens(namespace: str) -> int:
 
 
 class BackendConnections:
-    """Counts the connections the backends accept between ``start()`` and ``stop(responses)``."""
+    """Counts the connections the backends accept between ``start()`` and ``stop(responses)``, and those
+    a proxy says it opened (``proxy_opened()``, a running total; None: not a proxy)."""
 
-    def __init__(self, namespaces: Iterable[str]) -> None:
+    def __init__(self, namespaces: Iterable[str], proxy_opened: Callable[[], int | None] | None = None) -> None:
         self.namespaces = list(namespaces)
+        self.proxy_opened = proxy_opened or (lambda: None)
         self.before: dict[str, int] = {}
+        self.proxy_before: int | None = None
 
     def start(self) -> BackendConnections:
         self.before = {ns: passive_opens(ns) for ns in self.namespaces}
+        self.proxy_before = self.proxy_opened()
         return self
 
     def stop(self, responses: int) -> dict[str, Any]:
-        opened = sum(passive_opens(ns) - before for ns, before in self.before.items())
-        return {"opened": opened, "responses": responses,
+        accepted = sum(passive_opens(ns) - before for ns, before in self.before.items())
+        proxy_after = self.proxy_opened()
+        by_proxy = proxy_after - self.proxy_before if proxy_after is not None and self.proxy_before is not None else None
+        opened = accepted if by_proxy is None else by_proxy
+        return {"opened": opened, "responses": responses, "accepted_by_backends": accepted,
+                "counted_by": "the backends (PassiveOpens)" if by_proxy is None else "the proxy's own counters",
                 "per_request": round(opened / responses, 4) if responses else None}
 
 

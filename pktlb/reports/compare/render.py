@@ -211,9 +211,11 @@ def _method_lines(report: dict[str, Any]) -> list[str]:
             "LB CPU per request: the engine process's utime+stime over the load run; n/a for the kernel, "
             "whose forwarding runs in softirq context on whatever CPU the packet arrives.",
             "Backend connections per request: the TCP connections the backends accepted (PassiveOpens in their "
-            "namespaces) over a load run, divided by the responses (not wrk's socket errors); close = a new client "
-            f"connection per request, keep-alive = wrk {s.get('keepalive_seconds', 'n/a')} s over {s['connections']} "
-            "kept-alive client connections. The l7 lab's HTTP health checks (one per backend per second) are included.",
+            "namespaces) over a load run, divided by the responses (not wrk's socket errors); for a proxy, the "
+            "connections it says it opened (its stats; the backends also accept its HTTP health checks, about one "
+            "per backend per second, kept apart in report.json); close = a new client connection per request, "
+            f"keep-alive = wrk {s.get('keepalive_seconds', 'n/a')} s over {s['connections']} kept-alive client "
+            "connections.",
             "4 reqs on 1 conn: one curl with four URLs (one client connection): the backend of each answer.",
             f"Mode l7: an HTTP proxy owns the VIP (pktlb proxy, or HAProxy configured from the same service "
             f"definition), scheduler {s.get('l7_scheduler', 'rr')} per request; it has no packet counters, so its LB "

@@ -38,6 +38,7 @@ from typing import Any
 from pktlb.adapters.configfile import load_config
 from pktlb.core.config import MODES
 from pktlb.daemon.ctlsock import ControlClientError
+from pktlb.lab.l7 import proxy_connections_opened
 from pktlb.lab.manage import existing_namespaces, lab_down, lab_up
 from pktlb.lab.netns import CommandError, Namespace
 from pktlb.lab.paths import LabPaths
@@ -109,10 +110,10 @@ class ModeRun:
             if existing_namespaces(self.prefix) or load_state(self.prefix):
                 raise LabError(f"a lab already exists with prefix {self.prefix!r}: remove it with "
                                f"`pktlb lab down --prefix {self.prefix}` or pass another --prefix")
-            self.say(f"lab up ({self.settings.backends} backends, scheduler {self.settings.scheduler})")
-            created = True
             layer = mode_default(data, self.mode, "layer", 4)
             scheduler = self.settings.scheduler if layer == 4 else self.settings.l7_scheduler
+            self.say(f"lab up ({self.settings.backends} backends, scheduler {scheduler})")
+            created = True
             up = lab_up(LabOptions(mode=self.mode, backends=self.settings.backends, scheduler=scheduler,
                                    prefix=self.prefix, engine=self.engine))
             if up.engine_problem:
@@ -279,7 +280,9 @@ class ModeRun:
             self.result["spread"]["load"] = {name: c["new_flows"] for name, c in sorted(changes.items())}
 
     def _backend_connections(self) -> BackendConnections:
-        return BackendConnections(b.namespace for b in self.plan.by_role("backend"))
+        plan = self.plan
+        counter = (lambda: proxy_connections_opened(plan)) if plan.layer == 7 else None
+        return BackendConnections((b.namespace for b in plan.by_role("backend")), counter)
 
     def _keepalive(self) -> None:
         """4 requests on one client connection, then wrk over kept-alive client connections."""
