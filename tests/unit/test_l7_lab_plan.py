@@ -138,3 +138,19 @@ def test_haproxy_show_stat_is_summed_per_backend_over_the_routes():
 def test_a_stats_answer_that_is_not_csv_is_a_clear_error():
     with pytest.raises(HaproxyStatsError, match="not a `show stat` answer"):
         parse_show_stat("Unknown command\n")
+
+
+def test_lab_up_dry_run_in_mode_l7_uses_rr_and_shows_both_files():
+    from click.testing import CliRunner
+
+    from pktlb.cli.lab_cmd import lab
+
+    result = CliRunner().invoke(lab, ["up", "--mode", "l7", "--engine", "haproxy", "--prefix", "pktlb-dry7-",
+                                      "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert '#   scheduler = "rr"' in result.output and "#   # haproxy.cfg, rendered from it:" in result.output
+    assert "ip netns exec pktlb-dry7-lb haproxy -db -f" in result.output
+    assert "198.19.0.100/32 dev lo" in result.output
+    refused = CliRunner().invoke(lab, ["up", "--mode", "nat", "--engine", "haproxy", "--prefix", "pktlb-dry7-",
+                                       "--dry-run"])
+    assert refused.exit_code == 1 and "HAProxy is the L7 baseline" in refused.output
