@@ -155,3 +155,24 @@ def test_lab_up_dry_run_in_mode_l7_uses_rr_and_shows_both_files():
     refused = CliRunner().invoke(lab, ["up", "--mode", "nat", "--engine", "haproxy", "--prefix", "pktlb-dry7-",
                                        "--dry-run"])
     assert refused.exit_code == 1 and "HAProxy is the L7 baseline" in refused.output
+
+
+def _lb_facts(mode: str, vip_on_lo: bool):
+    from pktlb.lab.facts import Link, NodeFacts
+
+    lo = Link("lo", 65536, None, True, ["127.0.0.1/8"] + (["198.19.0.100/32"] if vip_on_lo else []), "loopback")
+    eth0 = Link("eth0", 1500, "02:00:c6:12:00:02", True, ["198.18.0.2/24"], "veth")
+    return NodeFacts("lb", "lb", "pktlb-u-lb", mode, "pktlb", "198.19.0.100", "198.19.0.0/24",
+                     links={"lo": lo, "eth0": eth0})
+
+
+def test_doctor_wants_the_vip_on_the_proxy_in_mode_l7_and_nowhere_on_an_l4_lb():
+    from pktlb.lab.doctor import REGISTRY
+
+    def verdicts(node):
+        return {f.check: f.level for cls in REGISTRY.values() if cls().applies(node) for f in cls().run(node)}
+
+    assert verdicts(_lb_facts("l7", True))["proxy-vip"] == "ok"
+    assert verdicts(_lb_facts("l7", False))["proxy-vip"] == "fail"
+    assert "stray-vip" not in verdicts(_lb_facts("l7", True)) and "lb-guard" not in verdicts(_lb_facts("l7", True))
+    assert verdicts(_lb_facts("nat", True))["stray-vip"] == "fail" and "proxy-vip" not in verdicts(_lb_facts("nat", False))
