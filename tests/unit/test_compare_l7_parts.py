@@ -112,3 +112,14 @@ def test_the_cli_accepts_l7_and_checks_the_l7_scheduler():
     bad = runner.invoke(main, ["compare", "--modes", "nat,l7", "--l7-scheduler", "nope"])
     assert bad.exit_code == 2 and "--l7-scheduler" in bad.output
     assert "l7" in runner.invoke(main, ["compare", "--help"]).output
+
+
+def test_haproxy_is_not_available_without_its_program():
+    from pktlb.reports.compare.run import unavailable
+
+    data = load_topology()
+    assert unavailable(data, "l7", "haproxy", has_binary=lambda name: "/usr/sbin/" + name) is None
+    reason = unavailable(data, "l7", "haproxy", has_binary=lambda name: None)
+    assert reason and "haproxy is not installed" in reason and "cannot do mode l7" in reason
+    assert unavailable(data, "l7", "pktlb", has_binary=lambda name: None) is None  # pktlb proxy needs nothing
+    assert "cannot do mode l7" in unavailable(data, "l7", "kernel")

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -48,6 +49,7 @@ from pktlb.lab.topology import (
     LabError,
     LabOptions,
     check_options,
+    engine_section,
     load_topology,
     mode_default,
 )
@@ -330,12 +332,17 @@ class ModeRun:
         return f"dport {port} " in done.stdout
 
 
-def unavailable(data: dict[str, Any], mode: str, engine: str) -> str | None:
-    """Why the lab cannot run this engine in this mode (the lab's own refusal), None if it can."""
+def unavailable(data: dict[str, Any], mode: str, engine: str, has_binary: Callable[[str], Any] = shutil.which) -> str | None:
+    """Why the lab cannot run this engine in this mode (the lab's own refusal, or its program is not
+    installed: HAProxy), None if it can."""
     try:
         check_options(LabOptions(mode=mode, engine=engine), data)
     except LabError as exc:
         return str(exc)
+    service = engine_section(data, engine, mode).get("service")
+    program = data["service"].get(service, {}).get("requires") if service else None
+    if program and not has_binary(program):
+        return f"--engine {engine} cannot do mode {mode}: {program} is not installed (`make deps` installs it)"
     return None
 
 
