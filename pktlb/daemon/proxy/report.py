@@ -84,6 +84,7 @@ class ProxyReporter:
             "scheduler": plan.config.scheduler, "hash_key": plan.l7.hash_key,
             "counters": rt.counters.as_dict(),
             "cache": rt.cache.figures() if rt.cache is not None else None,
+            "rate_limit": rt.limiter.figures() if rt.limiter is not None else None,
             "routes": [{"name": r.config.name, "host": r.config.host, "path_prefix": r.config.path_prefix,
                         "scheduler": r.config.scheduler or plan.config.scheduler,
                         "backends": [b.name for b in r.backends], "eligible": [b.name for b in r.eligible]}

@@ -117,6 +117,8 @@ class ClientSession:
         target = parse_target(request.target, header(request.headers, b"host"))
         head = RequestHead(method=request.method, target=target, content_length=None if length is None else int(length),
                            chunked=chunked, client=self.peer[0])
+        if rt.limiter is not None and not rt.limiter.allow(self.peer[0], rt.loop.time()):
+            return await self._answer("rate_limited")  # this client's token bucket is empty
         refused = first_refusal(plan.rules, head, rt.loop.time())
         if refused is not None:
             return await self._answer(refused)
