@@ -76,3 +76,24 @@ def render_proxy_stats(data: dict[str, Any]) -> str:
         lines += ["", "rejection reasons:"]
         lines += [f"  {reason:<24} {meaning}" for reason, meaning in sorted(data["reject_reasons"].items())]
     return "\n".join(lines)
+
+
+def render_haproxy_stats(data: dict[str, Any]) -> str:
+    """HAProxy's counters (``pktlb.adapters.haproxy_stats``) in the same columns as the proxy's."""
+    t = data["totals"]
+    lines = [f"HAProxy (the L7 baseline): pid {data['pid']}",
+             f"clients: {t['open_connections']} connections open, {t['connections']} accepted; {t['requests']} requests"]
+    for svc in data["services"]:
+        c = svc["counters"]
+        lines += ["", f"HTTP service {svc['name']} (HAProxy frontend): {c['requests']} requests, responses "
+                      f"{_counts({k: v for k, v in c['responses'].items() if v})}",
+                  "  routes: " + ", ".join(f"{r['name']} {r['requests']} ({r['algorithm']})" for r in svc["routes"]),
+                  f"  {'backend':<8} {'address':<21} {'state':<8} {'reqs':>7} " + " ".join(f"{k:>6}" for k in CLASSES)
+                  + f" {'fail':>5} {'opened':>6} {'reused':>7} {'conn/req':>8}"]
+        for be in svc["backends"]:
+            per_request = f"{be['connections_opened'] / be['requests']:.3f}" if be["requests"] else "-"
+            lines.append(f"  {be['name']:<8} {be['address'] + ':' + str(be['port']):<21} {be['state']:<8} "
+                         f"{be['requests']:>7} " + " ".join(f"{be['responses'].get(k, 0):>6}" for k in CLASSES)
+                         + f" {sum(be['failures'].values()):>5} {be['connections_opened']:>6} {be['reused']:>7} "
+                           f"{per_request:>8}")
+    return "\n".join(lines)

@@ -9,6 +9,8 @@ Run in each backend namespace as ``python -m pktlb.lab.httpd --name be1 --port 8
   ``"host"``, ``"x_forwarded_for"``, ``"x_forwarded_proto"``, ``"forwarded"`` and ``"via"``: what the
   proxy says about the real client (null for a header it did not send).  Through an L4 mode there is
   no such header: the backend sees the client (or the SNAT address) as its peer, and nothing more.
+* Every answer carries ``X-Backend: <name>``, so a student (or a test) sees who answered any path
+  (``curl -si http://VIP/static/x`` in the l7 lab: a 404, but from the static route's backend).
 * ``GET /health`` -> ``200 ok``.
 * ``GET /cacheable/ANY?max_age=S&n=N`` -> JSON ``{"backend", "path", "served": K}`` padded to N bytes (default
   200), with ``Cache-Control: public, max-age=S`` (default 60): what a cache in front may keep and answer
@@ -80,6 +82,10 @@ class BackendHandler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
         pass  # one line per request would flood the log during benchmarks
+
+    def end_headers(self) -> None:
+        self.send_header("X-Backend", self.backend_name)
+        super().end_headers()
 
     def _send(self, status: int, body: bytes, content_type: str) -> None:
         self.send_response(status)
