@@ -146,7 +146,8 @@ class ClientSession:
                                                        also_drop=EXPECT))
         request_hash = plan.request_hash(self.peer[0], self.peer[1], self.local[0], self.local[1])
         exchange = Exchange(rt, plan, self.client, request, outbound, route, request_hash, has_body, asked=asked,
-                            capture=capture)
+                            capture=capture, key=plan.request_key(self.peer[0], self.peer[1], self.local[0],
+                                                                  self.local[1]))
         try:
             await exchange.run()
         except Rejected as rejected:
