@@ -36,12 +36,14 @@ def _choices(value: str, allowed: tuple[str, ...], hint: str) -> tuple[str, ...]
               help="Requests the flooding client sends.")
 @click.option("--rate", type=click.FloatRange(1, 10000), default=20.0, show_default=True,
               help="The filter's requests per second per client (burst: the same number).")
+@click.option("--key-type", type=click.Choice(["ec", "rsa"]), default="ec", show_default=True,
+              help="The lab certificates' keys: ECDSA P-256 or RSA 2048 (a full handshake signs with it).")
 @click.option("--prefix", default=None, help="Lab prefix base (the labs are PREFIXa- and PREFIXb-); default: "
               "pktlb-l7r and 4 random hex digits.")
 @click.option("--out", type=click.Path(file_okay=False), default="build/l7-report", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def l7_report(sections: str, engines: str, backends: int, tls_requests: int, concurrency: int, sessions: int,
-              cache_requests: int, urls: int, flood: int, rate: float, prefix: str | None, out: str,
+              cache_requests: int, urls: int, flood: int, rate: float, key_type: str, prefix: str | None, out: str,
               as_json: bool) -> None:
     """What L7 balancing gives and costs, each as a number: LB CPU per request and latency for TLS
     terminated at the proxy (new handshakes, resumed sessions, keep-alive) beside TLS the backends
@@ -58,7 +60,7 @@ def l7_report(sections: str, engines: str, backends: int, tls_requests: int, con
     opts = ReportOptions(sections=_choices(sections, SECTIONS, "--sections"),
                          engines=_choices(engines, ENGINES, "--engines"), backends=backends,
                          tls_requests=tls_requests, concurrency=concurrency, sessions=sessions,
-                         cache_requests=cache_requests, urls=urls, flood=flood, rate=rate,
+                         cache_requests=cache_requests, urls=urls, flood=flood, rate=rate, key_type=key_type,
                          **({"prefix": prefix} if prefix else {}))
     try:
         report = run_report(opts, progress=lambda m: click.echo(m, err=True))

@@ -227,7 +227,8 @@ def repeat(args: argparse.Namespace) -> dict[str, Any]:
         elapsed = (time.perf_counter() - t0) * 1000
         if response.status != 200:
             errors += 1
-        (hit_ms if response.getheader("Pktlb-Cache") == "hit" else miss_ms).append(elapsed)
+        hit = response.getheader("Pktlb-Cache") == "hit" or response.getheader("Age") is not None  # HAProxy: Age
+        (hit_ms if hit else miss_ms).append(elapsed)
     if conn is not None:
         conn.close()
     return {"requests": args.requests, "urls": args.urls, "errors": errors, "hits_seen": len(hit_ms),

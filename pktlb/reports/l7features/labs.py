@@ -25,7 +25,7 @@ from pktlb.daemon.ctlsock import request
 from pktlb.lab import state as st
 from pktlb.lab.manage import lab_down, lab_up
 from pktlb.lab.paths import LabPaths
-from pktlb.lab.topology import LabOptions
+from pktlb.lab.topology import LabOptions, Plan
 from pktlb.reports.l7features.servers import LabProcess, ReportError
 
 TLS_PORT = 443
@@ -67,9 +67,13 @@ class Lab:
                                  f"{name}.https{port}")
             _await_file(ready, process)
 
-    def close(self) -> None:
+    def stop_processes(self) -> None:
         for process in reversed(self.processes):
             process.stop()
+        self.processes.clear()
+
+    def close(self) -> None:
+        self.stop_processes()
         lab_down(self.prefix)
 
 
@@ -86,22 +90,27 @@ def report_prefix() -> str:
     return f"pktlb-l7r{secrets.token_hex(2)}"
 
 
-def build_lab(mode: str, engine: str, scheduler: str, backends: int, base: str, tag: str) -> Lab:
+def build_lab(mode: str, engine: str, scheduler: str, backends: int, base: str, tag: str, *,
+              key_type: str = "ec") -> Lab:
     """A lab with prefix ``<base><tag>-`` (``base`` from ``report_prefix()`` or ``--prefix``)."""
     prefix = f"{base}{tag}-"
     result = lab_up(LabOptions(mode=mode, engine=engine, scheduler=scheduler, backends=backends, prefix=prefix))
-    plan = result.plan
     try:
         if result.engine_problem:
             raise ReportError(f"lab {prefix}: {result.engine_problem}")
-        vip = plan.constants["vip"]
-        addresses = [(b.name, b.address) for b in plan.by_role("backend")]
-        pki = make_lab_pki(Path(plan.statedir) / "tls", [vip], [a for _, a in addresses])
-        return Lab(prefix=prefix, statedir=Path(plan.statedir), vip=vip, backends=addresses,
-                   port=int(plan.constants["service_port"]), pki=pki)
+        return attach_lab(prefix, result.plan, key_type=key_type)
     except BaseException:
         lab_down(prefix)
         raise
+
+
+def attach_lab(prefix: str, plan: Plan, *, key_type: str = "ec") -> Lab:
+    """The report's view of a lab that is up (its throwaway certificates made under its directory)."""
+    vip = plan.constants["vip"]
+    addresses = [(b.name, b.address) for b in plan.by_role("backend")]
+    pki = make_lab_pki(Path(plan.statedir) / "tls", [vip], [a for _, a in addresses], key_type=key_type)
+    return Lab(prefix=prefix, statedir=Path(plan.statedir), vip=vip, backends=addresses,
+               port=int(plan.constants["service_port"]), pki=pki)
 
 
 def l7_service(lab: Lab, name: str, port: int, *, scheduler: str = "rr", l7: dict[str, Any] | None = None,

@@ -37,6 +37,7 @@ class ReportOptions:
     flood: int = 2000
     paced: int = 40
     rate: float = 20.0
+    key_type: str = "ec"  # the lab certificates' keys: ec (P-256) or rsa (2048, dearer full handshakes)
     prefix: str = field(default_factory=report_prefix)  # the labs are <prefix>a- (L7) and <prefix>b- (L4)
 
 
@@ -51,10 +52,10 @@ def run_report(opts: ReportOptions, progress: Callable[[str], None] = lambda m: 
     try:
         if needs_l7:
             progress("building the L7 lab (mode l7, no proxy: each measurement starts its own)")
-            l7 = build_lab("l7", "none", "rr", opts.backends, opts.prefix, "a")
+            l7 = build_lab("l7", "none", "rr", opts.backends, opts.prefix, "a", key_type=opts.key_type)
         if needs_l4:
             progress("building the L4 lab (mode dsr, pktlb engine, scheduler sh)")
-            l4 = build_lab("dsr", "pktlb", "sh", opts.backends, opts.prefix, "b")
+            l4 = build_lab("dsr", "pktlb", "sh", opts.backends, opts.prefix, "b", key_type=opts.key_type)
         for section in opts.sections:
             progress(f"section {section}")
             try:

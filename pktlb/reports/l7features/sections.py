@@ -107,7 +107,7 @@ def filter_rows(lab: Lab, engine: str, flood: int, paced: int, rate: float) -> d
                                                   str(flood), "--concurrency", "4", "--keepalive"],
                                lab.workdir / f"filter-{engine}-flood.json")
         calm = client_json(lab.ns("client"), ["load", "--url", url, "--source", MOVING_CLIENT[1], "--requests",
-                                              str(paced), "--interval", str(round(0.5 / rate, 4))])
+                                              str(paced), "--interval", str(round(2.0 / rate, 4))])  # half the rate
         flooded = finished_json(flooder)
         served = _backend_requests(proxy.stats(), "web") - before
         stats = proxy.stats() or {}
