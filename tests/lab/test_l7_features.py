@@ -21,7 +21,7 @@ from pktlb.reports.l7features.labs import (
 )
 from pktlb.reports.l7features.sections import cache_rows, filter_rows, persistence_l4, persistence_l7
 from pktlb.reports.l7features.servers import Proxy, client_json
-from pktlb.reports.l7features.tls import measure
+from pktlb.reports.l7features.tls import measure, plaintext_on_the_wire
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(240)]
 
@@ -45,6 +45,8 @@ def test_l7_lab_tls_cookie_cache_and_filter_with_pktlb_proxy(lab_factory):
                 assert (row["handshakes"]["full"], row["handshakes"]["resumed"]) == (full, resumed)
             rejects = proxy.stats()["totals"]["rejects"]
             assert rejects == {"plain_http_on_tls": 1}
+            wire = plaintext_on_the_wire(lab, TLS_PORT, 5, "test")  # behind the proxy, HTTP crosses the LB in clear
+            assert wire["requests"] == 5 and wire["frames_with_a_readable_request"] == 5
 
         # Persistence: 12 sessions whose client address changes between two requests.
         sh, cookie = persistence_l7(lab, "pktlb", 12)
@@ -101,5 +103,7 @@ def test_l4_sh_moves_a_client_whose_address_changes_and_tls_passes_through(lab_f
         result = client_json(lab.ns("client"), ["tls", "--host", lab.vip, "--port", str(TLS_PORT), "--pattern", "new",
                                                 "--requests", "10", "--concurrency", "2", "--cafile", str(lab.pki.ca)])
         assert (result["requests"], result["errors"]) == (10, 0)
+        wire = plaintext_on_the_wire(lab, TLS_PORT, 5, "test")
+        assert wire["frames"] > 0 and wire["frames_with_a_readable_request"] == 0  # only ciphertext crosses the LB
     finally:
         lab.stop_processes()

@@ -32,6 +32,12 @@ def tls_lines(section: dict[str, Any]) -> list[str]:
     lines = ["## TLS: what decrypting costs the balancer", ""]
     lines += _table(["layer", "engine", "pattern", "TLS ends at", "ok", "errors", "req/s", "p50 / p99 ms",
                      "LB CPU us/req", "handshakes full / resumed"], rows)
+    wired = [r for r in section["rows"] if r.get("wire")]
+    if wired:
+        lines += ["", "Requests readable on the LB's wire (tcpdump on its interface during 20 HTTPS requests):", ""]
+        lines += _table(["layer", "engine", "TLS ends at", "requests", "frames captured", "frames with a request in clear"],
+                        [[r["layer"], r["engine"], r["where_tls_ends"], r["wire"]["requests"], r["wire"]["frames"],
+                          r["wire"]["frames_with_a_readable_request"]] for r in wired])
     lines += ["", "Ratios of LB CPU per request (new handshake, resumed session, against plain HTTP and keep-alive):", ""]
     facts = section.get("facts", {})
     lines += _table(["LB", "new / plain", "resumed / plain", "new / keep-alive", "resumed / new"],
@@ -88,7 +94,10 @@ def markdown(report: dict[str, Any]) -> str:
             lines += render(report[name]) + [""]
     for name, error in report.get("errors", {}).items():
         lines.append(f"Section {name} failed: {error}")
-    lines.append(f"({report.get('seconds', 0)} s; labs built and removed by the report)")
+    load = report.get("load_average_before")
+    lines.append(f"({report.get('seconds', 0)} s; labs built and removed by the report"
+                 + (f"; load average before {load[0]}, after {report['load_average_after'][0]}: the client, the LB and "
+                    "the backends share this machine's CPUs, so compare rows with each other" if load else "") + ")")
     return "\n".join(lines)
 
 

@@ -9,6 +9,7 @@ its error and the others still run; both labs are removed in every case.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,7 +46,8 @@ def run_report(opts: ReportOptions, progress: Callable[[str], None] = lambda m: 
     started = time.time()
     report: dict[str, Any] = {"options": opts.__dict__ | {"sections": list(opts.sections),
                                                           "engines": list(opts.engines)},
-                              "started": started, "errors": {}}
+                              "started": started, "errors": {},
+                              "load_average_before": [round(x, 2) for x in os.getloadavg()]}
     needs_l4 = bool({"tls", "persistence"} & set(opts.sections))
     needs_l7 = True
     l4 = l7 = None
@@ -69,6 +71,7 @@ def run_report(opts: ReportOptions, progress: Callable[[str], None] = lambda m: 
                 progress(f"removing lab {lab.prefix}")
                 lab.close()
     report["seconds"] = round(time.time() - started, 1)
+    report["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     return report
 
 

@@ -10,6 +10,11 @@ The same client workload (``client.py tls``), in the client namespace, against:
 - the packet engine in DSR mode forwarding VIP:443 to backends that terminate TLS themselves with the
   VIP's certificate: the LB only ever carries ciphertext (and, in DSR, never sees the answers).
 
+What the LB exposes: during 20 more requests the LB's interface is captured (tcpdump) and the frames
+carrying a request line in clear are counted: with TLS ended at the proxy and plain HTTP behind it,
+every request crosses the LB's wire readable; re-encrypted, none; through L4, none (the proxy process
+itself holds the key and every request in clear either way at L7).
+
 CPU per request is the LB process's utime + stime over the run (/proc/PID/stat) divided by the
 requests answered: the proxy's or HAProxy's, or the packet engine's.  The client is Python, so the
 absolute latencies include its own handshake work; compare the rows with each other.
@@ -17,11 +22,13 @@ absolute latencies include its own handshake work; compare the rows with each ot
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
+from pktlb.adapters.pcap import read_pcap
 from pktlb.reports.l7features.labs import TLS_PORT, Lab, add_l4_tls_service, l7_service, proxy_data, tls_table
-from pktlb.reports.l7features.servers import Proxy, client_json, cpu_seconds
+from pktlb.reports.l7features.servers import LabProcess, Proxy, ReportError, client_json, cpu_seconds
 
 PATTERNS = ("plain", "plain-keepalive", "new", "resumed", "keepalive")
 BACKEND_TLS_PORT = 8443  # backends' own HTTPS in the L7 lab (the re-encryption row)
@@ -45,6 +52,30 @@ def measure(lab: Lab, pid: int, pattern: str, requests: int, concurrency: int, p
         for key, value in _handshakes(before_stats, service).items():
             result["handshakes"][key] -= value
     return result
+
+
+def plaintext_on_the_wire(lab: Lab, port: int, requests: int, label: str) -> dict[str, Any]:
+    """``requests`` HTTPS requests to VIP:``port`` while the LB's interface is captured: how many frames
+    on the LB's wire carry a request in clear (its request line), i.e. what anyone on that wire can read."""
+    pcap = lab.workdir / f"wire-{label}.pcap"
+    argv = ["tcpdump", "-i", "eth0", "--immediate-mode", "-U", "-s", "0", "-c", "20000", "-w", str(pcap), "tcp"]
+    capture = LabProcess(lab.ns("lb"), argv, lab.workdir / f"wire-{label}.log")
+    try:
+        deadline = time.monotonic() + 10
+        while "listening on" not in capture.tail():
+            if not capture.alive() or time.monotonic() > deadline:
+                raise ReportError(f"tcpdump did not start: {capture.tail()}")
+            time.sleep(0.05)  # tcpdump says on stderr when it listens
+        result = client_json(lab.ns("client"), ["tls", "--host", lab.vip, "--port", str(port), "--pattern", "new",
+                                                "--requests", str(requests), "--concurrency", "1",
+                                                "--cafile", str(lab.pki.ca)])
+    finally:
+        capture.stop()
+    frames = readable = 0
+    for _, frame in read_pcap(str(pcap)):
+        frames += 1
+        readable += b"GET / HTTP/1.1" in frame
+    return {"requests": result["requests"], "frames": frames, "frames_with_a_readable_request": readable}
 
 
 def _handshakes(stats: dict[str, Any], service: str) -> dict[str, int]:
@@ -72,6 +103,10 @@ def l7_tls_rows(lab: Lab, engine: str, requests: int, concurrency: int) -> list[
         row = measure(lab, proxy.pid, "new", requests, concurrency, REENCRYPT_PORT, stats, "web-reencrypt")
         rows.append({"layer": "L7", "engine": engine, "where_tls_ends": "LB, then again at the backends",
                      **row, "pattern": "new, re-encrypted"})
+        if engine == "pktlb":
+            new = next(r for r in rows if r["pattern"] == "new")
+            new["wire"] = plaintext_on_the_wire(lab, TLS_PORT, 20, "l7-plain-backends")
+            rows[-1]["wire"] = plaintext_on_the_wire(lab, REENCRYPT_PORT, 20, "l7-reencrypted")
     return rows
 
 
@@ -86,6 +121,7 @@ def l4_tls_rows(lab: Lab, requests: int, concurrency: int) -> list[dict[str, Any
         row = measure(lab, pid, pattern, requests, concurrency, port)
         rows.append({"layer": "L4 dsr", "engine": "pktlb", "where_tls_ends": "backends" if port == TLS_PORT
                      else "nowhere", **row})
+    next(r for r in rows if r["pattern"] == "new")["wire"] = plaintext_on_the_wire(lab, TLS_PORT, 20, "l4")
     return rows
 
 
