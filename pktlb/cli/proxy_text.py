@@ -25,7 +25,7 @@ def render_proxy_stats(data: dict[str, Any]) -> str:
              f"({_counts(t['rejects'])})"]
     for svc in data["services"]:
         c = svc["counters"]
-        lines += ["", f"HTTP {svc['vip']}:{svc['port']} l7 {svc['scheduler']} (service {svc['name']}, "
+        lines += ["", f"{'HTTPS' if svc.get('tls') else 'HTTP'} {svc['vip']}:{svc['port']} l7 {svc['scheduler']} (service {svc['name']}, "
                       f"hash_key {svc['hash_key']}): {c['requests']} requests, {c['open_connections']} clients open"]
         if c.get("tls_full") or c.get("tls_resumed"):
             total = c["tls_full"] + c["tls_resumed"]

@@ -81,7 +81,7 @@ class ProxyReporter:
             })
         return {
             "name": rt.name, "vip": plan.config.vip, "port": plan.config.port, "protocol": "tcp", "mode": "l7",
-            "scheduler": plan.config.scheduler, "hash_key": plan.l7.hash_key,
+            "scheduler": plan.config.scheduler, "hash_key": plan.l7.hash_key, "tls": plan.l7.tls is not None,
             "counters": rt.counters.as_dict(),
             "cache": rt.cache.figures() if rt.cache is not None else None,
             "rate_limit": rt.limiter.figures() if rt.limiter is not None else None,

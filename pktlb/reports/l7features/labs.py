@@ -105,10 +105,16 @@ def build_lab(mode: str, engine: str, scheduler: str, backends: int, base: str, 
 
 
 def attach_lab(prefix: str, plan: Plan, *, key_type: str = "ec") -> Lab:
-    """The report's view of a lab that is up (its throwaway certificates made under its directory)."""
+    """The report's view of a lab that is up: its throwaway certificates, those of ``lab up --tls`` if it made
+    them (services already use them), else made now under the lab's directory."""
     vip = plan.constants["vip"]
     addresses = [(b.name, b.address) for b in plan.by_role("backend")]
-    pki = make_lab_pki(Path(plan.statedir) / "tls", [vip], [a for _, a in addresses], key_type=key_type)
+    tls = LabPaths.at(plan.statedir).tls_dir
+    if (tls / "ca.pem").exists():
+        pki = LabPki(directory=tls, ca=tls / "ca.pem", vip_cert=tls / "vip.pem", vip_key=tls / "vip.pem.key",
+                     backend_cert=tls / "backend.pem", backend_key=tls / "backend.pem.key")
+    else:
+        pki = make_lab_pki(tls, [vip], [a for _, a in addresses], key_type=key_type)
     return Lab(prefix=prefix, statedir=Path(plan.statedir), vip=vip, backends=addresses,
                port=int(plan.constants["service_port"]), pki=pki)
 
