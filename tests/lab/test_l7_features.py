@@ -7,6 +7,7 @@ as ``pktlb l7-report`` (``pktlb.reports.l7features``) with small, bounded worklo
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -107,3 +108,25 @@ def test_l4_sh_moves_a_client_whose_address_changes_and_tls_passes_through(lab_f
         assert wire["frames"] > 0 and wire["frames_with_a_readable_request"] == 0  # only ciphertext crosses the LB
     finally:
         lab.stop_processes()
+
+
+@pytest.mark.parametrize("mode, engine", [("l7", "pktlb"), ("nat", "pktlb")])
+def test_lab_up_tls(lab_factory, mode, engine):
+    """``lab up --tls``: HTTPS on the VIP with the lab's own CA; at L7 the proxy ends it, at L4 the backends do."""
+    handle = lab_factory(mode, engine=engine, tls=True)
+    ca = handle.paths.tls_dir / "ca.pem"
+    assert ca.exists() and not list(handle.paths.tls_dir.glob("ca*.key"))  # no CA key kept
+    seen = set()
+    for _ in range(6):
+        done = handle.run("client", ["curl", "-sS", "--max-time", "5", "--cacert", str(ca),
+                                     f"https://{handle.vip}/"], timeout=10)
+        assert done.returncode == 0, done.stderr
+        answer = json.loads(done.stdout)
+        seen.add(answer["backend"])
+        if mode == "l7":
+            assert answer["x_forwarded_proto"] == "https" and answer["client"] == "198.18.0.2"
+        else:
+            assert answer["server"].endswith(":443") and answer["client"] == "198.18.1.10"  # nat: the client itself
+    assert len(seen) > 1
+    untrusted = handle.run("client", ["curl", "-sS", "--max-time", "5", f"https://{handle.vip}/"], timeout=10)
+    assert untrusted.returncode != 0  # the lab CA is trusted nowhere else
