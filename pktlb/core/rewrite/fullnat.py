@@ -10,11 +10,11 @@ slice assignments and two incremental checksum updates.
 
 from __future__ import annotations
 
-from pktlb.core.checksum import add_deltas, delta16, delta32
+from pktlb.core.checksum import add_deltas, apply_delta, apply_l4_delta, delta16, delta32
 from pktlb.core.icmp_relay import rewrite_error
 from pktlb.core.packet.frame import IP, MACS
 from pktlb.core.packet.ipv4 import OFF_CSUM, OFF_DST, OFF_SRC, OFF_TTL, PROTO_UDP
-from pktlb.core.rewrite.base import Result, Rewriter, apply_delta, apply_l4_delta
+from pktlb.core.rewrite.base import Result, Rewriter
 from pktlb.core.rewrite.traits import ModeTraits
 
 

@@ -7,10 +7,11 @@ incrementally with per-backend deltas precomputed in the snapshot (RFC 1624).
 
 from __future__ import annotations
 
+from pktlb.core.checksum import apply_delta, apply_l4_delta
 from pktlb.core.icmp_relay import rewrite_error
 from pktlb.core.packet.frame import IP, MACS
 from pktlb.core.packet.ipv4 import OFF_CSUM, OFF_DST, OFF_SRC, OFF_TTL, PROTO_UDP
-from pktlb.core.rewrite.base import Result, Rewriter, apply_delta, apply_l4_delta
+from pktlb.core.rewrite.base import Result, Rewriter
 from pktlb.core.rewrite.traits import ModeTraits
 
 

@@ -46,7 +46,7 @@ class TunnelRewriter(Rewriter):
             _pack16(frame, csum_off, checksum(memoryview(frame)[l4:ip + inner_len]))
         total = inner_len + OVERHEAD
         ident = self.next_id = (self.next_id + 1) & 0xFFFF
-        csum = ~fold(be.outer_base_sum + total + ident + flags) & 0xFFFF
+        csum = outer_checksum(be.outer_base_sum, total, ident, flags)
         outer = IPV4_STRUCT.pack(OUTER_VIHL, 0, total, ident, flags, OUTER_TTL, PROTO_IPIP, csum, snap.lb_addr, be.addr)
         frame[ip:ip] = outer
         frame[MACS] = be.l2  # both MACs in one slice assignment, precomputed per backend
@@ -58,3 +58,9 @@ def outer_base_sum(lb_addr: int, be_addr: int) -> int:
     version/IHL/TOS, TTL/protocol and both addresses.  DF, total length and ID are added per packet."""
     return add_deltas(OUTER_VIHL << 8, (OUTER_TTL << 8) | PROTO_IPIP, lb_addr >> 16, lb_addr & 0xFFFF,
                       be_addr >> 16, be_addr & 0xFFFF)
+
+
+def outer_checksum(base_sum: int, total: int, ident: int, flags: int) -> int:
+    """The outer header's checksum: the backend's constant words (``outer_base_sum``) plus this packet's
+    total length, ID and DF flag, complemented."""
+    return ~fold(base_sum + total + ident + flags) & 0xFFFF

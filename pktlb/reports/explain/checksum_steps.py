@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from scapy.layers.l2 import Ether
 from scapy.packet import NoPayload
 
-from pktlb.core.checksum import delta16, fold
+from pktlb.core.checksum import delta16, fold, update, update_l4
 from pktlb.core.packet.ipv4 import PROTO_ICMP, PROTO_UDP
 
 _IP_WORDS = ("version/IHL/TOS", "total length", "identification", "flags/fragment offset", "TTL/protocol",
@@ -101,12 +101,11 @@ def _words(data: bytes) -> list[int]:
 
 def apply_update(step: ChecksumStep, udp: bool = False) -> None:
     """Fill ``step.raw_sum`` and ``step.incremental`` from its old checksum and changed words (RFC 1624 eqn. 3)."""
-    step.raw_sum = (~step.old & 0xFFFF) + sum(c.term for c in step.changes)
-    result = ~fold(step.raw_sum) & 0xFFFF
-    if udp and result == 0:
-        result = 0xFFFF
+    delta = sum(c.term for c in step.changes)
+    step.raw_sum = (~step.old & 0xFFFF) + delta
+    if udp and update(step.old, delta) == 0:
         step.notes.append("a computed UDP checksum of 0 is sent as 0xffff (RFC 768)")
-    step.incremental = result
+    step.incremental = update_l4(step.old, delta, udp=udp)  # the function the rewriters run on the frame
 
 
 def ip_header_step(before: bytes, after: bytes, ip_b: int, ip_a: int, label: str = "IP header") -> ChecksumStep | None:

@@ -19,7 +19,6 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
 
 from pktlb.core import decision as d
-from pktlb.core.checksum import fold
 from pktlb.core.datapath import DataPath
 from pktlb.core.flowkey import flow_hash
 from pktlb.core.packet.addr import bytes_to_mac, int_to_ip
@@ -37,8 +36,17 @@ from pktlb.core.packet.frame import (
 )
 from pktlb.core.packet.frame import IP as IP_OFF  # the IPv4 header's offset (scapy's IP is the layer)
 from pktlb.core.packet.icmp import ERROR_TYPES, ICMP_LEN
-from pktlb.core.packet.ipv4 import FLAG_DF, PROTO_ICMP, PROTO_IPIP, PROTO_NAMES, PROTO_TCP, PROTO_UDP
+from pktlb.core.packet.ipv4 import (
+    FLAG_DF,
+    IPV4_STRUCT,
+    PROTO_ICMP,
+    PROTO_IPIP,
+    PROTO_NAMES,
+    PROTO_TCP,
+    PROTO_UDP,
+)
 from pktlb.core.rewrite.registry import traits_of
+from pktlb.core.rewrite.tunnel import outer_checksum
 from pktlb.core.snapshot import BackendView, ServiceView, Snapshot
 from pktlb.reports.explain import dissect
 from pktlb.reports.explain.checksum_steps import ChecksumStep, ip_header_step, l4_step, scapy_checksum
@@ -348,12 +356,9 @@ def _tunnel(before: bytes, outputs: list[bytes], svc: ServiceView, be: BackendVi
     if dec.reason != d.INBOUND or be is None or not outputs:
         return info
     out = outputs[0]
-    total = int.from_bytes(out[16:18], "big")
-    ident = int.from_bytes(out[18:20], "big")
-    flags = int.from_bytes(out[20:22], "big")
-    computed = ~fold(be.outer_base_sum + total + ident + flags) & 0xFFFF
-    written = int.from_bytes(out[24:26], "big")
-    scapy = scapy_checksum(out, 14)
+    _, _, total, ident, flags, _, _, written, _, _ = IPV4_STRUCT.unpack_from(out, IP_OFF)
+    computed = outer_checksum(be.outer_base_sum, total, ident, flags & FLAG_DF)
+    scapy = scapy_checksum(out, IP_OFF)
     info["outer"] = {
         "src": int_to_ip(src_addr(out)), "dst": int_to_ip(dst_addr(out)),
         "protocol": out[IP_PROTO], "ttl": out[IP_TTL], "id": ident, "df": bool(flags & FLAG_DF), "total_length": total,
