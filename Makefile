@@ -40,6 +40,7 @@ venv: $(VENV)/.installed
 lint: venv
 	$(VENV)/bin/ruff check pktlb tests scripts
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 unit: venv
 	$(PY) -m pytest -m 'not lab' $(PYTEST_ARGS)
