@@ -56,8 +56,13 @@ def l7_config_data(plan: Plan) -> dict[str, Any]:
         "route": l7_routes([b.name for b in backends]),
         "backend": [{"name": b.name, "address": b.address, "port": port} for b in backends],
     }
+    services = [web]
+    if o.tls:  # `lab up --tls`: the same service over HTTPS, TLS ended here (the lab's throwaway certificate)
+        tls = LabPaths.at(plan.statedir).tls_dir
+        services.append({**web, "name": "web-tls", "port": int(c["tls_port"]),
+                         "l7": {**web["l7"], "tls": {"cert": str(tls / "vip.pem"), "key": str(tls / "vip.pem.key")}}})
     return {"lb": {"address": lb.address, "control_socket": str(LabPaths.at(plan.statedir).control_socket)},
-            "service": [web]}
+            "service": services}
 
 
 def l7_config_text(plan: Plan) -> str:
