@@ -248,7 +248,9 @@ class ProxyVip(Check):
 
     name = "proxy-vip"
     roles = ("lb",)
-    modes = (L7_MODE,)
+
+    def applies(self, node: NodeFacts) -> bool:  # the L7 layout, not a packet mode: no rewriter traits to ask
+        return super().applies(node) and node.mode == L7_MODE
 
     def run(self, node: NodeFacts) -> Iterator[Finding]:
         where = [link.ifname for link in node.links.values() if f"{node.vip}/32" in link.addresses]
