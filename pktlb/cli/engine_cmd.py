@@ -61,8 +61,11 @@ def _merged_stats(socket_path: str) -> dict[str, Any]:
 @click.option("-s", "--socket", "socket_path", default=None, help="Control socket path (overrides lb.control_socket).")
 @click.option("--no-health", is_flag=True, help="Do not run the configured health checks.")
 @click.option("--allow-root-namespace", is_flag=True, help="Run in the host's network namespace (not a lab's).")
+@click.option("--fastpath", type=click.Choice(["xdp", "tc", "off"]), default=None,
+              help="Kernel fast path for established flows (eBPF at XDP or tc ingress; default: [lb] fastpath, "
+                   "else off). Without clang/BPF the engine runs without it and says why.")
 def run(config_path: str, workers: int, capture_dir: str | None, socket_path: str | None, no_health: bool,
-        allow_root_namespace: bool) -> None:
+        allow_root_namespace: bool, fastpath: str | None) -> None:
     """Run the forwarding engine in this network namespace (needs root).
 
     SIGTERM/SIGINT stop it cleanly; SIGHUP reloads CONFIG and applies the difference while the
@@ -79,8 +82,10 @@ def run(config_path: str, workers: int, capture_dir: str | None, socket_path: st
     try:
         if workers == 1:
             Forwarder(config_path, capture_dir=capture_dir, control_socket=socket_path,
-                      health=not no_health).run()
+                      health=not no_health, fastpath=fastpath).run()
         else:
+            if fastpath not in (None, "off"):
+                logging.getLogger("pktlb.engine").warning("kernel fast path off: not available with --workers > 1 yet")
             sys.exit(run_workers(config_path, workers, capture_dir=capture_dir, control_socket=socket_path,
                                  health=not no_health))
     except StartupError as exc:

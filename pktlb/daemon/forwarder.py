@@ -43,7 +43,7 @@ class StartupError(RuntimeError):
 class Forwarder:
     def __init__(self, config_path: str, *, workers: int = 1, worker: int = 0, capture_dir: str | None = None,
                  control_socket: str | None = None, health: bool = True, batch: int = 64,
-                 fanout_group: int = 0x5B1) -> None:
+                 fanout_group: int = 0x5B1, fastpath: str | None = None) -> None:
         if os.geteuid() != 0:
             raise StartupError("pktlb run needs root (CAP_NET_RAW for AF_PACKET sockets): run it with sudo")
         self.config_path = config_path
@@ -79,6 +79,7 @@ class Forwarder:
         except SocketInUse as exc:
             self.port.close()
             raise StartupError(str(exc)) from None
+        self.fastpath, self.fastpath_reason = self._start_fastpath(fastpath or lb.fastpath)
         self.health_enabled = health
         self.monitor = self._start_health() if health else None
         self.reactor.add_reader(self.port, self._on_frames)
@@ -130,6 +131,26 @@ class Forwarder:
             writer.close()
         self.captures = None
 
+    def _start_fastpath(self, hook: str) -> tuple[Any, str]:
+        """The kernel fast path (issue 15), or None and the reason it is off; the engine runs either way."""
+        if hook == "off":
+            return None, "off (--fastpath xdp|tc or [lb] fastpath turns it on)"
+        if self.workers > 1:
+            why = "not available with --workers > 1 yet (one program per interface, one flow table per worker)"
+        elif hook == "tc":
+            # The tc program is proven equal to Python (tests/fastpath), but the engine's AF_PACKET socket sees
+            # every frame before tc ingress runs, so Python would forward the kernel's frames a second time.
+            why = ("tc: the engine's packet socket sees frames before tc ingress (they would be forwarded twice); "
+                   "use --fastpath xdp")
+        else:
+            from pktlb.daemon import fastpath_sync
+
+            sync, why = fastpath_sync.start(self.config, self.datapath, hook, self.config.lb.interface)
+            if sync is not None:
+                return sync, ""
+        log.warning("kernel fast path off: %s", why)
+        return None, why
+
     def _start_health(self) -> Any:
         from pktlb.core.health import backend_health
 
@@ -160,11 +181,14 @@ class Forwarder:
     def _install(self, snapshot: Snapshot) -> None:
         if hasattr(self, "datapath"):
             self.datapath.swap(snapshot)
+        if getattr(self, "fastpath", None) is not None:
+            self.fastpath.install(snapshot)
 
     # -- the packet path -------------------------------------------------------------------------
     def _on_frames(self) -> None:
         port, handle, now = self.port, self.datapath.handle, time.monotonic()
         captures = self.captures
+        sync = self.fastpath
         for _ in range(8):  # bounded work per wake-up so timers and the control socket stay responsive
             batch = port.recv_batch(self.batch)
             if not batch:
@@ -174,6 +198,8 @@ class Forwarder:
             for data, vnet in batch:
                 if captures:
                     captures["rx"].write(data, time.time())
+                if sync is not None:
+                    sync.adopt(data)
                 if vnet is NO_OFFLOAD:  # the common case: a finished checksum, no GSO
                     frames, decision = handle(data, now)
                 else:
@@ -181,6 +207,10 @@ class Forwarder:
                 for frame in frames:
                     out.append(frame)
                     vnets.append(vnet if frame is data and decision.partial_out else NO_OFFLOAD)
+                if sync is not None:
+                    sync.note(decision)
+            if sync is not None:
+                sync.flush()
             if out:
                 port.send_batch(out, vnets)
                 self.last_tx = time.monotonic()
@@ -190,7 +220,10 @@ class Forwarder:
                         captures["tx"].write(frame, stamp)
 
     def _tick(self) -> None:
-        self.datapath.flows.expire(time.monotonic())
+        if self.fastpath is not None:  # the kernel's counters and last-seen times first, then expiry
+            self.fastpath.tick(time.monotonic())
+        else:
+            self.datapath.flows.expire(time.monotonic())
         self.port.kernel_stats()  # frames the kernel dropped for want of socket buffer, added to the counters
         self.reporter.tick()
         if self.captures:
@@ -245,6 +278,9 @@ class Forwarder:
     def close(self) -> None:
         self.server.close()
         self.port.close()
+        if self.fastpath is not None:  # detaches the program and frees its maps
+            self.fastpath.fp.close()
+            self.fastpath = None
         if self.monitor is not None and hasattr(self.monitor, "close"):
             self.monitor.close()
         self._close_captures()
