@@ -12,7 +12,7 @@ import time
 
 from pktlb.adapters.fastpath import FastPath
 from pktlb.core.fastpath import encode
-from pktlb.core.rewrite import get_rewriter
+from pktlb.core.rewrite.registry import get_rewriter
 from tests.frames import client_frame, datapath, tcp
 
 

@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from typing import Any
 
 from pktlb.adapters.fastpath import FastPath
 from pktlb.adapters.libbpf import BpfError
 from pktlb.core.datapath import DataPath
+from pktlb.core.decision import FORWARD, INBOUND, OUTBOUND, Decision
 from pktlb.core.fastpath import encode
 from pktlb.core.fastpath import layout as L
+from pktlb.core.fastpath.encode import UNRESOLVED_L2
 from pktlb.core.snapshot import Snapshot
 
 log = logging.getLogger("pktlb.fastpath")
@@ -35,9 +38,16 @@ class FastPathSync:
         self.pending: set[tuple[int, int, int, int, int]] = set()
         self.errors = 0
         self.imported = 0
+        self.l2_seen: tuple[bytes, ...] = ()
 
     # -- the control plane's changes -----------------------------------------------------------------
+    def refresh(self, view: Snapshot) -> None:
+        """Install ``view`` again if a next hop's MAC changed since the last install."""
+        if _l2s(view) != self.l2_seen:
+            self.install(view)
+
     def install(self, snap: Snapshot) -> None:
+        self.l2_seen = _l2s(snap)
         try:
             for bid in self.ids.forget_missing(snap):
                 self.fp.apply({"pktlb_backends": {L.U32.pack(bid): L.BACKEND.pack(
@@ -173,7 +183,33 @@ class FastPathSync:
                 "punts": {k: v for k, v in counters.items() if k in L.PUNT_REASONS and v}}
 
 
-def start(config: Any, datapath: DataPath, hook: str, interface: str) -> tuple[FastPathSync | None, str]:
+def _l2s(snap: Snapshot) -> tuple[bytes, ...]:
+    return (snap.reply_l2, *(be.l2 for svc in snap.services.values() for be in svc.backends))
+
+
+def fastpath_view(snap: Snapshot, egress: Any, port: Any, lb_mac: bytes) -> Snapshot:
+    """The snapshot as the fast path must see it: the interface's own MAC as the LB's, and each
+    backend's and the replies' Ethernet addresses as the engine's egress stage resolves them.  A next
+    hop that is unresolved, or behind another interface (XDP_TX sends a frame back out where it came
+    in), gets no MAC, so its frames punt to Python."""
+    services = {}
+    for key, svc in snap.services.items():
+        views = []
+        for be in svc.backends:
+            where = egress.target(bytearray(34), Decision(FORWARD, INBOUND, svc.name, be.name))
+            l2 = where[1] if where.__class__ is tuple and where[0] is port else UNRESOLVED_L2
+            views.append(replace(be, l2=l2))
+        services[key] = replace(svc, backends=tuple(views), by_name={b.name: b for b in views})
+    reply_l2 = UNRESOLVED_L2
+    if snap.config.lb.gateway:  # replies have one next hop only when the config names the gateway
+        where = egress.target(bytearray(34), Decision(FORWARD, OUTBOUND))
+        if where.__class__ is tuple and where[0] is port:
+            reply_l2 = where[1]
+    return replace(snap, lb_mac=lb_mac, services=services, reply_l2=reply_l2)
+
+
+def start(config: Any, datapath: DataPath, hook: str, interface: str,
+          view: Any = None) -> tuple[FastPathSync | None, str]:
     """Load and attach the fast path; (None, why) when it cannot run here, the engine then runs without it."""
     from pktlb.adapters.fastpath import availability
 
@@ -185,7 +221,7 @@ def start(config: Any, datapath: DataPath, hook: str, interface: str) -> tuple[F
     except BpfError as exc:
         return None, f"loading the eBPF object failed: {exc}"
     sync = FastPathSync(fp, datapath, hook)
-    sync.install(datapath.snapshot)
+    sync.install(view(datapath.snapshot) if view else datapath.snapshot)
     try:
         fp.attach(interface, hook)
     except (BpfError, OSError) as exc:

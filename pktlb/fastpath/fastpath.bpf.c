@@ -76,6 +76,8 @@ static __always_inline int schedule(struct pkt *p, struct service *svc, struct f
 	__u32 be_id = t->slots[slot];
 	struct backend *be = bpf_map_lookup_elem(&pktlb_backends, &be_id);
 
+	if (be && be->state == BE_NO_NEIGHBOUR)
+		return PUNT_NO_NEIGHBOUR;
 	if (!be || be->state != BE_UP)
 		return PUNT_NO_BACKEND;
 	struct flow fresh = {
@@ -122,6 +124,8 @@ static __always_inline int inbound(struct pkt *p, void *data_end, struct plan *p
 		__u32 be_id = fl->backend_id;
 		struct backend *be = bpf_map_lookup_elem(&pktlb_backends, &be_id);
 
+		if (be && be->service_id == svc->id && be->state == BE_NO_NEIGHBOUR)
+			return PUNT_NO_NEIGHBOUR;
 		if (!be || be->service_id != svc->id || be->state >= BE_DOWN)
 			return PUNT_BACKEND_DOWN;
 		pl->be = be;
@@ -159,6 +163,8 @@ static __always_inline int reply(struct pkt *p, void *data_end, struct plan *pl,
 {
 	if (p->total - IP_LEN < 8)
 		return PUNT_BAD_L4_HEADER;
+	if (!(pl->cfg->enabled & CFG_REPLIES))
+		return PUNT_NO_NEIGHBOUR;
 	if (is_fragment(p->ip))
 		return PUNT_FRAGMENT;
 	int r = parse_l4(data_end, p);
@@ -228,7 +234,7 @@ static __always_inline int decide(void *data, void *data_end, struct pkt *p, str
 	__u32 zero = 0;
 
 	pl->cfg = bpf_map_lookup_elem(&pktlb_config, &zero);
-	if (!pl->cfg || !pl->cfg->enabled)
+	if (!pl->cfg || !(pl->cfg->enabled & CFG_ENABLED))
 		return PUNT_DISABLED;
 	int r = parse_ip(data, data_end, pl->cfg->lb_mac, p);
 

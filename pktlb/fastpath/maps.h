@@ -41,11 +41,16 @@
 #define BE_DRAIN 1
 #define BE_DOWN 2
 #define BE_ABSENT 3
+#define BE_NO_NEIGHBOUR 4
+
+/* config.enabled bits */
+#define CFG_ENABLED 1
+#define CFG_REPLIES 2 /* the replies' next hop (the gateway) is resolved */
 
 struct config {
 	__u8 lb_mac[6];
 	__u8 reply_l2[12]; /* router MAC then LB MAC: replies toward the client */
-	__u8 enabled;
+	__u8 enabled; /* CFG_* bits */
 	__u8 pad;
 	__u32 lb_addr;
 	__u32 seed;

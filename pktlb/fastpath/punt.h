@@ -33,6 +33,7 @@ enum punt_reason {
 	PUNT_SPOOFED_SOURCE,
 	PUNT_DISABLED,         /* no snapshot pushed yet */
 	PUNT_HELPER_FAILED,    /* growing or cutting the frame failed */
+	PUNT_NO_NEIGHBOUR,     /* the next hop's MAC is not known (or it is behind another interface) */
 	PUNT_REASONS
 };
 

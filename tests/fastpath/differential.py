@@ -30,7 +30,7 @@ from pktlb.core import datapath as datapath_module
 from pktlb.core import decision as d
 from pktlb.core.fastpath import encode
 from pktlb.core.fastpath import layout as L
-from pktlb.core.rewrite import get_rewriter
+from pktlb.core.rewrite.registry import get_rewriter
 from pktlb.core.snapshot import DOWN
 
 FORWARDED = {"xdp": {libbpf.XDP_TX}, "tc": {libbpf.TC_ACT_REDIRECT}}

@@ -80,8 +80,6 @@ def test_a_download_and_an_upload_move_through_the_kernel(lab_factory, mode):
         fast = stats["fastpath"]
         assert fast["hook"] == "xdp" and fast["errors"] == 0, fast
         assert stats["totals"]["kernel_forwarded"] > 1000, (stats["totals"], fast)  # the upload's segments
-        if mode in ("nat", "fullnat"):
-            assert fast["forwarded"]["outbound"] > 1000, fast  # the download's replies came back in the kernel
         flows = ask(lab, {"cmd": "flows"})
         assert sum(f["packets_in"] + f["packets_out"] for f in flows["flows"]) >= stats["totals"]["kernel_forwarded"]
     finally:

@@ -25,6 +25,7 @@ from pktlb.core.packet.ipv4 import PROTO_UDP
 from pktlb.core.snapshot import Snapshot
 
 MapImage = dict[str, dict[bytes, bytes]]  # map name -> key bytes -> value bytes
+UNRESOLVED_L2 = bytes(12)  # a next hop without a MAC yet: the program punts its frames
 
 
 @dataclass
@@ -70,13 +71,18 @@ def _b2(value: int) -> bytes:
 
 def config_value(snap: Snapshot, flows: FlowConfig, enabled: bool = True) -> bytes:
     timeouts = (flows.syn_timeout, flows.tcp_timeout, flows.fin_timeout, flows.fin_timeout, flows.udp_timeout)
-    return L.CONFIG.pack(snap.lb_mac, snap.reply_l2, int(enabled), _b4(snap.lb_addr), snap.seed & 0xFFFFFFFF,
+    flags = (L.ENABLED if enabled else 0) | (L.REPLIES if enabled and _resolved(snap.reply_l2) else 0)
+    return L.CONFIG.pack(snap.lb_mac, snap.reply_l2, flags, _b4(snap.lb_addr), snap.seed & 0xFFFFFFFF,
                          *(min(int(t), 0xFFFFFFFF) for t in timeouts))
+
+
+def _resolved(l2: bytes) -> bool:
+    return l2[0:6] != bytes(6) and l2[6:12] != bytes(6)
 
 
 def sched_kind(svc) -> int:
     """Who schedules the service's new flows in the fast path (layout.SCHED_*)."""
-    if svc.rewriter.name == "fullnat" or not svc.scheduler.hash_input:
+    if svc.rewriter.traits.needs_snat or not svc.scheduler.hash_input:  # the first packet needs an SNAT port
         return L.SCHED_PYTHON
     if len(svc.scheduler.lookup_table()) > L.MAX_TABLE:
         return L.SCHED_PYTHON
@@ -103,12 +109,13 @@ def encode_snapshot(snap: Snapshot, flows: FlowConfig, ids: Ids) -> MapImage:
         sid = ids.service(svc.name)
         kind = sched_kind(svc)
         image["pktlb_services"][L.SERVICE_KEY.pack(_b4(svc.vip), _b2(svc.port), svc.proto)] = L.SERVICE.pack(
-            sid, L.MODES[svc.rewriter.name], kind, int(svc.rewriter.replies_via_lb), int(svc.proto == PROTO_UDP),
+            sid, L.MODES[svc.rewriter.name], kind, int(svc.rewriter.traits.replies_via_lb), int(svc.proto == PROTO_UDP),
             min(svc.mtu, 0xFFFF), _b2(svc.port), _b4(svc.vip), _b4(svc.snat))
         for be in svc.backends:
             bid = ids.backend(svc.name, be.name)
+            state = L.BACKEND_STATES.get(be.state, L.BE_ABSENT) if _resolved(be.l2) else L.BE_NO_NEIGHBOUR
             image["pktlb_backends"][L.U32.pack(bid)] = L.BACKEND.pack(
-                be.l2, be.addr_bytes, be.port_bytes, L.BACKEND_STATES.get(be.state, L.BE_ABSENT),
+                be.l2, be.addr_bytes, be.port_bytes, state,
                 be.in_ip_delta, be.in_l4_delta, be.in_pseudo_delta, be.out_ip_delta, be.out_l4_delta,
                 be.out_pseudo_delta, be.outer_base_sum & 0xFFFFFFFF, sid)
         table = svc.scheduler.lookup_table() if kind != L.SCHED_PYTHON else ()

@@ -42,6 +42,8 @@ STATES = ("syn", "est", "fin", "closed", "udp")  # ST_* by number
 STATE_NUMBERS = {name: i for i, name in enumerate(STATES)}
 BACKEND_STATES = {"up": 0, "drain": 1, "down": 2}
 BE_ABSENT = 3
+BE_NO_NEIGHBOUR = 4  # the engine has no MAC for the backend's next hop yet
+ENABLED, REPLIES = 1, 2  # config.enabled bits: forwarding on; replies' next hop known
 ADDR_VIP, ADDR_SNAT = 1, 2
 
 # enum punt_reason then enum forward_kind, in the order of pktlb/fastpath/punt.h.
@@ -49,6 +51,7 @@ PUNT_REASONS: tuple[str, ...] = (
     "not_ipv4", "not_our_mac", "bad_length", "padding", "ip_options", "bad_ip_checksum", "fragment", "not_ours",
     "icmp", "other_protocol", "bad_l4_header", "no_service", "ttl", "fin_rst", "syn", "unknown_flow",
     "backend_down", "no_backend", "too_big", "idle_expired", "spoofed_source", "disabled", "helper_failed",
+    "no_neighbour",
 )
 FORWARD_KINDS: tuple[str, ...] = ("inbound", "new_flow", "outbound")
 COUNTERS: tuple[str, ...] = PUNT_REASONS + FORWARD_KINDS
@@ -77,5 +80,6 @@ PUNT_MEANINGS: dict[str, str] = {
     "spoofed_source": "source is an address the LB owns",
     "disabled": "no snapshot pushed yet",
     "helper_failed": "the kernel could not grow or rewrite the frame",
+    "no_neighbour": "the next hop's MAC is not resolved yet (or it is behind another interface)",
 }
 assert set(PUNT_MEANINGS) == set(PUNT_REASONS)

@@ -14,7 +14,7 @@ from typing import Any
 from pktlb.core.datapath import DataPath
 from pktlb.core.fastpath import encode
 from pktlb.core.fastpath import layout as L
-from pktlb.core.rewrite import get_rewriter
+from pktlb.core.rewrite.registry import get_rewriter
 
 _loaded: Any = None
 
