@@ -97,3 +97,14 @@ def test_markdown_renders_every_section():
     text = markdown(report)
     for expected in ("| L7    | pktlb  | new", "3 (75%)", "2 moved (new cookie)", "| 95 ", "200: 25, 429: 75"):
         assert expected in text, expected
+
+
+def test_cli_refuses_unknown_sections_and_engines_by_name():
+    from click.testing import CliRunner
+
+    from pktlb.cli import main
+    result = CliRunner().invoke(main, ["l7-report", "--sections", "tls,bogus"])
+    assert result.exit_code == 2 and "bogus: expected some of tls, persistence, cache, filter" in result.output
+    result = CliRunner().invoke(main, ["l7-report", "--engines", "nginx"])
+    assert result.exit_code == 2 and "nginx: expected some of pktlb, haproxy" in result.output
+    assert CliRunner().invoke(main, ["l7-report", "--help"]).exit_code == 0
