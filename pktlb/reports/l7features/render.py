@@ -106,4 +106,9 @@ def write(report: dict[str, Any], out: Path) -> dict[str, str]:
     paths = {"markdown": str(out / "report.md"), "json": str(out / "report.json")}
     Path(paths["markdown"]).write_text(markdown(report) + "\n")
     Path(paths["json"]).write_text(json.dumps(report, indent=2) + "\n")
+    if "tls" in report:
+        from pktlb.reports.l7features.charts import tls_chart  # matplotlib only when there is a chart to draw
+        chart = tls_chart(report["tls"], out / "tls_cpu.png")
+        if chart is not None:
+            paths["tls_chart"] = str(chart)
     return paths
