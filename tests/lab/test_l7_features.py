@@ -115,7 +115,7 @@ def test_l4_sh_moves_a_client_whose_address_changes_and_tls_passes_through(lab_f
     pytest.param("l7", "haproxy", marks=pytest.mark.skipif(not shutil.which("haproxy"), reason="no haproxy"))])
 def test_lab_up_tls(lab_factory, mode, engine):
     """``lab up --tls``: HTTPS on the VIP with the lab's own CA; at L7 the proxy ends it, at L4 the backends do."""
-    handle = lab_factory(mode, engine=engine, tls=True)
+    handle = lab_factory(mode, engine=engine, tls=True, scheduler="rr")
     ca = handle.paths.tls_dir / "ca.pem"
     assert ca.exists() and not list(handle.paths.tls_dir.glob("ca*.key"))  # no CA key kept
     seen = set()
