@@ -53,9 +53,10 @@ def test_l7_lab_tls_cookie_cache_and_filter_with_pktlb_proxy(lab_factory):
         sh, cookie = persistence_l7(lab, "pktlb", 12)
         assert sh["moved"] > 0  # source hashing follows the address, so some sessions move ...
         assert cookie["moved"] == 0 and cookie["kept"] == 12  # ... the cookie keeps every one
-        down = cookie["backend_down"]
-        assert down["failed"] == 0 and down["moved"] == down["sessions_on_it"] > 0
-        assert down["others_kept"] == 12 - down["sessions_on_it"]
+        for key in ("backend_down", "backend_failed"):  # by the operator; by a dead link the health checks found
+            down = cookie[key]
+            assert down["failed"] == 0 and down["moved"] == down["sessions_on_it"] > 0, down
+            assert down["others_kept"] == 12 - down["sessions_on_it"]
 
         # Cache: 100 requests over 5 URLs reach the backends 5 times.
         off, on = cache_rows(lab, "pktlb", 100, 5)
