@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import ClassVar
 
+from pktlb.core.l7.settings import L7_MODE
 from pktlb.core.packet.addr import in_network, ip_to_int
 from pktlb.lab import state as st
 from pktlb.lab.facts import NodeFacts, collect
@@ -205,6 +206,9 @@ class StrayVip(Check):
     name = "stray-vip"
     roles = ("lb",)
 
+    def applies(self, node: NodeFacts) -> bool:  # in mode l7 the VIP is the proxy's own address (ProxyVip)
+        return super().applies(node) and node.mode != L7_MODE
+
     def run(self, node: NodeFacts) -> Iterator[Finding]:
         network, plen = node.vip_network.split("/")
         stray = [(link.ifname, cidr) for link in node.links.values() for cidr in link.addresses
@@ -221,8 +225,9 @@ class LbGuard(Check):
     name = "lb-guard"
     roles = ("lb",)
 
-    def applies(self, node: NodeFacts) -> bool:
-        return super().applies(node) and node.engine != "kernel" and node.namespace is not None
+    def applies(self, node: NodeFacts) -> bool:  # a proxy (mode l7) owns the VIP: nothing to guard
+        return super().applies(node) and node.engine != "kernel" and node.namespace is not None \
+            and node.mode != L7_MODE
 
     def run(self, node: NodeFacts) -> Iterator[Finding]:
         if "pktlb_guard" in node.nft_tables:
@@ -230,6 +235,23 @@ class LbGuard(Check):
         else:
             yield self.bad(node, "no nftables ingress guard for VIP traffic", "`pktlb lab down` and `lab up` again",
                            level="warn")
+
+
+@register
+class ProxyVip(Check):
+    """Mode l7: the proxy listens on the VIP, so the LB's kernel must own it (and terminate its TCP)."""
+
+    name = "proxy-vip"
+    roles = ("lb",)
+    modes = (L7_MODE,)
+
+    def run(self, node: NodeFacts) -> Iterator[Finding]:
+        where = [link.ifname for link in node.links.values() if f"{node.vip}/32" in link.addresses]
+        if where:
+            yield self.ok(node, f"the proxy's VIP {node.vip} is on {', '.join(where)}: the proxy can listen on it")
+        else:
+            yield self.bad(node, f"{node.vip} is on no interface: the proxy cannot listen on the VIP",
+                           f"{node.fix_prefix()}ip addr add {node.vip}/32 dev lo")
 
 
 @register

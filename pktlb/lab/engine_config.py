@@ -42,6 +42,11 @@ def engine_config_data(plan: Plan, lb: Node | None = None, control_socket: str |
                              "mode": o.mode, "scheduler": "sh", **snat}
     iperf["backend"] = _backends(plan, int(c["iperf_port"]))
     config["service"] = [web, iperf]
+    if o.tls:  # HTTPS the backends end themselves (their httpsd service): the engine forwards ciphertext
+        tls_port = int(c["tls_port"])
+        config["service"].append({**web, "name": "web-tls", "port": tls_port, "backend": _backends(plan, tls_port),
+                                  "health": {"checks": ["tcp"], "interval": 1.0, "timeout": 1.0, "rise": 2,
+                                             "fall": 3}})
     return config
 
 

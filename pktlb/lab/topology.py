@@ -52,6 +52,7 @@ class LabOptions:
     bfd: bool = False  # the tier's BGP sessions with BFD (100 ms x 3)
     service_time: float = 0.0  # ms each request holds a backend slot (pktlb.lab.capacity); 0: none
     max_concurrent: int = 0  # requests a backend serves at once, the others queue; 0: unlimited
+    tls: bool = False  # HTTPS on the VIP's tls_port too: the proxy ends it (l7), or the backends do (L4 modes)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -194,6 +195,9 @@ def check_options(options: LabOptions, data: dict[str, Any]) -> None:
         raise LabError(f"--max-concurrent {options.max_concurrent}: expected 0 (unlimited) to {MAX_CONCURRENT}")
     if options.decap not in DECAP_CHOICES:
         raise LabError(f"--decap {options.decap!r}: expected one of {', '.join(DECAP_CHOICES)}")
+    if options.tls and (options.engine == "kernel" or options.lbs > 1):
+        raise LabError("--tls works with --engine pktlb, haproxy or none and one LB (the kernel baseline and the "
+                       "LB tier forward only the HTTP and iperf ports)")
     engine = data["engine"][options.engine]
     if options.mode not in engine.get("modes", LAB_MODES):
         raise LabError(f"--engine {options.engine} cannot do mode {options.mode}: {engine.get('refusal', '')}")
@@ -314,7 +318,10 @@ def make_plan(options: LabOptions, data: dict[str, Any], *, statedir: str, pytho
     values = {**constants, "python": python, "pktlb": pktlb, "statedir": statedir}
     paths = LabPaths.at(statedir)
     services: list[ServiceSpec] = []
+    layer = int(mode_default(data, options.mode, "layer", 4))
     for node in nodes:
+        if options.tls and layer == 4 and node.role == "backend":
+            node.services.append("httpsd")  # the backends end TLS themselves: the LB carries ciphertext
         for service in node.services:
             sdef = data["service"][service]
             if sdef.get("requires") and has_binary is not None and not has_binary(sdef["requires"]):
@@ -334,5 +341,5 @@ def make_plan(options: LabOptions, data: dict[str, Any], *, statedir: str, pytho
                 switch_namespace=options.prefix + data["switch"]["node"], bridges=dict(data["switch"]["bridges"]),
                 switch_sysctls=dict(data["switch"].get("sysctls", {})),
                 common_sysctls=dict(data.get("common", {}).get("sysctls", {})), nodes=nodes, services=services,
-                decap_kind=decap_kind, summaries=summaries, layer=int(mode_default(data, options.mode, "layer", 4)),
+                decap_kind=decap_kind, summaries=summaries, layer=layer,
                 engine_service=engine.get("service"))
