@@ -66,7 +66,7 @@ def compare(modes: tuple[str, ...], scheduler: str, l7_scheduler: str, backends:
 
     Writes report.md, report.json, three PNG charts and per-mode pcaps (client, LB, backend) into --out.
     """
-    from pktlb.core.sched.base import scheduler_names
+    from pktlb.core.sched.registry import scheduler_names
     from pktlb.reports.compare.render import render_text
     from pktlb.reports.compare.run import CompareSettings, run_compare, write_report
 

@@ -61,7 +61,7 @@ def up(mode: str, backends: int, clients: int, scheduler: str | None, prefix: st
        decap: str, lbs: int, ecmp: str, bfd: bool, service_time: float, max_concurrent: int, tls: bool, dry_run: bool,
        verbose_steps: bool) -> None:
     """Build the lab (or reuse an identical one that is already up)."""
-    from pktlb.core.sched.base import scheduler_names
+    from pktlb.core.sched.registry import scheduler_names
     from pktlb.lab import manage
     from pktlb.lab.topology import load_topology, mode_default
 

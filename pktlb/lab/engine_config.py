@@ -12,6 +12,7 @@ from typing import Any
 import tomli_w
 
 from pktlb.core.config import Config, parse_config
+from pktlb.core.rewrite.registry import traits_of
 from pktlb.lab.paths import LabPaths
 from pktlb.lab.topology import Node, Plan
 
@@ -30,7 +31,7 @@ def engine_config_data(plan: Plan, lb: Node | None = None, control_socket: str |
     web: dict[str, Any] = {"name": "web", "vip": c["vip"], "port": int(c["service_port"]), "protocol": "tcp",
                            "mode": o.mode, "scheduler": o.scheduler}
     snat: dict[str, Any] = {}
-    if o.mode == "fullnat":
+    if traits_of(o.mode).needs_snat:
         first, last = (int(p) for p in c["snat_ports"].split("-"))
         snat = {"snat_address": lb.snat or c["snat_address"], "snat_ports": [first, last]}
     web |= snat

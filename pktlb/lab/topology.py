@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pktlb.core.config import MODES
 from pktlb.core.l7.settings import L7_MODE
 from pktlb.core.packet.addr import in_network, int_to_ip, ip_to_int
+from pktlb.core.rewrite.registry import MODES, traits_of
 from pktlb.lab.addressing import mac_for_ip
 from pktlb.lab.capacity import capacity_args
 from pktlb.lab.paths import BadPrefix, LabPaths, check_prefix
@@ -302,7 +302,7 @@ def make_plan(options: LabOptions, data: dict[str, Any], *, statedir: str, pytho
     counts = {"1": 1, "backends": options.backends, "clients": options.clients}
     engine = engine_section(data, options.engine, options.mode)
     decap_kind = None
-    if options.mode == "tunnel":
+    if traits_of(options.mode).needs_decapsulator:
         if options.decap == "kernel" and not kernel_has_ipip:
             raise LabError("--decap kernel: this kernel has no ipip module; use --decap user (pktlb decap)")
         decap_kind = "kernel" if options.decap == "kernel" or (options.decap == "auto" and kernel_has_ipip) else "user"

@@ -24,7 +24,8 @@ from pktlb.core.l7.routing import RequestTarget, match_route
 from pktlb.core.l7.rules import RequestRule, request_rules
 from pktlb.core.l7.settings import L7Config, RouteConfig
 from pktlb.core.packet.addr import ip_to_int
-from pktlb.core.sched.base import BackendLoad, Scheduler, make_scheduler
+from pktlb.core.sched.base import BackendLoad, Scheduler
+from pktlb.core.sched.registry import make_scheduler
 from pktlb.core.snapshot import UP, BackendView, backend_view
 
 TCP = 6

@@ -34,7 +34,7 @@ from pktlb.core.config_reader import ConfigError, Section
 from pktlb.core.l7.cache_store import CacheConfig
 from pktlb.core.l7.features import FilterConfig, TlsConfig, parse_cache, parse_cookie, parse_filter, parse_tls
 from pktlb.core.l7.sticky import CookieConfig
-from pktlb.core.sched.base import scheduler_names
+from pktlb.core.sched.registry import scheduler_names
 
 L7_MODE = "l7"
 HASH_KEYS = ("connection", "client")  # what hash, sh and maglev hash at L7: the 5-tuple, or the client address

@@ -10,12 +10,12 @@ import os
 import textwrap
 from typing import Any
 
+from pktlb.core.rewrite.registry import traits_of
+
 CHARTS = {"throughput.png": "Requests per second and throughput by mode",
           "latency.png": "HTTP latency percentiles by mode",
           "lb_packets_per_request.png": "Packets the LB handled per request, by direction",
           "l4_l7.png": "Backend connections per request, and requests/s with and without client keep-alive"}
-REPLIES_BYPASS_LB = ("dsr", "tunnel")
-TUNNEL_OVERHEAD = 20  # one IPv4 header (IP-in-IP, RFC 2003)
 
 
 def measured(run: dict[str, Any]) -> bool:
@@ -42,14 +42,15 @@ def invariants(report: dict[str, Any]) -> list[dict[str, Any]]:
             _spread_check(run, report, check)
             continue
         out = run["lb"]["packets_out_per_request"]
-        if run["mode"] in REPLIES_BYPASS_LB:
+        traits = traits_of(run["mode"])
+        if not traits.replies_via_lb:
             check(run, "no reply packet passes the LB", out == 0, f"{out} reply packets per request at the LB")
         else:
             check(run, "replies pass the LB", bool(out), f"{out} reply packets per request at the LB")
-        expected = TUNNEL_OVERHEAD if run["mode"] == "tunnel" else 0
+        expected = traits.encap_overhead
         overhead = run.get("header_overhead_bytes")
         check(run, f"{expected} bytes of header overhead per packet", overhead == expected, f"measured {overhead}")
-        source = lab["snat_address"] if run["mode"] == "fullnat" else run["request"]["client_address"]
+        source = lab["snat_address"] if traits.needs_snat else run["request"]["client_address"]
         saw = run["request"]["backend_saw"]
         check(run, f"the backend saw {source}", saw == source, f"it saw {saw}")
         mtu = run["mtu"]
