@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import ClassVar
 
+from pktlb.adapters.nft import GUARD_TABLE
 from pktlb.core.l7.settings import L7_MODE
 from pktlb.core.packet.addr import in_network, ip_to_int
 from pktlb.core.rewrite.registry import MODES, traits_of
@@ -198,7 +199,7 @@ class LbForwarding(Check):
         elif node.engine == "none":
             yield self.ok(node, f"ip_forward={forwarding} (engine none: the LB only routes backend replies)")
         elif forwarding:
-            guarded = "pktlb_guard" in node.nft_tables
+            guarded = GUARD_TABLE in node.nft_tables
             yield self.bad(node, "ip_forward=1: the LB's kernel may forward a duplicate of VIP traffic"
                            + (" (the ingress guard still drops VIP traffic)" if guarded else ""),
                            f"{node.fix_prefix()}sysctl -w net.ipv4.ip_forward=0", level="warn" if guarded else "fail")
@@ -235,7 +236,7 @@ class LbGuard(Check):
             and node.mode != L7_MODE
 
     def run(self, node: NodeFacts) -> Iterator[Finding]:
-        if "pktlb_guard" in node.nft_tables:
+        if GUARD_TABLE in node.nft_tables:
             yield self.ok(node, "nftables ingress guard drops VIP traffic before the LB's kernel sees it")
         else:
             yield self.bad(node, "no nftables ingress guard for VIP traffic", "`pktlb lab down` and `lab up` again",
@@ -248,7 +249,9 @@ class ProxyVip(Check):
 
     name = "proxy-vip"
     roles = ("lb",)
-    modes = (L7_MODE,)
+
+    def applies(self, node: NodeFacts) -> bool:  # the L7 layout, not a packet mode: no rewriter traits to ask
+        return super().applies(node) and node.mode == L7_MODE
 
     def run(self, node: NodeFacts) -> Iterator[Finding]:
         where = [link.ifname for link in node.links.values() if f"{node.vip}/32" in link.addresses]
