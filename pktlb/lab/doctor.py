@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import ClassVar
 
+from pktlb.adapters.nft import GUARD_TABLE
 from pktlb.core.packet.addr import in_network, ip_to_int
 from pktlb.core.rewrite.registry import MODES, traits_of
 from pktlb.core.rewrite.traits import ModeTraits
@@ -208,7 +209,7 @@ class LbForwarding(Check):
         elif node.engine == "none":
             yield self.ok(node, f"ip_forward={forwarding} (engine none: the LB only routes backend replies)")
         elif forwarding:
-            guarded = "pktlb_guard" in node.nft_tables
+            guarded = GUARD_TABLE in node.nft_tables
             yield self.bad(node, "ip_forward=1: the LB's kernel may forward a duplicate of VIP traffic"
                            + (" (the ingress guard still drops VIP traffic)" if guarded else ""),
                            f"{node.fix_prefix()}sysctl -w net.ipv4.ip_forward=0", level="warn" if guarded else "fail")
@@ -245,7 +246,7 @@ class LbGuard(Check):
             and not proxy_layout(node)
 
     def run(self, node: NodeFacts) -> Iterator[Finding]:
-        if "pktlb_guard" in node.nft_tables:
+        if GUARD_TABLE in node.nft_tables:
             yield self.ok(node, "nftables ingress guard drops VIP traffic before the LB's kernel sees it")
         else:
             yield self.bad(node, "no nftables ingress guard for VIP traffic", "`pktlb lab down` and `lab up` again",
