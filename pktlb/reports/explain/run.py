@@ -48,7 +48,7 @@ from pktlb.core.packet.ipv4 import (
 from pktlb.core.rewrite.registry import traits_of
 from pktlb.core.rewrite.tunnel import outer_checksum
 from pktlb.core.snapshot import BackendView, ServiceView, Snapshot
-from pktlb.reports.explain import dissect
+from pktlb.reports.explain import dissect, fastpath
 from pktlb.reports.explain.checksum_steps import ChecksumStep, ip_header_step, l4_step, scapy_checksum
 from pktlb.reports.explain.stages import STAGES, classify_text, parse_lines, rewrite_text, stage_of, who
 
@@ -78,13 +78,14 @@ class PassReport:
     emitted: list[dict[str, Any]] = field(default_factory=list)  # frames the LB built itself (ICMP answers)
     tunnel: dict[str, Any] | None = None
     scheduler: dict[str, Any] | None = None
+    fastpath: dict[str, Any] | None = None  # what the kernel fast path would do (reports/explain/fastpath.py)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "title": self.title, "decision": self.decision, "steps": [s.as_dict() for s in self.steps],
             "scheduler": self.scheduler, "diff": [r.as_dict() for r in self.diff],
             "checksums": [c.as_dict() for c in self.checksums], "checksum_notes": self.checksum_notes,
-            "tunnel": self.tunnel, "emitted": self.emitted,
+            "tunnel": self.tunnel, "emitted": self.emitted, "fastpath": self.fastpath,
             "input": {"bytes": len(self.before), "summary": dissect.summary(self.before), "hex": self.before.hex()},
             "outputs": [{"bytes": len(o), "summary": dissect.summary(o), "hex": o.hex()} for o in self.outputs],
         }
@@ -145,9 +146,10 @@ def run_pass(datapath: DataPath, before: bytes, now: float, title: str) -> PassR
         fh = flow_hash(*key, snap.seed)
         sched_line = copy.deepcopy(svc.scheduler).explain(key, fh, datapath.flows.loads_for(svc.name))
         info["flow_hash"] = fh
+    kernel = fastpath.ask(datapath, before, now)
     frames, dec = datapath.handle(bytearray(before), now)
     outputs = [bytes(f) for f in frames]
-    report = PassReport(title, before, outputs, dec.as_dict())
+    report = PassReport(title, before, outputs, dec.as_dict(), fastpath=fastpath.settle(kernel, outputs))
     failed = stage_of(dec.reason) if dec.verdict == d.DROP else None
     entry = _entry_after(datapath, dec, before, snap)
     be = svc.by_name.get(dec.backend) if svc and dec.backend else None
