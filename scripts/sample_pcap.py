@@ -16,7 +16,7 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.l2 import ARP, Ether
 from scapy.utils import wrpcap
 
-from pktlb.core.packet.addr import mac_for_ip
+from pktlb.lab.addressing import mac_for_ip
 
 VIP, LB, GW = "198.19.0.100", "198.18.0.2", "198.18.0.1"
 

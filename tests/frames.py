@@ -7,7 +7,7 @@ from scapy.layers.l2 import Ether
 
 from pktlb.core.config import parse_config
 from pktlb.core.datapath import DataPath
-from pktlb.core.packet.addr import mac_for_ip
+from pktlb.lab.addressing import lab_macs, mac_for_ip
 
 VIP = "198.19.0.100"
 LB = "198.18.0.2"
@@ -56,7 +56,8 @@ scheduler = "{scheduler}"
 
 
 def datapath(mode: str, **kw) -> DataPath:
-    return DataPath(parse_config(config_text(mode, **kw)))
+    config = parse_config(config_text(mode, **kw))
+    return DataPath(config, macs=lab_macs(config))
 
 
 def client_frame(l4, src: str = CLIENT, dst: str = VIP, ttl: int = 64, flags: str = "DF", options=None,

@@ -11,6 +11,7 @@ from pktlb.adapters.pcap import PcapError, read_pcap
 from pktlb.cli.common import emit_json, load_config_or_exit
 from pktlb.core.config import MODES, Config
 from pktlb.core.datapath import DataPath
+from pktlb.lab.addressing import LAB_MAC_NOTE, lab_macs
 from pktlb.lab.engines import EngineNotFound, find_lab
 from pktlb.lab.paths import labs_present
 from pktlb.lab.topology import DEFAULT_PREFIX
@@ -79,6 +80,7 @@ def explain_command(config_path: str | None, use_lab: bool, prefix: str | None, 
         snapshot, note = live_snapshot(config)
         datapath.swap(snapshot)
         notes.append(note)
+    notes.append(LAB_MAC_NOTE)
     sources = [name for name, given in (("--tcp", tcp), ("--udp", udp), ("--icmp", icmp), ("--pcap", pcap_path))
                if given]
     if len(sources) != 1:
@@ -141,7 +143,7 @@ def _only_lab() -> str:
 
 def _datapath(config: Config) -> DataPath:
     try:
-        return DataPath(config)
+        return DataPath(config, macs=lab_macs(config))  # no kernel to ask: the lab's MACs, said in the notes
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
 

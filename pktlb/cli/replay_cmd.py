@@ -10,6 +10,7 @@ import click
 from pktlb.adapters.pcap import PcapError, PcapWriter, read_pcap
 from pktlb.cli.common import load_config_or_exit
 from pktlb.core.datapath import DataPath
+from pktlb.lab.addressing import LAB_MAC_NOTE, lab_macs
 
 
 @click.command()
@@ -25,7 +26,7 @@ def replay(config_path: str, pcap_in: str, pcap_out: str | None, as_json: bool) 
     idle timeouts and full-NAT ports behave as they would live.
     """
     config = load_config_or_exit(config_path)
-    datapath = DataPath(config)
+    datapath = DataPath(config, macs=lab_macs(config))  # a pcap has no kernel to ask: the lab's MACs
     writer = PcapWriter(pcap_out) if pcap_out else None
     try:
         for index, (ts, frame) in enumerate(read_pcap(pcap_in)):
@@ -49,6 +50,7 @@ def replay(config_path: str, pcap_in: str, pcap_out: str | None, as_json: bool) 
         totals = datapath.stats.totals()
         click.echo(f"-- {totals['received']} frames: {totals['forwarded']} forwarded, {totals['replied']} replied, "
                    f"{totals['dropped']} dropped {totals['drops'] or ''}", file=sys.stderr)
+        click.echo(f"-- {LAB_MAC_NOTE}", file=sys.stderr)
         if writer:
             click.echo(f"-- wrote {writer.count} frames to {pcap_out}", file=sys.stderr)
 

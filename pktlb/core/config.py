@@ -77,7 +77,8 @@ class FlowConfig:
 
 @dataclass(frozen=True)
 class LbConfig:
-    interface: str = "eth0"
+    # lb.interface: one name or a list; empty (left out): every interface that is up, except loopback.
+    interfaces: tuple[str, ...] = ()
     address: str = "198.18.0.2"
     mac: str | None = None
     gateway: str | None = None
@@ -85,6 +86,11 @@ class LbConfig:
     control_socket: str = "/run/pktlb/pktlb.sock"
     hash_seed: int = DEFAULT_SEED
     capture_dir: str | None = None
+
+    @property
+    def interface(self) -> str:
+        """The first configured interface ("" when left out): what single-interface callers show."""
+        return self.interfaces[0] if self.interfaces else ""
 
 
 @dataclass(frozen=True)
@@ -182,7 +188,7 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     lbs = _Section(root.get("lb", dict, {}), "lb", {"interface", "address", "mac", "gateway", "gateway_mac",
                                                    "control_socket", "hash_seed", "capture_dir"})
     lb = LbConfig(
-        interface=lbs.get("interface", str, "eth0"), address=lbs.ipv4("address", "198.18.0.2"), mac=lbs.mac("mac"),
+        interfaces=_interfaces(lbs), address=lbs.ipv4("address", "198.18.0.2"), mac=lbs.mac("mac"),
         gateway=lbs.ipv4("gateway", None), gateway_mac=lbs.mac("gateway_mac"),
         control_socket=lbs.get("control_socket", str, "/run/pktlb/pktlb.sock"),
         hash_seed=lbs.int_in("hash_seed", 0, 2**32 - 1, DEFAULT_SEED), capture_dir=lbs.get("capture_dir", str, None),
@@ -200,6 +206,19 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     services = tuple(_service(t, f"service[{i}]") for i, t in enumerate(raw_services))
     check_services(lb, services)
     return Config(lb=lb, flows=flows, services=services)
+
+
+def _interfaces(lbs: _Section) -> tuple[str, ...]:
+    expected = "a string (an interface name) or a list of them (left out: every interface that is up)"
+    raw = lbs.get("interface", (str, list), [], expected=expected)
+    names = [raw] if isinstance(raw, str) else raw
+    for i, name in enumerate(names):
+        if not isinstance(name, str) or not name or len(name) > 15 or "/" in name or name.strip() != name:
+            raise ConfigError(lbs.key("interface") + (f"[{i}]" if isinstance(raw, list) else ""), name,
+                              "an interface name (1-15 characters, no '/' or spaces)")
+    if len(set(names)) != len(names):
+        raise ConfigError(lbs.key("interface"), raw, "each interface named once")
+    return tuple(names)
 
 
 def check_services(lb: LbConfig, services: tuple[ServiceConfig, ...]) -> None:

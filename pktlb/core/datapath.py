@@ -6,6 +6,8 @@ control plane builds it off the packet path); the flow table and counters carry 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from pktlb.core.config import Config
 from pktlb.core.decision import Decision
 from pktlb.core.engine import process
@@ -15,9 +17,11 @@ from pktlb.core.stats import Stats
 
 
 class DataPath:
-    def __init__(self, config: Config, snapshot: Snapshot | None = None, worker: int = 0, workers: int = 1) -> None:
+    def __init__(self, config: Config, snapshot: Snapshot | None = None, worker: int = 0, workers: int = 1, *,
+                 macs: Mapping[str, str] | None = None) -> None:
+        """``macs``: address -> MAC for the snapshot built here (``build_snapshot``); none is guessed."""
         self.config = config
-        self.snapshot = snapshot or build_snapshot(config)
+        self.snapshot = snapshot or build_snapshot(config, macs=macs)
         self.flows = FlowTable(config.flows, worker, workers)
         self.stats = Stats()
 

@@ -47,6 +47,9 @@ DROP_REASONS: dict[str, str] = {
     "icmp_unsupported": "ICMP type pktlb does not handle for a VIP",
     "icmp_no_flow": "ICMP error quoting a flow pktlb does not know",
     "icmp_malformed": "ICMP message too short or quoting a malformed header",
+    "no_route": "no route in the LB's namespace toward the frame's next destination",
+    "no_neighbour": "the next hop's MAC is not resolved yet (the kernel was asked to resolve it)",
+    "link_down": "the interface the route chooses has no carrier or is down",
     "internal_error": "a bug in pktlb: the frame was dropped, please report it",
 }
 

@@ -13,13 +13,16 @@ from dataclasses import dataclass, field
 
 from pktlb.core.checksum import add_deltas, delta16, delta32
 from pktlb.core.config import BackendConfig, Config, ServiceConfig
-from pktlb.core.packet.addr import ip_to_int, mac_for_ip, mac_to_bytes
+from pktlb.core.packet.addr import ip_to_int, mac_to_bytes
 from pktlb.core.packet.ipv4 import PROTO_NUMBERS
 from pktlb.core.rewrite import Rewriter, get_rewriter
 from pktlb.core.sched.base import Scheduler, make_scheduler
 
 # Backend administrative/health states.
 UP, DOWN, DRAIN = "up", "down", "drain"
+# The MAC of a next hop nobody resolved: the engine's forwarder writes the real one from the kernel's
+# neighbour table before sending (pktlb.daemon.egress); replay and explain pass MACs explicitly.
+UNRESOLVED_MAC = bytes(6)
 # IP checksum delta of a TTL decrement: the TTL/protocol word drops by 0x100 (RFC 1624 constant).
 TTL_DEC_DELTA = 0xFEFF
 
@@ -104,14 +107,14 @@ def _outer_base_sum(lb_addr: int, be_addr: int) -> int:
 
 
 def backend_view(svc: ServiceConfig, be: BackendConfig, vip: int, lb_addr: int, state: str, weight: int,
-                 mac: str | None, lb_mac: bytes = bytes(6)) -> BackendView:
+                 mac: str | None, lb_mac: bytes = UNRESOLVED_MAC) -> BackendView:
     addr = ip_to_int(be.address)
     ip_in = delta32(vip, addr)
     ip_out = delta32(addr, vip)
     return BackendView(
         name=be.name, address=be.address, addr=addr, addr_bytes=addr.to_bytes(4, "big"), port=be.port,
         port_bytes=be.port.to_bytes(2, "big"), weight=weight,
-        mac=(be_mac := mac_to_bytes(mac or be.mac or mac_for_ip(be.address))), l2=be_mac + lb_mac, state=state,
+        mac=(be_mac := mac_to_bytes(mac) if mac else mac_to_bytes(be.mac) if be.mac else UNRESOLVED_MAC), l2=be_mac + lb_mac, state=state,
         in_ip_delta=add_deltas(ip_in, TTL_DEC_DELTA), in_l4_delta=add_deltas(ip_in, delta16(svc.port, be.port)),
         in_pseudo_delta=ip_in,
         out_ip_delta=add_deltas(ip_out, TTL_DEC_DELTA), out_l4_delta=add_deltas(ip_out, delta16(be.port, svc.port)),
@@ -124,19 +127,25 @@ def build_snapshot(config: Config, *, generation: int = 1, states: Mapping[tuple
                    weights: Mapping[tuple[str, str], int] | None = None,
                    extra_backends: Mapping[str, tuple[BackendConfig, ...]] | None = None,
                    removed: frozenset[tuple[str, str]] = frozenset(), macs: Mapping[str, str] | None = None,
-                   lb_mac: str | None = None, gateway_mac: str | None = None) -> Snapshot:
+                   lb_mac: str | None = None, gateway_mac: str | None = None,
+                   path_mtus: Mapping[str, int] | None = None) -> Snapshot:
     """Build a whole snapshot from config plus runtime overrides, keyed by (service name, backend name).
 
-    ``macs`` maps backend addresses to resolved MACs; without one the config's MAC or the lab's
-    deterministic MAC for the address is used.
+    ``macs`` maps addresses (a backend's, the LB's, the gateway's) to MACs; without one the config's
+    MAC is used, else ``UNRESOLVED_MAC``: no MAC is ever guessed here.  The engine rewrites every
+    frame's Ethernet addresses from the kernel's tables before sending; replay and explain, which
+    have no kernel to ask, pass the MACs they assume (``pktlb.lab.addressing.lab_macs``).
+    ``path_mtus`` maps backend addresses to the MTU of the path toward them (the egress interface's,
+    or the route's): a service's MTU is the smallest of its own and its backends' paths.
     """
     states = dict(states or {})
     weights = weights or {}
     macs = macs or {}
+    path_mtus = path_mtus or {}
     lb_addr = ip_to_int(config.lb.address)
-    lb_mac_bytes = mac_to_bytes(lb_mac or config.lb.mac or mac_for_ip(config.lb.address))
-    gateway_mac_bytes = mac_to_bytes(gateway_mac or config.lb.gateway_mac
-                                     or mac_for_ip(config.lb.gateway or config.lb.address))
+    lb_mac_bytes = _mac(lb_mac or config.lb.mac or macs.get(config.lb.address))
+    gateway = config.lb.gateway
+    gateway_mac_bytes = _mac(gateway_mac or config.lb.gateway_mac or (macs.get(gateway) if gateway else None))
     services: dict[tuple[int, int, int], ServiceView] = {}
     nat_reverse: dict[tuple[int, int, int], tuple[ServiceView, BackendView]] = {}
     snat: set[int] = set()
@@ -156,12 +165,13 @@ def build_snapshot(config: Config, *, generation: int = 1, states: Mapping[tuple
             weight = weights.get((svc.name, be.name), be.weight)
             views.append(backend_view(svc, be, vip, lb_addr, state, weight, macs.get(be.address), lb_mac_bytes))
         backends = tuple(views)
+        mtu = min([svc.mtu] + [path_mtus[b.address] for b in backends if b.address in path_mtus])
         scheduler = make_scheduler(svc.scheduler, [b for b in backends if b.eligible], seed=config.lb.hash_seed,
                                    table_size=svc.maglev_table_size)
         view = ServiceView(
             name=svc.name, vip=vip, vip_bytes=vip.to_bytes(4, "big"), port=svc.port,
             port_bytes=svc.port.to_bytes(2, "big"), proto=proto, mode=svc.mode, backends=backends,
-            by_name={b.name: b for b in backends}, scheduler=scheduler, mtu=svc.mtu,
+            by_name={b.name: b for b in backends}, scheduler=scheduler, mtu=mtu,
             snat=ip_to_int(svc.snat_address) if svc.snat_address else 0, snat_ports=svc.snat_ports,
             on_backend_down=svc.on_backend_down, rewriter=get_rewriter(svc.mode), config=svc,
         )
@@ -177,3 +187,7 @@ def build_snapshot(config: Config, *, generation: int = 1, states: Mapping[tuple
         seed=config.lb.hash_seed, services=services, vips=frozenset(s.vip for s in services.values()),
         nat_reverse=nat_reverse, snat_addrs=frozenset(snat), config=config, states=states,
     )
+
+
+def _mac(text: str | None) -> bytes:
+    return mac_to_bytes(text) if text else UNRESOLVED_MAC

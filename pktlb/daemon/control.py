@@ -47,6 +47,7 @@ class ControlPlane:
         self.weights: dict[tuple[str, str], int] = {}
         self.extra: dict[str, tuple[BackendConfig, ...]] = {}
         self.removed: set[tuple[str, str]] = set()
+        self.path_mtus: dict[str, int] = {}  # backend address -> path MTU (the engine's routing cache)
         self.on_snapshot = on_snapshot
         self.history: list[Change] = []
         self.snapshot = self._build(1)
@@ -117,10 +118,23 @@ class ControlPlane:
                                 f"weight {backend.weight})")
 
     def remove_backend(self, service: str, backend: str) -> Change:
+        """Remove a backend and forget its runtime state (admin, health, weight override), so a
+        backend added again under the same name starts fresh: up, unchecked, its own weight (a
+        drained-then-removed backend must not come back still draining)."""
         self.backend(service, backend)
+        key = (service, backend)
         with self._transaction():
-            self.removed.add((service, backend))
+            self.removed.add(key)
+            for table in (self.admin, self.health, self.weights):
+                table.pop(key, None)
             return self.rebuild(f"{service}/{backend} removed")
+
+    def set_path_mtus(self, mtus: dict[str, int]) -> Change | None:
+        """The MTUs of the paths toward the backends changed (a route or an interface): rebuild if they did."""
+        if mtus == self.path_mtus:
+            return None
+        self.path_mtus = dict(mtus)
+        return self.rebuild(f"path MTUs toward the backends: {mtus}")
 
     def reload(self, config: Config) -> Change:
         """Apply a new config: runtime overrides for backends that still exist are kept."""
@@ -181,7 +195,7 @@ class ControlPlane:
             extra[svc.name] = self.extra.get(svc.name, ())
         return build_snapshot(self.config, generation=generation, states=states, weights=self.weights,
                               extra_backends=extra, removed=frozenset(self.removed), macs=self.macs,
-                              lb_mac=self.lb_mac, gateway_mac=self.gateway_mac)
+                              lb_mac=self.lb_mac, gateway_mac=self.gateway_mac, path_mtus=self.path_mtus)
 
     def describe_backends(self) -> list[dict[str, object]]:
         rows = []

@@ -1,12 +1,15 @@
 """The engine daemon: raw-socket I/O around the pure data path, in one event loop.
 
-    RawPort (AF_PACKET, kernel BPF filter, virtio headers) --recv_batch--> DataPath.handle
-        --> send (with the received virtio header when a checksum is still unfinished) --> counters
+    RawPort per interface (AF_PACKET, kernel BPF filter, virtio headers) --recv_batch--> engine.process
+        --> Egress.target (the kernel's route and neighbour for the next destination: port and MACs)
+        --> send on that port (with the received virtio header when a checksum is unfinished) --> counters
 
-Around it: the control plane (snapshots), the control socket (`pktlb stats/flows/backend`), the
-health monitor (checks -> snapshot rebuilds), timers (flow expiry, rates, rate-limited drop logs),
-and signal flags (TERM/INT stop, HUP reload).  Set up fails with ``StartupError`` and a clear
-message when privileges, the interface or the config are wrong.
+Around it: the routing cache (``NetlinkCache``, its socket in the same loop, so a moved route, a new
+MAC or a link going down is followed at once), the control plane (snapshots), the control socket
+(`pktlb stats/flows/backend`), the health monitor (checks -> snapshot rebuilds), timers (flow
+expiry, rates, rate-limited drop logs), and signal flags (TERM/INT stop, HUP reload).  Set up fails
+with ``StartupError`` and a clear message when privileges, an interface, a route or the config are
+wrong.
 """
 
 from __future__ import annotations
@@ -14,26 +17,36 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import replace
 from typing import Any
 
+from pktlb.adapters.bpf import pack_filters
 from pktlb.adapters.configfile import load_config
 from pktlb.adapters.fanout import build_fanout_program, config_snat_ranges, fanout_program
-from pktlb.adapters.ifinfo import InterfaceMissing, interface_info
-from pktlb.adapters.neigh import resolve
+from pktlb.adapters.ifinfo import InterfaceMissing
+from pktlb.adapters.netlink import NetlinkCache, NetlinkUnavailable
+from pktlb.adapters.nft import Nft, NftError
 from pktlb.adapters.pcap import PcapWriter
 from pktlb.adapters.rawio import NO_OFFLOAD, RawPort
 from pktlb.core.config import Config, ConfigError
 from pktlb.core.datapath import DataPath
+from pktlb.core.decision import DROP, drop
+from pktlb.core.engine import process
 from pktlb.core.l7.split import engine_part
 from pktlb.core.packet.addr import bytes_to_mac
 from pktlb.core.snapshot import Snapshot
 from pktlb.daemon.control import ControlError, ControlPlane
 from pktlb.daemon.ctlsock import ControlServer, SocketInUse
+from pktlb.daemon.egress import Egress
 from pktlb.daemon.filter import engine_filter
+from pktlb.daemon.guard import Guard, guard_spec, owner_text
+from pktlb.daemon.preflight import default_interfaces, startup_errors
 from pktlb.daemon.reactor import Reactor
 from pktlb.daemon.report import Reporter
 
 log = logging.getLogger("pktlb.engine")
+REJECT_ALL = pack_filters([(0x06, 0, 0, 0)])  # BPF_RET|BPF_K 0: a send-only port queues nothing
+START_RESOLVE_WAIT = 1.0  # seconds start-up waits for the backends' next hops to resolve (then drops count)
 
 
 class StartupError(RuntimeError):
@@ -43,32 +56,49 @@ class StartupError(RuntimeError):
 class Forwarder:
     def __init__(self, config_path: str, *, workers: int = 1, worker: int = 0, capture_dir: str | None = None,
                  control_socket: str | None = None, health: bool = True, batch: int = 64,
-                 fanout_group: int = 0x5B1) -> None:
+                 fanout_group: int = 0x5B1, guard: bool = True) -> None:
         if os.geteuid() != 0:
             raise StartupError("pktlb run needs root (CAP_NET_RAW for AF_PACKET sockets): run it with sudo")
         self.config_path = config_path
         self.config = self._load(config_path)
         self.worker, self.workers, self.batch = worker, workers, batch
         lb = self.config.lb
-        try:
-            self.ifinfo = interface_info(lb.interface)
-        except InterfaceMissing:
-            raise StartupError(f"interface {lb.interface!r} (lb.interface) does not exist in this namespace") from None
-        self.lb_mac = lb.mac or self.ifinfo.mac
-        self.gateway_mac = lb.gateway_mac or self._resolve(lb.gateway, "lb.gateway")
+        self.netlink = self._open_netlink()
+        self.interfaces = list(lb.interfaces) or default_interfaces(self.netlink)
+        errors = startup_errors(self.config, self.interfaces, self.netlink)
+        if errors:
+            self.netlink.close()
+            raise StartupError(f"{config_path}: " + "\n  ".join(errors))
         self.reactor = Reactor()
-        self.control = ControlPlane(self.config, macs=self._backend_macs(self.config), lb_mac=self.lb_mac,
-                                    gateway_mac=self.gateway_mac, on_snapshot=self._install)
+        self.egress = Egress(self.netlink, self._port_for)
+        self.control = ControlPlane(self.config, on_snapshot=self._install)
         self.datapath = DataPath(self.config, self.control.snapshot, worker, workers)
-        # Several workers: a "cbpf" fanout group whose program sends full-NAT replies to the worker
-        # owning the SNAT port (pktlb.adapters.fanout); the workers join in index order.
+        # Several workers: a "cbpf" fanout group per interface whose program sends full-NAT replies to
+        # the worker owning the SNAT port (pktlb.adapters.fanout); the workers join in index order.
         try:
             steering = fanout_program(self.control.snapshot, workers) if workers > 1 else None
         except ValueError as exc:  # too many SNAT ranges for classic BPF's jumps
             raise StartupError(f"cannot steer full-NAT replies over {workers} workers: {exc}") from None
-        self.port = RawPort(lb.interface, bpf=engine_filter(self.control.snapshot), batch=batch,
-                            fanout_group=fanout_group if workers > 1 else None, fanout_mode="cbpf",
-                            fanout_program=steering)
+        self.ports: list[RawPort] = []
+        self.port_snaps: list[Snapshot] = []
+        self.tx_only: dict[int, RawPort] = {}  # send-only ports on interfaces a route uses but lb.interface left out
+        self.by_ifindex: dict[int, RawPort] = {}
+        try:
+            for index, name in enumerate(self.interfaces):
+                port = RawPort(name, bpf=engine_filter(self.control.snapshot), batch=batch,
+                               fanout_group=(fanout_group + index) & 0xFFFF if workers > 1 else None,
+                               fanout_mode="cbpf", fanout_program=steering)
+                self.ports.append(port)
+                self.by_ifindex[self.netlink.link(name).index] = port
+        except InterfaceMissing as exc:
+            self._close_ports()
+            self.netlink.close()
+            raise StartupError(f"lb.interface: no interface named {str(exc)!r} in this network namespace") from None
+        self.port = self.ports[0]  # the first interface's port (single-interface callers, the bench)
+        self.guard = self._start_guard(guard, config_path)
+        self.lb_mac = lb.mac or bytes_to_mac(self.netlink.link(self.interfaces[0]).mac)
+        self._install(self.control.snapshot)
+        self._await_next_hops()
         self.started = time.time()
         self.last_tx = 0.0  # monotonic time just after the last send of frames (the end of a bench drain)
         self.capture_from_cli = capture_dir is not None
@@ -77,15 +107,21 @@ class Forwarder:
         try:
             self.server = ControlServer(control_socket or lb.control_socket, self.reporter.handle, self.reactor)
         except SocketInUse as exc:
-            self.port.close()
+            if self.guard is not None:
+                self.guard.remove()
+            self._close_ports()
+            self.netlink.close()
             raise StartupError(str(exc)) from None
         self.health_enabled = health
         self.monitor = self._start_health() if health else None
-        self.reactor.add_reader(self.port, self._on_frames)
+        for index, port in enumerate(self.ports):
+            self.reactor.add_reader(port, lambda i=index: self._on_frames(i))
+        self.reactor.add_reader(self.netlink, self.netlink.drain)
         self.reactor.every(1.0, self._tick)
         for signum, name in ((15, "stop"), (2, "stop"), (1, "reload")):
             self.reactor.flag_on_signal(signum, name)
-        log.info("engine up on %s (mac %s, %d service(s)), control socket %s", lb.interface, self.lb_mac,
+        log.info("engine up on %s (%d service(s)), control socket %s",
+                 ", ".join(f"{p.ifname} {bytes_to_mac(m.lb_mac)}" for p, m in zip(self.ports, self.port_snaps, strict=True)),
                  len(self.config.services), self.server.path)
 
     # -- set-up helpers --------------------------------------------------------------------------
@@ -99,24 +135,70 @@ class Forwarder:
             raise StartupError(f"{path}: {exc.strerror}") from None
         return config
 
-    def _resolve(self, address: str | None, key: str) -> str | None:
-        if address is None:
-            return None
-        mac = resolve(self.config.lb.interface, address)
-        if mac is None:
-            log.warning("%s %s: no neighbour entry and no ARP reply; using the lab's derived MAC", key, address)
-            return None
-        return bytes_to_mac(mac)
+    def _open_netlink(self) -> NetlinkCache:
+        try:
+            return NetlinkCache(on_change=self._on_routing_change)
+        except NetlinkUnavailable as exc:
+            raise StartupError(f"cannot read this namespace's routes and neighbours: {exc}") from None
 
-    def _backend_macs(self, config: Config) -> dict[str, str]:
-        macs = {}
-        for svc in config.services:
-            for be in svc.backends:
-                if be.mac is None and be.address not in macs:
-                    mac = self._resolve(be.address, f"backend {be.name}")
-                    if mac:
-                        macs[be.address] = mac
-        return macs
+    def _on_routing_change(self, kinds: set[str]) -> None:
+        """The kernel's tables changed: forget memoised next hops; follow path MTUs toward the backends."""
+        if not hasattr(self, "egress"):
+            return
+        self.egress.forget()
+        log.debug("routing cache changed: %s", ", ".join(sorted(kinds)))
+        if kinds & {"link", "route"}:
+            try:
+                self.control.set_path_mtus(self.egress.path_mtus(self.control.snapshot))
+            except ControlError as exc:
+                log.error("path MTU change not applied: %s", exc)
+
+    def _await_next_hops(self) -> None:
+        """Ask the kernel for every backend's next hop and wait (bounded, start-up only) for the answers."""
+        addresses = [be.addr for svc in self.control.snapshot.services.values() for be in svc.backends]
+        for address in addresses:
+            self.netlink.egress(address)
+
+        def resolved() -> bool:
+            found = [self.netlink.egress(a) for a in addresses]
+            return all(e is None or e.next_hop_mac is not None for e in found)
+
+        if not self.netlink.wait(resolved, START_RESOLVE_WAIT):
+            log.warning("some backends' next hops are not resolved yet: their frames are dropped (no_neighbour) "
+                        "until the kernel answers")
+        self.egress.forget()
+
+    def _port_for(self, ifindex: int, ifname: str) -> RawPort:
+        """The port sending on ``ifindex``: a receiving one, else a send-only one opened now (once)."""
+        port = self.by_ifindex.get(ifindex) or self.tx_only.get(ifindex)
+        if port is None:
+            port = self.tx_only[ifindex] = RawPort(ifname, bpf=REJECT_ALL, batch=self.batch)
+            log.info("sending on %s too (a route chooses it; lb.interface does not list it)", ifname)
+        return port
+
+    def _start_guard(self, wanted: bool, config_path: str) -> Guard | None:
+        """Worker 0 owns the namespace's guard table: it removes one a killed engine left, then installs
+        its own (``--no-guard``: only the removal; the user keeps the kernel out of the way)."""
+        if self.worker != 0:
+            return None
+        guard = Guard(Nft())
+        try:
+            guard.clear_stale()
+            if not wanted:
+                log.info("guard: not installed (--no-guard): this namespace's kernel must itself neither answer "
+                         "nor forward VIP traffic")
+                return None
+            guard.install(guard_spec(self.config, self.interfaces, owner_text(config_path)))
+        except (NftError, ValueError) as exc:
+            self._close_ports()
+            self.netlink.close()
+            raise StartupError(f"cannot install the nftables guard: {exc} (or run with --no-guard and keep this "
+                               "namespace's kernel from answering or forwarding VIP traffic yourself)") from None
+        return guard
+
+    def _close_ports(self) -> None:
+        for port in [*getattr(self, "ports", []), *getattr(self, "tx_only", {}).values()]:
+            port.close()
 
     def _open_captures(self, directory: str | None) -> dict[str, PcapWriter] | None:
         if not directory:
@@ -158,31 +240,48 @@ class Forwarder:
         self.datapath.flows.load(service, backend).observe_rtt(seconds)
 
     def _install(self, snapshot: Snapshot) -> None:
-        if hasattr(self, "datapath"):
-            self.datapath.swap(snapshot)
+        """A new snapshot: one copy per receiving port with that interface's MAC as the LB's."""
+        if not hasattr(self, "ports"):
+            return
+        self.egress.install(snapshot)
+        macs = [self.netlink.link(port.ifname).mac for port in self.ports]
+        self.port_snaps = [replace(snapshot, lb_mac=mac) for mac in macs]
+        self.datapath.swap(snapshot)
 
     # -- the packet path -------------------------------------------------------------------------
-    def _on_frames(self) -> None:
-        port, handle, now = self.port, self.datapath.handle, time.monotonic()
+    def _on_frames(self, index: int) -> None:
+        port, snap, now = self.ports[index], self.port_snaps[index], time.monotonic()
+        flows, count, target = self.datapath.flows, self.datapath.stats.count, self.egress.target
         captures = self.captures
         for _ in range(8):  # bounded work per wake-up so timers and the control socket stay responsive
             batch = port.recv_batch(self.batch)
             if not batch:
                 return
-            out: list[bytearray] = []
-            vnets: list[Any] = []
+            outs: dict[RawPort, tuple[list[bytearray], list[Any]]] = {}
             for data, vnet in batch:
                 if captures:
                     captures["rx"].write(data, time.time())
+                nbytes = len(data)
                 if vnet is NO_OFFLOAD:  # the common case: a finished checksum, no GSO
-                    frames, decision = handle(data, now)
+                    frames, decision = process(data, snap, flows, now)
                 else:
-                    frames, decision = handle(data, now, vnet.partial, vnet.gso_size if vnet.gso_type else 0)
-                for frame in frames:
-                    out.append(frame)
-                    vnets.append(vnet if frame is data and decision.partial_out else NO_OFFLOAD)
-            if out:
-                port.send_batch(out, vnets)
+                    frames, decision = process(data, snap, flows, now, vnet.partial,
+                                               vnet.gso_size if vnet.gso_type else 0)
+                if frames:
+                    where = target(frames[0], decision)
+                    if where.__class__ is str:  # no route, no neighbour, link down: counted, never guessed
+                        if decision.verdict != DROP:
+                            decision = drop(where, "", decision.service, decision.mode)  # type: ignore[arg-type]
+                    else:
+                        out_port, l2 = where  # type: ignore[misc]
+                        out, vnets = outs.get(out_port) or outs.setdefault(out_port, ([], []))
+                        for frame in frames:
+                            frame[0:12] = l2
+                            out.append(frame)
+                            vnets.append(vnet if frame is data and decision.partial_out else NO_OFFLOAD)
+                count(decision, nbytes)
+            for out_port, (out, vnets) in outs.items():
+                out_port.send_batch(out, vnets)
                 self.last_tx = time.monotonic()
                 if captures:
                     stamp = time.time()
@@ -191,7 +290,8 @@ class Forwarder:
 
     def _tick(self) -> None:
         self.datapath.flows.expire(time.monotonic())
-        self.port.kernel_stats()  # frames the kernel dropped for want of socket buffer, added to the counters
+        for port in self.ports:
+            port.kernel_stats()  # frames the kernel dropped for want of socket buffer, added to the counters
         self.reporter.tick()
         if self.captures:
             for writer in self.captures.values():
@@ -217,7 +317,10 @@ class Forwarder:
             except ValueError as exc:
                 log.error("reload refused, keeping the running config: %s", exc)
                 return {"reloaded": False, "error": f"cannot steer full-NAT replies over {self.workers} workers: {exc}"}
-        self.control.macs.update(self._backend_macs(config))
+        errors = startup_errors(config, self.interfaces, self.netlink)
+        if errors:
+            log.error("reload refused, keeping the running config: %s", "; ".join(errors))
+            return {"reloaded": False, "error": "; ".join(errors)}
         if config.lb.capture_dir != self.config.lb.capture_dir and not self.capture_from_cli:
             self._close_captures()
             self.captures = self._open_captures(config.lb.capture_dir)
@@ -227,14 +330,26 @@ class Forwarder:
         flows = self.datapath.flows.reconfigure(config.flows)
         if flows:
             log.info("flow table reconfigured: %s", flows)
-        self.port.set_filter(engine_filter(self.control.snapshot))
+        self.set_filter()
+        if self.guard is not None:
+            try:
+                self.guard.install(guard_spec(config, self.interfaces, owner_text(self.config_path)))
+            except (NftError, ValueError) as exc:
+                log.error("guard not updated, the previous rules stay: %s", exc)
         if self.workers > 1:
-            self.port.set_fanout_program(fanout_program(self.control.snapshot, self.workers))
+            for port in self.ports:
+                port.set_fanout_program(fanout_program(self.control.snapshot, self.workers))
         if self.monitor is not None:
             self.monitor.close()
         self.monitor = self._start_health() if self.health_enabled else None
         log.info("reloaded %s", self.config_path)
         return {"reloaded": True, **change.as_dict(), "flows": flows}
+
+    def set_filter(self) -> None:
+        """The receive filter of every port, from the current snapshot (new VIPs or backends)."""
+        program = engine_filter(self.control.snapshot)
+        for port in self.ports:
+            port.set_filter(program)
 
     def run(self) -> None:
         try:
@@ -244,7 +359,13 @@ class Forwarder:
 
     def close(self) -> None:
         self.server.close()
-        self.port.close()
+        if self.guard is not None:
+            try:
+                self.guard.remove()
+            except NftError as exc:
+                log.error("guard: table not removed (%s); the next start removes it", exc)
+        self._close_ports()
+        self.netlink.close()
         if self.monitor is not None and hasattr(self.monitor, "close"):
             self.monitor.close()
         self._close_captures()

@@ -9,12 +9,13 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import Counter
+from types import SimpleNamespace
 from typing import Any
 
 from pktlb.core.decision import DROP_REASONS
 from pktlb.core.packet.addr import int_to_ip
 from pktlb.daemon.control import backend_config
-from pktlb.daemon.filter import engine_filter
 
 log = logging.getLogger("pktlb.engine")
 DROP_LOG_INTERVAL = 10.0
@@ -65,7 +66,8 @@ class Reporter:
 
     def cmd_stats(self, request: dict[str, Any]) -> dict[str, Any]:
         fwd = self.fwd
-        fwd.port.kernel_stats()
+        for one in fwd.ports:
+            one.kernel_stats()
         snap, dp = fwd.control.snapshot, fwd.datapath
         health = {(h["service"], h["backend"]): h for h in (fwd.monitor.summaries() if fwd.monitor else [])}
         services = []
@@ -93,7 +95,7 @@ class Reporter:
                 "drops": dict(dp.stats.service_drops.get(row_svc.name, {})),
                 "maglev_slots": slots,
             })
-        port = fwd.port.counters
+        port = _port_totals([one.counters for one in [*fwd.ports, *fwd.tx_only.values()]])
         return {
             "kind": "engine",  # the dashboard renders a source by this (the L7 proxy answers "proxy")
             "generation": snap.generation, "uptime": round(time.time() - fwd.started, 1), "worker": fwd.worker,
@@ -105,6 +107,11 @@ class Reporter:
                      "tx_errors": dict(port.tx_errors), "kernel_drops": port.kernel_drops,
                      "last_tx_monotonic": fwd.last_tx},
             "changes": [c.as_dict() for c in fwd.control.history[-10:]],
+            "interfaces": [{"name": one.ifname, "receives": one in fwd.ports, "rx": one.counters.rx,
+                            "tx": one.counters.tx, "tx_errors": dict(one.counters.tx_errors),
+                            "kernel_drops": one.counters.kernel_drops}
+                           for one in [*fwd.ports, *fwd.tx_only.values()]],
+            "routing": {**fwd.netlink.summary(), **fwd.egress.summary()},
         }
 
     def _slot_counts(self, generation: int, service: str, scheduler: Any) -> dict[str, int] | None:
@@ -137,12 +144,10 @@ class Reporter:
         if action == "add":
             be = backend_config(name, request["address"], int(request.get("port") or control.service(service).port),
                                 int(request.get("weight", 1)), request.get("mac"))
-            if be.mac is None:
-                mac = self.fwd._resolve(be.address, f"backend {be.name}")
-                if mac:
-                    control.macs[be.address] = mac
+            if self.fwd.netlink.egress(be.address) is None:  # also asks the kernel to resolve its next hop
+                raise ValueError(f"backend {name} address {be.address!r}: no route to it in the engine's namespace")
             change = control.add_backend(service, be)
-            self.fwd.port.set_filter(engine_filter(control.snapshot))
+            self.fwd.set_filter()
             if self.fwd.monitor is not None:
                 self.fwd.monitor.add_backend(control.service(service), be, self.fwd.config.lb.address,
                                              self.fwd.reactor.clock())
@@ -163,6 +168,16 @@ class Reporter:
 
     def cmd_backends(self, request: dict[str, Any]) -> list[dict[str, object]]:
         return self.fwd.control.describe_backends()
+
+
+def _port_totals(counters: list[Any]) -> Any:
+    """One set of port counters summed over every interface (the shape `pktlb stats` always showed)."""
+    total = SimpleNamespace(rx=0, tx=0, rx_truncated=0, rx_partial=0, rx_gso=0, kernel_drops=0, tx_errors=Counter())
+    for c in counters:
+        for name in ("rx", "tx", "rx_truncated", "rx_partial", "rx_gso", "kernel_drops"):
+            setattr(total, name, getattr(total, name) + getattr(c, name))
+        total.tx_errors.update(c.tx_errors)
+    return total
 
 
 def _health_row(h: dict[str, Any] | None) -> dict[str, Any] | None:

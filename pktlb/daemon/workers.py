@@ -27,7 +27,7 @@ JOIN_TIMEOUT = 30.0  # seconds a worker may take to start (load the config, open
 
 
 def run_workers(config_path: str, workers: int, *, capture_dir: str | None, control_socket: str | None,
-                health: bool) -> int:
+                health: bool, guard: bool = True) -> int:
     from pktlb.adapters.configfile import load_config
     from pktlb.daemon.forwarder import Forwarder, StartupError
 
@@ -61,7 +61,8 @@ def run_workers(config_path: str, workers: int, *, capture_dir: str | None, cont
             try:
                 sock = worker_socket(base_socket, index)
                 forwarder = Forwarder(config_path, workers=workers, worker=index, capture_dir=capture_dir,
-                                      control_socket=sock, health=health, fanout_group=group)
+                                      control_socket=sock, health=health, fanout_group=group,
+                                      guard=guard)
                 os.write(joined_w, b"j")
                 os.close(joined_w)
                 forwarder.run()

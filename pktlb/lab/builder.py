@@ -9,7 +9,7 @@ from pktlb.lab import steps as st
 from pktlb.lab.netns import Namespace
 from pktlb.lab.nftables import DsrPort, guard_ruleset, kernel_dsr_ruleset, kernel_lb_ruleset
 from pktlb.lab.paths import LabPaths
-from pktlb.lab.topology import Plan
+from pktlb.lab.topology import Node, Plan
 
 
 def build_steps(plan: Plan) -> list[st.Step]:
@@ -109,3 +109,14 @@ def render_dry_run(plan: Plan, steps: list[st.Step], config_text: str) -> str:
     for svc in plan.services:
         lines.append(shlex.join(Namespace(svc.namespace).argv(svc.argv)) + " &")
     return "\n".join(lines) + "\n"
+
+
+def node_steps(plan: Plan, node: Node) -> list[st.Step]:
+    """The steps that add one node to a lab that is already up (`pktlb lab backend add`): its namespace,
+    the same wiring `lab up` gives it for the mode, and its static FDB entries on the switch."""
+    ns = node.namespace
+    out = [st.netns_add(ns), st.sysctls(ns, plan.common_sysctls), st.link_set(ns, "lo")]
+    out += _node_steps(plan, node)
+    out += [st.fdb_static(plan.switch_namespace, iface.port, iface.mac) for iface in node.interfaces
+            if iface.kind == "veth" and iface.port and iface.mac]
+    return out

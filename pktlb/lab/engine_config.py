@@ -1,7 +1,7 @@
 """Writes the pktlb engine's configuration for a lab (the format of pktlb/core/config.py).
 
-Every MAC is the lab's deterministic one (mac_for_ip), so the engine needs no ARP to reach the
-router or the backends.  The config is built as data and written with ``tomli_w`` (no hand
+The config names no MAC and no gateway: the engine finds every next hop in the LB namespace's
+routes and neighbour table, as it would on a network it did not build.  The config is built as data and written with ``tomli_w`` (no hand
 quoting); the text is validated with parse_config before it is written.
 """
 
@@ -12,7 +12,6 @@ from typing import Any
 import tomli_w
 
 from pktlb.core.config import Config, parse_config
-from pktlb.core.packet.addr import mac_for_ip
 from pktlb.lab.paths import LabPaths
 from pktlb.lab.topology import Node, Plan
 
@@ -23,13 +22,9 @@ def engine_config_data(plan: Plan, lb: Node | None = None, control_socket: str |
     hash seed, so every LB picks the same backend for a flow)."""
     c, o = plan.constants, plan.options
     lb = lb or plan.by_role("lb")[0]
-    router = c["router_server"]
     config: dict[str, Any] = {"lb": {
         "interface": "eth0",
         "address": lb.address,
-        "mac": mac_for_ip(lb.address),
-        "gateway": router,
-        "gateway_mac": mac_for_ip(router),
         "control_socket": control_socket or str(LabPaths.at(plan.statedir).control_socket),
     }}
     web: dict[str, Any] = {"name": "web", "vip": c["vip"], "port": int(c["service_port"]), "protocol": "tcp",
@@ -57,7 +52,7 @@ def engine_config_text(plan: Plan, lb: Node | None = None, control_socket: str |
 
 
 def _backends(plan: Plan, port: int) -> list[dict[str, Any]]:
-    return [{"name": backend.name, "address": backend.address, "port": port, "mac": mac_for_ip(backend.address)}
+    return [{"name": backend.name, "address": backend.address, "port": port}
             for backend in plan.by_role("backend")]
 
 

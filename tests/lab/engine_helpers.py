@@ -10,6 +10,7 @@ from pktlb.core.datapath import DataPath
 from pktlb.core.flowkey import flow_hash
 from pktlb.core.packet.addr import ip_to_int
 from pktlb.daemon.ctlsock import ControlClientError, request
+from pktlb.lab.addressing import lab_macs
 
 
 def engine_socket(lab) -> str:
@@ -38,7 +39,7 @@ def wait_engine(lab, timeout: float = 15.0) -> dict[str, Any]:
 def predicted_backend(lab, src: str, sport: int, dport: int = 80) -> str:
     """Where the engine's scheduler sends a new TCP flow (the same pure code, the same seed)."""
     config = load_config(str(lab.paths.config))
-    dp = DataPath(config)
+    dp = DataPath(config, macs=lab_macs(config))
     svc = next(s for s in dp.snapshot.services.values() if s.port == dport)
     key = (6, ip_to_int(src), svc.vip, sport, dport)
     return svc.scheduler.pick(key, flow_hash(*key, seed=dp.snapshot.seed), {}).name

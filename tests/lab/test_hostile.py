@@ -30,8 +30,9 @@ import pytest
 from pktlb.adapters.configfile import load_config
 from pktlb.core.datapath import DataPath
 from pktlb.core.decision import DROP, DROP_REASONS
-from pktlb.core.packet.addr import ip_to_int, mac_for_ip, mac_to_bytes
+from pktlb.core.packet.addr import ip_to_int, mac_to_bytes
 from pktlb.daemon.filter import engine_filter_program
+from pktlb.lab.addressing import lab_macs, mac_for_ip
 from tests.lab.engine_helpers import ask, wait_engine
 from tests.unit.fuzz_frames import ICMP, TCP, UDP, fix_ip_checksum, ip_header, l4_checksum
 from tests.unit.test_bpf import run as run_bpf
@@ -133,7 +134,7 @@ def hostile_frames(count: int, seed: int = 9) -> list[bytes]:
 def predict(lab, frames: list[bytes]) -> tuple[Counter[str], int]:
     """What the engine will count: the kernel filter's verdict, then the pure data path's decision."""
     config = load_config(str(lab.paths.config))
-    dp = DataPath(config)
+    dp = DataPath(config, macs=lab_macs(config))
     program = engine_filter_program(dp.snapshot)
     reasons: Counter[str] = Counter()
     filtered = 0

@@ -9,7 +9,8 @@ from click.testing import CliRunner
 
 from pktlb.cli.lab_cmd import lab
 from pktlb.core.config import MODES
-from pktlb.core.packet.addr import in_network, ip_to_int, mac_for_ip
+from pktlb.core.packet.addr import in_network, ip_to_int
+from pktlb.lab.addressing import mac_for_ip
 from pktlb.lab.builder import build_steps, render_dry_run
 from pktlb.lab.engine_config import checked_engine_config
 from pktlb.lab.netns import namespaces
@@ -110,8 +111,9 @@ def test_engine_config_is_valid_and_matches_the_lab():
         service = config.services[0]
         assert (service.vip, service.port, service.mode, service.scheduler) == ("198.19.0.100", 80, mode, "rr")
         assert [b.address for b in service.backends] == ["198.18.0.11", "198.18.0.12", "198.18.0.13"]
-        assert service.backends[0].mac == mac_for_ip("198.18.0.11")
-        assert config.lb.gateway == "198.18.0.1" and config.lb.control_socket.startswith(plan.statedir)
+        # No MAC and no gateway: the engine finds next hops in the LB's routes and neighbours (issue 14).
+        assert service.backends[0].mac is None and config.lb.mac is None
+        assert config.lb.gateway is None and config.lb.control_socket.startswith(plan.statedir)
         assert (service.snat_address == "198.18.0.3") == (mode == "fullnat")
     engine = [s for s in plan_for("nat", "pktlb").services if s.name == "lb/engine"]
     assert engine[0].argv == ["/venv/bin/pktlb", "run", "-c", "/run/pktlb/pktlb-u-/pktlb.toml"]

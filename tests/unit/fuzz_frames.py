@@ -27,8 +27,9 @@ from pktlb.core import decision as d
 from pktlb.core.checksum import checksum, ones_sum, pseudo_header_sum
 from pktlb.core.config import parse_config
 from pktlb.core.datapath import DataPath
-from pktlb.core.packet.addr import ip_to_int, mac_for_ip, mac_to_bytes
+from pktlb.core.packet.addr import ip_to_int, mac_to_bytes
 from pktlb.core.snapshot import build_snapshot
+from pktlb.lab.addressing import lab_macs, mac_for_ip
 from tests.frames import BACKENDS, CLIENT, GW_MAC, LB, LB_MAC, SNAT, VIP, config_text
 
 MODES = ["nat", "fullnat", "tunnel", "dsr"]
@@ -246,7 +247,7 @@ def ethernet_frame(draw) -> tuple[bytearray, bool]:
 @functools.cache
 def shared_snapshot(mode: str, scheduler: str, on_down: str = "reschedule"):
     config = parse_config(config_text(mode, scheduler=scheduler, on_down=on_down))
-    return config, build_snapshot(config)
+    return config, build_snapshot(config, macs=lab_macs(config))
 
 
 def fresh_datapath(mode: str, scheduler: str = "maglev", on_down: str = "reschedule") -> DataPath:

@@ -13,7 +13,7 @@ from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 
 from pktlb.adapters.pcap import PcapWriter
-from pktlb.core.packet.addr import mac_for_ip
+from pktlb.lab.addressing import mac_for_ip
 from pktlb.lab.topology import load_topology
 from pktlb.reports.compare.capture_stats import lb_frames, parse_segment
 from pktlb.reports.compare.render import invariants, render_markdown, render_text

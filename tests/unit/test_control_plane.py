@@ -7,13 +7,14 @@ import pytest
 from pktlb.core.config import parse_config
 from pktlb.core.datapath import DataPath
 from pktlb.daemon.control import ControlError, ControlPlane, backend_config
+from pktlb.lab.addressing import lab_macs
 from tests.frames import client_frame, config_text, tcp
 
 
 def plane(mode: str = "nat", scheduler: str = "maglev", backends: int = 3):
     config = parse_config(config_text(mode, scheduler=scheduler, backends=backends))
     dp = DataPath(config)
-    cp = ControlPlane(config, on_snapshot=dp.swap)
+    cp = ControlPlane(config, macs=lab_macs(config), on_snapshot=dp.swap)
     dp.swap(cp.snapshot)
     return cp, dp
 
@@ -103,6 +104,18 @@ def test_removing_and_adding_back_gives_the_same_maglev_table():
     change = cp.add_backend("web", backend_config("be2", "198.18.0.12", 80))
     assert len(cp.snapshot.service_named("web").backends) == 3
     assert cp.snapshot.service_named("web").scheduler.table == before and change.ring_moved["web"] > 0
+
+
+def test_a_backend_removed_and_added_again_starts_fresh():
+    cp, dp = plane()
+    cp.set_admin("web", "be2", "drain")
+    cp.set_weight("web", "be2", 7)
+    cp.set_health("web", "be2", "down")
+    cp.remove_backend("web", "be2")
+    cp.add_backend("web", backend_config("be2", "198.18.0.12", 80))
+    view = cp.snapshot.service_named("web").by_name["be2"]
+    assert (view.state, view.weight) == ("up", 1)
+    assert cp.effective_state("web", "be2") == "up" and ("web", "be2") not in cp.admin
 
 
 def test_a_change_that_cannot_be_built_is_refused_whole():

@@ -8,8 +8,8 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import ARP, Dot1Q, Ether
 
 from pktlb.core.decision import DROP_REASONS
-from pktlb.core.packet.addr import mac_for_ip
 from pktlb.core.snapshot import DOWN, build_snapshot
+from pktlb.lab.addressing import lab_macs, mac_for_ip
 from tests.frames import (
     BACKENDS,
     CLIENT,
@@ -98,19 +98,19 @@ def test_no_live_backend_and_backend_down_policies():
     dp = datapath("nat")
     cfg = dp.config
     down_all = {("web", n): DOWN for n in BACKENDS}
-    dp.swap(build_snapshot(cfg, states=down_all, generation=2))
+    dp.swap(build_snapshot(cfg, states=down_all, generation=2, macs=lab_macs(cfg)))
     dropped(dp, good(), "no_live_backend")
 
     dp = datapath("nat", on_down="drop")
     _, dec = dp.handle(good(), 1.0)
-    dp.swap(build_snapshot(dp.config, states={("web", dec.backend): DOWN}, generation=2))
+    dp.swap(build_snapshot(dp.config, states={("web", dec.backend): DOWN}, generation=2, macs=lab_macs(dp.config)))
     dropped(dp, client_frame(tcp(flags="A")), "backend_down")
 
 
 def test_reschedule_moves_a_flow_off_a_down_backend():
     dp = datapath("nat")
     _, first = dp.handle(good(), 1.0)
-    dp.swap(build_snapshot(dp.config, states={("web", first.backend): DOWN}, generation=2))
+    dp.swap(build_snapshot(dp.config, states={("web", first.backend): DOWN}, generation=2, macs=lab_macs(dp.config)))
     frames, dec = dp.handle(client_frame(tcp(flags="A")), 2.0)
     assert dec.verdict == "forward" and dec.backend != first.backend
     assert dp.flows.lookup(dec.flow_key, 2.0).backend == dec.backend

@@ -16,6 +16,7 @@ from pktlb.adapters.configfile import load_config
 from pktlb.cli import main
 from pktlb.core.config import parse_config
 from pktlb.core.datapath import DataPath
+from pktlb.lab.addressing import lab_macs
 from pktlb.reports.explain.checksum_steps import (
     ChecksumStep,
     WordChange,
@@ -43,7 +44,8 @@ def changed(report: dict) -> dict[tuple[str, str], tuple[str, str]]:
 
 def engine_pick(config_path: Path, frame: bytes) -> str:
     """What an independent DataPath, fed the same frame, does: explain must report exactly that."""
-    _, dec = DataPath(load_config(str(config_path))).handle(bytearray(frame), 0.0)
+    config = load_config(str(config_path))
+    _, dec = DataPath(config, macs=lab_macs(config)).handle(bytearray(frame), 0.0)
     return dec.backend
 
 
@@ -169,7 +171,7 @@ def test_round_robin_explanation_matches_the_engine_pick(tmp_path):
     cfg = tmp_path / "rr.toml"
     cfg.write_text(config_text("nat", scheduler="rr"))
     config = parse_config(cfg.read_text())
-    dp = DataPath(config)
+    dp = DataPath(config, macs=lab_macs(config))
     picks = []
     for port in (40000, 40001, 40002, 40003):  # rr advances on every pick: explain must not steal one
         frame = build_frame(FrameSpec("tcp", CLIENT, VIP, port, 80), dp.snapshot)

@@ -21,6 +21,7 @@ from pktlb.core import decision as d
 from pktlb.core.checksum import checksum
 from pktlb.core.packet.addr import ip_to_int
 from pktlb.core.snapshot import DOWN, build_snapshot
+from pktlb.lab.addressing import lab_macs
 from tests.frames import BACKENDS, CLIENT, LB, SNAT, VIP, assert_checksums
 from tests.unit.fuzz_frames import (
     BACKEND_MACS,
@@ -149,7 +150,8 @@ def test_a_sample_verified_by_scapy_too(mode, data):
 @functools.cache
 def degraded_snapshot(mode: str, on_down: str, down: frozenset[str]):
     config, _ = shared_snapshot(mode, "hash", on_down)
-    return build_snapshot(config, states={(svc, be): DOWN for svc in ("web", "dns") for be in down}, generation=2)
+    return build_snapshot(config, states={(svc, be): DOWN for svc in ("web", "dns") for be in down}, generation=2,
+                          macs=lab_macs(config))
 
 
 @FUZZ

@@ -6,7 +6,7 @@ import pytest
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.l2 import Ether
 
-from pktlb.core.packet.addr import mac_for_ip
+from pktlb.lab.addressing import mac_for_ip
 from tests.frames import (
     BACKENDS,
     CLIENT,

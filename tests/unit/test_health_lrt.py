@@ -13,6 +13,7 @@ from pktlb.adapters.icmp_socket import payload_nonce
 from pktlb.core.config import parse_config
 from pktlb.core.datapath import DataPath
 from pktlb.daemon.health.monitor import HealthMonitor
+from pktlb.lab.addressing import lab_macs
 from tests.frames import BACKENDS, client_frame, config_text, tcp
 from tests.unit.test_prober_unit import FakeSocket, echo_reply
 
@@ -47,7 +48,7 @@ class DelayedBackends(FakeSocket):
 def flows_per_backend(delays: dict[str, float]) -> tuple[Counter[str], dict[str, float | None]]:
     """Run the checks for 2 s of fake time with RTT fed to the data path, then open FLOWS new flows."""
     config = parse_config(config_text("nat", scheduler="lrt", extra=HEALTH))
-    datapath = DataPath(config)
+    datapath = DataPath(config, macs=lab_macs(config))
     sock = DelayedBackends(delays)
     monitor = HealthMonitor(config, now=0.0, on_event=lambda event: None,
                             on_rtt=lambda svc, be, rtt: datapath.flows.load(svc, be).observe_rtt(rtt),

@@ -22,7 +22,8 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, TCPerror, UDPerror
 from scapy.layers.l2 import Ether
 
 from pktlb.core import decision as d
-from pktlb.core.packet.addr import ip_to_int, mac_for_ip, mac_to_bytes
+from pktlb.core.packet.addr import ip_to_int, mac_to_bytes
+from pktlb.lab.addressing import mac_for_ip
 from tests.frames import (
     BACKENDS,
     CLIENT,

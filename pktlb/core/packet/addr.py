@@ -35,12 +35,6 @@ def bytes_to_mac(raw: bytes | bytearray | memoryview) -> str:
     return ":".join(f"{b:02x}" for b in bytes(raw))
 
 
-def mac_for_ip(address: str) -> str:
-    """The lab's deterministic, locally administered MAC for an address: 02:00 + the four address bytes."""
-    value = ip_to_int(address)
-    return bytes_to_mac(bytes([2, 0]) + value.to_bytes(4, "big"))
-
-
 def in_network(address: int, network: int, prefix: int) -> bool:
     mask = (0xFFFFFFFF << (32 - prefix)) & 0xFFFFFFFF if prefix else 0
     return address & mask == network & mask

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pktlb.core.packet.addr import mac_for_ip
+from pktlb.lab.addressing import mac_for_ip
 from pktlb.reports.bench.lab import BENCH_PORT, BenchLab
 
 GENERATOR = "pktlb.reports.bench.benchgen"

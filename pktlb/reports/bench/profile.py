@@ -32,9 +32,10 @@ from pktlb.core import engine
 from pktlb.core.config import Config, parse_config
 from pktlb.core.datapath import DataPath
 from pktlb.core.decision import FORWARD, INBOUND, Decision
-from pktlb.core.packet.addr import ip_to_int, mac_for_ip, mac_to_bytes
+from pktlb.core.packet.addr import ip_to_int, mac_to_bytes
 from pktlb.core.sched.base import scheduler_names
 from pktlb.core.stats import Stats
+from pktlb.lab.addressing import mac_for_ip
 from pktlb.reports.bench.benchgen import udp_frame
 
 MAGLEV_NS_PER_PACKET = 350  # Maglev (NSDI 2016): about 350 ns per packet per core

@@ -37,7 +37,15 @@ from pktlb.lab.netns import CommandError, Namespace
 from pktlb.lab.paths import LabPaths
 from pktlb.lab.state import load_state
 from pktlb.lab.status import lab_status
-from pktlb.lab.topology import LabError, LabOptions, check_options, expand, load_topology, merge
+from pktlb.lab.topology import (
+    LabError,
+    LabOptions,
+    check_options,
+    engine_section,
+    expand,
+    load_topology,
+    merge,
+)
 from pktlb.reports.compare import workload as wl
 from pktlb.reports.compare.capture_stats import count_frames, lb_frames
 from pktlb.reports.compare.charts import write_charts
@@ -71,7 +79,7 @@ def mode_requirements(data: dict[str, Any], mode: str, engine: str, decap_kind: 
         chain.insert(0, data["mode"][name])
         name = data["mode"][name].get("inherits")
     roles: dict[str, dict[str, Any]] = {}
-    for section in [*chain, data["engine"][engine]]:
+    for section in [*chain, engine_section(data, engine, mode)]:
         for role, spec in section.items():
             if isinstance(spec, dict):
                 roles[role] = merge(roles.get(role, {}), spec)

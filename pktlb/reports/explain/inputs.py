@@ -19,6 +19,7 @@ from pktlb.core.config import Config
 from pktlb.core.packet.addr import bytes_to_mac, ip_to_int
 from pktlb.core.snapshot import Snapshot, build_snapshot
 from pktlb.daemon.ctlsock import ControlClientError, request
+from pktlb.lab.addressing import lab_macs
 from pktlb.lab.paths import LabPaths
 
 DEFAULT_SNAT = "198.18.0.3"
@@ -154,12 +155,12 @@ def live_snapshot(config: Config) -> tuple[Snapshot, str]:
     try:
         stats = request(config.lb.control_socket, {"cmd": "stats"}, timeout=2.0)
     except ControlClientError as exc:
-        return build_snapshot(config), f"engine not reachable ({exc}): every backend assumed up"
+        return build_snapshot(config, macs=lab_macs(config)), f"engine not reachable ({exc}): every backend assumed up"
     states, weights = {}, {}
     for svc in stats.get("services", []):
         for be in svc.get("backends", []):
             states[(svc["name"], be["name"])] = be["state"]
             weights[(svc["name"], be["name"])] = be["weight"]
     listed = ", ".join(f"{s}/{b} {st}" for (s, b), st in states.items())
-    return (build_snapshot(config, states=states, weights=weights),
+    return (build_snapshot(config, states=states, weights=weights, macs=lab_macs(config)),
             f"backend states from the running engine: {listed} (its flow table is not copied)")
