@@ -15,6 +15,7 @@ import click
 
 from pktlb.cli.common import require_root
 from pktlb.core.config import MODES
+from pktlb.lab.fastpath import parse_hooks
 
 
 def _modes(_ctx: Any, _param: Any, value: str) -> tuple[str, ...]:
@@ -24,6 +25,13 @@ def _modes(_ctx: Any, _param: Any, value: str) -> tuple[str, ...]:
         raise click.BadParameter(f"{', '.join(unknown) or 'nothing'}: expected a comma-separated list of "
                                  f"{', '.join(MODES)}")
     return tuple(dict.fromkeys(modes))
+
+
+def _fastpath(_ctx: Any, _param: Any, value: str) -> list[str] | None:
+    try:
+        return parse_hooks(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def _interrupt_handler(owner: int) -> Any:
@@ -52,8 +60,11 @@ def _interrupt_handler(owner: int) -> Any:
               help="Report directory [default: out/compare-<timestamp>].")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (progress goes to stderr).")
 @click.option("--prefix", default="pktlb-cmp-", show_default=True, help="Namespace prefix of the labs it builds.")
+@click.option("--fastpath", "fastpath_hooks", default="auto", show_default=True, callback=_fastpath,
+              help="Also run the engine with its kernel fast path at these hooks (xdp, tc, comma-separated; engine "
+                   "pktlb-HOOK in the report); auto: the first hook this pktlb has; off: none.")
 def compare(modes: tuple[str, ...], scheduler: str, backends: int, duration: float, requests: int | None,
-            out_dir: Path | None, as_json: bool, prefix: str) -> None:
+            out_dir: Path | None, as_json: bool, prefix: str, fastpath_hooks: list[str] | None) -> None:
     """Build the lab for each mode in turn, run the same bounded workload through the pktlb engine and
     the kernel baseline (where the kernel can do the mode), tear it down, and report per mode:
     requests/s and latency, throughput, LB packets, bytes and CPU per request, what the backend saw,
@@ -78,7 +89,7 @@ def compare(modes: tuple[str, ...], scheduler: str, backends: int, duration: flo
         raise click.ClickException(f"missing programs: {', '.join(missing)} (`make deps` installs them)")
     out = out_dir or Path("out") / time.strftime("compare-%Y%m%d-%H%M%S")
     settings = CompareSettings(modes=modes, scheduler=scheduler, backends=backends, duration=duration,
-                               requests=requests, out=out, prefix=prefix)
+                               requests=requests, out=out, prefix=prefix, fastpath=fastpath_hooks)
 
     def progress(text: str) -> None:
         click.echo(f"{time.strftime('%H:%M:%S')} {text}", err=True)

@@ -21,6 +21,7 @@ from pktlb.core.l7.settings import L7_MODE
 from pktlb.core.packet.addr import in_network, int_to_ip, ip_to_int
 from pktlb.lab.addressing import mac_for_ip
 from pktlb.lab.capacity import capacity_args
+from pktlb.lab.fastpath import missing_reason as fastpath_missing
 from pktlb.lab.paths import BadPrefix, LabPaths, check_prefix
 
 LAB_NETWORK = (ip_to_int("198.18.0.0"), 15)
@@ -52,6 +53,7 @@ class LabOptions:
     bfd: bool = False  # the tier's BGP sessions with BFD (100 ms x 3)
     service_time: float = 0.0  # ms each request holds a backend slot (pktlb.lab.capacity); 0: none
     max_concurrent: int = 0  # requests a backend serves at once, the others queue; 0: unlimited
+    fastpath: str = "off"  # the pktlb engine's kernel fast path: off, xdp or tc ([lb] fastpath in its config)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -194,6 +196,13 @@ def check_options(options: LabOptions, data: dict[str, Any]) -> None:
         raise LabError(f"--max-concurrent {options.max_concurrent}: expected 0 (unlimited) to {MAX_CONCURRENT}")
     if options.decap not in DECAP_CHOICES:
         raise LabError(f"--decap {options.decap!r}: expected one of {', '.join(DECAP_CHOICES)}")
+    if options.fastpath != "off":
+        if options.engine != "pktlb":
+            raise LabError(f"--fastpath {options.fastpath}: only the pktlb engine has a fast path "
+                           f"(got --engine {options.engine})")
+        problem = fastpath_missing(options.fastpath)
+        if problem:
+            raise LabError(f"--fastpath {options.fastpath}: {problem}")
     engine = data["engine"][options.engine]
     if options.mode not in engine.get("modes", LAB_MODES):
         raise LabError(f"--engine {options.engine} cannot do mode {options.mode}: {engine.get('refusal', '')}")

@@ -160,3 +160,17 @@ def test_render_lists_services_and_config():
     plan = plan_for("nat", "pktlb")
     text = render_dry_run(plan, build_steps(plan), checked_engine_config(plan)[0])
     assert "pktlb.lab.httpd --name be3 --port 80" in text and "#   mode = \"nat\"" in text
+
+
+def test_fastpath_option_is_checked_and_written_into_the_engine_config(monkeypatch):
+    from pktlb.lab import fastpath
+    from pktlb.lab.engine_config import engine_config_data
+
+    assert "fastpath" not in engine_config_data(plan_for("nat", "pktlb"))["lb"]  # off: the key is left out
+    monkeypatch.setattr(fastpath, "fastpath_hooks", lambda: ())
+    with pytest.raises(LabError, match="no kernel fast path"):
+        plan_for("nat", "pktlb", fastpath="xdp")
+    monkeypatch.setattr(fastpath, "fastpath_hooks", lambda: ("xdp", "tc"))
+    with pytest.raises(LabError, match="only the pktlb engine"):
+        plan_for("nat", "kernel", fastpath="xdp")
+    assert engine_config_data(plan_for("dsr", "pktlb", fastpath="tc"))["lb"]["fastpath"] == "tc"

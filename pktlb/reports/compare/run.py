@@ -32,6 +32,7 @@ from typing import Any
 from pktlb.adapters.configfile import load_config
 from pktlb.core.config import MODES
 from pktlb.daemon.ctlsock import ControlClientError, request
+from pktlb.lab.fastpath import hooks_to_measure
 from pktlb.lab.manage import existing_namespaces, lab_down, lab_up
 from pktlb.lab.netns import CommandError, Namespace
 from pktlb.lab.paths import LabPaths
@@ -52,6 +53,7 @@ from pktlb.reports.compare.charts import write_charts
 from pktlb.reports.compare.render import invariants, render_markdown
 
 ENGINES = ("pktlb", "kernel")
+FASTPATH_ENGINE = "pktlb-{hook}"  # the engine with its kernel fast path at a hook, beside "pktlb" without it
 DEFAULT_PREFIX = "pktlb-cmp-"
 PROBE_SOURCES = 64
 READY_TIMEOUT = 20.0
@@ -70,6 +72,19 @@ class CompareSettings:
     requests: int | None = None  # a request count instead of a duration (ab instead of wrk)
     out: Path = Path("out/compare")
     prefix: str = DEFAULT_PREFIX
+    fastpath: list[str] | None = None  # hooks to compare the engine at with its fast path; None: auto
+
+
+def compare_engines(settings: CompareSettings) -> tuple[str, ...]:
+    """pktlb's engine, then the same with its fast path at each hook asked for (or available), then the kernel."""
+    fast = [FASTPATH_ENGINE.format(hook=hook) for hook in hooks_to_measure(settings.fastpath)]
+    return (ENGINES[0], *fast, *ENGINES[1:])
+
+
+def lab_engine(engine: str) -> tuple[str, str]:
+    """The lab's engine and fast path behind a compare engine name: "pktlb-xdp" is ("pktlb", "xdp")."""
+    base, _, hook = engine.partition("-")
+    return (base, hook) if base == "pktlb" and hook else (engine, "off")
 
 
 def mode_requirements(data: dict[str, Any], mode: str, engine: str, decap_kind: str | None) -> dict[str, Any]:
@@ -154,9 +169,12 @@ class ModeRun:
 
     def __init__(self, settings: CompareSettings, mode: str, engine: str, label: str, progress: Progress):
         self.settings, self.mode, self.engine, self.label = settings, mode, engine, label
+        self.lab_engine, self.fastpath = lab_engine(engine)
         self.say = lambda text: progress(f"[{label}] {text}")
         self.prefix = settings.prefix
         self.result: dict[str, Any] = {"mode": mode, "engine": engine, "available": True, "errors": []}
+        if self.fastpath != "off":
+            self.result["fastpath"] = self.fastpath
 
     def ns(self, node: str) -> str:
         return self.prefix + node
@@ -171,13 +189,13 @@ class ModeRun:
             self.say(f"lab up ({self.settings.backends} backends, scheduler {self.settings.scheduler})")
             created = True
             up = lab_up(LabOptions(mode=self.mode, backends=self.settings.backends, scheduler=self.settings.scheduler,
-                                   prefix=self.prefix, engine=self.engine))
+                                   prefix=self.prefix, engine=self.lab_engine, fastpath=self.fastpath))
             if up.engine_problem:
                 raise LabError(up.engine_problem)
             self.plan = up.plan
             self.result["summary"] = data["mode"][self.mode].get("summary", "")
             self.result["decap"] = up.plan.decap_kind
-            self.result["requirements"] = mode_requirements(data, self.mode, self.engine, up.plan.decap_kind)
+            self.result["requirements"] = mode_requirements(data, self.mode, self.lab_engine, up.plan.decap_kind)
             self._measure()
         except (LabError, wl.WorkloadError, CommandError, ControlClientError, OSError) as exc:
             self.result["errors"].append(str(exc))
@@ -204,10 +222,12 @@ class ModeRun:
         self.engine_pid = next((s["pid"] for s in lb_node["services"] if s["service"] == "engine"), None)
         self.lb_mtu = next((i["mtu"] for i in lb_node["interfaces"] if i["ifname"] == "eth0"), 1500)
         self.socket = (load_config(str(LabPaths.at(self.plan.statedir).config)).lb.control_socket
-                       if self.engine == "pktlb" else None)
+                       if self.lab_engine == "pktlb" else None)
         self.lb_mac = self.plan.node("lb").interface("eth0").mac
         self.say("waiting for the VIP to answer")
         self.result["ready_seconds"] = round(wl.await_vip(self.ns("client"), self.url, timeout=READY_TIMEOUT), 2)
+        if self.fastpath != "off":
+            self._check_fastpath()
         self.say("warm-up: 1 s of load")
         wl.run_wrk(self.ns("client"), self.url, 1)
         self._probe()
@@ -215,6 +235,13 @@ class ModeRun:
         self._mtu()
         self._load()
         self._throughput()
+
+    def _check_fastpath(self) -> None:
+        """The engine's own word that its fast path runs at the hook asked for (else this run is void)."""
+        said = request(str(self.socket), {"cmd": "stats"}).get("fastpath") or {}
+        if said.get("hook") != self.fastpath:
+            raise LabError(f"the engine runs without its fast path at {self.fastpath}: {said.get('reason', said)}")
+        self.result["fastpath_stats"] = said
 
     def _stats(self) -> dict[str, dict[str, int]] | None:
         return _engine_stats(self.socket) if self.socket else None
@@ -354,7 +381,7 @@ class ModeRun:
 
     def _vip_serves(self, port: int) -> bool:
         """Whether the lab's load balancer has a service for the VIP on this port."""
-        if self.engine == "pktlb":
+        if self.lab_engine == "pktlb":
             config = load_config(str(LabPaths.at(self.plan.statedir).config))
             return any(s.port == port and s.protocol == "tcp" for s in config.services)
         done = Namespace(self.ns("lb")).run(["nft", "list", "ruleset"], timeout=10, check=False)
@@ -364,7 +391,8 @@ class ModeRun:
 def unavailable(data: dict[str, Any], mode: str, engine: str) -> str | None:
     """Why the lab cannot run this engine in this mode (the lab's own refusal), None if it can."""
     try:
-        check_options(LabOptions(mode=mode, engine=engine), data)
+        base, hook = lab_engine(engine)
+        check_options(LabOptions(mode=mode, engine=base, fastpath=hook), data)
     except LabError as exc:
         return str(exc)
     return None
@@ -374,7 +402,7 @@ def run_compare(settings: CompareSettings, progress: Progress) -> dict[str, Any]
     """Run every mode with every engine in turn; the report (also written by the caller)."""
     data = load_topology()
     (settings.out / "captures").mkdir(parents=True, exist_ok=True)
-    plan = [(mode, engine) for mode in settings.modes for engine in ENGINES]
+    plan = [(mode, engine) for mode in settings.modes for engine in compare_engines(settings)]
     runnable = [(m, e) for m, e in plan if unavailable(data, m, e) is None]
     runs: list[dict[str, Any]] = []
     started = time.monotonic()
@@ -393,7 +421,8 @@ def run_compare(settings: CompareSettings, progress: Progress) -> dict[str, Any]
         "settings": {"modes": list(settings.modes), "scheduler": settings.scheduler, "backends": settings.backends,
                      "duration": None if settings.requests else settings.duration, "requests": settings.requests,
                      "connections": wl.CONNECTIONS, "download_bytes": wl.DOWNLOAD_BYTES,
-                     "probe_sources": PROBE_SOURCES, "out": str(settings.out)},
+                     "probe_sources": PROBE_SOURCES, "out": str(settings.out),
+                     "fastpath": hooks_to_measure(settings.fastpath)},
         "host": {"cpus": os.cpu_count(), "kernel": os.uname().release},
         "lab": {key: data["constants"][key] for key in ("vip", "service_port", "lb_address", "snat_address")},
         "runs": runs,
