@@ -98,8 +98,8 @@ def _process(frame: bytearray, snap: Snapshot, flows: FlowTable, now: float, par
     return NONE, d.drop("not_for_vip")
 
 
-def _l4_checks(frame: bytearray, proto: int, l4: int, l4_len: int, partial: bool) -> int | str:
-    """Offset of the L4 checksum to update (0: none), or a drop reason."""
+def l4_checks(frame: bytearray, proto: int, l4: int, l4_len: int, partial: bool) -> int | str:
+    """Offset of the L4 checksum to update (0: none), or a drop reason (shared: the bench profiles it)."""
     if proto == PROTO_TCP:
         if l4_len < 20 or (frame[l4 + 12] >> 4) < 5 or (frame[l4 + 12] >> 4) * 4 > l4_len:
             return "bad_l4_header"
@@ -111,7 +111,7 @@ def _l4_checks(frame: bytearray, proto: int, l4: int, l4_len: int, partial: bool
 
 def _inbound(frame, snap: Snapshot, flows: FlowTable, now: float, partial: bool, proto: int, src: int, dst: int,
              l4: int, l4_len: int, end: int, gso: int = 0):
-    csum_off = _l4_checks(frame, proto, l4, l4_len, partial)
+    csum_off = l4_checks(frame, proto, l4, l4_len, partial)
     if csum_off.__class__ is str:
         return NONE, d.drop(csum_off)
     sport, dport = _PORTS(frame, l4)
@@ -228,7 +228,7 @@ def _ttl_expired(frame: bytearray, snap: Snapshot, svc: ServiceView, end: int):
 
 def _nat_reply(frame, snap: Snapshot, flows: FlowTable, now: float, partial: bool, proto: int, client: int, l4: int,
                cport: int, svc: ServiceView, be: BackendView, end: int):
-    csum_off = _l4_checks(frame, proto, l4, end - l4, partial)
+    csum_off = l4_checks(frame, proto, l4, end - l4, partial)
     if csum_off.__class__ is str:
         return NONE, d.drop(csum_off)
     if frame[22] <= 1:
@@ -266,7 +266,7 @@ def _fullnat_reply(frame, snap: Snapshot, flows: FlowTable, now: float, partial:
     be = svc.by_name.get(entry.backend) if svc else None
     if svc is None or be is None or be.addr != int.from_bytes(frame[26:30], "big") or be.port != _U16(frame, l4)[0]:
         return NONE, d.drop("no_flow", "reply does not come from the flow's backend and port")
-    csum_off = _l4_checks(frame, proto, l4, end - l4, partial)
+    csum_off = l4_checks(frame, proto, l4, end - l4, partial)
     if csum_off.__class__ is str:
         return NONE, d.drop(csum_off)
     if frame[22] <= 1:
