@@ -73,6 +73,7 @@ from pktlb.adapters.bpf import (
 from pktlb.core.config import Config
 from pktlb.core.packet.addr import ip_to_int
 from pktlb.core.packet.icmp import ERROR_TYPES
+from pktlb.core.rewrite.registry import traits_of
 from pktlb.core.snapshot import Snapshot
 
 PACKET_FANOUT_CBPF = 6
@@ -112,13 +113,13 @@ def header_hash(src: int, dst: int, ports: int) -> int:
 
 def snat_ranges(snap: Snapshot) -> list[SnatRange]:
     """(SNAT address, first, last) for every full-NAT service in the snapshot."""
-    return sorted({(svc.snat, *svc.snat_ports) for svc in snap.services.values() if svc.mode == "fullnat"})
+    return sorted({(svc.snat, *svc.snat_ports) for svc in snap.services.values() if svc.rewriter.traits.needs_snat})
 
 
 def config_snat_ranges(config: Config) -> list[SnatRange]:
     """The same ranges as ``snat_ranges``, read from a config not yet installed (to check a reload)."""
     return sorted({(ip_to_int(svc.snat_address), *svc.snat_ports) for svc in config.services
-                   if svc.mode == "fullnat" and svc.snat_address})
+                   if traits_of(svc.mode).needs_snat and svc.snat_address})
 
 
 def build_fanout_program(workers: int, ranges: Iterable[SnatRange] = ()) -> list[Insn]:

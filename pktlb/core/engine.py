@@ -119,11 +119,12 @@ def _inbound(frame, snap: Snapshot, flows: FlowTable, now: float, partial: bool,
     if svc is None:
         return NONE, d.drop("no_service", f"nothing configured for {proto}/{dport} on this VIP")
     rw = svc.rewriter
-    cut = gso and svc.mode == "tunnel"  # a super-frame's segments must go inside the tunnel: cut here
+    traits = rw.traits
+    cut = gso and traits.encap_overhead  # a super-frame's segments must go inside the tunnel: cut here
     if cut and proto != PROTO_TCP:
         return NONE, d.drop("gso_unsupported", "UDP GSO: turn GSO off on the client side for tunnel mode",
                             svc.name, svc.mode)
-    if rw.replies_via_lb and frame[22] <= 1:
+    if traits.decrements_ttl and frame[22] <= 1:
         return _ttl_expired(frame, snap, svc, end)
     if frame[22] == 0:
         return _ttl_expired(frame, snap, svc, end)
@@ -183,7 +184,7 @@ def _inbound(frame, snap: Snapshot, flows: FlowTable, now: float, partial: bool,
         dec.verdict, dec.reason = d.REPLY, d.FRAG_NEEDED
     dec.new_flow = not hit
     dec.flow_key = key
-    dec.partial_out = partial and svc.mode != "tunnel"
+    dec.partial_out = partial and not traits.finishes_checksum
     if hit and forwarded:
         entry.decision = (be, partial, dec)
     return out, dec
@@ -295,24 +296,16 @@ def _icmp_to_vip(frame, snap: Snapshot, flows: FlowTable, now: float, vip: int, 
     key = (proto, q_dst, q_src, q_dport, q_sport)  # the client's flow, reversed back
     entry = flows.lookup(key, now)
     be = svc.by_name.get(entry.backend) if entry else None
-    if be is None and svc.mode in ("dsr", "tunnel"):
+    rw = svc.rewriter
+    if be is None and rw.traits.recomputes_backend:
         be = _pick(svc, flows, key, snap.seed)  # consistent hashing finds the flow's backend without state
     if be is None:
         return NONE, d.drop("icmp_no_flow", "", svc.name, svc.mode)
-    if frame[22] <= (1 if svc.rewriter.replies_via_lb else 0):  # NAT modes decrement it; no ICMP about ICMP errors
+    if frame[22] <= (1 if rw.traits.decrements_ttl else 0):  # no ICMP about ICMP errors
         return NONE, d.drop("ttl_expired", f"ICMP error with TTL {frame[22]}", svc.name, svc.mode)
-    if svc.mode == "nat":
-        icmp_relay.rewrite_error(frame, 14, end, outer_dst=be.addr, inner_src=(be.addr, be.port))
-    elif svc.mode == "fullnat":
-        icmp_relay.rewrite_error(frame, 14, end, outer_src=svc.snat, outer_dst=be.addr,
-                                 inner_src=(be.addr, be.port), inner_dst=(svc.snat, entry.snat_port))
-    if svc.mode in ("nat", "fullnat"):
-        frame[0:12] = be.l2
-        out = [frame]
-    else:
-        out = svc.rewriter.inbound(frame, 14, icmp, 0, svc, be, entry, snap, False)
-        if out.__class__ is str:
-            return NONE, d.drop(out, "", svc.name, svc.mode)
+    out = rw.relay_icmp_error(frame, icmp, end, svc, be, entry, snap)
+    if out.__class__ is str:
+        return NONE, d.drop(out, "", svc.name, svc.mode)
     return out, d.Decision(d.FORWARD, d.ICMP_ERROR_TO_BACKEND, svc.name, be.name, svc.mode, entry is not None)
 
 

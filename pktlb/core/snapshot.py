@@ -15,8 +15,10 @@ from pktlb.core.checksum import add_deltas, delta16, delta32
 from pktlb.core.config import BackendConfig, Config, ServiceConfig
 from pktlb.core.packet.addr import ip_to_int, mac_to_bytes
 from pktlb.core.packet.ipv4 import PROTO_NUMBERS
-from pktlb.core.rewrite import Rewriter, get_rewriter
-from pktlb.core.sched.base import Scheduler, make_scheduler
+from pktlb.core.rewrite.base import Rewriter
+from pktlb.core.rewrite.registry import get_rewriter
+from pktlb.core.sched.base import Scheduler
+from pktlb.core.sched.registry import make_scheduler
 
 # Backend administrative/health states.
 UP, DOWN, DRAIN = "up", "down", "drain"
@@ -176,7 +178,7 @@ def build_snapshot(config: Config, *, generation: int = 1, states: Mapping[tuple
             on_backend_down=svc.on_backend_down, rewriter=get_rewriter(svc.mode), config=svc,
         )
         services[view.key] = view
-        if svc.mode == "nat":
+        if view.rewriter.traits.reverse_nat:
             for b in backends:
                 nat_reverse[(proto, b.addr, b.port)] = (view, b)
         if view.snat:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from pktlb.adapters.nft import Nft, table_comment
 from pktlb.core.config import Config, ServiceConfig
-from pktlb.core.rewrite import get_rewriter
+from pktlb.core.rewrite.registry import traits_of
 
 log = logging.getLogger("pktlb.guard")
 
@@ -82,7 +82,7 @@ def guard_ruleset(spec: GuardSpec) -> str:
 
 
 def default_replies_via_lb(svc: ServiceConfig) -> bool:
-    return get_rewriter(svc.mode).replies_via_lb
+    return traits_of(svc.mode).replies_via_lb
 
 
 def guard_spec(config: Config, devices: Sequence[str], owner: str, *,

@@ -26,8 +26,8 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from pktlb.core.packet.addr import mac_for_ip
 from pktlb.lab import state as st
+from pktlb.lab.addressing import mac_for_ip
 from pktlb.lab.builder import node_steps
 from pktlb.lab.manage import READY_TIMEOUT, plan_lab, service_states
 from pktlb.lab.netns import CommandError, Namespace
@@ -44,7 +44,7 @@ STOP_TIMEOUT = 10.0  # seconds the supervisor may take to stop a removed backend
 class BackendHost:
     name: str
     address: str
-    mac: str
+    mac: str  # the lab's convention (its eth0); the engine learns it from the LB's neighbour table
     namespace: str
     services: tuple[str, ...]
 
@@ -124,6 +124,8 @@ def create_backend(prefix: str, name: str | None = None) -> BackendHost:
         options = lab_options(recorded)
         if options.lbs != 1:
             raise LabError("lab backend add works on the single-LB lab, not on the LB tier (--lbs)")
+        if recorded.get("layer", 4) != 4:
+            raise LabError(f"lab backend add works on the L4 lab layouts, not mode {options.mode}")
         if options.engine == "kernel":
             raise LabError("lab backend add needs --engine pktlb or none: the kernel baseline's nftables "
                            "rules list the backends when the lab is built")
@@ -149,6 +151,7 @@ def create_backend(prefix: str, name: str | None = None) -> BackendHost:
             _set_services(paths, recorded, specs)
             _await_ready(paths, [s.name for s in services if s.ready_file],
                          [Path(s.ready_file) for s in services if s.ready_file])
+            _resolve_from_lbs(recorded, node.address)
         except (LabError, StepError, CommandError, OSError) as exc:
             _teardown(paths, recorded, node.name)
             raise LabError(f"could not add backend {node.name} (nothing was left behind): {exc}") from None
@@ -165,6 +168,13 @@ def _await_ready(paths: LabPaths, names: list[str], files: list[Path]) -> None:
             raise LabError(f"services failed to start: {', '.join(failed)} (logs in {paths.logs})")
         time.sleep(0.02)
     raise LabError(f"services not ready after {READY_TIMEOUT:.0f} s: {', '.join(names)} (logs in {paths.logs})")
+
+
+def _resolve_from_lbs(recorded: dict[str, Any], address: str) -> None:
+    """One ping from each LB namespace, so its kernel has resolved the new backend's MAC before the
+    engine sends it a flow (the engine drops frames to an unresolved next hop: ``no_neighbour``)."""
+    for lb in (n for n in recorded["nodes"] if n.get("role") == "lb"):
+        Namespace(lb["namespace"]).run(["ping", "-c", "1", "-W", "1", "-q", address], timeout=5, check=False)
 
 
 def destroy_backend(prefix: str, name: str) -> dict[str, Any]:

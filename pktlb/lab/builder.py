@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shlex
 
+from pktlb.core.rewrite.registry import traits_of
 from pktlb.lab import steps as st
 from pktlb.lab.netns import Namespace
 from pktlb.lab.nftables import DsrPort, guard_ruleset, kernel_dsr_ruleset, kernel_lb_ruleset
@@ -54,7 +55,7 @@ def _node_steps(plan: Plan, node) -> list[st.Step]:
 
 def _nft_steps(plan: Plan) -> list[st.Step]:
     c = plan.constants
-    fullnat = plan.options.mode == "fullnat"
+    fullnat = traits_of(plan.options.mode).needs_snat
     snat = c["snat_address"] if fullnat else None
     out = []
     for node in plan.nodes:
@@ -64,7 +65,9 @@ def _nft_steps(plan: Plan) -> list[st.Step]:
             out.append(st.nft_load(node.namespace, guard_ruleset(lb_if, c["vip_network"], own_snat, c["snat_ports"]),
                                    "ingress guard (drop VIP traffic before the LB's kernel sees it)"))
         if node.kernel_lb:
-            out.append(KERNEL_LB[plan.options.mode](plan, node, lb_if, snat))
+            # The kernel's way of doing the mode: a MAC rewrite where only the MAC changes (dsr), else DNAT.
+            kernel_lb = _kernel_dsr if traits_of(plan.options.mode).backends_on_link else _kernel_dnat
+            out.append(kernel_lb(plan, node, lb_if, snat))
     return out
 
 
@@ -84,9 +87,6 @@ def _kernel_dsr(plan: Plan, node, lb_if: str, snat: str | None) -> st.Step:
     ruleset = kernel_dsr_ruleset(lb_if, str(node.interface(lb_if).mac), c["vip"], ports, macs, c["vip_network"])
     return st.nft_load(node.namespace, ruleset, "kernel load balancer (netdev DSR: MAC rewrite, fwd)")
 
-
-# What the kernel engine loads, by mode (the lab refuses the kernel engine in the other modes).
-KERNEL_LB = {"nat": _kernel_dnat, "fullnat": _kernel_dnat, "dsr": _kernel_dsr}
 
 
 def render_dry_run(plan: Plan, steps: list[st.Step], config_text: str) -> str:

@@ -171,6 +171,8 @@ def test_fastpath_option_is_checked_and_written_into_the_engine_config(monkeypat
     with pytest.raises(LabError, match="no kernel fast path"):
         plan_for("nat", "pktlb", fastpath="xdp")
     monkeypatch.setattr(fastpath, "fastpath_hooks", lambda: ("xdp", "tc"))
-    with pytest.raises(LabError, match="only the pktlb engine"):
+    with pytest.raises(LabError, match="only the pktlb packet engine"):
         plan_for("nat", "kernel", fastpath="xdp")
+    with pytest.raises(LabError, match="only the pktlb packet engine"):
+        plan_for("l7", "pktlb", fastpath="xdp")  # pktlb proxy has none
     assert engine_config_data(plan_for("dsr", "pktlb", fastpath="tc"))["lb"]["fastpath"] == "tc"

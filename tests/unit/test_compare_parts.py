@@ -190,7 +190,7 @@ def test_charts_are_pngs(tmp_path):
     from pktlb.reports.compare.charts import write_charts
 
     paths = write_charts(copy.deepcopy(REPORT), tmp_path)
-    assert [p.name for p in paths] == ["throughput.png", "latency.png", "lb_packets_per_request.png"]
+    assert [p.name for p in paths] == ["throughput.png", "latency.png", "lb_packets_per_request.png", "l4_l7.png"]
     assert all(p.read_bytes()[:4] == b"\x89PNG" and p.stat().st_size < 100_000 for p in paths)
 
 
@@ -215,15 +215,19 @@ def test_the_engine_with_its_fast_path_is_a_compare_engine_of_its_own(monkeypatc
 
     assert compare_run.lab_engine("pktlb-xdp") == ("pktlb", "xdp")
     assert compare_run.lab_engine("pktlb") == ("pktlb", "off") and compare_run.lab_engine("kernel") == ("kernel", "off")
-    assert compare_run.compare_engines(compare_run.CompareSettings(fastpath=["xdp", "tc"])) == \
-        ("pktlb", "pktlb-xdp", "pktlb-tc", "kernel")
-    assert compare_run.compare_engines(compare_run.CompareSettings(fastpath=[])) == ("pktlb", "kernel")
-    monkeypatch.setattr(fastpath, "fastpath_hooks", lambda: ())
-    assert compare_run.compare_engines(compare_run.CompareSettings()) == ("pktlb", "kernel")  # auto, none here
     data = load_topology()
+
+    def engines(mode: str = "nat", **settings) -> tuple[str, ...]:
+        return compare_run.compare_engines(compare_run.CompareSettings(**settings), data, mode)
+
+    assert engines(fastpath=["xdp", "tc"]) == ("pktlb", "pktlb-xdp", "pktlb-tc", "kernel")
+    assert engines(fastpath=[]) == ("pktlb", "kernel")
+    assert "pktlb-xdp" not in engines("l7", fastpath=["xdp"])  # the proxy has no fast path
+    monkeypatch.setattr(fastpath, "fastpath_hooks", lambda: ())
+    assert engines() == ("pktlb", "kernel")  # auto, and this pktlb has none
     assert "no kernel fast path" in compare_run.unavailable(data, "nat", "pktlb-xdp")
     monkeypatch.setattr(fastpath, "fastpath_hooks", lambda: ("xdp", "tc"))
-    assert compare_run.compare_engines(compare_run.CompareSettings()) == ("pktlb", "pktlb-xdp", "kernel")
+    assert engines() == ("pktlb", "pktlb-xdp", "kernel")
     assert compare_run.unavailable(data, "nat", "pktlb-xdp") is None
     report = copy.deepcopy(REPORT)
     report["runs"].insert(1, {**_run("nat", "pktlb-xdp"), "fastpath": "xdp"})

@@ -1,4 +1,4 @@
-"""The rewriter interface, its registry, and the in-place field helpers the modes share.
+"""The rewriter interface (what a mode does to a packet, and its traits) and the in-place helpers the modes share.
 
 A rewriter changes a frame in place (or, for the tunnel, grows it) and returns the frames to
 emit, or a drop-reason string.  Arguments are positional and precomputed by the engine so the
@@ -11,6 +11,10 @@ per-packet cost stays a few slice assignments and integer operations:
     entry     the FlowEntry (full-NAT keeps per-flow deltas there)
     snap      the Snapshot (LB MAC and address, gateway MAC)
     partial   True when the L4 checksum field is unfinished (CHECKSUM_PARTIAL from a veth peer)
+
+What the rest of pktlb must know about a mode (replies through the LB, SNAT, encapsulation
+overhead, what backends must set up) is the rewriter's ``traits`` (``traits.ModeTraits``); the
+modes are listed in ``registry``.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from pktlb.core.checksum import fold
 from pktlb.core.packet.ipv4 import U16
+from pktlb.core.rewrite.traits import ModeTraits
 
 if TYPE_CHECKING:
     from pktlb.core.flowtable import FlowEntry, FlowTable
@@ -51,7 +56,7 @@ def apply_l4_delta(frame: bytearray, off: int, delta: int, pseudo_delta: int, pa
 
 class Rewriter(ABC):
     name: ClassVar[str]
-    replies_via_lb: ClassVar[bool]  # do the backend's replies come back through the LB?
+    traits: ClassVar[ModeTraits]
     summary: ClassVar[str]
 
     @abstractmethod
@@ -68,18 +73,8 @@ class Rewriter(ABC):
         """Per-flow set-up on a miss or a reschedule (full-NAT allocates its port here); a drop reason or None."""
         return None
 
-
-REGISTRY: dict[str, Rewriter] = {}
-
-
-def register(cls: type[Rewriter]) -> type[Rewriter]:
-    REGISTRY[cls.name] = cls()
-    return cls
-
-
-def get_rewriter(name: str) -> Rewriter:
-    from pktlb.core.rewrite import dsr, fullnat, nat, tunnel  # noqa: F401  (each registers itself)
-
-    if name not in REGISTRY:
-        raise ValueError(f"unknown mode {name!r}: expected one of {', '.join(sorted(REGISTRY))}")
-    return REGISTRY[name]
+    def relay_icmp_error(self, frame: bytearray, icmp: int, end: int, svc: ServiceView, be: BackendView,
+                         entry: FlowEntry | None, snap: Snapshot) -> Result:
+        """An ICMP error to the VIP about one of the flow's replies, toward the flow's backend.  The
+        modes that leave the IP packet alone forward it as they forward the flow's packets."""
+        return self.inbound(frame, 14, icmp, 0, svc, be, entry, snap, False)  # type: ignore[arg-type]

@@ -11,14 +11,15 @@ slice assignments and two incremental checksum updates.
 from __future__ import annotations
 
 from pktlb.core.checksum import add_deltas, delta16, delta32
+from pktlb.core.icmp_relay import rewrite_error
 from pktlb.core.packet.ipv4 import PROTO_UDP
-from pktlb.core.rewrite.base import Result, Rewriter, apply_delta, apply_l4_delta, register
+from pktlb.core.rewrite.base import Result, Rewriter, apply_delta, apply_l4_delta
+from pktlb.core.rewrite.traits import ModeTraits
 
 
-@register
 class FullNatRewriter(Rewriter):
     name = "fullnat"
-    replies_via_lb = True
+    traits = ModeTraits(replies_via_lb=True, needs_snat=True, decrements_ttl=True)
     summary = "dst VIP:port -> backend:port and src client:port -> SNAT:port, TTL-1; replies reversed"
 
     def on_new_flow(self, entry, svc, be, flows) -> str | None:  # type: ignore[override]
@@ -62,4 +63,11 @@ class FullNatRewriter(Rewriter):
         apply_delta(frame, ip + 10, out_ip)
         if csum_off:
             apply_l4_delta(frame, csum_off, out_l4, out_pseudo, partial, svc.proto == PROTO_UDP)
+        return [frame]
+
+    def relay_icmp_error(self, frame, icmp, end, svc, be, entry, snap) -> Result:  # type: ignore[override]
+        """The quoted reply left the LB as VIP:vport -> client: the backend sent it as backend -> SNAT:sport."""
+        rewrite_error(frame, 14, end, outer_src=svc.snat, outer_dst=be.addr,
+                      inner_src=(be.addr, be.port), inner_dst=(svc.snat, entry.snat_port))
+        frame[0:12] = be.l2
         return [frame]

@@ -7,14 +7,15 @@ incrementally with per-backend deltas precomputed in the snapshot (RFC 1624).
 
 from __future__ import annotations
 
+from pktlb.core.icmp_relay import rewrite_error
 from pktlb.core.packet.ipv4 import PROTO_UDP
-from pktlb.core.rewrite.base import Result, Rewriter, apply_delta, apply_l4_delta, register
+from pktlb.core.rewrite.base import Result, Rewriter, apply_delta, apply_l4_delta
+from pktlb.core.rewrite.traits import ModeTraits
 
 
-@register
 class NatRewriter(Rewriter):
     name = "nat"
-    replies_via_lb = True
+    traits = ModeTraits(replies_via_lb=True, reverse_nat=True, decrements_ttl=True)
     summary = "dst VIP:port -> backend:port, TTL-1; replies: src backend:port -> VIP:port"
 
     def inbound(self, frame, ip, l4, csum_off, svc, be, entry, snap, partial) -> Result:  # type: ignore[override]
@@ -35,4 +36,10 @@ class NatRewriter(Rewriter):
         apply_delta(frame, ip + 10, be.out_ip_delta)
         if csum_off:
             apply_l4_delta(frame, csum_off, be.out_l4_delta, be.out_pseudo_delta, partial, svc.proto == PROTO_UDP)
+        return [frame]
+
+    def relay_icmp_error(self, frame, icmp, end, svc, be, entry, snap) -> Result:  # type: ignore[override]
+        """The quoted reply left the LB as VIP:vport -> client: put back the backend's address and port."""
+        rewrite_error(frame, 14, end, outer_dst=be.addr, inner_src=(be.addr, be.port))
+        frame[0:12] = be.l2
         return [frame]

@@ -14,17 +14,18 @@ from __future__ import annotations
 from pktlb.core.checksum import checksum, fold
 from pktlb.core.packet.icmp import frag_needed, quote
 from pktlb.core.packet.ipv4 import FLAG_DF, IPV4_STRUCT, U16
-from pktlb.core.rewrite.base import Result, Rewriter, register
+from pktlb.core.rewrite.base import Result, Rewriter
+from pktlb.core.rewrite.traits import ModeTraits
 
 OVERHEAD = 20
 _unpack16 = U16.unpack_from
 _pack16 = U16.pack_into
 
 
-@register
 class TunnelRewriter(Rewriter):
     name = "tunnel"
-    replies_via_lb = False
+    traits = ModeTraits(keeps_ports=True, encap_overhead=OVERHEAD, finishes_checksum=True, recomputes_backend=True,
+                        vip_on_backend=True, loose_rp_backend=True, needs_decapsulator=True)
     summary = "prepend outer IPv4 (proto 4) LB -> backend; inner packet untouched; replies bypass the LB"
 
     def __init__(self) -> None:

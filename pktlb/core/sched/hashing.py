@@ -13,7 +13,7 @@ from math import gcd
 from typing import TYPE_CHECKING, ClassVar
 
 from pktlb.core.flowkey import src_hash
-from pktlb.core.sched.base import BackendLoad, Scheduler, register
+from pktlb.core.sched.base import BackendLoad, Scheduler
 
 if TYPE_CHECKING:
     from pktlb.core.flowkey import FlowKey
@@ -53,7 +53,6 @@ class _ModNScheduler(Scheduler):
                 f"= {index} -> {self._list[index].name}")
 
 
-@register
 class FlowHashScheduler(_ModNScheduler):
     """``hash``: the 5-tuple flow hash modulo the weighted backend list."""
 
@@ -69,7 +68,6 @@ class FlowHashScheduler(_ModNScheduler):
         return entries[flow_hash % len(entries)] if entries else None
 
 
-@register
 class SourceHashScheduler(_ModNScheduler):
     """``sh``: the client address's hash modulo the weighted list: one client, one backend."""
 

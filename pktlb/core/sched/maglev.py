@@ -25,7 +25,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from pktlb.core.flowkey import name_hash
-from pktlb.core.sched.base import BackendLoad, Scheduler, register
+from pktlb.core.sched.base import BackendLoad, Scheduler
 
 if TYPE_CHECKING:
     from pktlb.core.flowkey import FlowKey
@@ -115,7 +115,6 @@ def _cached_table(members: tuple[tuple[str, int], ...], seed: int, table_size: i
     return build_table(members, seed, table_size)
 
 
-@register
 class MaglevScheduler(Scheduler):
     """Maglev consistent hashing: a precomputed table, one index per new flow."""
 

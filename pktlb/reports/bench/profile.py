@@ -34,7 +34,8 @@ from pktlb.core.datapath import DataPath
 from pktlb.core.decision import FORWARD, INBOUND, Decision
 from pktlb.core.flowkey import flow_hash
 from pktlb.core.packet.addr import ip_to_int, mac_to_bytes
-from pktlb.core.sched.base import scheduler_names
+from pktlb.core.rewrite.registry import traits_of
+from pktlb.core.sched.registry import scheduler_names
 from pktlb.core.stats import Stats
 from pktlb.lab.addressing import mac_for_ip
 from pktlb.reports.bench.benchgen import udp_frame
@@ -52,7 +53,7 @@ def profile_config(mode: str, scheduler: str = "maglev") -> Config:
     lines = ["[lb]", f'address = "{LB}"', f'mac = "{mac_for_ip(LB)}"', 'gateway_mac = "02:00:c6:12:00:01"',
              "[[service]]", 'name = "bench"', f'vip = "{VIP}"', f"port = {PORT}", 'protocol = "udp"',
              f'mode = "{mode}"', f'scheduler = "{scheduler}"']
-    if mode == "fullnat":
+    if traits_of(mode).needs_snat:
         lines += ['snat_address = "198.18.0.3"']
     for i, address in enumerate(BACKENDS, 1):
         lines += ["[[service.backend]]", f'name = "be{i}"', f'address = "{address}"', f"port = {PORT}"]

@@ -11,17 +11,17 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from pktlb.core.rewrite.registry import traits_of
+
 NFTABLES, ROUTING, SCAPY = "kernel nftables DNAT", "kernel routing", "scapy forwarder"
 NFT_DSR = "kernel nftables DSR"
 BASELINES = (("nftables", NFTABLES), ("nftables_dsr", NFT_DSR), ("routing", ROUTING), ("scapy", SCAPY))
-# The kernel's way of doing a mode, which that mode's rows are held against ("kern" in the table);
-# tunnel has none here (no ipip module), so it is held against DNAT, as every other mode is.
-KERNEL_BASELINE = {"dsr": NFT_DSR}
 
 
 def kernel_baseline(result: VariantResult, by_name: dict[str, VariantResult]) -> str:
-    """The baseline this row's "kern" ratios and targets use: its mode's kernel way if measured, else DNAT."""
-    own = KERNEL_BASELINE.get(result.mode or "")
+    """The baseline this row's "kern" ratios and targets use: the kernel's way of doing its mode, if measured
+    (the netdev MAC rewrite where only the MAC changes: dsr), else DNAT (tunnel has no kernel way here)."""
+    own = NFT_DSR if traits_of(result.mode).backends_on_link else NFTABLES
     return own if own in by_name else NFTABLES
 
 

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pktlb.core.rewrite.registry import MODES, traits_of
 from pktlb.lab.fastpath import hooks_to_measure
 from pktlb.lab.manage import existing_namespaces
 from pktlb.reports.bench.drain import DRAIN_FLOWS, drain
@@ -72,14 +73,14 @@ from pktlb.reports.bench.variants import (
     Variant,
 )
 
-# Baselines measured in a mode's own lab, beside that mode's row (DNAT and routing run in the NAT lab).
-KERNEL_WAYS: dict[str, type[Variant]] = {"dsr": KernelDsr}
 POLL = 0.02  # seconds between looks at the backends' counters
 SETTLE = 0.3  # the run is over once no delivery was seen for this long after the generator finished
 BACKGROUND_PROBE = 0.5  # seconds the LB core is watched, idle, before each flood
 NOISY = 0.05  # a background share above this gets a note in the report
 PACED = 0.8  # CPU per packet is measured at this share of the flood's delivered rate: no overload
 PACED_SECONDS = 4.0  # long enough for ~1000 scheduler ticks on the LB core (CPU time is tick-sampled)
+# The lab that hosts the kernel baselines (routing, nftables DNAT): backends route replies via the LB.
+BASELINE_MODE = next(m for m in MODES if traits_of(m).reverse_nat)
 
 
 Progress = Callable[[str], None]
@@ -185,7 +186,7 @@ def direct_rtts(lab: BenchLab, samples: int) -> list[float]:
     first, client = lab.backend_nodes[0], lab.node("client")
     undo: list[tuple[Any, ...]] = []
     with changed(undo):
-        if lab.mode == "nat":
+        if traits_of(lab.mode).reverse_nat:
             route = [f"{client.address}/32", "via", str(lab.constants["router_server"])]
             lab.run(first.name, ["ip", "route", "replace", *route])
             undo.append((lab.run, first.name, ["ip", "route", "del", *route]))
@@ -271,9 +272,9 @@ def run_bench(opts: BenchOptions, progress: Progress = lambda _: None) -> BenchR
     load = float(report.machine["loadavg_at_start"][0])
     if load > 0.5:
         report.notes.append(f"load average {load} at start: other processes may have shared the LB core")
-    order = sorted(opts.modes, key=lambda m: m != "nat")  # the NAT lab first: it hosts the baselines
-    if opts.baselines and "nat" not in order:
-        order.insert(0, "nat")
+    order = sorted(opts.modes, key=lambda m: m != BASELINE_MODE)  # the NAT lab first: it hosts the baselines
+    if opts.baselines and BASELINE_MODE not in order:
+        order.insert(0, BASELINE_MODE)
     scaling: list[dict[str, Any]] = []
     try:
         for mode in order:
@@ -289,16 +290,17 @@ def run_bench(opts: BenchOptions, progress: Progress = lambda _: None) -> BenchR
                         except BenchError as exc:  # the engine runs, but not with its fast path: say why
                             progress(f"pktlb {mode}, fastpath {hook}: not measured: {exc}")
                             report.notes.append(f"pktlb {mode}, fastpath {hook}: not measured: {exc}")
-                if mode == "nat" and mode in opts.modes and opts.diagnostic:
+                if mode == BASELINE_MODE and mode in opts.modes and opts.diagnostic:
                     report.results.append(run_variant(lab, PktlbRxOnGeneratorCore(mode), opts, None, progress))
-                if mode == "nat" and opts.baselines:
+                if mode == BASELINE_MODE and opts.baselines:
                     for variant in (KernelRouting(), KernelDnat()):
                         report.results.append(run_variant(lab, variant, opts, direct, progress))
                     scapy = ScapyForwarder(opts.scapy_packets, opts.seconds)
                     report.results.append(run_variant(lab, scapy, opts, None, progress, packets=opts.scapy_packets,
                                                       rate=opts.scapy_rate))
-                if mode in KERNEL_WAYS and mode in opts.modes and opts.baselines:
-                    report.results.append(run_variant(lab, KERNEL_WAYS[mode](), opts, direct, progress))
+                if traits_of(mode).backends_on_link and mode in opts.modes and opts.baselines:
+                    # The kernel's own way of this mode, in its lab beside its row (DNAT is in the NAT lab).
+                    report.results.append(run_variant(lab, KernelDsr(), opts, direct, progress))
                 if mode in opts.modes and opts.workers != [1]:
                     runs = [drain(lab, mode, n, opts, progress) for n in opts.workers]
                     base = next((r["pps"] for r in runs if r["workers"] == 1), None)

@@ -24,6 +24,7 @@ from pktlb.core.datapath import DataPath
 from pktlb.core.flowkey import flow_hash
 from pktlb.core.packet.addr import bytes_to_mac, int_to_ip
 from pktlb.core.packet.ipv4 import PROTO_NAMES
+from pktlb.core.rewrite.registry import traits_of
 from pktlb.core.snapshot import BackendView, ServiceView, Snapshot
 from pktlb.reports.explain import dissect
 from pktlb.reports.explain.checksum_steps import ChecksumStep, ip_header_step, l4_step, scapy_checksum
@@ -98,7 +99,7 @@ def explain(datapath: DataPath, frame: bytes, *, source: str, config_label: str,
     reply, reply_note = None, ""
     dec = packet.decision
     if dec["verdict"] == d.FORWARD and dec["reason"] == d.INBOUND:
-        if dec["mode"] in ("nat", "fullnat"):
+        if traits_of(dec["mode"]).replies_via_lb:
             if with_return:
                 reply_frame, what = backend_reply(packet.outputs[0], packet.before)
                 reply = run_pass(datapath, reply_frame, now + 0.001, f"the backend's {what} as it reaches the LB")
@@ -148,7 +149,7 @@ def run_pass(datapath: DataPath, before: bytes, now: float, title: str) -> PassR
         report.emitted = [{"summary": dissect.summary(o),
                            "layers": [{"layer": la.label, "fields": dict(la.fields)} for la in dissect.dissect(o)]}
                           for o in outputs]
-    if dec.mode == "tunnel" and svc is not None and dec.reason in (d.INBOUND, d.FRAG_NEEDED, "too_big"):
+    if traits_of(dec.mode).encap_overhead and svc is not None and dec.reason in (d.INBOUND, d.FRAG_NEEDED, "too_big"):
         report.tunnel = _tunnel(before, outputs, svc, be, snap, dec)
     return report
 
@@ -185,7 +186,7 @@ def _entry_after(datapath: DataPath, dec: d.Decision, frame: bytes, snap: Snapsh
     dst = int.from_bytes(frame[30:34], "big")
     l4 = 14 + (frame[14] & 15) * 4
     dport = int.from_bytes(frame[l4 + 2:l4 + 4], "big")
-    if dec.mode == "fullnat":
+    if traits_of(dec.mode).needs_snat:
         return flows.snat_index.get((proto, dst, dport))
     svc = snap.service_named(dec.service)
     return flows.entries.get((proto, dst, svc.vip, dport, svc.port)) if svc else None
@@ -304,13 +305,14 @@ def _engine_deltas(dec: d.Decision, be: BackendView | None, entry) -> dict[str, 
     if dec.reason not in (d.INBOUND, d.OUTBOUND):
         return {}  # relayed ICMP errors and echo replies are recomputed in full
     inbound = dec.reason == d.INBOUND
-    if dec.mode == "nat" and be is not None:
+    traits = traits_of(dec.mode)
+    if traits.reverse_nat and be is not None:
         if inbound:
             return {"ip": (f"BackendView.in_ip_delta of {be.name} (with TTL-1: 0xfeff)", be.in_ip_delta),
                     "l4": (f"BackendView.in_l4_delta of {be.name}", be.in_l4_delta)}
         return {"ip": (f"BackendView.out_ip_delta of {be.name} (with TTL-1: 0xfeff)", be.out_ip_delta),
                 "l4": (f"BackendView.out_l4_delta of {be.name}", be.out_l4_delta)}
-    if dec.mode == "fullnat" and entry is not None and entry.snat_port:
+    if traits.needs_snat and entry is not None and entry.snat_port:
         base = 0 if inbound else 3
         return {"ip": (f"flow entry nat_deltas[{base}] (computed when the flow was created)", entry.nat_deltas[base]),
                 "l4": (f"flow entry nat_deltas[{base + 1}]", entry.nat_deltas[base + 1])}
@@ -321,13 +323,14 @@ def _tunnel(before: bytes, outputs: list[bytes], svc: ServiceView, be: BackendVi
             dec: d.Decision) -> dict[str, Any]:
     inner_len = int.from_bytes(before[16:18], "big")
     df = bool(before[20] & 0x40)
-    fits = inner_len + TUNNEL_OVERHEAD <= svc.mtu
+    overhead = svc.rewriter.traits.encap_overhead
+    fits = inner_len + overhead <= svc.mtu
     info: dict[str, Any] = {
-        "inner_length": inner_len, "overhead": TUNNEL_OVERHEAD, "outer_length": inner_len + TUNNEL_OVERHEAD,
+        "inner_length": inner_len, "overhead": overhead, "outer_length": inner_len + overhead,
         "mtu": svc.mtu, "fits": fits, "df": df,
     }
     if not fits:
-        info["outcome"] = (f"frag-needed sent to the client with next-hop MTU {svc.mtu - TUNNEL_OVERHEAD}" if df
+        info["outcome"] = (f"frag-needed sent to the client with next-hop MTU {svc.mtu - overhead}" if df
                            else "dropped as too_big (DF clear, and pktlb does not fragment)")
         return info
     if dec.reason != d.INBOUND or be is None or not outputs:
@@ -376,6 +379,6 @@ def bypass_note(snap: Snapshot, dec: dict[str, Any]) -> str:
     svc = snap.service_named(dec["service"])
     vip = int_to_ip(svc.vip) if svc else "the VIP"
     how = ("decapsulates the outer header; the inner packet is addressed to the VIP, which it holds"
-           if dec["mode"] == "tunnel" else "holds the VIP on its lo (arp_ignore=1, arp_announce=2)")
+           if traits_of(dec["mode"]).needs_decapsulator else "holds the VIP on its lo (arp_ignore=1, arp_announce=2)")
     return (f"replies bypass the LB: {dec['backend']} {how}, so its kernel answers from {vip} straight to the "
             f"client through the router; pktlb never sees them, so there is no return rewrite")

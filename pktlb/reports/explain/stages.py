@@ -10,7 +10,7 @@ from pktlb.core import decision as d
 from pktlb.core.checksum import ones_sum
 from pktlb.core.packet.addr import bytes_to_mac, int_to_ip
 from pktlb.core.packet.ipv4 import PROTO_NAMES
-from pktlb.core.rewrite import get_rewriter
+from pktlb.core.rewrite.registry import get_rewriter, traits_of
 from pktlb.core.snapshot import Snapshot
 
 STAGES = ("parse", "classify", "flow table", "scheduler", "rewrite", "emit")
@@ -91,7 +91,7 @@ def classify_text(frame: bytes, snap: Snapshot, dec: d.Decision, info: dict[str,
     reason = dec.reason
     if reason == d.OUTBOUND:
         owner = snap.service_named(dec.service)
-        if dec.mode == "fullnat":
+        if traits_of(dec.mode).needs_snat:
             return [f"addressed to the SNAT address {int_to_ip(owner.snat)}: a reply of a full-NAT flow of "
                     f"service {dec.service}, found by its port in the flow table's SNAT index"]
         return [f"source {int_to_ip(int.from_bytes(frame[26:30], 'big'))} is backend {dec.backend} of NAT service "
@@ -125,7 +125,7 @@ def rewrite_text(snap: Snapshot, dec: d.Decision, changed: list[str]) -> list[st
     elif dec.reason == d.FRAG_NEEDED:
         lines = ["the packet plus the 20-byte outer header exceeds the service MTU and DF is set: the LB answers "
                  "with ICMP fragmentation needed (type 3 code 4) carrying MTU - 20, so the client lowers its path MTU"]
-    elif dec.reason in (d.ICMP_ERROR_TO_BACKEND, d.ICMP_ERROR_TO_CLIENT) and dec.mode in ("nat", "fullnat"):
+    elif dec.reason in (d.ICMP_ERROR_TO_BACKEND, d.ICMP_ERROR_TO_CLIENT) and traits_of(dec.mode).replies_via_lb:
         lines = ["ICMP error relayed: the outer addresses and the quoted header are rewritten the same way the "
                  "flow's packets are, so the receiving kernel recognises its own packet"]
     elif dec.reason == d.ICMP_ERROR_TO_BACKEND:
