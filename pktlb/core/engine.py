@@ -140,7 +140,7 @@ def _inbound(frame, snap: Snapshot, flows: FlowTable, now: float, partial: bool,
         if be is None or be.state == DOWN:
             if be is not None and svc.on_backend_down == "drop":
                 return NONE, d.drop("backend_down", f"flow's backend {be.name} is down", svc.name, svc.mode)
-            be = _pick(svc, flows, key, snap.seed)
+            be = pick_backend(svc, flows, key, snap.seed)
             if be is None:
                 return NONE, d.drop("no_live_backend", "", svc.name, svc.mode)
             flows.rebind(entry, be.name)
@@ -151,7 +151,7 @@ def _inbound(frame, snap: Snapshot, flows: FlowTable, now: float, partial: bool,
         if proto == PROTO_TCP:
             _track(entry, flags)
     else:
-        be = _pick(svc, flows, key, snap.seed)
+        be = pick_backend(svc, flows, key, snap.seed)
         if be is None:
             return NONE, d.drop("no_live_backend", "", svc.name, svc.mode)
         if proto == PROTO_TCP:
@@ -206,7 +206,8 @@ def _inbound_segments(frame: bytearray, l4: int, mss: int, svc: ServiceView, be:
     return out, True
 
 
-def _pick(svc: ServiceView, flows: FlowTable, key, seed: int) -> BackendView | None:
+def pick_backend(svc: ServiceView, flows: FlowTable, key, seed: int) -> BackendView | None:
+    """A new flow's backend: the seeded flow hash, then the service's scheduler (shared: the bench profiles it)."""
     return svc.scheduler.pick(key, flow_hash(key[0], key[1], key[2], key[3], key[4], seed), flows.loads_for(svc.name))
 
 
@@ -298,7 +299,7 @@ def _icmp_to_vip(frame, snap: Snapshot, flows: FlowTable, now: float, vip: int, 
     be = svc.by_name.get(entry.backend) if entry else None
     rw = svc.rewriter
     if be is None and rw.traits.recomputes_backend:
-        be = _pick(svc, flows, key, snap.seed)  # consistent hashing finds the flow's backend without state
+        be = pick_backend(svc, flows, key, snap.seed)  # consistent hashing finds the flow's backend without state
     if be is None:
         return NONE, d.drop("icmp_no_flow", "", svc.name, svc.mode)
     if frame[22] <= (1 if rw.traits.decrements_ttl else 0):  # no ICMP about ICMP errors

@@ -23,6 +23,7 @@ from pktlb.adapters.fanout import (
 )
 from pktlb.core.config import parse_config
 from pktlb.core.datapath import DataPath
+from pktlb.core.engine import pick_backend
 from pktlb.core.flowtable import SnatPorts
 from pktlb.core.packet.addr import ip_to_int
 from pktlb.reports.bench import benchgen, profile
@@ -320,7 +321,7 @@ def test_parse_classify_mirror_agrees_with_the_engine():
     svc, key, l4, csum_off = profile.parse_classify(bytearray(frame), dp.snapshot)
     _, decision = dp.handle(frame, 1.0)
     assert (decision.service, decision.flow_key, l4, csum_off) == (svc.name, key, 34, 40)
-    assert profile.schedule(svc, dp.flows, key, dp.snapshot.seed).name == decision.backend  # the engine's pick
+    assert pick_backend(svc, dp.flows, key, dp.snapshot.seed).name == decision.backend  # what the profile times
     wrong_port[36:38] = (9).to_bytes(2, "big")
     assert profile.parse_classify(wrong_port, dp.snapshot)[0] is None
 

@@ -32,7 +32,6 @@ from pktlb.core import engine
 from pktlb.core.config import Config, parse_config
 from pktlb.core.datapath import DataPath
 from pktlb.core.decision import FORWARD, INBOUND, Decision
-from pktlb.core.flowkey import flow_hash
 from pktlb.core.packet.addr import ip_to_int, mac_to_bytes
 from pktlb.core.rewrite.registry import traits_of
 from pktlb.core.sched.registry import scheduler_names
@@ -95,11 +94,6 @@ def parse_classify(frame: bytearray, snap: Any) -> tuple[Any, tuple[int, ...], i
     return svc, (proto, src, dst, sport, dport), l4, csum_off  # type: ignore[return-value]
 
 
-def schedule(svc: Any, flows: Any, key: tuple[int, int, int, int, int], seed: int) -> Any:
-    """A new flow's backend as the engine picks it: the seeded flow hash, then the service's scheduler."""
-    return svc.scheduler.pick(key, flow_hash(*key, seed), flows.loads_for(svc.name))
-
-
 def _per_call_ns(fn: Callable[[Any], Any], items: Sequence[Any]) -> float:
     """CPU nanoseconds per ``fn(item)``, minus the bare loop over the same items.
 
@@ -160,7 +154,7 @@ def stage_costs(mode: str, iterations: int = 20_000, repeats: int = 3) -> dict[s
         "parse + classify": _best(lambda: _per_call_ns(lambda f: parse_classify(f, snap), client_frames(iterations, 64)),
                                   repeats),
         "flow lookup (hit)": _best(lambda: _per_call_ns(lookup, range(iterations)), repeats),
-        "schedule (miss)": _best(lambda: _per_call_ns(lambda k: schedule(svc, flows, k, snap.seed), misses),
+        "schedule (miss)": _best(lambda: _per_call_ns(lambda k: engine.pick_backend(svc, flows, k, snap.seed), misses),
                                  repeats),
         "flow insert (miss)": _best(lambda: _per_call_ns(insert, misses), repeats),
         "rewrite": _best(lambda: _per_call_ns(rewrite, client_frames(iterations, 1)), repeats),
@@ -188,7 +182,7 @@ def scheduler_costs(mode: str, iterations: int, repeats: int) -> dict[str, float
         keys = [(17, ip_to_int(CLIENT) + i % 64, svc.vip, 20000 + i, PORT) for i in range(iterations)]
 
         def pick(key: Any, svc: Any = svc, flows: Any = dp.flows, seed: int = dp.snapshot.seed) -> Any:
-            return schedule(svc, flows, key, seed)
+            return engine.pick_backend(svc, flows, key, seed)
 
         out[name] = _best(lambda pick=pick, keys=keys: _per_call_ns(pick, keys), repeats)
     return out
