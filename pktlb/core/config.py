@@ -75,6 +75,9 @@ class FlowConfig:
     udp_timeout: float = 30.0
 
 
+FASTPATH_HOOKS = ("off", "xdp", "tc")
+
+
 @dataclass(frozen=True)
 class LbConfig:
     # lb.interface: one name or a list; empty (left out): every interface that is up, except loopback.
@@ -86,6 +89,7 @@ class LbConfig:
     control_socket: str = "/run/pktlb/pktlb.sock"
     hash_seed: int = DEFAULT_SEED
     capture_dir: str | None = None
+    fastpath: str = "off"  # the kernel fast path: off, xdp or tc (pktlb run --fastpath overrides it)
 
     @property
     def interface(self) -> str:
@@ -187,12 +191,13 @@ def _service(table: Any, path: str) -> ServiceConfig:
 def config_from_dict(data: dict[str, Any]) -> Config:
     root = _Section(data, "", {"lb", "flows", "service"})
     lbs = _Section(root.get("lb", dict, {}), "lb", {"interface", "address", "mac", "gateway", "gateway_mac",
-                                                   "control_socket", "hash_seed", "capture_dir"})
+                                                   "control_socket", "hash_seed", "capture_dir", "fastpath"})
     lb = LbConfig(
         interfaces=_interfaces(lbs), address=lbs.ipv4("address", "198.18.0.2"), mac=lbs.mac("mac"),
         gateway=lbs.ipv4("gateway", None), gateway_mac=lbs.mac("gateway_mac"),
         control_socket=lbs.get("control_socket", str, "/run/pktlb/pktlb.sock"),
         hash_seed=lbs.int_in("hash_seed", 0, 2**32 - 1, DEFAULT_SEED), capture_dir=lbs.get("capture_dir", str, None),
+        fastpath=lbs.choice("fastpath", FASTPATH_HOOKS, "off"),
     )
     fs = _Section(root.get("flows", dict, {}), "flows", {"max_entries", "syn_timeout", "tcp_timeout",
                                                         "fin_timeout", "udp_timeout"})

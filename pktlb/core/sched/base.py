@@ -53,6 +53,10 @@ class Scheduler(ABC):
     consistent: ClassVar[bool] = False  # True when removing a backend only moves that backend's flows
     weighted: ClassVar[bool] = True  # False when shares ignore the weights (rr)
     uses_byte_rate: ClassVar[bool] = False  # True: the engine feeds each packet's bytes to BackendLoad (bw)
+    # What ``lookup_table`` is indexed by when the choice is a pure function of the packet ("flow": the
+    # 5-tuple hash, "source": the source-address hash), None when it needs state (the kernel fast path
+    # then punts new flows to Python).
+    hash_input: ClassVar[str | None] = None
 
     def __init__(self, backends: Sequence[BackendView], *, seed: int, table_size: int = 65537) -> None:
         # A backend of weight 0 never takes a new flow (the snapshot builder already filters them out).
@@ -62,6 +66,10 @@ class Scheduler(ABC):
     @abstractmethod
     def pick(self, key: FlowKey, flow_hash: int, loads: Mapping[str, BackendLoad]) -> BackendView | None:
         """The backend for a new flow, or None when there is none to pick."""
+
+    def lookup_table(self) -> tuple[BackendView, ...]:
+        """For a ``hash_input`` scheduler: ``pick`` is ``table[h % len(table)]`` (empty: no backend)."""
+        return ()
 
     def explain(self, key: FlowKey, flow_hash: int, loads: Mapping[str, BackendLoad]) -> str:
         """One line saying why ``pick`` chose what it chose (for ``pktlb explain``)."""

@@ -40,6 +40,9 @@ class _ModNScheduler(Scheduler):
     def _hash(self, key: FlowKey, flow_hash: int) -> int:
         raise NotImplementedError
 
+    def lookup_table(self) -> tuple[BackendView, ...]:
+        return self._list
+
     def pick(self, key: FlowKey, flow_hash: int, loads: Mapping[str, BackendLoad]) -> BackendView | None:
         entries = self._list
         return entries[self._hash(key, flow_hash) % len(entries)] if entries else None
@@ -59,6 +62,7 @@ class FlowHashScheduler(_ModNScheduler):
     name = "hash"
     summary = "5-tuple hash mod N"
     hashed = "5-tuple"
+    hash_input = "flow"
 
     def _hash(self, key: FlowKey, flow_hash: int) -> int:
         return flow_hash
@@ -74,6 +78,7 @@ class SourceHashScheduler(_ModNScheduler):
     name = "sh"
     summary = "source-address hash mod N"
     hashed = "source"
+    hash_input = "source"
 
     def _hash(self, key: FlowKey, flow_hash: int) -> int:
         return src_hash(key[1], self.seed)

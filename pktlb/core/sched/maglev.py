@@ -121,6 +121,7 @@ class MaglevScheduler(Scheduler):
     name = "maglev"
     summary = "Maglev consistent hash (weighted lookup table)"
     consistent = True
+    hash_input = "flow"
 
     def __init__(self, backends: Sequence[BackendView], *, seed: int, table_size: int = DEFAULT_TABLE_SIZE) -> None:
         super().__init__(backends, seed=seed, table_size=table_size)
@@ -142,6 +143,9 @@ class MaglevScheduler(Scheduler):
             return "maglev: no eligible backend"
         slot = flow_hash % self.table_size
         return f"maglev: hash 0x{flow_hash:08x} -> slot {slot} of {self.table_size} -> {self._slots[slot].name}"
+
+    def lookup_table(self) -> tuple[BackendView, ...]:
+        return self._slots
 
     def slot_counts(self) -> dict[str, int]:
         """Slots owned per backend name (every eligible backend appears, possibly with 0)."""
