@@ -7,6 +7,7 @@ import shlex
 
 from pktlb.core.rewrite.registry import traits_of
 from pktlb.lab import steps as st
+from pktlb.lab.fastpath import pass_object
 from pktlb.lab.netns import Namespace
 from pktlb.lab.nftables import DsrPort, guard_ruleset, kernel_dsr_ruleset, kernel_lb_ruleset
 from pktlb.lab.paths import LabPaths
@@ -31,6 +32,9 @@ def build_steps(plan: Plan) -> list[st.Step]:
             if iface.kind == "veth" and iface.port and iface.mac:
                 out.append(st.fdb_static(sw, iface.port, iface.mac))
     out += _nft_steps(plan)
+    if plan.options.fastpath == "xdp":  # the engine's XDP_TX out of the LB's veth needs XDP on its switch port
+        out += [st.xdp_pass(sw, str(iface.port), str(pass_object()))
+                for node in plan.by_role("lb") for iface in node.interfaces if iface.kind == "veth" and iface.port]
     return out
 
 

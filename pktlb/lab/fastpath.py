@@ -11,7 +11,9 @@ started it.
 from __future__ import annotations
 
 from dataclasses import fields
+from pathlib import Path
 
+from pktlb.adapters.fastpath import object_path
 from pktlb.core import config as core_config
 
 HOOKS = ("xdp", "tc")  # where the program can run: before the packet socket (XDP) or after it (tc ingress)
@@ -57,3 +59,9 @@ def hooks_to_measure(asked: list[str] | None) -> list[str]:
     if asked is None:
         return list(fastpath_hooks()[:1])
     return [h for h in asked if h != OFF]
+
+
+def pass_object() -> Path:
+    """The XDP_PASS program (``make fastpath`` builds it beside the fast path) that a veth peer of an
+    interface with the XDP fast path must run: a veth hands XDP_TX frames only to a peer with XDP."""
+    return object_path().with_name("pass.bpf.o")

@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 
 from pktlb.core.rewrite.registry import traits_of
 from pktlb.daemon.ctlsock import ControlClientError, answers, request, worker_socket
+from pktlb.lab.fastpath import pass_object
 from pktlb.lab.manage import log_tail, pktlb_program
 from pktlb.lab.nftables import GUARD_TABLE, KERNEL_DSR_TABLE, DsrPort, guard_ruleset, kernel_dsr_ruleset
 from pktlb.reports.bench.lab import (
@@ -142,6 +143,10 @@ class PktlbVariant(Variant):
 
     def start(self, lab: BenchLab, undo: list[tuple[Any, ...]]) -> None:
         set_forwarding(lab, 0, undo)
+        if self.fastpath == "xdp":  # the program's XDP_TX reaches the switch only if the peer runs XDP too
+            port = lab.lb_switch_port
+            lab.run("sw", ["ip", "-force", "link", "set", "dev", port, "xdp", "obj", str(pass_object()), "sec", "xdp"])
+            undo.append((lab.run, "sw", ["ip", "link", "set", "dev", port, "xdp", "off"]))
         c = lab.constants
         backends = [(b.name, b.address, b.interfaces[0].mac) for b in lab.backend_nodes]
         lab_config = lab.paths.config.read_text()
