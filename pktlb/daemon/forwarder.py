@@ -14,6 +14,7 @@ wrong.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import time
@@ -254,7 +255,11 @@ class Forwarder:
         flows, count, target = self.datapath.flows, self.datapath.stats.count, self.egress.target
         captures = self.captures
         for _ in range(8):  # bounded work per wake-up so timers and the control socket stay responsive
-            batch = port.recv_batch(self.batch)
+            try:
+                batch = port.recv_batch(self.batch)
+            except OSError as exc:  # the socket reports a link going down (or away) once: routes follow it
+                self._port_error(index, exc)
+                return
             if not batch:
                 return
             outs: dict[RawPort, tuple[list[bytearray], list[Any]]] = {}
@@ -287,6 +292,15 @@ class Forwarder:
                     stamp = time.time()
                     for frame in out:
                         captures["tx"].write(frame, stamp)
+
+    def _port_error(self, index: int, exc: OSError) -> None:
+        port = self.ports[index]
+        if exc.errno in (errno.ENODEV, errno.ENXIO):
+            self.reactor.remove_reader(port)
+            log.warning("interface %s is gone: no longer receiving on it", port.ifname)
+        else:
+            log.info("interface %s: %s (routes through it are followed as the kernel changes them)",
+                     port.ifname, errno.errorcode.get(exc.errno or 0, exc))
 
     def _tick(self) -> None:
         self.datapath.flows.expire(time.monotonic())
