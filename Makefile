@@ -4,8 +4,10 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PKTLB := $(VENV)/bin/pktlb
-# Debian packages the lab, tests, demo and benchmarks use.
-DEBS := iproute2 nftables ethtool iputils-ping curl iperf3 wrk tcpdump python3-venv python3-dev gcc procps util-linux kmod apache2-utils hping3 chromium bird2
+# Debian packages the lab, tests, demo and benchmarks use.  haproxy and bird2 only ever run inside lab
+# namespaces (started by the lab supervisor): `make deps` installs them behind a policy-rc.d that starts
+# no daemon in the root namespace (an existing policy-rc.d, such as Docker's, is left as it is).
+DEBS := iproute2 nftables ethtool iputils-ping curl iperf3 wrk tcpdump python3-venv python3-dev gcc procps util-linux kmod apache2-utils hping3 chromium bird2 haproxy
 PYTEST_ARGS ?=
 
 .PHONY: all deps venv test unit labtest lint demo bench fuzz clean lab-clean
@@ -17,8 +19,14 @@ deps:
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" != 0 ]; then echo "missing Debian packages:$$missing (run as root to install)"; exit 1; fi; \
 	  echo "installing Debian packages:$$missing"; \
+	  guard=""; if [ ! -e /usr/sbin/policy-rc.d ]; then \
+	    printf '#!/bin/sh\n# pktlb make deps: start no system daemon (haproxy, bird) while installing\nexit 101\n' \
+	      > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && guard=1; \
+	  fi; \
 	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; rc=$$?; \
+	  if [ -n "$$guard" ]; then rm -f /usr/sbin/policy-rc.d; fi; \
+	  exit $$rc; \
 	fi
 
 $(VENV)/.installed: setup.cfg pyproject.toml

@@ -1,4 +1,4 @@
-"""``pktlb bench``: the engine in each mode against the kernel's routing and nftables DNAT and a scapy loop."""
+"""``pktlb bench``: the engine in each mode against the kernel's routing, nftables DNAT and DSR, and a scapy loop."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def _modes(_ctx: click.Context, _param: click.Parameter, value: str) -> list[str
 @click.option("--memory", is_flag=True, help="Flow-table bytes per entry, RSS at 1M flows, RSS over a long flood.")
 @click.option("--memory-seconds", default=60.0, show_default=True, type=click.FloatRange(5, 600),
               help="Length of the flood with changing flows during which --memory samples the engine's RSS.")
-@click.option("--no-baselines", is_flag=True, help="Skip kernel routing, nftables DNAT and the scapy forwarder.")
+@click.option("--no-baselines", is_flag=True, help="Skip kernel routing, nftables DNAT and DSR, and the scapy forwarder.")
 @click.option("--no-diagnostic", is_flag=True,
               help="Skip the engine run without receive steering (nat, its receive work left on CPU 0).")
 @click.option("--scapy-packets", default=20_000, show_default=True, type=click.IntRange(100, 1_000_000),
@@ -58,7 +58,7 @@ def bench(modes: list[str], packets: int, seconds: float, workers: list[int], pr
 
     Builds a lab per mode, floods it with 64-byte UDP frames (generator on CPU 0, LB on CPU 1) and
     reports delivered packets per second, LB CPU microseconds per packet, loss, the ratios to the
-    kernel's nftables DNAT and routing, and the latency the LB adds.  Every lab is removed after.
+    kernel's nftables DNAT (DSR for dsr) and routing, and the latency the LB adds.  Every lab is removed after.
     """
     from pktlb.reports.bench.lab import BenchError
     from pktlb.reports.bench.options import BenchOptions

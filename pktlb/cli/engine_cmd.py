@@ -12,7 +12,7 @@ from pktlb.cli.common import emit_json, lab_option, load_config_or_exit, refuse_
 from pktlb.core.config import LbConfig
 from pktlb.daemon.ctlsock import ControlClientError, request, worker_sockets
 from pktlb.daemon.worker_stats import merge_worker_stats
-from pktlb.lab.engines import EngineNotFound, find_engine, lab_engine
+from pktlb.lab.engines import EngineNotFound, find_engine, find_lab, lab_engine
 
 DEFAULT_SOCKET = LbConfig.control_socket
 socket_option = click.option("-s", "--socket", "socket_path", default=None,
@@ -94,6 +94,24 @@ def run(config_path: str, workers: int, capture_dir: str | None, socket_path: st
         raise click.ClickException(str(exc)) from None
 
 
+def _lab_haproxy_socket(lab_prefix: str | None) -> str | None:
+    """The stats socket of the lab's HAProxy (an l7 lab with --engine haproxy), None for any other lab."""
+    try:
+        lab = find_lab(lab_prefix)
+    except EngineNotFound:
+        return None
+    return str(lab.haproxy_socket) if lab.haproxy_socket.exists() else None
+
+
+def _haproxy_stats(socket_path: str) -> dict[str, Any]:
+    from pktlb.adapters.haproxy_stats import HaproxyStatsError, haproxy_stats
+
+    try:
+        return haproxy_stats(socket_path)
+    except HaproxyStatsError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 @click.command()
 @socket_option
 @config_option
@@ -103,10 +121,20 @@ def stats(socket_path: str | None, config_path: str | None, lab_prefix: str | No
     """Per service and backend: state, weight, active flows, packets/bytes in and out, rates, drops by reason.
 
     Against `pktlb proxy`'s socket: per backend requests, responses by class, connections opened and
-    reused, pooled connections; rejections by reason."""
-    data = _merged_stats(_socket(socket_path, config_path, lab_prefix))
+    reused, pooled connections; rejections by reason.  For an l7 lab with --engine haproxy: HAProxy's
+    counters from its stats socket, in the same columns."""
+    haproxy = None if socket_path or config_path else _lab_haproxy_socket(lab_prefix)
+    if haproxy:
+        data = _haproxy_stats(haproxy)
+    else:
+        data = _merged_stats(_socket(socket_path, config_path, lab_prefix))
     if as_json:
         emit_json(data)
+        return
+    if data.get("kind") == "haproxy":
+        from pktlb.cli.proxy_text import render_haproxy_stats
+
+        click.echo(render_haproxy_stats(data))
         return
     if data.get("kind") == "l7-proxy":
         from pktlb.cli.proxy_text import render_proxy_stats

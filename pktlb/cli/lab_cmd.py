@@ -8,8 +8,9 @@ import sys
 
 import click
 
+from pktlb.cli.lab_backend_cmd import lab_backend
 from pktlb.core.config import MODES
-from pktlb.lab.topology import DECAP_CHOICES, DEFAULT_PREFIX, ENGINES, LabError, LabOptions
+from pktlb.lab.topology import DECAP_CHOICES, DEFAULT_PREFIX, ENGINES, LAB_MODES, LabError, LabOptions
 
 PREFIX_OPTION = click.option("--prefix", default=DEFAULT_PREFIX, show_default=True,
                              help="Name prefix of the lab's namespaces (one lab per prefix).")
@@ -26,14 +27,18 @@ def lab() -> None:
 
 
 @lab.command()
-@click.option("--mode", type=click.Choice(MODES), required=True, help="Forwarding mode the lab is set up for.")
+@click.option("--mode", type=click.Choice(LAB_MODES), required=True,
+              help="Forwarding mode the lab is set up for; l7: an HTTP proxy on the LB owns the VIP.")
 @click.option("--backends", type=click.IntRange(1, 64), default=3, show_default=True, help="Number of backends.")
 @click.option("--clients", type=click.IntRange(1, 16), default=1, show_default=True,
               help="Number of client namespaces (client, client2, ...).")
-@click.option("--scheduler", default="maglev", show_default=True, help="Scheduler written into the engine config.")
+@click.option("--scheduler", default=None,
+              help="Scheduler written into the engine config [default: maglev; rr in mode l7, per request].")
 @PREFIX_OPTION
 @click.option("--engine", type=click.Choice(ENGINES), default="pktlb", show_default=True,
-              help="pktlb: run `pktlb run` in the LB; kernel: nftables DNAT baseline (nat, fullnat); none: no LB.")
+              help="pktlb: run `pktlb run` in the LB (`pktlb proxy` in mode l7); kernel: nftables baseline (DNAT "
+                   "for nat, fullnat; a netdev MAC rewrite for dsr); haproxy: HAProxy as the L7 baseline (mode l7); "
+                   "none: no LB.")
 @click.option("--no-engine", is_flag=True, help="Alias of --engine none.")
 @click.option("--decap", type=click.Choice(DECAP_CHOICES), default="auto", show_default=True,
               help="Tunnel mode: kernel ipip (tunl0), user-space `pktlb decap`, or auto (kernel where it has ipip).")
@@ -43,18 +48,27 @@ def lab() -> None:
 @click.option("--ecmp", type=click.Choice(["multipath", "resilient"]), default="multipath", show_default=True,
               help="LB tier: the router's ordinary multipath route, or a kernel resilient next-hop group.")
 @click.option("--bfd", is_flag=True, help="LB tier: BFD on the BGP sessions (100 ms x 3) besides the 3 s hold timer.")
+@click.option("--service-time", type=click.FloatRange(0, 60_000), default=0.0, metavar="MS",
+              help="Backend capacity: milliseconds each request holds one of the backend's slots (0: none).")
+@click.option("--max-concurrent", type=click.IntRange(0, 1024), default=0, metavar="N",
+              help="Backend capacity: requests each backend serves at once, the others queue (0: unlimited); "
+                   "one backend then answers at most N / service time requests per second.")
 @click.option("--dry-run", is_flag=True, help="Print the commands the lab would run; change nothing.")
 @click.option("--verbose-steps", is_flag=True, help="Print each step as it is applied.")
-def up(mode: str, backends: int, clients: int, scheduler: str, prefix: str, engine: str, no_engine: bool,
-       decap: str, lbs: int, ecmp: str, bfd: bool, dry_run: bool, verbose_steps: bool) -> None:
+def up(mode: str, backends: int, clients: int, scheduler: str | None, prefix: str, engine: str, no_engine: bool,
+       decap: str, lbs: int, ecmp: str, bfd: bool, service_time: float, max_concurrent: int, dry_run: bool,
+       verbose_steps: bool) -> None:
     """Build the lab (or reuse an identical one that is already up)."""
     from pktlb.core.sched.base import scheduler_names
     from pktlb.lab import manage
+    from pktlb.lab.topology import load_topology, mode_default
 
+    scheduler = scheduler or mode_default(load_topology(), mode, "scheduler", "maglev")
     if scheduler not in scheduler_names():
         _fail(f"unknown scheduler {scheduler!r}: expected one of {', '.join(scheduler_names())}")
     options = LabOptions(mode=mode, backends=backends, clients=clients, scheduler=scheduler, prefix=prefix,
-                         engine="none" if no_engine else engine, decap=decap, lbs=lbs, ecmp=ecmp, bfd=bfd)
+                         engine="none" if no_engine else engine, decap=decap, lbs=lbs, ecmp=ecmp, bfd=bfd,
+                         service_time=service_time, max_concurrent=max_concurrent)
     try:
         if dry_run:
             click.echo(manage.dry_run(options), nl=False)
@@ -71,9 +85,14 @@ def up(mode: str, backends: int, clients: int, scheduler: str, prefix: str, engi
     click.echo(f"lab {prefix!r} up in {result.seconds:.1f} s ({result.steps} steps): mode {mode}, engine "
                f"{options.engine}, VIP {c['vip']}:{c['service_port']}/tcp, {backends} backends, {clients} clients"
                + (f", decapsulation {plan.decap_kind}" if plan.decap_kind else "")
-               + (f", {lbs} LBs behind the BGP router ({ecmp}{', BFD' if bfd else ''})" if lbs > 1 else ""))
+               + (f", {lbs} LBs behind the BGP router ({ecmp}{', BFD' if bfd else ''})" if lbs > 1 else "")
+               + (f", backend capacity {service_time:g} ms x {max_concurrent or 'unlimited'}" if service_time
+                  or max_concurrent else ""))
     click.echo(f"try: pktlb lab exec client -- curl -s http://{c['vip']}/   |   pktlb lab status   |   pktlb lab down"
                + ("" if prefix == DEFAULT_PREFIX else f" --prefix {prefix}"))
+    if plan.layer == 7 and options.engine != "none":
+        click.echo(f"L7: pktlb lab exec client -- curl -s -H 'Host: api.lab' http://{c['vip']}/   (content routing; "
+                   f"/static/ goes to be{backends})   |   pktlb stats --lab {prefix}")
     if options.engine == "pktlb":
         click.echo(f"watch: pktlb dashboard --lab {prefix}   (then open http://127.0.0.1:9180/ ; /metrics for Prometheus)")
     for warning in result.warnings:
@@ -213,5 +232,7 @@ def decap(address: str, tun_name: str, stats_file: str | None, ready_file: str |
                                                              max_packets=max_packets)
     click.echo(json.dumps(stats.as_dict()))
 
+
+lab.add_command(lab_backend)  # `pktlb lab backend add|remove` (pktlb/cli/lab_backend_cmd.py)
 
 COMMANDS = [lab, doctor, decap]

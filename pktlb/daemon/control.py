@@ -118,9 +118,15 @@ class ControlPlane:
                                 f"weight {backend.weight})")
 
     def remove_backend(self, service: str, backend: str) -> Change:
+        """Remove a backend and forget its runtime state (admin, health, weight override), so a
+        backend added again under the same name starts fresh: up, unchecked, its own weight (a
+        drained-then-removed backend must not come back still draining)."""
         self.backend(service, backend)
+        key = (service, backend)
         with self._transaction():
-            self.removed.add((service, backend))
+            self.removed.add(key)
+            for table in (self.admin, self.health, self.weights):
+                table.pop(key, None)
             return self.rebuild(f"{service}/{backend} removed")
 
     def set_path_mtus(self, mtus: dict[str, int]) -> Change | None:

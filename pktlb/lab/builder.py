@@ -7,9 +7,9 @@ import shlex
 
 from pktlb.lab import steps as st
 from pktlb.lab.netns import Namespace
-from pktlb.lab.nftables import guard_ruleset, kernel_lb_ruleset
+from pktlb.lab.nftables import DsrPort, guard_ruleset, kernel_dsr_ruleset, kernel_lb_ruleset
 from pktlb.lab.paths import LabPaths
-from pktlb.lab.topology import Plan
+from pktlb.lab.topology import Node, Plan
 
 
 def build_steps(plan: Plan) -> list[st.Step]:
@@ -64,12 +64,29 @@ def _nft_steps(plan: Plan) -> list[st.Step]:
             out.append(st.nft_load(node.namespace, guard_ruleset(lb_if, c["vip_network"], own_snat, c["snat_ports"]),
                                    "ingress guard (drop VIP traffic before the LB's kernel sees it)"))
         if node.kernel_lb:
-            backends = [b.address for b in plan.by_role("backend")]
-            ruleset = kernel_lb_ruleset(c["vip"], int(c["service_port"]), backends, plan.options.scheduler,
-                                        snat, c["snat_ports"], int(c["iperf_port"]))
-            out.append(st.nft_load(node.namespace, ruleset, "kernel load balancer (DNAT"
-                                   + (" + SNAT)" if snat else ")")))
+            out.append(KERNEL_LB[plan.options.mode](plan, node, lb_if, snat))
     return out
+
+
+def _kernel_dnat(plan: Plan, node, lb_if: str, snat: str | None) -> st.Step:
+    c = plan.constants
+    backends = [b.address for b in plan.by_role("backend")]
+    ruleset = kernel_lb_ruleset(c["vip"], int(c["service_port"]), backends, plan.options.scheduler,
+                                snat, c["snat_ports"], int(c["iperf_port"]))
+    return st.nft_load(node.namespace, ruleset, "kernel load balancer (DNAT" + (" + SNAT)" if snat else ")"))
+
+
+def _kernel_dsr(plan: Plan, node, lb_if: str, snat: str | None) -> st.Step:
+    c = plan.constants
+    ports = [DsrPort("tcp", int(c["service_port"]), per_flow=plan.options.scheduler != "sh"),
+             DsrPort("tcp", int(c["iperf_port"]), per_flow=False)]
+    macs = [str(b.interfaces[0].mac) for b in plan.by_role("backend")]
+    ruleset = kernel_dsr_ruleset(lb_if, str(node.interface(lb_if).mac), c["vip"], ports, macs, c["vip_network"])
+    return st.nft_load(node.namespace, ruleset, "kernel load balancer (netdev DSR: MAC rewrite, fwd)")
+
+
+# What the kernel engine loads, by mode (the lab refuses the kernel engine in the other modes).
+KERNEL_LB = {"nat": _kernel_dnat, "fullnat": _kernel_dnat, "dsr": _kernel_dsr}
 
 
 def render_dry_run(plan: Plan, steps: list[st.Step], config_text: str) -> str:
@@ -92,3 +109,14 @@ def render_dry_run(plan: Plan, steps: list[st.Step], config_text: str) -> str:
     for svc in plan.services:
         lines.append(shlex.join(Namespace(svc.namespace).argv(svc.argv)) + " &")
     return "\n".join(lines) + "\n"
+
+
+def node_steps(plan: Plan, node: Node) -> list[st.Step]:
+    """The steps that add one node to a lab that is already up (`pktlb lab backend add`): its namespace,
+    the same wiring `lab up` gives it for the mode, and its static FDB entries on the switch."""
+    ns = node.namespace
+    out = [st.netns_add(ns), st.sysctls(ns, plan.common_sysctls), st.link_set(ns, "lo")]
+    out += _node_steps(plan, node)
+    out += [st.fdb_static(plan.switch_namespace, iface.port, iface.mac) for iface in node.interfaces
+            if iface.kind == "veth" and iface.port and iface.mac]
+    return out

@@ -98,6 +98,16 @@ class Capacity:
                     "peak_in_service": self.peak_in_service, "peak_waiting": self.peak_waiting}
 
 
+def capacity_args(service_time_ms: float, max_concurrent: int) -> list[str]:
+    """The ``pktlb.lab.httpd`` options for a capacity (none for 0 and 0: no capacity, as before)."""
+    args = []
+    if service_time_ms:
+        args += ["--service-time", f"{service_time_ms:g}"]
+    if max_concurrent:
+        args += ["--max-concurrent", str(max_concurrent)]
+    return args
+
+
 class CapacityMixin:
     """Put before the HTTP handler class: every request but ``EXEMPT_PATHS`` goes through ``capacity``."""
 
@@ -143,4 +153,4 @@ class CapacityMixin:
         self._through_capacity(super().do_PUT)  # type: ignore[misc]
 
 
-__all__ = ["Capacity", "CapacityMixin", "SlotTiming", "EXEMPT_PATHS"]
+__all__ = ["Capacity", "CapacityMixin", "SlotTiming", "EXEMPT_PATHS", "capacity_args"]

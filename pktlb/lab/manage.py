@@ -22,6 +22,7 @@ from typing import Any
 from pktlb.lab import state as st
 from pktlb.lab.builder import build_steps, render_dry_run
 from pktlb.lab.engine_config import checked_engine_config
+from pktlb.lab.l7 import await_backends_up, engine_socket, l7_files
 from pktlb.lab.netns import CommandError, Namespace, namespaces
 from pktlb.lab.paths import BadPrefix, LabPaths
 from pktlb.lab.steps import Step, StepError, apply_steps
@@ -66,18 +67,37 @@ def plan_lab(options: LabOptions, data: dict[str, Any] | None = None) -> Plan:
 
 def tier_build(plan: Plan) -> TierBuild | None:
     """The LB tier's changes to the plan (``--lbs`` 2..8), or None for the single-LB lab."""
-    return apply_tier(plan, pktlb=pktlb_program()) if plan.options.lbs != 1 else None
+    if plan.options.lbs == 1:
+        return None
+    if plan.layer != 4:
+        raise LabError(f"--lbs {plan.options.lbs}: the LB tier is built for the L4 modes (nat, fullnat, tunnel, dsr), "
+                       f"not mode {plan.options.mode}")
+    return apply_tier(plan, pktlb=pktlb_program())
+
+
+def lab_files(plan: Plan) -> dict[str, str]:
+    """The single-LB lab's config files (name in the state directory -> text): the engine's pktlb.toml,
+    or in mode l7 the proxy's (and haproxy.cfg rendered from it).  ConfigError for a bad one."""
+    if plan.layer == 7:
+        return l7_files(plan)[0]
+    text, _ = checked_engine_config(plan)
+    return {LabPaths.at(plan.statedir).config.name: text}
+
+
+def _files_comment(plan: Plan, files: dict[str, str]) -> str:
+    return "".join(f"\n# {plan.statedir}/{name}:\n" + "".join(f"#   {line}\n" for line in text.splitlines())
+                   for name, text in sorted(files.items()))
 
 
 def dry_run(options: LabOptions) -> str:
     plan = plan_lab(options)
     tier = tier_build(plan)
     if tier is None:
-        config_text, _ = checked_engine_config(plan)
-        return render_dry_run(plan, build_steps(plan), config_text)
-    files = "".join(f"\n# {plan.statedir}/{name}:\n" + "".join(f"#   {line}\n" for line in text.splitlines())
-                    for name, text in sorted(tier.files.items()))
-    return render_dry_run(plan, build_steps(plan) + tier.steps, files)
+        files = lab_files(plan)
+        main = files.pop(LabPaths.at(plan.statedir).config.name)
+        rendered = "".join(f"\n# {name}, rendered from it:\n{text}" for name, text in files.items())
+        return render_dry_run(plan, build_steps(plan), main + rendered)
+    return render_dry_run(plan, build_steps(plan) + tier.steps, _files_comment(plan, tier.files))
 
 
 def existing_namespaces(prefix: str) -> list[str]:
@@ -106,7 +126,7 @@ def lab_up(options: LabOptions, *, progress: Callable[[Step], None] | None = Non
     reused = _reuse_or_refuse(options)
     if reused:
         return UpResult(plan, reused=True, seconds=time.monotonic() - started)
-    config_text, _ = checked_engine_config(plan)
+    files = lab_files(plan) if tier is None else {}
     paths = LabPaths.at(plan.statedir)
     paths.statedir.mkdir(parents=True, exist_ok=True)
     for sub in (paths.logs, paths.ready, paths.statedir / "bird"):
@@ -116,7 +136,8 @@ def lab_up(options: LabOptions, *, progress: Callable[[Step], None] | None = Non
               "created": time.time(), "vip": plan.constants["vip"], "service_port": int(plan.constants["service_port"]),
               "nodes": [{"name": n.name, "role": n.role, "namespace": n.namespace, "address": n.address}
                         for n in plan.nodes],
-              "switch": plan.switch_namespace, "supervisor": None, "tier": tier.record() if tier else None}
+              "switch": plan.switch_namespace, "supervisor": None, "tier": tier.record() if tier else None,
+              "layer": plan.layer, "engine_service": plan.engine_service}
     st.write_json(paths.state_file, record)
     steps = build_steps(plan) + (tier.steps if tier else [])
     for name, text in (tier.files.items() if tier else ()):
@@ -126,8 +147,8 @@ def lab_up(options: LabOptions, *, progress: Callable[[Step], None] | None = Non
     except (StepError, CommandError) as exc:
         lab_down(options.prefix)
         raise LabError(f"lab up failed, everything it created was removed: {exc}") from None
-    if tier is None:
-        paths.config.write_text(config_text)
+    for name, text in files.items():
+        (paths.statedir / name).write_text(text)
     result = UpResult(plan, steps=count)
     if plan.services:
         st.write_json(paths.services_file, [
@@ -142,8 +163,12 @@ def lab_up(options: LabOptions, *, progress: Callable[[Step], None] | None = Non
             raise
         if tier is not None:
             _await_tier(plan, tier, paths)
-        elif options.engine == "pktlb":
-            result.engine_problem = _engine_problem(paths)
+        elif plan.engine_service is not None:
+            result.engine_problem = _engine_problem(paths, f"lb/{plan.engine_service}", engine_socket(plan))
+            if plan.layer == 7 and result.engine_problem is None:
+                down = await_backends_up(plan, READY_TIMEOUT)
+                result.warnings += [f"the proxy does not count {', '.join(down)} up after {READY_TIMEOUT:.0f} s "
+                                    "(its health checks fail: `pktlb stats --lab` says why)"] if down else []
     skipped = {s["requires"] for s in data["service"].values() if s.get("requires") and not shutil.which(s["requires"])}
     result.warnings += [f"{program} is not installed: its service does not run (make deps installs it)"
                         for program in sorted(skipped)]
@@ -229,19 +254,19 @@ def _await_tier(plan: Plan, tier: TierBuild, paths: LabPaths) -> None:
         raise LabError(f"the LB tier did not come up: {why}; everything was removed")
 
 
-def _engine_problem(paths: LabPaths) -> str | None:
+def _engine_problem(paths: LabPaths, service: str = "lb/engine", socket: str | None = None) -> str | None:
     """None once the engine serves its control socket (or still runs after ENGINE_SETTLE s), else
     what happened to it (it exited at once, e.g. a bad config or a missing `pktlb run`)."""
     deadline = time.monotonic() + ENGINE_SETTLE
-    control_socket = paths.control_socket
+    control_socket = Path(socket) if socket else paths.control_socket
     while time.monotonic() < deadline:
-        engine = service_states(paths).get("lb/engine")
+        engine = service_states(paths).get(service)
         if engine and (engine.get("restarts") or engine.get("state") != "running"):
             break
         if engine and control_socket.exists():
             return None
         time.sleep(0.05)
-    engine = service_states(paths).get("lb/engine")
+    engine = service_states(paths).get(service)
     if engine and engine.get("state") == "running" and not engine.get("restarts"):
         return None
     return describe_engine_failure(engine)

@@ -5,6 +5,7 @@ One directory per prefix, ``/run/pktlb/<prefix>/`` (the root can be moved with `
     state.json            what `lab up` created (options, namespaces, supervisor PID and start time)
     services.json         the services the supervisor starts; services-state.json: their PIDs and states
     pktlb.toml            the engine's config        pktlb.sock (+ .w1, .w2 ...)  its control socket(s)
+    haproxy.cfg           mode l7 with --engine haproxy: HAProxy's config; haproxy.sock: its stats socket
     logs/                 one log per service (``lb.engine.log``), supervisor.log
     ready/                a file per service that is ready (``be1.httpd``)
     decap-<node>.json     a decapsulator's counters   captures/  the engine's pcaps when asked for
@@ -27,6 +28,8 @@ SERVICES_FILE = "services.json"
 SERVICES_STATE_FILE = "services-state.json"
 CONFIG_FILE = "pktlb.toml"
 CONTROL_SOCKET = "pktlb.sock"
+HAPROXY_CONFIG = "haproxy.cfg"
+HAPROXY_SOCKET = "haproxy.sock"
 
 PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
 
@@ -91,6 +94,16 @@ class LabPaths:
     def control_socket(self) -> Path:
         """The engine's control socket (worker 0's with ``--workers``; ``worker_sockets`` lists them all)."""
         return self.statedir / CONTROL_SOCKET
+
+    @property
+    def haproxy_config(self) -> Path:
+        """HAProxy's config in an l7 lab with ``--engine haproxy`` (rendered from pktlb.toml)."""
+        return self.statedir / HAPROXY_CONFIG
+
+    @property
+    def haproxy_socket(self) -> Path:
+        """HAProxy's stats socket (``show stat``; ``pktlb stats --lab`` reads it)."""
+        return self.statedir / HAPROXY_SOCKET
 
     def worker_sockets(self) -> list[str]:
         """The control sockets of the lab engine's workers present now (worker 0's first)."""

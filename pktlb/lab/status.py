@@ -57,15 +57,16 @@ def lab_status(prefix: str) -> dict[str, Any]:
     options = recorded["options"]
     engine = {"name": options["engine"], "ok": True, "problem": None}
     tier = recorded.get("tier")
-    engine_services = [f"{lb['name']}/engine" for lb in tier["lbs"]] if tier else ["lb/engine"]
-    if options["engine"] == "pktlb":
+    service = recorded.get("engine_service", "engine" if options["engine"] == "pktlb" else None)
+    engine_services = [f"{lb['name']}/engine" for lb in tier["lbs"]] if tier else [f"lb/{service}"]
+    if service is not None:
         for name in engine_services:
             record = services.get(name)
             if not (record and record["state"] == "running" and st.is_same_process(record)):
                 engine.update(ok=False, problem=f"{name.split('/')[0]}: {describe_engine_failure(record)}")
     return {
         "prefix": prefix, "up": recorded.get("status") == "up", "status": recorded.get("status"),
-        "mode": options["mode"], "scheduler": options["scheduler"], "engine": engine,
+        "mode": options["mode"], "layer": recorded.get("layer", 4), "scheduler": options["scheduler"], "engine": engine,
         "vip": recorded["vip"], "service_port": recorded["service_port"], "decap": recorded.get("decap_kind"),
         "statedir": str(paths.statedir), "switch": {"namespace": recorded["switch"],
                                               "interfaces": read_interfaces(recorded["switch"])},

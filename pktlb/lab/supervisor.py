@@ -7,6 +7,8 @@ within QUICK_FAILURE seconds of starting MAX_QUICK_FAILURES times in a row is ma
 down (so `pktlb lab status` can say so).  It runs on the daemon's ``Reactor``: SIGTERM/SIGINT and
 SIGCHLD only set flags; on SIGCHLD the loop reaps the exited services and plans each restart as a
 timer; on SIGTERM/SIGINT it stops every service (SIGTERM, SIGKILL after a grace period) and exits.
+On SIGHUP it reads ``services.json`` again: services new to it are started, services no longer in it
+are stopped and forgotten (`pktlb lab backend add|remove` change the file, then send SIGHUP).
 """
 
 from __future__ import annotations
@@ -103,7 +105,8 @@ class Supervisor:
 
     def run(self) -> int:
         reactor = self.reactor
-        for sig, flag in ((signal.SIGTERM, "stop"), (signal.SIGINT, "stop"), (signal.SIGCHLD, "child")):
+        for sig, flag in ((signal.SIGTERM, "stop"), (signal.SIGINT, "stop"), (signal.SIGCHLD, "child"),
+                          (signal.SIGHUP, "reload")):
             reactor.flag_on_signal(sig, flag)
         for svc in self.services:
             svc.start()
@@ -119,8 +122,25 @@ class Supervisor:
     def _on_flags(self) -> None:
         if self.reactor.take_flag("stop"):
             self.stopping = True
+        if self.reactor.take_flag("reload") and not self.stopping:
+            self.reload()
         if self.reactor.take_flag("child"):
             self.check()
+
+    def reload(self) -> None:
+        """Follow ``services.json``: start the services new to it, stop those no longer in it."""
+        specs = {spec["name"]: spec for spec in read_json(self.paths.services_file) or []}
+        gone = [s for s in self.services if s.name not in specs]
+        self._stop(gone)
+        known = {s.name for s in self.services}
+        self.services = [s for s in self.services if s.name in specs]
+        for name, spec in specs.items():
+            if name not in known:
+                svc = Supervised(spec, self.paths.log(name))
+                svc.start()
+                self.services.append(svc)
+        self.write_state()
+        self.check()
 
     def check(self) -> None:
         """Reap the services that exited, restart those whose backoff is over, plan the next restarts."""
@@ -137,12 +157,17 @@ class Supervisor:
         if changed:
             self.write_state()
 
-    def shutdown(self) -> None:
-        running = [(s, s.proc) for s in self.services if s.proc is not None]
+    @staticmethod
+    def _stop(services: list[Supervised]) -> None:
+        """Stop these services' processes (SIGTERM, SIGKILL after a grace period) and mark them stopped."""
+        running = [(s, s.proc) for s in services if s.proc is not None]
         stop_processes([proc_record(proc.pid) for _, proc in running])
         for svc, proc in running:
             proc.wait(timeout=1)
             svc.last_exit, svc.proc, svc.state = proc.returncode, None, "stopped"
+
+    def shutdown(self) -> None:
+        self._stop(self.services)
         for svc in self.services:
             if svc.state != "failed":
                 svc.state = "stopped"

@@ -17,15 +17,20 @@ from pathlib import Path
 from typing import Any
 
 from pktlb.core.config import MODES
+from pktlb.core.l7.settings import L7_MODE
 from pktlb.core.packet.addr import in_network, int_to_ip, ip_to_int
 from pktlb.lab.addressing import mac_for_ip
+from pktlb.lab.capacity import capacity_args
 from pktlb.lab.paths import BadPrefix, LabPaths, check_prefix
 
 LAB_NETWORK = (ip_to_int("198.18.0.0"), 15)
 MAX_BACKENDS = 64
 MAX_CLIENTS = 16
+MAX_SERVICE_TIME_MS = 60_000
+MAX_CONCURRENT = 1024
 DEFAULT_PREFIX = "pktlb-"
-ENGINES = ("pktlb", "kernel", "none")
+LAB_MODES = MODES + (L7_MODE,)  # the packet engine's four modes, and the L7 proxy layout
+ENGINES = ("pktlb", "kernel", "haproxy", "none")
 DECAP_CHOICES = ("auto", "kernel", "user")
 
 
@@ -45,6 +50,8 @@ class LabOptions:
     lbs: int = 1  # 2..8: the LB tier (pktlb/lab/tier), N LBs behind a BGP router
     ecmp: str = "multipath"  # the tier's router: ordinary multipath route, or a resilient next-hop group
     bfd: bool = False  # the tier's BGP sessions with BFD (100 ms x 3)
+    service_time: float = 0.0  # ms each request holds a backend slot (pktlb.lab.capacity); 0: none
+    max_concurrent: int = 0  # requests a backend serves at once, the others queue; 0: unlimited
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -124,6 +131,8 @@ class Plan:
     services: list[ServiceSpec]
     decap_kind: str | None  # "kernel" (tunl0), "user" (pktlb decap), None (not tunnel mode)
     summaries: dict[str, str]
+    layer: int = 4  # 7: the LB is an HTTP proxy owning the VIP (pktlb/lab/l7.py writes its config)
+    engine_service: str | None = None  # the engine's lab service ("engine", "proxy", "haproxy"); None: no engine
 
     @property
     def namespaces(self) -> list[str]:
@@ -154,9 +163,21 @@ def node_name_pattern(prefix: str) -> re.Pattern[str]:
     return re.compile(rf"^{re.escape(prefix)}(sw|router|lb\d*|client\d*|be\d+)$")
 
 
+def engine_section(data: dict[str, Any], engine: str, mode: str) -> dict[str, Any]:
+    """The engine's table for this mode: its ``[engine.X.mode.M]`` keys replace the general ones."""
+    section = dict(data["engine"][engine])
+    section.update(section.pop("mode", {}).get(mode, {}))
+    return section
+
+
+def mode_default(data: dict[str, Any], mode: str, key: str, default: Any) -> Any:
+    """A mode's own default (``scheduler``, ``layer``, ``compare_engines``) from netns/lab.toml."""
+    return data["mode"].get(mode, {}).get(key, default)
+
+
 def check_options(options: LabOptions, data: dict[str, Any]) -> None:
-    if options.mode not in MODES:
-        raise LabError(f"unknown mode {options.mode!r}: expected one of {', '.join(MODES)}")
+    if options.mode not in LAB_MODES:
+        raise LabError(f"unknown mode {options.mode!r}: expected one of {', '.join(LAB_MODES)}")
     if options.engine not in ENGINES:
         raise LabError(f"unknown engine {options.engine!r}: expected one of {', '.join(ENGINES)}")
     if not 1 <= options.backends <= MAX_BACKENDS:
@@ -167,10 +188,14 @@ def check_options(options: LabOptions, data: dict[str, Any]) -> None:
         check_prefix(options.prefix)
     except BadPrefix as exc:
         raise LabError(str(exc)) from None
+    if not 0 <= options.service_time <= MAX_SERVICE_TIME_MS:
+        raise LabError(f"--service-time {options.service_time}: expected 0 to {MAX_SERVICE_TIME_MS} milliseconds")
+    if not 0 <= options.max_concurrent <= MAX_CONCURRENT:
+        raise LabError(f"--max-concurrent {options.max_concurrent}: expected 0 (unlimited) to {MAX_CONCURRENT}")
     if options.decap not in DECAP_CHOICES:
         raise LabError(f"--decap {options.decap!r}: expected one of {', '.join(DECAP_CHOICES)}")
     engine = data["engine"][options.engine]
-    if options.mode not in engine.get("modes", MODES):
+    if options.mode not in engine.get("modes", LAB_MODES):
         raise LabError(f"--engine {options.engine} cannot do mode {options.mode}: {engine.get('refusal', '')}")
 
 
@@ -271,7 +296,7 @@ def make_plan(options: LabOptions, data: dict[str, Any], *, statedir: str, pytho
     check_options(options, data)
     constants = dict(data["constants"])
     counts = {"1": 1, "backends": options.backends, "clients": options.clients}
-    engine = data["engine"][options.engine]
+    engine = engine_section(data, options.engine, options.mode)
     decap_kind = None
     if options.mode == "tunnel":
         if options.decap == "kernel" and not kernel_has_ipip:
@@ -293,9 +318,14 @@ def make_plan(options: LabOptions, data: dict[str, Any], *, statedir: str, pytho
         for service in node.services:
             sdef = data["service"][service]
             if sdef.get("requires") and has_binary is not None and not has_binary(sdef["requires"]):
+                if service == engine.get("service"):
+                    raise LabError(f"--engine {options.engine} needs {sdef['requires']}, which is not installed "
+                                   "(`make deps` installs it)")
                 continue
             ready = str(paths.ready_file(node.name, service)) if sdef.get("ready") else None
             argv = expand(sdef["argv"], {**values, "node": node.name, "address": node.address, "ready_file": ready})
+            if sdef.get("capacity"):  # the backend's HTTP server takes the lab's capacity options
+                argv += capacity_args(options.service_time, options.max_concurrent)
             services.append(ServiceSpec(f"{node.name}/{service}", node.name, node.namespace, argv, ready,
                                         sdef.get("requires")))
     summaries = {"mode": data["mode"][options.mode].get("summary", ""), "engine": engine.get("summary", ""),
@@ -304,4 +334,5 @@ def make_plan(options: LabOptions, data: dict[str, Any], *, statedir: str, pytho
                 switch_namespace=options.prefix + data["switch"]["node"], bridges=dict(data["switch"]["bridges"]),
                 switch_sysctls=dict(data["switch"].get("sysctls", {})),
                 common_sysctls=dict(data.get("common", {}).get("sysctls", {})), nodes=nodes, services=services,
-                decap_kind=decap_kind, summaries=summaries)
+                decap_kind=decap_kind, summaries=summaries, layer=int(mode_default(data, options.mode, "layer", 4)),
+                engine_service=engine.get("service"))

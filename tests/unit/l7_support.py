@@ -229,9 +229,11 @@ def config_text(port: int, backends: list[Backend], control_socket: str, *, sche
 
 
 @contextlib.asynccontextmanager
-async def running_proxy(names: tuple[str, ...] = ("be1", "be2"), **options: str) -> AsyncIterator[ProxyUnderTest]:
-    """Backends ``names`` and a proxy balancing over them; options go to ``config_text``."""
-    backends = [await Backend(name).start() for name in names]
+async def running_proxy(names: tuple[str, ...] = ("be1", "be2"), extra_backends: tuple[Backend, ...] | list[Backend] = (),
+                        **options: str) -> AsyncIterator[ProxyUnderTest]:
+    """Backends ``names`` (and ``extra_backends``, already started) and a proxy balancing over them;
+    options go to ``config_text``."""
+    backends = [await Backend(name).start() for name in names] + list(extra_backends)
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(128)

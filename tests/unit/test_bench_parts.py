@@ -28,6 +28,7 @@ from pktlb.reports.bench import benchgen, profile
 from pktlb.reports.bench import lab as bench_lab
 from pktlb.reports.bench import memory as bench_memory
 from pktlb.reports.bench.results import (
+    NFT_DSR,
     NFTABLES,
     ROUTING,
     SCAPY,
@@ -35,8 +36,10 @@ from pktlb.reports.bench.results import (
     Latency,
     Target,
     VariantResult,
+    kernel_baseline,
     percentile,
     ratios,
+    render_table,
     render_text,
     targets,
 )
@@ -201,6 +204,27 @@ def test_targets_say_whether_met_and_by_how_much():
     assert found["nat: backlog drain, 2 workers vs 1"].met
     assert Target("x", 1.0, 1.5, True).missed_by == 1.0
     assert not Target("x", math.nan, 1.5, True).met
+
+
+def test_dsr_rows_are_held_against_the_kernels_dsr_when_it_was_measured():
+    rows = [*sample_results(), result(NFT_DSR, "baseline", "dsr", 300_000, 1.0, 0.3)]
+    by_name = {r.name: r for r in rows}
+    dsr = by_name["pktlb dsr"]
+    assert kernel_baseline(dsr, by_name) == NFT_DSR and kernel_baseline(by_name["pktlb nat"], by_name) == NFTABLES
+    assert kernel_baseline(dsr, {r.name: r for r in sample_results()}) == NFTABLES  # not measured: DNAT
+    r = ratios(dsr, by_name)
+    assert r["pps_vs_kernel"] == r["pps_vs_nftables_dsr"] == pytest.approx(0.5)
+    assert r["cpu_vs_kernel"] == pytest.approx((1e6 * 0.4 / 150_000) / 1.0)
+    assert r["pps_vs_nftables"] == pytest.approx(0.75)  # the DNAT ratio is still there
+    found = {t.name: t for t in targets(rows)}
+    assert found["dsr: LB CPU per packet vs nftables DSR"].limit == 1.2
+    assert not found["dsr: LB CPU per packet vs nftables DSR"].met  # 2.67 us against 1.0 us
+    assert found["dsr: delivered pps vs nftables DSR"].value == pytest.approx(0.5)
+    assert "dsr: delivered pps vs nftables DNAT" not in found
+    assert "nat: LB CPU per packet vs nftables DNAT" in found
+    assert not [t for t in found if t.startswith(NFT_DSR)]  # baselines get no targets
+    table = render_table(rows)
+    assert "pps/kern" in table and NFT_DSR in table
 
 
 def test_a_diagnostic_row_gets_pps_ratios_but_neither_cpu_ratios_nor_targets():

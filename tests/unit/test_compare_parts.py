@@ -130,7 +130,9 @@ def test_mode_requirements_come_from_the_lab_data():
     assert "tso off" in tunnel["client"]["offloads"]["eth0"]
     assert mode_requirements(data, "nat", "pktlb", None)["backend"]["routes"] == ["default via 198.18.0.2"]
     assert mode_requirements(data, "fullnat", "kernel", None)["lb"]["sysctls"]["net.ipv4.ip_forward"] == 1
-    assert unavailable(data, "dsr", "kernel") and unavailable(data, "nat", "kernel") is None
+    assert unavailable(data, "tunnel", "kernel") and unavailable(data, "nat", "kernel") is None
+    assert unavailable(data, "dsr", "kernel") is None  # nftables' netdev MAC rewrite
+    assert mode_requirements(data, "dsr", "kernel", None)["lb"]["kernel_lb"] is True
 
 
 def _run(mode: str, engine: str = "pktlb") -> dict:
@@ -158,7 +160,8 @@ REPORT = {"created": "now", "seconds": 60.0, "host": {"cpus": 2, "kernel": "6.x"
                        "probe_sources": 64, "out": "/tmp/out"},
           "lab": {"vip": "198.19.0.100", "service_port": 80, "lb_address": "198.18.0.2", "snat_address": "198.18.0.3"},
           "runs": [_run("nat"), _run("fullnat"), _run("tunnel"), _run("dsr"),
-                   {"mode": "dsr", "engine": "kernel", "available": False, "reason": "no IPVS", "errors": []}]}
+                   {"mode": "tunnel", "engine": "kernel", "available": False, "reason": "no IPVS", "errors": []},
+                   _run("dsr", "kernel")]}
 
 
 def test_invariants_hold_for_what_the_modes_do_and_catch_a_leak():
@@ -179,6 +182,7 @@ def test_text_and_markdown_show_every_run_and_the_unavailable_reason():
     assert f"Invariants: {len(report['invariants'])}/{len(report['invariants'])} hold" in text
     markdown = render_markdown(report)
     assert "| tunnel | pktlb | 500 | 1.0 / 2.0 / 3.0 | 30.0 | 20.0 / 40.0 | 7.0 / 0.0 |" in markdown
+    assert "| dsr | kernel | 500 | 1.0 / 2.0 / 3.0 |" in markdown  # the kernel's DSR has a row like DNAT's
     assert "![HTTP latency percentiles by mode](latency.png)" in markdown
 
 

@@ -106,6 +106,18 @@ def test_removing_and_adding_back_gives_the_same_maglev_table():
     assert cp.snapshot.service_named("web").scheduler.table == before and change.ring_moved["web"] > 0
 
 
+def test_a_backend_removed_and_added_again_starts_fresh():
+    cp, dp = plane()
+    cp.set_admin("web", "be2", "drain")
+    cp.set_weight("web", "be2", 7)
+    cp.set_health("web", "be2", "down")
+    cp.remove_backend("web", "be2")
+    cp.add_backend("web", backend_config("be2", "198.18.0.12", 80))
+    view = cp.snapshot.service_named("web").by_name["be2"]
+    assert (view.state, view.weight) == ("up", 1)
+    assert cp.effective_state("web", "be2") == "up" and ("web", "be2") not in cp.admin
+
+
 def test_a_change_that_cannot_be_built_is_refused_whole():
     config = parse_config(config_text("nat", scheduler="maglev", backends=3,
                                       extra="maglev_table_size = 307"))

@@ -11,7 +11,16 @@ in a comment:
   connection's 5-tuple unless ``hash_key = "client"``);
 - health: tcp and http checks map to ``check`` and ``option httpchk``; HAProxy has no ICMP check;
 - a request no route takes gets 404 from a backend that only answers that (pktlb: ``no_route``);
-- ``Forwarded``: HAProxy 2.6 has no ``option forwarded`` (2.7 has), so the header is added by rule.
+- ``Forwarded``: HAProxy 2.6 has no ``option forwarded`` (2.7 has), so the header is added by rule;
+- TLS (``[service.l7.tls]``): ``bind ... ssl crt CERT``; HAProxy reads the key from ``CERT.key`` (or from
+  CERT itself), so the key must be there (the lab's ``make_lab_pki`` names it so); no session resumption
+  is ``no-tls-tickets`` and no session cache; ``backend = "tls"`` is ``ssl verify required ca-file CA``
+  on each server (HAProxy checks the chain, not the name, unless told ``verifyhost``); HAProxy 2.6 has
+  no separate handshake timeout (``timeout client`` bounds it);
+- persistence (``[service.l7.cookie]``): ``cookie NAME insert indirect nocache httponly`` or ``cookie NAME
+  prefix``, each server's cookie value its name (HAProxy's separator for prefix is ``~`` too);
+- cache (``[service.l7.cache]``): a ``cache`` section and ``cache-use``/``cache-store`` in each backend;
+  HAProxy too keeps no answer with ``Vary`` (2.6 default), ``Set-Cookie``, ``private`` or ``no-store``.
 
 Connection reuse is ``http-reuse always``: measured here, it opened 0.001-0.002 backend connections
 per request (see /work/shared/LAB-NOTES.md), the figure ``pktlb proxy``'s pool is compared with.
@@ -44,6 +53,8 @@ def haproxy_config(config: Config, *, stats_socket: str | None = None) -> str:
              f"    tune.bufsize {max(16384, _bufsize(services))}"]
     if stats_socket:
         lines.append(f"    stats socket {stats_socket} mode 600 level admin")
+    if any(s.l7 and s.l7.tls and not s.l7.tls.session_resumption for s in services):
+        lines.append("    tune.ssl.cachesize 0  # no session cache: every handshake is a full one")
     lines += ["", "defaults", "    mode http", "    option http-keep-alive", "    option redispatch",
               "    http-reuse always", ""]
     for svc in services:
@@ -53,6 +64,8 @@ def haproxy_config(config: Config, *, stats_socket: str | None = None) -> str:
             lines += _backend(svc, route) + [""]
         lines += [f"backend {svc.name}__no_route",
                   '    http-request return status 404 content-type text/plain string "no route"', ""]
+        if svc.l7.cache is not None:
+            lines += _cache_section(svc) + [""]
     return "\n".join(lines)
 
 
@@ -64,13 +77,16 @@ def _bufsize(services: list[ServiceConfig]) -> int:
 def _frontend(svc: ServiceConfig) -> list[str]:
     l7 = svc.l7
     assert l7 is not None
-    lines = [f"frontend {svc.name}", f"    bind {svc.vip}:{svc.port}", f"    maxconn {l7.max_connections}",
+    lines = [f"frontend {svc.name}", f"    bind {svc.vip}:{svc.port}{_bind_tls(svc)}", f"    maxconn {l7.max_connections}",
              f"    timeout http-request {_ms(l7.header_timeout)}", f"    timeout http-keep-alive {_ms(l7.idle_timeout)}",
              f"    timeout client {_ms(l7.body_timeout)}",
              f"    http-request deny deny_status 413 if {{ req.hdr_val(content-length) gt {l7.max_body_bytes} }}"]
+    if l7.tls is not None:  # 2.6 has no "timeout client-hs" (2.8 has): "timeout client" bounds the handshake
+        lines.append(f"    # TLS handshake_timeout {_ms(l7.tls.handshake_timeout)}: bounded by timeout client here")
     if l7.forwarded_headers:
-        lines += ["    option forwardfor", "    http-request set-header X-Forwarded-Proto http",
-                  '    http-request add-header Forwarded "for=%[src];proto=http;by=%[dst]"']
+        proto = "https" if l7.tls is not None else "http"
+        lines += ["    option forwardfor", f"    http-request set-header X-Forwarded-Proto {proto}",
+                  f'    http-request add-header Forwarded "for=%[src];proto={proto};by=%[dst]"']
     for i, route in enumerate(l7.routes):
         conditions = []
         if route.host is not None:
@@ -90,6 +106,36 @@ def _frontend(svc: ServiceConfig) -> list[str]:
     return lines
 
 
+def _bind_tls(svc: ServiceConfig) -> str:
+    tls = svc.l7.tls if svc.l7 else None
+    if tls is None:
+        return ""
+    if tls.key not in (tls.cert, tls.cert + ".key"):
+        raise ValueError(f"service {svc.name}: HAProxy reads the TLS key from the certificate file or from "
+                         f"<cert>.key; key {tls.key!r} is neither (put it at {tls.cert}.key)")
+    options = f" ssl crt {tls.cert} alpn http/1.1 ssl-min-ver TLSv{tls.min_version}"
+    return options + ("" if tls.session_resumption else " no-tls-tickets")
+
+
+def _server_tls(svc: ServiceConfig) -> str:
+    tls = svc.l7.tls if svc.l7 else None
+    if tls is None or not tls.to_backends:
+        return ""
+    if not tls.backend_verify:
+        return " ssl verify none"
+    return f" ssl verify required ca-file {tls.backend_ca or '@system-ca'}"
+
+
+def _cache_section(svc: ServiceConfig) -> list[str]:
+    cache = svc.l7.cache if svc.l7 else None
+    assert cache is not None
+    megabytes = max(1, -(-cache.max_bytes // (1024 * 1024)))
+    return [f"cache {svc.name}_cache", f"    total-max-size {megabytes}  # MB (pktlb: {cache.max_bytes} bytes)",
+            f"    max-object-size {cache.max_object_bytes}",
+            "    max-age 86400  # the upper bound: each response's own max-age or Expires rules",
+            f"    # pktlb also bounds the entries ({cache.max_entries}); HAProxy 2.6 bounds only the size"]
+
+
 def _backend_name(svc: ServiceConfig, route: RouteConfig) -> str:
     return f"{svc.name}__{route.name}"
 
@@ -105,6 +151,11 @@ def _backend(svc: ServiceConfig, route: RouteConfig) -> list[str]:
         lines.append(f"    # pktlb's {scheduler} has no exact HAProxy counterpart: {BALANCE[scheduler]} is the nearest")
     lines += [f"    timeout connect {_ms(l7.connect_timeout)}", f"    timeout server {_ms(l7.backend_timeout)}",
               f"    retries {l7.retries}"]
+    if l7.cache is not None:
+        lines += [f"    http-request cache-use {svc.name}_cache", f"    http-response cache-store {svc.name}_cache"]
+    if l7.cookie is not None:
+        lines.append(f"    cookie {l7.cookie.name} insert indirect nocache httponly" if l7.cookie.mode == "insert"
+                     else f"    cookie {l7.cookie.name} prefix")
     names = route.backends if route.backends is not None else tuple(b.name for b in svc.backends)
     backends = [b for b in svc.backends if b.name in names]
     health = [backend_health(svc, b) for b in backends]
@@ -118,5 +169,6 @@ def _backend(svc: ServiceConfig, route: RouteConfig) -> list[str]:
         lines.append(f"    timeout check {_ms(checked[0].timeout)}")
     for be, hc in zip(backends, health, strict=True):
         check = f" check inter {_ms(hc.interval)} fall {hc.fall} rise {hc.rise}" if hc in checked else ""
-        lines.append(f"    server {be.name} {be.address}:{be.port} weight {be.weight}{check}")
+        cookie = f" cookie {be.name}" if l7.cookie is not None else ""
+        lines.append(f"    server {be.name} {be.address}:{be.port} weight {be.weight}{_server_tls(svc)}{cookie}{check}")
     return lines

@@ -61,8 +61,13 @@ class ServicePlan:
         return flow_hash(TCP, _ip(client), _ip(local), client_port, local_port, self.seed)
 
     def pick(self, route: RoutePlan, request_hash: int, loads: Mapping[str, BackendLoad],
-             exclude: Collection[str] = ()) -> BackendView | None:
-        """The backend for a request, avoiding ``exclude`` (backends that already refused it)."""
+             exclude: Collection[str] = (), preferred: str | None = None) -> BackendView | None:
+        """The backend for a request, avoiding ``exclude`` (backends that already refused it); ``preferred``
+        (the backend a persistence cookie names) when it is eligible in the route."""
+        if preferred is not None and preferred not in exclude:
+            for backend in route.eligible:
+                if backend.name == preferred:
+                    return backend
         key = (TCP, 0, 0, 0, 0)  # the schedulers read the hash; the key is only for explain()
         chosen = route.scheduler.pick(key, request_hash, loads)
         if chosen is None or chosen.name not in exclude:

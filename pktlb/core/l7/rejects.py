@@ -34,12 +34,20 @@ REJECTS: dict[str, Reject] = {
     "not_implemented": Reject(501, "CONNECT, protocol upgrades and unknown transfer codings are not relayed"),
     "no_route": Reject(404, "no route matches the request's Host and path"),
     "too_many_connections": Reject(503, "the service already has max_connections client connections"),
+    "plain_http_on_tls": Reject(400, "the client spoke plain HTTP to the TLS port"),
+    "tls_handshake_timeout": Reject(None, "the TLS handshake was not over within handshake_timeout (truncated or "
+                                          "stalled)"),
+    "tls_truncated": Reject(None, "the client closed or reset the connection in the middle of the TLS handshake"),
+    "tls_cert_refused": Reject(None, "the client refused the proxy's certificate (unknown CA, wrong name, expired)"),
+    "tls_handshake_failed": Reject(None, "the TLS handshake failed (no common version or cipher, not TLS)"),
     "client_gone": Reject(None, "the client closed its connection before its response was complete"),
     "client_stalled": Reject(None, "the client read nothing of its response for body_timeout"),
     # The backends' side.
     "no_backend": Reject(503, "no live backend in the route's pool"),
     "backend_refused": Reject(502, "every backend tried refused the connection or could not be reached"),
     "backend_reset": Reject(502, "the backend closed or reset the connection before a complete response head"),
+    "backend_tls_failed": Reject(502, "the TLS handshake with the backend failed (its certificate was refused, "
+                                      "or it does not speak TLS)"),
     "backend_bad_response": Reject(502, "the backend's answer is not valid HTTP/1.1"),
     "backend_connect_timeout": Reject(504, "no backend tried accepted the connection within connect_timeout"),
     "backend_timeout": Reject(504, "the backend sent no response head within backend_timeout"),

@@ -31,13 +31,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from pktlb.core.config_reader import ConfigError, Section
+from pktlb.core.l7.cache_store import CacheConfig
+from pktlb.core.l7.features import TlsConfig, parse_cache, parse_cookie, parse_tls
+from pktlb.core.l7.sticky import CookieConfig
 from pktlb.core.sched.base import scheduler_names
 
 L7_MODE = "l7"
 HASH_KEYS = ("connection", "client")  # what hash, sh and maglev hash at L7: the 5-tuple, or the client address
 L7_KEYS = {"hash_key", "header_timeout", "idle_timeout", "body_timeout", "connect_timeout", "backend_timeout",
            "max_header_bytes", "max_body_bytes", "max_connections", "retries", "pool_max_idle",
-           "pool_idle_timeout", "forwarded_headers"}
+           "pool_idle_timeout", "forwarded_headers", "tls", "cookie", "cache"}
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,9 @@ class L7Config:
     pool_max_idle: int = 32  # idle connections kept open per backend for reuse
     pool_idle_timeout: float = 10.0  # an idle pooled connection older than this is closed
     forwarded_headers: bool = True  # add X-Forwarded-For, X-Forwarded-Proto and Forwarded (RFC 7239)
+    tls: TlsConfig | None = None  # [service.l7.tls]: HTTPS to the clients (pktlb.core.l7.features)
+    cookie: CookieConfig | None = None  # [service.l7.cookie]: persistence by cookie (pktlb.core.l7.sticky)
+    cache: CacheConfig | None = None  # [service.l7.cache]: a response cache (pktlb.core.l7.cache_store)
 
 
 def parse_l7(table: Any, route_tables: Any, path: str, backend_names: Sequence[str], protocol: str) -> L7Config:
@@ -98,6 +104,9 @@ def parse_l7(table: Any, route_tables: Any, path: str, backend_names: Sequence[s
         pool_max_idle=s.int_in("pool_max_idle", 0, 10_000, 32),
         pool_idle_timeout=s.positive("pool_idle_timeout", 10.0),
         forwarded_headers=s.get("forwarded_headers", bool, True),
+        tls=parse_tls(s.get("tls", dict, None), s.key("tls")),
+        cookie=parse_cookie(s.get("cookie", dict, None), s.key("cookie")),
+        cache=parse_cache(s.get("cache", dict, None), s.key("cache")),
     )
 
 

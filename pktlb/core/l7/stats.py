@@ -34,7 +34,7 @@ class BackendCounters:
 
 class ServiceCounters:
     __slots__ = ("connections", "open_connections", "requests", "forwarded", "rejects", "responses",
-                 "idle_closed")
+                 "idle_closed", "tls_full", "tls_resumed", "sticky")
 
     def __init__(self) -> None:
         self.connections = 0  # client connections accepted
@@ -44,11 +44,15 @@ class ServiceCounters:
         self.rejects: Counter[str] = Counter()  # answers (or cut connections) of the proxy's own, by reason
         self.responses: Counter[str] = Counter()  # responses sent to clients, by status class (the proxy's too)
         self.idle_closed = 0  # keep-alive connections closed after idle_timeout without a request
+        self.tls_full = 0  # TLS handshakes with the certificate and a key exchange signature
+        self.tls_resumed = 0  # TLS handshakes that resumed an earlier session (ticket or session id)
+        self.sticky: Counter[str] = Counter()  # cookie persistence: kept, moved, new (pktlb.core.l7.sticky)
 
     def as_dict(self) -> dict[str, object]:
         return {"connections": self.connections, "open_connections": self.open_connections,
                 "requests": self.requests, "forwarded": self.forwarded, "rejects": dict(sorted(self.rejects.items())),
-                "responses": dict(sorted(self.responses.items())), "idle_closed": self.idle_closed}
+                "responses": dict(sorted(self.responses.items())), "idle_closed": self.idle_closed,
+                "tls_full": self.tls_full, "tls_resumed": self.tls_resumed, "sticky": dict(sorted(self.sticky.items()))}
 
 
 class ProxyStats:

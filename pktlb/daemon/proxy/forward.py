@@ -18,6 +18,7 @@ connection (``backend_cut``), since the status line has already gone.
 from __future__ import annotations
 
 import logging
+import ssl
 from dataclasses import dataclass
 
 import h11
@@ -25,7 +26,9 @@ import h11
 from pktlb.core.l7.headers import response_headers
 from pktlb.core.l7.plan import RoutePlan, ServicePlan
 from pktlb.core.l7.stats import status_class
+from pktlb.core.l7.sticky import sticky_outcome, write_response
 from pktlb.core.snapshot import BackendView
+from pktlb.daemon.proxy.cache import ResponseCapture
 from pktlb.daemon.proxy.http_stream import HttpStream
 from pktlb.daemon.proxy.pool import BackendPool, Upstream
 from pktlb.daemon.proxy.service import ServiceRuntime
@@ -63,8 +66,11 @@ class Exchange:
     """Forwards ``request`` (already read up to its head from ``client``) over ``route``."""
 
     def __init__(self, rt: ServiceRuntime, plan: ServicePlan, client: HttpStream, request: h11.Request,
-                 outbound: h11.Request, route: RoutePlan, request_hash: int, has_body: bool) -> None:
+                 outbound: h11.Request, route: RoutePlan, request_hash: int, has_body: bool, *,
+                 asked: str | None = None, capture: ResponseCapture | None = None) -> None:
         self.rt, self.client, self.request, self.outbound = rt, client, request, outbound
+        self.capture = capture  # keeps the answer for the response cache (``cache``), or None
+        self.asked = asked  # the backend the request's persistence cookie names (pktlb.core.l7.sticky)
         self.plan, self.route, self.request_hash, self.has_body = plan, route, request_hash, has_body
         self.l7 = plan.l7
         self.refused: list[str] = []  # backends that refused this request's connection
@@ -101,7 +107,7 @@ class Exchange:
     async def _connect(self) -> Attempt:
         rt, loop = self.rt, self.rt.loop
         while self.attempts < self.max_attempts:
-            backend = self.plan.pick(self.route, self.request_hash, rt.loads, self.refused)
+            backend = self.plan.pick(self.route, self.request_hash, rt.loads, self.refused, self.asked)
             if backend is None:
                 break
             pool = rt.pools.get(backend.name)
@@ -116,6 +122,8 @@ class Exchange:
                 upstream = await pool.connect(loop.time() + self.l7.connect_timeout)
             except TimeoutError:
                 self.last_failure = "backend_connect_timeout"
+            except ssl.SSLError:
+                self.last_failure = "backend_tls_failed"
             except SOCKET_ERRORS:
                 self.last_failure = "backend_refused"
             else:
@@ -213,9 +221,16 @@ class Exchange:
         klass = status_class(response.status_code)
         rt.stats.backend(rt.name, attempt.backend.name).responses[klass] += 1
         ok = False
+        headers = response_headers(response.headers.raw_items())
+        if l7.cookie is not None:
+            headers = write_response(headers, l7.cookie, attempt.backend.name, self.asked)
+            rt.counters.sticky[sticky_outcome(self.asked, attempt.backend.name)] += 1
+        capture = self.capture
+        if capture is not None:
+            capture.start(response.status_code, response.reason, headers)
         try:
             await self._to_client(h11.Response(status_code=response.status_code, reason=response.reason,
-                                               headers=response_headers(response.headers.raw_items())))
+                                               headers=headers))
             rt.counters.responses[klass] += 1
             while True:
                 try:
@@ -226,9 +241,13 @@ class Exchange:
                 except (TimeoutError, h11.RemoteProtocolError, *SOCKET_ERRORS):
                     raise Rejected("backend_cut") from None
                 if isinstance(event, h11.Data):
+                    if capture is not None:
+                        capture.add(event.data)
                     await self._to_client(h11.Data(data=event.data), flush=self.client.pending_bytes > FLUSH_BYTES)
                 elif isinstance(event, h11.EndOfMessage):
                     await self._to_client(h11.EndOfMessage(), flush=True)
+                    if capture is not None:
+                        capture.finish(loop.time())
                     ok = True
                     return
                 else:  # ConnectionClosed before the end of the body

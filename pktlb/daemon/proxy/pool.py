@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections import deque
 
 import h11
@@ -39,12 +40,16 @@ class CountingReader(asyncio.StreamReader):
         super().feed_data(data)
 
 
-async def open_counted_connection(address: str, port: int) -> tuple[CountingReader, asyncio.StreamWriter]:
-    """``asyncio.open_connection`` with a ``CountingReader`` (the way asyncio's documentation suggests)."""
+async def open_counted_connection(address: str, port: int, ssl_context: ssl.SSLContext | None = None
+                                  ) -> tuple[CountingReader, asyncio.StreamWriter]:
+    """``asyncio.open_connection`` with a ``CountingReader`` (the way asyncio's documentation suggests);
+    over TLS when ``ssl_context`` is given (the backend's certificate must name ``address``).  With TLS,
+    the count is of decrypted bytes, which is what the proxy compares it with."""
     loop = asyncio.get_running_loop()
     reader = CountingReader()
     protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
-    transport, _ = await loop.create_connection(lambda: protocol, address, port)
+    tls = {"ssl": ssl_context, "server_hostname": address} if ssl_context is not None else {}
+    transport, _ = await loop.create_connection(lambda: protocol, address, port, **tls)
     return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
 
 
@@ -73,8 +78,9 @@ class Upstream(HttpStream):
 
 class BackendPool:
     def __init__(self, name: str, address: str, port: int, counters: BackendCounters, *, max_idle: int,
-                 idle_timeout: float) -> None:
+                 idle_timeout: float, ssl_context: ssl.SSLContext | None = None) -> None:
         self.name, self.address, self.port = name, address, port
+        self.ssl_context = ssl_context
         self.counters = counters
         self.max_idle = max_idle
         self.idle_timeout = idle_timeout
@@ -84,7 +90,7 @@ class BackendPool:
     async def connect(self, deadline: float) -> Upstream:
         """A new connection (TimeoutError at ``deadline``, OSError when refused or unreachable)."""
         async with asyncio.timeout_at(deadline):
-            reader, writer = await open_counted_connection(self.address, self.port)
+            reader, writer = await open_counted_connection(self.address, self.port, self.ssl_context)
         self.counters.connections_opened += 1
         self.active += 1
         return Upstream(self.name, reader, writer)

@@ -48,9 +48,9 @@ class ProxyReporter:
         health = self.health.summaries() if self.health else {}
         services = [self._service_row(rt, health) for rt in self.services.values()]
         totals: dict[str, Any] = {"connections": 0, "open_connections": 0, "requests": 0, "responses": {},
-                                  "rejects": {}, "idle_closed": 0}
+                                  "rejects": {}, "idle_closed": 0, "tls_full": 0, "tls_resumed": 0}
         for row in services:
-            for key in ("connections", "open_connections", "requests", "idle_closed"):
+            for key in ("connections", "open_connections", "requests", "idle_closed", "tls_full", "tls_resumed"):
                 totals[key] += row["counters"][key]
             for key in ("responses", "rejects"):
                 for name, n in row["counters"][key].items():
@@ -83,6 +83,7 @@ class ProxyReporter:
             "name": rt.name, "vip": plan.config.vip, "port": plan.config.port, "protocol": "tcp", "mode": "l7",
             "scheduler": plan.config.scheduler, "hash_key": plan.l7.hash_key,
             "counters": rt.counters.as_dict(),
+            "cache": rt.cache.figures() if rt.cache is not None else None,
             "routes": [{"name": r.config.name, "host": r.config.host, "path_prefix": r.config.path_prefix,
                         "scheduler": r.config.scheduler or plan.config.scheduler,
                         "backends": [b.name for b in r.backends], "eligible": [b.name for b in r.eligible]}

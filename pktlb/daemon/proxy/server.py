@@ -35,6 +35,7 @@ from pktlb.daemon.proxy.loop_adapter import AsyncioReactor
 from pktlb.daemon.proxy.report import ProxyReporter
 from pktlb.daemon.proxy.service import ServiceRuntime
 from pktlb.daemon.proxy.session import ClientSession
+from pktlb.daemon.proxy.tls import TlsListener, TlsSetupError, backend_context, server_context
 
 log = logging.getLogger("pktlb.proxy")
 SWEEP_INTERVAL = 1.0  # seconds between two passes closing stale pooled connections
@@ -76,7 +77,7 @@ class ProxyServer:
         self.stats = ProxyStats()
         self.control = ProxyControl(self.config, on_snapshot=self._install)
         self.services: dict[str, ServiceRuntime] = {}
-        self.listeners: list[asyncio.AbstractServer] = []
+        self.listeners: list[asyncio.AbstractServer | TlsListener] = []
         self.sessions: set[asyncio.Task[Any]] = set()
         self.health: ProxyHealth | None = None
         self.ctl: ControlServer | None = None
@@ -86,21 +87,15 @@ class ProxyServer:
     async def start(self, listeners: dict[str, socket.socket] | None = None) -> None:
         """Listen on every L7 service's vip:port (or on the sockets given by service name)."""
         loop = asyncio.get_running_loop()
-        for name, plan in self.control.snapshot.services.items():
-            self.services[name] = ServiceRuntime(plan, self.stats, loop)
         try:
-            for svc in self.config.services:
-                rt = self.services[svc.name]
-                sock = (listeners or {}).get(svc.name)
-                where: dict[str, Any] = {"sock": sock} if sock else {"host": svc.vip, "port": svc.port,
-                                                                     "reuse_address": True}
+            for name, plan in self.control.snapshot.services.items():
                 try:
-                    server = await asyncio.start_server(functools.partial(self._on_client, rt), backlog=BACKLOG,
-                                                        **where)
-                except OSError as exc:
-                    raise StartupError(f"service {svc.name}: cannot listen on {svc.vip}:{svc.port}: "
-                                       f"{exc.strerror or exc}") from None
-                self.listeners.append(server)
+                    backend_ssl = backend_context(plan.l7.tls, name)
+                except TlsSetupError as exc:
+                    raise StartupError(str(exc)) from None
+                self.services[name] = ServiceRuntime(plan, self.stats, loop, backend_ssl=backend_ssl)
+            for svc in self.config.services:
+                self.listeners.append(await self._listen(self.services[svc.name], (listeners or {}).get(svc.name)))
             if self.health_enabled:
                 self.health = ProxyHealth(self.config, loop, self._on_health, self._on_rtt)
             reporter = ProxyReporter(self.control, self.services, self.health, self.started,
@@ -117,6 +112,25 @@ class ProxyServer:
         self._sweeper = loop.create_task(self._sweep())
         log.info("proxy up: %s; control socket %s", ", ".join(f"{s.name} on {s.vip}:{s.port}"
                                                               for s in self.config.services), self.control_socket)
+
+    async def _listen(self, rt: ServiceRuntime, sock: socket.socket | None) -> asyncio.AbstractServer | TlsListener:
+        """A listener on the service's vip:port (or on ``sock``): plain HTTP, or TLS terminated here."""
+        svc, tls = rt.plan.config, rt.plan.l7.tls
+        handler = functools.partial(self._on_client, rt)
+        try:
+            if tls is None:
+                where: dict[str, Any] = {"sock": sock} if sock else {"host": svc.vip, "port": svc.port,
+                                                                     "reuse_address": True}
+                return await asyncio.start_server(handler, backlog=BACKLOG, **where)
+            context = server_context(tls, svc.name)
+            if sock is None:
+                sock = socket.create_server((svc.vip, svc.port), backlog=BACKLOG)
+            return TlsListener(sock, context, tls, rt.counters, rt.plan.l7.max_connections, handler)
+        except TlsSetupError as exc:
+            raise StartupError(str(exc)) from None
+        except OSError as exc:
+            raise StartupError(f"service {svc.name}: cannot listen on {svc.vip}:{svc.port}: "
+                               f"{exc.strerror or exc}") from None
 
     async def _on_client(self, rt: ServiceRuntime, reader: asyncio.StreamReader,
                          writer: asyncio.StreamWriter) -> None:
@@ -147,9 +161,9 @@ class ProxyServer:
         except StartupError as exc:
             log.error("reload refused, keeping the running config: %s", exc)
             return {"reloaded": False, "error": str(exc)}
-        listening = [(s.name, s.vip, s.port) for s in self.config.services]
-        if [(s.name, s.vip, s.port) for s in config.services] != listening:
-            error = "the services or their vip:port changed: restart the proxy to listen elsewhere"
+        listening = [(s.name, s.vip, s.port, s.l7 and s.l7.tls) for s in self.config.services]
+        if [(s.name, s.vip, s.port, s.l7 and s.l7.tls) for s in config.services] != listening:
+            error = "the services, their vip:port or their TLS settings changed: restart the proxy for that"
             log.error("reload refused: %s", error)
             return {"reloaded": False, "error": error}
         try:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 
+from pktlb.core.l7.cache_store import CacheStore
 from pktlb.core.l7.plan import ServicePlan
 from pktlb.core.l7.stats import ProxyStats, ServiceCounters
 from pktlb.core.sched.base import BackendLoad
@@ -21,19 +23,26 @@ log = logging.getLogger("pktlb.proxy")
 
 
 class ServiceRuntime:
-    def __init__(self, plan: ServicePlan, stats: ProxyStats, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, plan: ServicePlan, stats: ProxyStats, loop: asyncio.AbstractEventLoop, *,
+                 backend_ssl: ssl.SSLContext | None = None) -> None:
         self.name = plan.config.name
+        self.backend_ssl = backend_ssl  # TLS toward the backends ([service.l7.tls] backend = "tls"), or None
         self.plan = plan
         self.stats = stats
         self.counters: ServiceCounters = stats.service(self.name)
         self.loop = loop
         self.pools: dict[str, BackendPool] = {}
         self.loads: dict[str, BackendLoad] = {}  # per backend: requests in flight (lc), response time (lrt)
+        self.cache: CacheStore | None = None  # [service.l7.cache]: stored answers (``cache``)
         self.install(plan)
 
     def install(self, plan: ServicePlan) -> None:
         self.plan = plan
         l7 = plan.l7
+        if l7.cache is None:
+            self.cache = None
+        elif self.cache is None or self.cache.config != l7.cache:  # new bounds: start afresh
+            self.cache = CacheStore(l7.cache)
         for name in list(self.pools):
             if name not in plan.backends:
                 self.pools.pop(name).close_idle()
@@ -45,7 +54,7 @@ class ServiceRuntime:
             if pool is None:
                 pool = self.pools[be.name] = BackendPool(
                     be.name, be.address, be.port, self.stats.backend(self.name, be.name),
-                    max_idle=l7.pool_max_idle, idle_timeout=l7.pool_idle_timeout)
+                    max_idle=l7.pool_max_idle, idle_timeout=l7.pool_idle_timeout, ssl_context=self.backend_ssl)
             pool.max_idle, pool.idle_timeout = l7.pool_max_idle, l7.pool_idle_timeout
             if not be.eligible:
                 pool.close_idle()

@@ -20,11 +20,15 @@ from http import HTTPStatus
 
 import h11
 
+from pktlb.core.l7.cache_policy import request_verdict
+from pktlb.core.l7.cache_store import CacheEntry
 from pktlb.core.l7.headers import Hop, header, request_headers
 from pktlb.core.l7.rejects import REJECTS, raw_answer, reject_answer
 from pktlb.core.l7.routing import parse_target
 from pktlb.core.l7.rules import RequestHead, first_refusal
 from pktlb.core.l7.stats import status_class
+from pktlb.core.l7.sticky import read_request
+from pktlb.daemon.proxy.cache import ResponseCapture, answer_from_cache
 from pktlb.daemon.proxy.forward import SOCKET_ERRORS, Exchange, Rejected
 from pktlb.daemon.proxy.http_stream import HttpStream
 from pktlb.daemon.proxy.service import ServiceRuntime
@@ -42,7 +46,8 @@ class ClientSession:
         peer = writer.get_extra_info("peername") or ("", 0)
         local = writer.get_extra_info("sockname") or ("", 0)
         self.peer, self.local = (peer[0], peer[1]), (local[0], local[1])
-        self.hop = Hop(client=peer[0], proto="http", by=local[0])
+        tls = writer.get_extra_info("ssl_object") is not None  # TLS was terminated here (``tls``)
+        self.hop = Hop(client=peer[0], proto="https" if tls else "http", by=local[0])
         self.cut = False  # end with a reset: the client must see its response is incomplete
         self.method = b""  # of the request being served (an answer to HEAD has no body)
 
@@ -98,7 +103,8 @@ class ClientSession:
     async def _serve(self, request: h11.Request) -> bool:
         """Forward one request or answer it; False when the connection must close.
 
-        head -> the service's rules (``pktlb.core.l7.rules``) -> a route -> a live pool -> ``Exchange``."""
+        head -> the service's rules (``pktlb.core.l7.rules``) -> a route -> the cache (``cache``) -> a live pool
+        -> ``Exchange``."""
         rt = self.rt
         plan = rt.plan  # one plan for the whole request, whatever changes meanwhile
         rt.counters.requests += 1
@@ -117,18 +123,44 @@ class ClientSession:
         route = plan.route_for(target)
         if route is None:
             return await self._answer("no_route")
+        capture = None
+        if rt.cache is not None:  # a fresh stored answer ends the request here; else the answer may be kept
+            verdict = request_verdict(request.method, request.headers.raw_items(), has_body)
+            key = (target.host, target.origin_form)
+            entry = rt.cache.get(key, rt.loop.time()) if verdict.lookup else None
+            if entry is not None:
+                return await self._answer_from_cache(entry)
+            if not verdict.lookup:
+                rt.cache.bypass[verdict.reason] += 1
+            capture = ResponseCapture(rt.cache, key) if verdict.store else None
         if not route.eligible:
             return await self._answer("no_backend")
+        headers, asked = request.headers.raw_items(), None
+        if plan.l7.cookie is not None:  # persistence: the backend the cookie names, and the cookie taken out
+            sticky = read_request(headers, plan.l7.cookie)
+            headers, asked = sticky.headers, sticky.backend
         outbound = h11.Request(method=request.method, target=target.origin_form,
-                               headers=request_headers(request.headers.raw_items(), self.hop,
-                                                       forwarded=plan.l7.forwarded_headers, also_drop=EXPECT))
+                               headers=request_headers(headers, self.hop, forwarded=plan.l7.forwarded_headers,
+                                                       also_drop=EXPECT))
         request_hash = plan.request_hash(self.peer[0], self.peer[1], self.local[0], self.local[1])
-        exchange = Exchange(rt, plan, self.client, request, outbound, route, request_hash, has_body)
+        exchange = Exchange(rt, plan, self.client, request, outbound, route, request_hash, has_body, asked=asked,
+                            capture=capture)
         try:
             await exchange.run()
         except Rejected as rejected:
             return await self._answer(rejected.reason)
         return True
+
+    async def _answer_from_cache(self, entry: CacheEntry) -> bool:
+        rt = self.rt
+        try:
+            await answer_from_cache(self.client, entry, self.method, rt.loop.time(),
+                                    rt.loop.time() + rt.plan.l7.body_timeout)
+        except (TimeoutError, *SOCKET_ERRORS):
+            self.cut = True
+            return False
+        rt.counters.responses[status_class(entry.status)] += 1
+        return self.client.reusable
 
     async def _answer(self, reason: str) -> bool:
         """The proxy's own answer for ``reason`` (or a cut connection); True when the connection may go on."""

@@ -57,6 +57,7 @@ from pktlb.reports.bench.options import GENERATOR, BenchOptions, flood_args
 from pktlb.reports.bench.results import BenchReport, Latency, VariantResult
 from pktlb.reports.bench.variants import (
     KernelDnat,
+    KernelDsr,
     KernelRouting,
     PktlbRxOnGeneratorCore,
     PktlbVariant,
@@ -64,6 +65,8 @@ from pktlb.reports.bench.variants import (
     Variant,
 )
 
+# Baselines measured in a mode's own lab, beside that mode's row (DNAT and routing run in the NAT lab).
+KERNEL_WAYS: dict[str, type[Variant]] = {"dsr": KernelDsr}
 POLL = 0.02  # seconds between looks at the backends' counters
 SETTLE = 0.3  # the run is over once no delivery was seen for this long after the generator finished
 BACKGROUND_PROBE = 0.5  # seconds the LB core is watched, idle, before each flood
@@ -269,6 +272,8 @@ def run_bench(opts: BenchOptions, progress: Progress = lambda _: None) -> BenchR
                     scapy = ScapyForwarder(opts.scapy_packets, opts.seconds)
                     report.results.append(run_variant(lab, scapy, opts, None, progress, packets=opts.scapy_packets,
                                                       rate=opts.scapy_rate))
+                if mode in KERNEL_WAYS and mode in opts.modes and opts.baselines:
+                    report.results.append(run_variant(lab, KERNEL_WAYS[mode](), opts, direct, progress))
                 if mode in opts.modes and opts.workers != [1]:
                     runs = [drain(lab, mode, n, opts, progress) for n in opts.workers]
                     base = next((r["pps"] for r in runs if r["workers"] == 1), None)

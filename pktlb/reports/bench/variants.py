@@ -6,11 +6,15 @@
   first backend: the least work a forwarding hop can do here.
 * ``kernel nftables DNAT``: the kernel's conntrack + DNAT over the backends (jhash of address and
   port), the LB's kernel doing what pktlb's NAT mode does.
+* ``kernel nftables DSR``: in a DSR lab, a netdev ingress chain on the LB's interface rewrites the
+  destination MAC to a backend's (a map indexed by jhash of address and port) and sends the frame
+  back out (``fwd to``): no conntrack, no routing, the LB's kernel doing what pktlb's DSR mode does.
 * ``scapy forwarder``: scripts/scapy_forwarder.py, a per-packet scapy loop (the reference of what
   not to do), fed at a paced rate it cannot reach.
 
 Baselines run in a NAT-mode lab: its backends route back through the LB, so TCP latency works
 through the kernel too.  The guard (a netdev drop of VIP traffic) is lifted for the kernel ones.
+The DSR baseline runs in the DSR lab, beside pktlb's DSR row; its chain comes before the guard's.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import Any, ClassVar
 
 from pktlb.daemon.ctlsock import ControlClientError, answers, request, worker_socket
 from pktlb.lab.manage import log_tail, pktlb_program
-from pktlb.lab.nftables import GUARD_TABLE, guard_ruleset
+from pktlb.lab.nftables import GUARD_TABLE, KERNEL_DSR_TABLE, DsrPort, guard_ruleset, kernel_dsr_ruleset
 from pktlb.reports.bench.lab import (
     BENCH_PORT,
     GEN_CPU,
@@ -35,7 +39,7 @@ from pktlb.reports.bench.lab import (
     stop,
     wait_until,
 )
-from pktlb.reports.bench.results import NFTABLES, ROUTING, SCAPY
+from pktlb.reports.bench.results import NFT_DSR, NFTABLES, ROUTING, SCAPY
 
 DNAT_TABLE = "pktlb_bench_dnat"
 ENGINE_START_TIMEOUT = 20.0
@@ -215,6 +219,21 @@ class KernelDnat(Variant):
         backends = [b.address for b in lab.backend_nodes]
         lab.nft("lb", dnat_ruleset(lab.vip, backends, BENCH_PORT, int(lab.constants["service_port"])))
         undo.append((lab.nft_delete, "lb", "ip", DNAT_TABLE))
+
+
+class KernelDsr(Variant):
+    """The kernel's DSR (lab/nftables.py's ruleset, the same one ``--engine kernel`` loads in a DSR lab),
+    over the bench's UDP port and the lab's TCP service; the LB's ip_forward stays 0."""
+
+    name = NFT_DSR
+    mode = "dsr"
+
+    def start(self, lab: BenchLab, undo: list[tuple[Any, ...]]) -> None:
+        lb = lab.node("lb").interfaces[0]
+        ports = [DsrPort("udp", BENCH_PORT), DsrPort("tcp", int(lab.constants["service_port"]))]
+        macs = [str(b.interfaces[0].mac) for b in lab.backend_nodes]
+        lab.nft("lb", kernel_dsr_ruleset(lb.ifname, str(lb.mac), lab.vip, ports, macs))
+        undo.append((lab.nft_delete, "lb", "netdev", KERNEL_DSR_TABLE))
 
 
 class ScapyForwarder(Variant):

@@ -142,7 +142,8 @@ def _method_lines(report: dict[str, Any]) -> list[str]:
             "the backend sends, through the LB only in nat and fullnat); measured for "
             + (", ".join(iperf) or "no run") + " (n/a: the lab's load balancer has no VIP service on the iperf3 port).",
             f"LB packets and bytes per request: {s['probe_sources']} sequential requests from as many source "
-            "addresses; pktlb engine counters (a capture on the LB for the kernel baseline). "
+            "addresses; pktlb engine counters (a capture on the LB for the kernel baseline: nftables DNAT in nat and "
+            "fullnat, a netdev ingress MAC rewrite in dsr). "
             "in = client-to-backend direction, out = replies that came back through the LB.",
             "LB CPU per request: the engine process's utime+stime over the load run; n/a for the kernel, "
             "whose forwarding runs in softirq context on whatever CPU the packet arrives.",
@@ -176,7 +177,7 @@ def requirements_text(requirements: dict[str, Any]) -> str:
         items += [f"{k}={v}" for k, v in spec.get("sysctls", {}).items()]
         items += [f"ethtool {dev} {v}" for dev, v in spec.get("offloads", {}).items()]
         items += [str(spec["decap"])] if spec.get("decap") else []
-        items += ["nftables DNAT (kernel_lb)"] if spec.get("kernel_lb") else []
+        items += ["the kernel's nftables load balancer (kernel_lb)"] if spec.get("kernel_lb") else []
         items += ["ingress guard dropping VIP traffic for the kernel"] if spec.get("guard") else []
         parts.append(f"{role}: " + ", ".join(items))
     return "; ".join(parts)

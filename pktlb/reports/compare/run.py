@@ -1,7 +1,7 @@
 """`pktlb compare`: the same bounded workload through every forwarding mode, measured side by side.
 
-For each mode, and for each engine that can do it (pktlb's own, and the kernel's nftables baseline
-for nat and fullnat), one lab is built, measured and removed:
+For each mode, and for each engine that can do it (pktlb's own, and the kernel's nftables baseline:
+DNAT for nat and fullnat, a netdev ingress MAC rewrite for dsr), one lab is built, measured and removed:
 
 1. lab up (a fresh lab per run, prefix ``pktlb-cmp-`` by default), then the VIP is polled until it answers;
 2. warm-up: one second of load;
@@ -37,7 +37,15 @@ from pktlb.lab.netns import CommandError, Namespace
 from pktlb.lab.paths import LabPaths
 from pktlb.lab.state import load_state
 from pktlb.lab.status import lab_status
-from pktlb.lab.topology import LabError, LabOptions, check_options, expand, load_topology, merge
+from pktlb.lab.topology import (
+    LabError,
+    LabOptions,
+    check_options,
+    engine_section,
+    expand,
+    load_topology,
+    merge,
+)
 from pktlb.reports.compare import workload as wl
 from pktlb.reports.compare.capture_stats import count_frames, lb_frames
 from pktlb.reports.compare.charts import write_charts
@@ -71,7 +79,7 @@ def mode_requirements(data: dict[str, Any], mode: str, engine: str, decap_kind: 
         chain.insert(0, data["mode"][name])
         name = data["mode"][name].get("inherits")
     roles: dict[str, dict[str, Any]] = {}
-    for section in [*chain, data["engine"][engine]]:
+    for section in [*chain, engine_section(data, engine, mode)]:
         for role, spec in section.items():
             if isinstance(spec, dict):
                 roles[role] = merge(roles.get(role, {}), spec)
