@@ -26,8 +26,8 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from pktlb.core.packet.addr import mac_for_ip
 from pktlb.lab import state as st
+from pktlb.lab.addressing import mac_for_ip
 from pktlb.lab.builder import node_steps
 from pktlb.lab.manage import READY_TIMEOUT, plan_lab, service_states
 from pktlb.lab.netns import CommandError, Namespace
