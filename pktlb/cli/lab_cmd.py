@@ -10,7 +10,15 @@ import click
 
 from pktlb.cli.lab_backend_cmd import lab_backend
 from pktlb.core.config import MODES
-from pktlb.lab.topology import DECAP_CHOICES, DEFAULT_PREFIX, ENGINES, LAB_MODES, LabError, LabOptions
+from pktlb.lab.topology import (
+    DECAP_CHOICES,
+    DEFAULT_PREFIX,
+    ENGINES,
+    LAB_MODES,
+    TOPOLOGIES,
+    LabError,
+    LabOptions,
+)
 
 PREFIX_OPTION = click.option("--prefix", default=DEFAULT_PREFIX, show_default=True,
                              help="Name prefix of the lab's namespaces (one lab per prefix).")
@@ -53,11 +61,14 @@ def lab() -> None:
 @click.option("--max-concurrent", type=click.IntRange(0, 1024), default=0, metavar="N",
               help="Backend capacity: requests each backend serves at once, the others queue (0: unlimited); "
                    "one backend then answers at most N / service time requests per second.")
+@click.option("--topology", type=click.Choice(TOPOLOGIES), default="one-arm", show_default=True,
+              help="one-arm: the LB beside the backends on the server segment; two-arm: a director with one "
+                   "interface on the client segment and one on the server segment, the backends' gateway.")
 @click.option("--dry-run", is_flag=True, help="Print the commands the lab would run; change nothing.")
 @click.option("--verbose-steps", is_flag=True, help="Print each step as it is applied.")
 def up(mode: str, backends: int, clients: int, scheduler: str | None, prefix: str, engine: str, no_engine: bool,
-       decap: str, lbs: int, ecmp: str, bfd: bool, service_time: float, max_concurrent: int, dry_run: bool,
-       verbose_steps: bool) -> None:
+       decap: str, lbs: int, ecmp: str, bfd: bool, service_time: float, max_concurrent: int, topology: str,
+       dry_run: bool, verbose_steps: bool) -> None:
     """Build the lab (or reuse an identical one that is already up)."""
     from pktlb.core.sched.base import scheduler_names
     from pktlb.lab import manage
@@ -68,7 +79,7 @@ def up(mode: str, backends: int, clients: int, scheduler: str | None, prefix: st
         _fail(f"unknown scheduler {scheduler!r}: expected one of {', '.join(scheduler_names())}")
     options = LabOptions(mode=mode, backends=backends, clients=clients, scheduler=scheduler, prefix=prefix,
                          engine="none" if no_engine else engine, decap=decap, lbs=lbs, ecmp=ecmp, bfd=bfd,
-                         service_time=service_time, max_concurrent=max_concurrent)
+                         service_time=service_time, max_concurrent=max_concurrent, topology=topology)
     try:
         if dry_run:
             click.echo(manage.dry_run(options), nl=False)
