@@ -15,6 +15,7 @@ import click
 
 from pktlb.cli.common import require_root
 from pktlb.core.config import MODES
+from pktlb.lab.topology import TOPOLOGIES
 
 
 def _modes(_ctx: Any, _param: Any, value: str) -> tuple[str, ...]:
@@ -52,8 +53,11 @@ def _interrupt_handler(owner: int) -> Any:
               help="Report directory [default: out/compare-<timestamp>].")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (progress goes to stderr).")
 @click.option("--prefix", default="pktlb-cmp-", show_default=True, help="Namespace prefix of the labs it builds.")
+@click.option("--topology", type=click.Choice(TOPOLOGIES), default="one-arm", show_default=True,
+              help="Lab layout: the LB beside the backends (one-arm) or a director between client and server "
+                   "segments, the backends' gateway (two-arm).")
 def compare(modes: tuple[str, ...], scheduler: str, backends: int, duration: float, requests: int | None,
-            out_dir: Path | None, as_json: bool, prefix: str) -> None:
+            out_dir: Path | None, as_json: bool, prefix: str, topology: str) -> None:
     """Build the lab for each mode in turn, run the same bounded workload through the pktlb engine and
     the kernel baseline (where the kernel can do the mode), tear it down, and report per mode:
     requests/s and latency, throughput, LB packets, bytes and CPU per request, what the backend saw,
@@ -78,7 +82,7 @@ def compare(modes: tuple[str, ...], scheduler: str, backends: int, duration: flo
         raise click.ClickException(f"missing programs: {', '.join(missing)} (`make deps` installs them)")
     out = out_dir or Path("out") / time.strftime("compare-%Y%m%d-%H%M%S")
     settings = CompareSettings(modes=modes, scheduler=scheduler, backends=backends, duration=duration,
-                               requests=requests, out=out, prefix=prefix)
+                               requests=requests, out=out, prefix=prefix, topology=topology)
 
     def progress(text: str) -> None:
         click.echo(f"{time.strftime('%H:%M:%S')} {text}", err=True)

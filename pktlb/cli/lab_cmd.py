@@ -201,18 +201,39 @@ def exec_(prefix: str, timeout: float | None, node: str, command: tuple[str, ...
               help="Check this (root-namespace) host as a lab role instead of a lab.")
 @click.option("--mode", type=click.Choice(MODES), default=None, help="With --host: the mode to check for.")
 @click.option("--vip", default="198.19.0.100", show_default=True, help="With --host: the VIP.")
-def doctor(prefix: str, as_json: bool, host_role: str | None, mode: str | None, vip: str) -> None:
-    """Check a lab (or this host) for the known traps; one line per finding with its fix."""
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="Check this namespace (any, not only a lab's) for CONFIG's services: what would break each "
+                   "mode here (a VIP on this stack, routes and neighbours to the backends, forwarding without "
+                   "the guard, checksum offload on veth, SNAT ports).")
+@click.option("--backend", "as_backend", is_flag=True,
+              help="With -c: this namespace is a backend of CONFIG's services (VIP on lo, arp_ignore/announce, "
+                   "rp_filter, the route back through the director).")
+@click.option("--netns", default=None, help="With -c: check this named network namespace instead of the current one.")
+def doctor(prefix: str, as_json: bool, host_role: str | None, mode: str | None, vip: str, config_path: str | None,
+           as_backend: bool, netns: str | None) -> None:
+    """Check a lab (or this host, or any namespace with -c) for the known traps; one line per finding with its fix."""
     from pktlb.core.packet.addr import ip_to_int
-    from pktlb.lab.doctor import diagnose, render_findings
+    from pktlb.lab.doctor import diagnose, diagnose_namespace, render_findings
 
     try:
         ip_to_int(vip)
     except ValueError:
         _fail(f"--vip {vip!r}: expected an IPv4 address like 198.19.0.100", 2)
+    if (as_backend or netns) and not config_path:
+        _fail("--backend and --netns check a namespace for a config's services: give -c CONFIG", 2)
 
     try:
-        findings = diagnose(prefix, host_role=host_role, host_mode=mode, host_vip=vip)
+        if config_path:
+            from pktlb.adapters.netlink import NetlinkUnavailable
+            from pktlb.cli.common import load_config_or_exit
+
+            try:
+                findings = diagnose_namespace(load_config_or_exit(config_path), "backend" if as_backend else "director",
+                                              netns)
+            except NetlinkUnavailable as exc:
+                _fail(str(exc))
+        else:
+            findings = diagnose(prefix, host_role=host_role, host_mode=mode, host_vip=vip)
     except LabError as exc:
         _fail(str(exc))
     if as_json:

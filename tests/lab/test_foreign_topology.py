@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.lab.conftest import need_root
-from tests.lab.foreign import MOVABLE, SERVERS, Foreign
+from tests.lab.foreign import MOVABLE, SERVERS, Foreign, sh
 
 pytestmark = pytest.mark.lab
 
@@ -91,3 +91,28 @@ def net_pktlb() -> str:
     from tests.lab.foreign import PKTLB
 
     return PKTLB
+
+
+def doctor(net: Foreign, config: str, node: str, *extra: str) -> dict[str, list[dict]]:
+    done = sh(net_pktlb(), "doctor", "-c", config, "--netns", net.ns(node), "--json", *extra, check=False)
+    findings = json.loads(done.stdout)
+    by_check: dict[str, list[dict]] = {}
+    for finding in findings:
+        by_check.setdefault(finding["check"], []).append(finding)
+    return by_check
+
+
+def test_doctor_checks_any_namespace_for_what_would_break_a_mode(net: Foreign):
+    config = net.config("dsr", [address for _, _, address in SERVERS.values()])
+    director = doctor(net, config, "lb")
+    assert all(f["level"] == "ok" for f in director["backend-route"]) and len(director["backend-route"]) == 2
+    assert {f["level"] for f in director["tx-checksum"]} == {"warn"}  # veth with TX checksum offload on
+    assert director["vip-local"][0]["level"] == "ok"
+    net.ip("lb", "addr", "add", "198.19.241.100/32", "dev", "lo")
+    assert doctor(net, config, "lb")["vip-local"][0]["level"] == "fail"
+    server = doctor(net, config, "s1", "--backend")
+    assert server["vip-on-lo"][0]["level"] == "fail" and server["arp-sysctls"][0]["level"] == "fail"
+    net.as_dsr_servers()
+    server = doctor(net, config, "s1", "--backend")
+    assert server["vip-on-lo"][0]["level"] == "ok" and server["arp-sysctls"][0]["level"] == "ok"
+    assert server["rp-filter"][0]["level"] == "ok"

@@ -70,6 +70,7 @@ class CompareSettings:
     requests: int | None = None  # a request count instead of a duration (ab instead of wrk)
     out: Path = Path("out/compare")
     prefix: str = DEFAULT_PREFIX
+    topology: str = "one-arm"  # the lab layout every run uses (netns/lab.toml [topology.*])
 
 
 def mode_requirements(data: dict[str, Any], mode: str, engine: str, decap_kind: str | None) -> dict[str, Any]:
@@ -171,7 +172,7 @@ class ModeRun:
             self.say(f"lab up ({self.settings.backends} backends, scheduler {self.settings.scheduler})")
             created = True
             up = lab_up(LabOptions(mode=self.mode, backends=self.settings.backends, scheduler=self.settings.scheduler,
-                                   prefix=self.prefix, engine=self.engine))
+                                   prefix=self.prefix, engine=self.engine, topology=self.settings.topology))
             if up.engine_problem:
                 raise LabError(up.engine_problem)
             self.plan = up.plan
@@ -361,10 +362,10 @@ class ModeRun:
         return f"dport {port} " in done.stdout
 
 
-def unavailable(data: dict[str, Any], mode: str, engine: str) -> str | None:
+def unavailable(data: dict[str, Any], mode: str, engine: str, topology: str = "one-arm") -> str | None:
     """Why the lab cannot run this engine in this mode (the lab's own refusal), None if it can."""
     try:
-        check_options(LabOptions(mode=mode, engine=engine), data)
+        check_options(LabOptions(mode=mode, engine=engine, topology=topology), data)
     except LabError as exc:
         return str(exc)
     return None
@@ -375,11 +376,11 @@ def run_compare(settings: CompareSettings, progress: Progress) -> dict[str, Any]
     data = load_topology()
     (settings.out / "captures").mkdir(parents=True, exist_ok=True)
     plan = [(mode, engine) for mode in settings.modes for engine in ENGINES]
-    runnable = [(m, e) for m, e in plan if unavailable(data, m, e) is None]
+    runnable = [(m, e) for m, e in plan if unavailable(data, m, e, settings.topology) is None]
     runs: list[dict[str, Any]] = []
     started = time.monotonic()
     for mode, engine in plan:
-        reason = unavailable(data, mode, engine)
+        reason = unavailable(data, mode, engine, settings.topology)
         if reason:
             progress(f"[{mode}/{engine}] skipped: {reason}")
             runs.append({"mode": mode, "engine": engine, "available": False, "reason": reason, "errors": []})
@@ -393,7 +394,7 @@ def run_compare(settings: CompareSettings, progress: Progress) -> dict[str, Any]
         "settings": {"modes": list(settings.modes), "scheduler": settings.scheduler, "backends": settings.backends,
                      "duration": None if settings.requests else settings.duration, "requests": settings.requests,
                      "connections": wl.CONNECTIONS, "download_bytes": wl.DOWNLOAD_BYTES,
-                     "probe_sources": PROBE_SOURCES, "out": str(settings.out)},
+                     "probe_sources": PROBE_SOURCES, "out": str(settings.out), "topology": settings.topology},
         "host": {"cpus": os.cpu_count(), "kernel": os.uname().release},
         "lab": {key: data["constants"][key] for key in ("vip", "service_port", "lb_address", "snat_address")},
         "runs": runs,
