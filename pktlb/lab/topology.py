@@ -202,6 +202,10 @@ def check_options(options: LabOptions, data: dict[str, Any]) -> None:
     layout = topologies[options.topology]
     if options.mode not in layout.get("modes", LAB_MODES):
         raise LabError(f"--topology {options.topology} cannot do mode {options.mode}: {layout.get('refusal', '')}")
+    refused = layout.get("engines", {}).get(options.engine, {})
+    if options.mode in refused.get("modes", ()):
+        raise LabError(f"--topology {options.topology}: --engine {options.engine} cannot do mode {options.mode}: "
+                       f"{refused.get('refusal', '')}")
     if options.topology != "one-arm" and options.lbs != 1:
         raise LabError(f"--topology {options.topology} has one LB: the LB tier (--lbs) is one-armed")
     engine = data["engine"][options.engine]

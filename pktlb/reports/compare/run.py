@@ -73,17 +73,21 @@ class CompareSettings:
     topology: str = "one-arm"  # the lab layout every run uses (netns/lab.toml [topology.*])
 
 
-def mode_requirements(data: dict[str, Any], mode: str, engine: str, decap_kind: str | None) -> dict[str, Any]:
-    """Per role, the sysctls, routes, addresses and offloads that this mode and engine add to the lab."""
+def mode_requirements(data: dict[str, Any], mode: str, engine: str, decap_kind: str | None,
+                      topology: str = "one-arm") -> dict[str, Any]:
+    """Per role, the sysctls, routes, addresses and offloads that this mode, engine and topology add to the lab."""
     chain, name = [], mode
     while name:
         chain.insert(0, data["mode"][name])
         name = data["mode"][name].get("inherits")
     roles: dict[str, dict[str, Any]] = {}
-    for section in [*chain, engine_section(data, engine, mode)]:
+    layout = data.get("topology", {}).get(topology, {})
+    for section in [*chain, engine_section(data, engine, mode), layout]:
         for role, spec in section.items():
-            if isinstance(spec, dict):
+            if isinstance(spec, dict) and role != "replace":
                 roles[role] = merge(roles.get(role, {}), spec)
+    for role, spec in layout.get("replace", {}).items():
+        roles.setdefault(role, {}).update(spec)
     if decap_kind:
         decap = data["decap"][decap_kind]
         backend = roles.setdefault("backend", {})
@@ -178,7 +182,8 @@ class ModeRun:
             self.plan = up.plan
             self.result["summary"] = data["mode"][self.mode].get("summary", "")
             self.result["decap"] = up.plan.decap_kind
-            self.result["requirements"] = mode_requirements(data, self.mode, self.engine, up.plan.decap_kind)
+            self.result["requirements"] = mode_requirements(data, self.mode, self.engine, up.plan.decap_kind,
+                                                            self.settings.topology)
             self._measure()
         except (LabError, wl.WorkloadError, CommandError, ControlClientError, OSError) as exc:
             self.result["errors"].append(str(exc))
@@ -207,6 +212,8 @@ class ModeRun:
         self.socket = (load_config(str(LabPaths.at(self.plan.statedir).config)).lb.control_socket
                        if self.engine == "pktlb" else None)
         self.lb_mac = self.plan.node("lb").interface("eth0").mac
+        arms = [iface for iface in self.plan.node("lb").interfaces if iface.segment]  # two-arm: eth0 and eth1
+        self.lb_arms, self.lb_macs = [iface.ifname for iface in arms], [iface.mac or "" for iface in arms]
         self.say("waiting for the VIP to answer")
         self.result["ready_seconds"] = round(wl.await_vip(self.ns("client"), self.url, timeout=READY_TIMEOUT), 2)
         self.say("warm-up: 1 s of load")
@@ -222,19 +229,24 @@ class ModeRun:
 
     def _probe(self) -> None:
         self.say(f"probe: {len(self.sources)} requests, one per source address")
-        tmp = self.settings.out / "captures" / f".{self.mode}-{self.engine}-probe.pcap"
-        capture = wl.Capture(self.ns("lb"), "eth0", tmp, f"tcp port {self.port}", max_packets=20000,
-                             inbound_only=True).start()
+        tmps = [self.settings.out / "captures" / f".{self.mode}-{self.engine}-probe-{arm}.pcap" for arm in self.lb_arms]
+        captures = []
         try:
+            for arm, tmp in zip(self.lb_arms, tmps, strict=True):
+                captures.append(wl.Capture(self.ns("lb"), arm, tmp, f"tcp port {self.port}", max_packets=20000,
+                                           inbound_only=True).start())
             before = self._stats()
             answers = wl.probe_requests(self.ns("client"), self.url, self.sources)
             time.sleep(CAPTURE_GRACE)
-            capture.stop()
+            for capture in captures:
+                capture.stop()
             after = self._stats()
-            frames = lb_frames(str(tmp), self.lb_mac, self.port)
+            frames = lb_frames([str(t) for t in tmps], self.lb_macs, self.port)
         finally:
-            capture.stop()
-            tmp.unlink(missing_ok=True)
+            for capture in captures:
+                capture.stop()
+            for tmp in tmps:
+                tmp.unlink(missing_ok=True)
         ok = [a for a in answers if "backend" in a]
         self.result["spread"] = {"probe": dict(sorted(Counter(a["backend"] for a in ok).items()))}
         seen_as = Counter("own address" if a["client"] == src else a["client"]
@@ -245,7 +257,8 @@ class ModeRun:
                     "packets_out_per_request": _per_request(frames.packets_out, n),
                     "bytes_in_per_request": _per_request(frames.bytes_in, n),
                     "bytes_out_per_request": _per_request(frames.bytes_out, n)}
-        lb: dict[str, Any] = {"requests": n, "capture": {**captured, "method": "tcpdump -Q in on the LB's eth0"}}
+        lb: dict[str, Any] = {"requests": n, "capture": {**captured,
+                                                         "method": f"tcpdump -Q in on the LB's {', '.join(self.lb_arms)}"}}
         if before is not None and after is not None:
             total = _totals(_delta(before, after))
             lb.update(method="engine counters (pktlb stats) before and after the probe",
@@ -254,7 +267,8 @@ class ModeRun:
                       bytes_in_per_request=_per_request(total["bytes_in"], n),
                       bytes_out_per_request=_per_request(total["bytes_out"], n))
         else:
-            lb.update(method="capture on the LB's eth0 (the kernel has no per-service counters here)", **captured)
+            lb.update(method=f"capture on the LB's {', '.join(self.lb_arms)} (the kernel has no per-service counters "
+                             "here)", **captured)
         self.result["lb"] = lb
 
     def _capture_one_request(self) -> None:
@@ -264,12 +278,15 @@ class ModeRun:
         bpf = CAPTURE_FILTER.format(port=self.port)
         places = {"client": (self.ns("client"), folder / f"{stem}-client.pcap"),
                   "lb": (self.ns("lb"), folder / f"{stem}-lb.pcap")}
+        for arm in self.lb_arms[1:]:  # a two-armed LB: its client-side arm too
+            places[f"lb-{arm}"] = (self.ns("lb"), folder / f"{stem}-lb-{arm}.pcap")
         for backend in self.plan.by_role("backend"):
             places[backend.name] = (backend.namespace, folder / f".{stem}-{backend.name}.pcap")
         captures: dict[str, wl.Capture] = {}
         try:
             for place, (namespace, path) in places.items():
-                captures[place] = wl.Capture(namespace, "eth0", path, bpf, max_packets=500).start()
+                ifname = place[3:] if place.startswith("lb-") else "eth0"
+                captures[place] = wl.Capture(namespace, ifname, path, bpf, max_packets=500).start()
             answer = wl.curl_json(self.ns("client"), self.url)
             time.sleep(CAPTURE_GRACE)
             served = answer["backend"]
@@ -282,7 +299,8 @@ class ModeRun:
                 capture.stop()
             for backend in self.plan.by_role("backend"):  # the backends that did not serve it
                 places[backend.name][1].unlink(missing_ok=True)
-        frames = lb_frames(str(places["lb"][1]), self.lb_mac, self.port)
+        lb_pcaps = [str(places["lb"][1])] + [str(places[f"lb-{arm}"][1]) for arm in self.lb_arms[1:]]
+        frames = lb_frames(lb_pcaps, self.lb_macs, self.port)
         self.result["request"] = {"client_address": self.client_address, "answer": answer,
                                   "backend_saw": answer["client"], "lb_frames": frames.as_dict()}
         self.result["captures"] = {
