@@ -116,3 +116,12 @@ def test_doctor_checks_any_namespace_for_what_would_break_a_mode(net: Foreign):
     server = doctor(net, config, "s1", "--backend")
     assert server["vip-on-lo"][0]["level"] == "ok" and server["arp-sysctls"][0]["level"] == "ok"
     assert server["rp-filter"][0]["level"] == "ok"
+
+
+def test_two_workers_share_every_interface(net: Foreign):
+    """--workers 2: a fanout group per interface; full-NAT replies (arriving on the servers' arms) reach the
+    worker owning their SNAT port."""
+    net.start_engine(net.config("fullnat", [address for _, _, address in SERVERS.values()]), "--workers", "2")
+    for _ in range(4):
+        data = net.fetch("data.bin")
+        assert hashlib.sha256(data).hexdigest() == net.digest
