@@ -68,6 +68,22 @@ def test_the_engine_follows_routes_links_and_macs(net: Foreign):
     assert net.fetch("who", max_time=5) == b"s1"
     report = stats(net)
     assert report["routing"]["generation"] > 0 and report["totals"]["forwarded"] > 0
+    assert report["services"][0]["mtu"] == 1500
+    net.ip("lb", "link", "set", "arm1", "mtu", "1400")  # the path toward the backend shrinks: so does the MTU
+    net.ip("s1", "link", "set", "eth0", "mtu", "1400")  # the tunnel's frag-needed answers use
+    assert await_stats(net, lambda r: r["services"][0]["mtu"] == 1400)
+
+
+def await_stats(net: Foreign, predicate, bound: float = 5.0) -> bool:
+    """Poll the engine's stats until ``predicate`` holds (bounded; the change arrives by netlink)."""
+    import time
+
+    deadline = time.monotonic() + bound
+    while time.monotonic() < deadline:
+        if predicate(stats(net)):
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def test_bad_input_is_a_clear_error_naming_key_and_value(net: Foreign):
