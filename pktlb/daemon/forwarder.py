@@ -345,11 +345,6 @@ class Forwarder:
         if flows:
             log.info("flow table reconfigured: %s", flows)
         self.set_filter()
-        if self.guard is not None:
-            try:
-                self.guard.install(guard_spec(config, self.interfaces, owner_text(self.config_path)))
-            except (NftError, ValueError) as exc:
-                log.error("guard not updated, the previous rules stay: %s", exc)
         if self.workers > 1:
             for port in self.ports:
                 port.set_fanout_program(fanout_program(self.control.snapshot, self.workers))
@@ -360,10 +355,17 @@ class Forwarder:
         return {"reloaded": True, **change.as_dict(), "flows": flows}
 
     def set_filter(self) -> None:
-        """The receive filter of every port, from the current snapshot (new VIPs or backends)."""
+        """The receive filter of every port and the guard, from the current snapshot and backends (new VIPs or
+        backends: a NAT backend added at run time needs its replies kept from the kernel's forwarding too)."""
         program = engine_filter(self.control.snapshot)
         for port in self.ports:
             port.set_filter(program)
+        if self.guard is not None:
+            try:
+                self.guard.install(guard_spec(self.control.effective_config(), self.interfaces,
+                                              owner_text(self.config_path)))
+            except (NftError, ValueError) as exc:
+                log.error("guard not updated, the previous rules stay: %s", exc)
 
     def run(self) -> None:
         try:

@@ -154,6 +154,7 @@ class Reporter:
                                              self.fwd.reactor.clock())
         elif action == "remove":
             change = control.remove_backend(service, name)
+            self.fwd.set_filter()
             if self.fwd.monitor is not None:
                 self.fwd.monitor.remove_backend(service, name)
         elif action == "weight":

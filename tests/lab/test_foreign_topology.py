@@ -141,3 +141,14 @@ def test_two_workers_share_every_interface(net: Foreign):
     for _ in range(4):
         data = net.fetch("data.bin")
         assert hashlib.sha256(data).hexdigest() == net.digest
+
+
+def test_backend_add_without_a_mac_resolves_it_without_blocking_and_refuses_one_without_a_route(net: Foreign):
+    net.start_engine(net.config("nat", [SERVERS["s1"][2]]))
+    added = net.cli("backend", "add", "s2", "--address", SERVERS["s2"][2], "--port", "8080", "--json")
+    assert added.returncode == 0, added.stderr
+    assert stats(net)["interfaces"]  # the engine answers at once: nothing waited for ARP
+    served = {net.fetch("who") for _ in range(24)}
+    assert served == {b"s1", b"s2"}
+    refused = net.cli("backend", "add", "nowhere", "--address", "198.18.99.9", "--port", "8080")
+    assert refused.returncode != 0 and "no route" in refused.stderr + refused.stdout
