@@ -7,10 +7,10 @@ PKTLB := $(VENV)/bin/pktlb
 # Debian packages the lab, tests, demo and benchmarks use.  haproxy and bird2 only ever run inside lab
 # namespaces (started by the lab supervisor): `make deps` installs them behind a policy-rc.d that starts
 # no daemon in the root namespace (an existing policy-rc.d, such as Docker's, is left as it is).
-DEBS := iproute2 nftables ethtool iputils-ping curl iperf3 wrk tcpdump python3-venv python3-dev gcc procps util-linux kmod apache2-utils hping3 chromium bird2 haproxy
+DEBS := iproute2 nftables ethtool iputils-ping curl iperf3 wrk tcpdump python3-venv python3-dev gcc procps util-linux kmod apache2-utils hping3 chromium bird2 haproxy clang llvm libbpf-dev linux-libc-dev bpftool
 PYTEST_ARGS ?=
 
-.PHONY: all deps venv test unit labtest lint demo bench fuzz clean lab-clean
+.PHONY: all deps venv test unit labtest lint demo bench fuzz clean lab-clean fastpath
 
 all: test
 
@@ -35,7 +35,21 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PY) -m pip install -q -e '.[test,bench]'
 	touch $@
 
-venv: $(VENV)/.installed
+venv: $(VENV)/.installed fastpath
+
+# The kernel fast path (pktlb/fastpath/*.c): an eBPF object built with Debian's clang and libbpf-dev
+# into build/ (git-ignored).  Without clang it is skipped with a message; the engine then runs without it.
+BPF_OBJ := build/fastpath/fastpath.bpf.o build/fastpath/pass.bpf.o
+BPF_SRC := $(wildcard pktlb/fastpath/*.c pktlb/fastpath/*.h)
+BPF_CFLAGS := -O2 -g -target bpf -mcpu=v3 -Wall -Werror
+fastpath:
+	@if command -v clang >/dev/null 2>&1 && [ -e /usr/include/bpf/bpf_helpers.h ]; then \
+	  $(MAKE) --no-print-directory $(BPF_OBJ); \
+	else echo "fastpath: clang or libbpf-dev missing, the kernel fast path is not built (run make deps as root)"; fi
+
+build/fastpath/%.bpf.o: pktlb/fastpath/%.bpf.c $(BPF_SRC)
+	@mkdir -p $(@D)
+	clang $(BPF_CFLAGS) -I/usr/include/$$(gcc -dumpmachine) -c $< -o $@
 
 lint: venv
 	$(VENV)/bin/ruff check pktlb tests scripts

@@ -20,7 +20,7 @@ fi
 cleanup() { $PKTLB lab down --prefix "$PREFIX" >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 
-echo "pktlb compare: one lab per mode and engine, the same bounded workload in each (about 2 minutes)."
+echo "pktlb compare: one lab per mode and engine (the L4 modes, then the L7 proxies), the same bounded workload in each (about 5 minutes)."
 echo "Progress lines below; the tables follow at the end."
 echo "Watch the pktlb engine live meanwhile: in a second terminal run"
 echo "  sudo $PKTLB dashboard --lab $PREFIX     and open http://127.0.0.1:9180/ (each mode's lab appears as it runs)"

@@ -36,6 +36,7 @@ COMMANDS = {
     "announce": "pktlb.cli.announce_cmd",
     "nhsync": "pktlb.cli.announce_cmd",
     "tier-report": "pktlb.cli.tier_cmd",
+    "l7-report": "pktlb.cli.l7report_cmd",
 }
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import signal
+import subprocess
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,12 +16,23 @@ from pktlb.core.config import LbConfig
 from pktlb.core.policy.autoscale import REMOVAL_ORDERS, ScalingConfig
 from pktlb.daemon.autoscale.controller import Controller, LoopSettings
 from pktlb.daemon.autoscale.engine import EngineActuator, EngineControl
-from pktlb.daemon.autoscale.interfaces import METRICS, AutoscaleError, MonotonicClock, NewBackend
+from pktlb.daemon.autoscale.interfaces import (
+    METRICS,
+    AutoscaleError,
+    BackendProvider,
+    MetricSource,
+    MonotonicClock,
+    NewBackend,
+)
 from pktlb.daemon.autoscale.journal import Journal, read_journal
+from pktlb.daemon.autoscale.latency import LatencyFeed, WithLatency
 from pktlb.daemon.autoscale.metrics import EngineMetrics, require_cpu
 from pktlb.daemon.autoscale.pool import StandbyPool, parse_pool_entry
+from pktlb.lab.loadgen import Phase, parse_load, start_in_lab
 from pktlb.lab.paths import BadPrefix, LabPaths
+from pktlb.lab.scaling import LabBackendProvider
 from pktlb.lab.state import load_state
+from pktlb.lab.topology import MAX_BACKENDS, LabError
 from pktlb.reports.autoscale.replay import ReplayError, recorded_start, replay
 from pktlb.reports.autoscale.summary import render_summary, summarize
 from pktlb.reports.autoscale.timeline import timeline_chart
@@ -84,6 +97,11 @@ def _policy(given: dict[str, Any], fallback: dict[str, Any]) -> ScalingConfig:
 @click.option("--pool", "pool", multiple=True, metavar="NAME=ADDRESS[:PORT]",
               help="A standby backend (running, not in the engine) that a scale-out may add; repeat.  "
                    "With --lab and no --pool: the lab's backends that the engine does not have.")
+@click.option("--load", "load_text", default=None, metavar="RATE:SECONDS[,RATE:SECONDS...]",
+              help="With --lab: drive a stepped HTTP load at the VIP from the lab's client (pktlb.lab.loadgen: "
+                   "requests/s for seconds, each step in turn, a new connection per request); the samples get "
+                   "its p99 latency and the run lasts the load plus --scale-in-window and --drain-timeout "
+                   "unless --duration says otherwise.")
 @click.option("--protect", multiple=True, metavar="NAME", help="Never remove this backend; repeat.")
 @click.option("--protect-initial/--no-protect-initial", default=True, show_default=True,
               help="Never remove the backends the engine had at the start.")
@@ -95,8 +113,8 @@ def _policy(given: dict[str, Any], fallback: dict[str, Any]) -> ScalingConfig:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable summary.")
 def autoscale(metric: str | None, drain_timeout: float | None, period: float | None, smoothing: float | None,
               service: str, socket_path: str | None, config_path: str | None, lab_prefix: str | None,
-              pool: tuple[str, ...], protect: tuple[str, ...], protect_initial: bool, duration: float | None,
-              out_dir: str, replay_file: str | None, as_json: bool, **given: Any) -> None:
+              pool: tuple[str, ...], load_text: str | None, protect: tuple[str, ...], protect_initial: bool,
+              duration: float | None, out_dir: str, replay_file: str | None, as_json: bool, **given: Any) -> None:
     """Add backends under load and remove them when it passes (target tracking, as Kubernetes' HPA).
 
     Every --period the engine's metric is read from its control socket, smoothed (EWMA), divided by
@@ -106,13 +124,26 @@ def autoscale(metric: str | None, drain_timeout: float | None, period: float | N
     drained first.  Writes OUT/autoscale.jsonl (every sample and action) and OUT/timeline.png.
     """
     out = Path(out_dir)
+    load: list[Phase] = []
+    if load_text is not None:
+        if replay_file or not lab_prefix:
+            raise click.UsageError("--load drives the lab's client: it needs --lab PREFIX (and no --replay)")
+        try:
+            load = parse_load(load_text)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--load") from None
     out.mkdir(parents=True, exist_ok=True)
+    load_end: dict[str, Any] | None = None
     if replay_file:
         records = _replay(replay_file, metric, smoothing, given)
     else:
-        records = _live(metric or DEFAULT_METRIC, _policy(given, {}), drain_timeout, period, smoothing,
-                        service, _control_socket(socket_path, config_path, lab_prefix), pool, protect,
-                        protect_initial, duration, out, lab_prefix)
+        policy = _policy(given, {})
+        socket = _control_socket(socket_path, config_path, lab_prefix)
+        if load and duration is None:
+            duration = sum(p.seconds for p in load) + policy.scale_in_window + policy.cooldown \
+                + (DEFAULT_DRAIN_TIMEOUT if drain_timeout is None else drain_timeout) / 2
+        records, load_end = _live(metric or DEFAULT_METRIC, policy, drain_timeout, period, smoothing, service,
+                                  socket, pool, protect, protect_initial, duration, out, lab_prefix, load)
     if replay_file:
         with open(out / "autoscale.jsonl", "w", encoding="utf-8") as f:
             journal = Journal(f)
@@ -121,10 +152,15 @@ def autoscale(metric: str | None, drain_timeout: float | None, period: float | N
     timeline_chart(records, out / "timeline.png")
     summary = summarize(records)
     summary["files"] = {"journal": str(out / "autoscale.jsonl"), "timeline": str(out / "timeline.png")}
+    if load:
+        summary["load"] = load_end or {"error": f"the load generator wrote no totals (log: {out / 'load.log'})"}
+        summary["files"]["load"] = str(out / "load.jsonl")
     if as_json:
         emit_json(summary)
     else:
         click.echo(render_summary(summary))
+        if load:
+            click.echo(render_load(summary["load"]))
         click.echo(f"\nwrote {summary['files']['journal']} and {summary['files']['timeline']}")
 
 
@@ -161,7 +197,8 @@ def _control_socket(socket_path: str | None, config_path: str | None, lab_prefix
 
 def _live(metric: str, policy: ScalingConfig, drain_timeout: float | None, period: float | None,
           smoothing: float | None, service: str, socket_path: str, pool: tuple[str, ...], protect: tuple[str, ...],
-          protect_initial: bool, duration: float | None, out: Path, lab_prefix: str | None) -> list[dict[str, Any]]:
+          protect_initial: bool, duration: float | None, out: Path, lab_prefix: str | None,
+          load: list[Phase]) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     try:
         settings = LoopSettings(metric, service, DEFAULT_PERIOD if period is None else period,
                                 DEFAULT_SMOOTHING if smoothing is None else smoothing,
@@ -177,10 +214,12 @@ def _live(metric: str, policy: ScalingConfig, drain_timeout: float | None, perio
     except AutoscaleError as exc:
         raise click.ClickException(str(exc)) from None
     initial = sorted(counters.backends)
-    if lab_prefix and not pool:
-        standby = _lab_standby(lab_prefix, set(initial))
-    provider = StandbyPool(standby, in_use=initial)
-    room = len(initial) + len(provider.free())
+    provider: BackendProvider
+    if lab_prefix and not pool:  # the lab's standby hosts first, then new backend namespaces
+        provider = LabBackendProvider(lab_prefix, standby=[b.name for b in _lab_standby(lab_prefix, set(initial))])
+    else:
+        provider = StandbyPool(standby, in_use=initial)
+    room = len(initial) + len(provider.free()) if isinstance(provider, StandbyPool) else MAX_BACKENDS
     if policy.max_backends > len(initial) and room < policy.max_backends:
         where = "the lab has" if lab_prefix and not pool else "--pool gives"
         raise click.UsageError(f"--max {policy.max_backends} needs up to {policy.max_backends - len(initial)} backends "
@@ -192,17 +231,56 @@ def _live(metric: str, policy: ScalingConfig, drain_timeout: float | None, perio
     stopping: list[int] = []
     previous = {s: signal.signal(s, lambda signum, _frame: stopping.append(signum))
                 for s in (signal.SIGINT, signal.SIGTERM)}
+    source: MetricSource = EngineMetrics(engine)
+    generator = feed = None
+    load_started = 0.0
     try:
+        if load and lab_prefix:
+            (out / "load.jsonl").unlink(missing_ok=True)
+            feed = LatencyFeed(out / "load.jsonl")
+            source = WithLatency(source, feed)
+            with open(out / "load.log", "ab") as log:
+                generator = start_in_lab(lab_prefix, load, str((out / "load.jsonl").resolve()), log=log)
+                load_started = time.monotonic()
         with open(out / "autoscale.jsonl", "w", encoding="utf-8") as f:
             journal = Journal(f)
-            controller = Controller(policy, settings, EngineMetrics(engine), EngineActuator(engine, provider),
+            controller = Controller(policy, settings, source, EngineActuator(engine, provider),
                                     MonotonicClock(), journal, initial=initial, protected=protected,
                                     wall=datetime.now(UTC).isoformat(timespec="seconds"))
             controller.run(duration, stop=lambda: bool(stopping))
+    except (ValueError, LabError) as exc:
+        raise click.ClickException(str(exc)) from None
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-    return journal.records
+        if generator is not None:
+            left = load_started + sum(p.seconds for p in load) - time.monotonic()
+            _finish(generator, timeout=0.0 if stopping else max(0.0, left) + 15)  # its last answers: <= 5 s
+    if feed is not None:
+        feed.poll()
+    return journal.records, feed.end if feed is not None else None
+
+
+def _finish(generator: Any, timeout: float) -> None:
+    """Let the load generator end (its phases are bounded), else stop it."""
+    try:
+        generator.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        generator.terminate()
+        try:
+            generator.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            generator.kill()
+            generator.wait()
+
+
+def render_load(end: dict[str, Any]) -> str:
+    if "error" in end:
+        return f"load: {end['error']}"
+    text = (f"load: {end['sent']} requests sent in {end['seconds']:.0f} s, {end['ok']} answered, {end['failed']} "
+            f"failed, {end['shed']} not sent (too many in flight); latency p50 {end['p50_ms']} ms, "
+            f"p99 {end['p99_ms']} ms")
+    return text + "".join(f"\n  {e}" for e in end.get("errors", [])[:5])
 
 
 def _lab_standby(prefix: str, in_engine: set[str]) -> list[NewBackend]:

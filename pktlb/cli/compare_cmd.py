@@ -14,16 +14,15 @@ from typing import Any
 import click
 
 from pktlb.cli.common import require_root
-from pktlb.core.config import MODES
-from pktlb.lab.topology import TOPOLOGIES
+from pktlb.lab.topology import LAB_MODES, TOPOLOGIES
 
 
 def _modes(_ctx: Any, _param: Any, value: str) -> tuple[str, ...]:
     modes = tuple(m.strip() for m in value.split(",") if m.strip())
-    unknown = [m for m in modes if m not in MODES]
+    unknown = [m for m in modes if m not in LAB_MODES]
     if unknown or not modes:
         raise click.BadParameter(f"{', '.join(unknown) or 'nothing'}: expected a comma-separated list of "
-                                 f"{', '.join(MODES)}")
+                                 f"{', '.join(LAB_MODES)}")
     return tuple(dict.fromkeys(modes))
 
 
@@ -41,9 +40,11 @@ def _interrupt_handler(owner: int) -> Any:
 
 
 @click.command()
-@click.option("--modes", default=",".join(MODES), show_default=True, callback=_modes,
-              help="Comma-separated forwarding modes to compare.")
+@click.option("--modes", default=",".join(LAB_MODES), show_default=True, callback=_modes,
+              help="Comma-separated forwarding modes to compare; l7: an HTTP proxy (pktlb proxy and HAProxy).")
 @click.option("--scheduler", default="maglev", show_default=True, help="Scheduler of the engine (and kernel baseline).")
+@click.option("--l7-scheduler", default="rr", show_default=True,
+              help="Scheduler of the proxies in mode l7 (per request; HAProxy gets its nearest balance algorithm).")
 @click.option("--backends", type=click.IntRange(1, 64), default=3, show_default=True, help="Backends per lab.")
 @click.option("--duration", type=click.FloatRange(1, 300), default=5.0, show_default=True,
               help="Seconds of HTTP load (wrk) per mode and engine, and of each iperf3 run.")
@@ -56,25 +57,28 @@ def _interrupt_handler(owner: int) -> Any:
 @click.option("--topology", type=click.Choice(TOPOLOGIES), default="one-arm", show_default=True,
               help="Lab layout: the LB beside the backends (one-arm) or a director between client and server "
                    "segments, the backends' gateway (two-arm).")
-def compare(modes: tuple[str, ...], scheduler: str, backends: int, duration: float, requests: int | None,
+def compare(modes: tuple[str, ...], scheduler: str, l7_scheduler: str, backends: int, duration: float, requests: int | None,
             out_dir: Path | None, as_json: bool, prefix: str, topology: str) -> None:
     """Build the lab for each mode in turn, run the same bounded workload through the pktlb engine and
     the kernel baseline (where the kernel can do the mode), tear it down, and report per mode:
     requests/s and latency, throughput, LB packets, bytes and CPU per request, what the backend saw,
     header overhead and MTU, the sysctls and routes the mode needed, and the spread over backends.
+    Mode l7 puts an HTTP proxy (pktlb proxy, and HAProxy as the baseline) in the same tables, with what
+    tells L4 from L7: backend connections per request, the client's address or X-Forwarded-For, and
+    how 4 requests on one kept-alive connection spread, with and without client keep-alive.
 
     Writes report.md, report.json, three PNG charts and per-mode pcaps (client, LB, backend) into --out.
     """
-    from pktlb.core.sched.base import scheduler_names
+    from pktlb.core.sched.registry import scheduler_names
     from pktlb.reports.compare.render import render_text
     from pktlb.reports.compare.run import CompareSettings, run_compare, write_report
 
     ctx = click.get_current_context()
     if requests is not None and ctx.get_parameter_source("duration") == click.core.ParameterSource.COMMANDLINE:
         raise click.UsageError("give either --duration or --requests, not both")
-    if scheduler not in scheduler_names():
-        raise click.BadParameter(f"{scheduler!r}: expected one of {', '.join(scheduler_names())}",
-                                 param_hint="--scheduler")
+    for hint, name in (("--scheduler", scheduler), ("--l7-scheduler", l7_scheduler)):
+        if name not in scheduler_names():
+            raise click.BadParameter(f"{name!r}: expected one of {', '.join(scheduler_names())}", param_hint=hint)
     require_root("pktlb compare")
     needed = ["curl", "tcpdump", "ip", "ab" if requests else "wrk"]
     missing = [tool for tool in needed if shutil.which(tool) is None]
@@ -82,7 +86,8 @@ def compare(modes: tuple[str, ...], scheduler: str, backends: int, duration: flo
         raise click.ClickException(f"missing programs: {', '.join(missing)} (`make deps` installs them)")
     out = out_dir or Path("out") / time.strftime("compare-%Y%m%d-%H%M%S")
     settings = CompareSettings(modes=modes, scheduler=scheduler, backends=backends, duration=duration,
-                               requests=requests, out=out, prefix=prefix, topology=topology)
+                               requests=requests, out=out, prefix=prefix, l7_scheduler=l7_scheduler,
+                               topology=topology)
 
     def progress(text: str) -> None:
         click.echo(f"{time.strftime('%H:%M:%S')} {text}", err=True)

@@ -64,13 +64,15 @@ def lab() -> None:
 @click.option("--topology", type=click.Choice(TOPOLOGIES), default="one-arm", show_default=True,
               help="one-arm: the LB beside the backends on the server segment; two-arm: a director with one "
                    "interface on the client segment and one on the server segment, the backends' gateway.")
+@click.option("--tls", is_flag=True, help="HTTPS on the VIP's port 443 too, with a throwaway CA made now: the proxy "
+              "ends TLS (mode l7) or the backends do (L4 modes, the LB carries ciphertext).")
 @click.option("--dry-run", is_flag=True, help="Print the commands the lab would run; change nothing.")
 @click.option("--verbose-steps", is_flag=True, help="Print each step as it is applied.")
 def up(mode: str, backends: int, clients: int, scheduler: str | None, prefix: str, engine: str, no_engine: bool,
-       decap: str, lbs: int, ecmp: str, bfd: bool, service_time: float, max_concurrent: int, topology: str,
+       decap: str, lbs: int, ecmp: str, bfd: bool, service_time: float, max_concurrent: int, topology: str, tls: bool,
        dry_run: bool, verbose_steps: bool) -> None:
     """Build the lab (or reuse an identical one that is already up)."""
-    from pktlb.core.sched.base import scheduler_names
+    from pktlb.core.sched.registry import scheduler_names
     from pktlb.lab import manage
     from pktlb.lab.topology import load_topology, mode_default
 
@@ -79,7 +81,7 @@ def up(mode: str, backends: int, clients: int, scheduler: str | None, prefix: st
         _fail(f"unknown scheduler {scheduler!r}: expected one of {', '.join(scheduler_names())}")
     options = LabOptions(mode=mode, backends=backends, clients=clients, scheduler=scheduler, prefix=prefix,
                          engine="none" if no_engine else engine, decap=decap, lbs=lbs, ecmp=ecmp, bfd=bfd,
-                         service_time=service_time, max_concurrent=max_concurrent, topology=topology)
+                         service_time=service_time, max_concurrent=max_concurrent, topology=topology, tls=tls)
     try:
         if dry_run:
             click.echo(manage.dry_run(options), nl=False)
@@ -104,6 +106,9 @@ def up(mode: str, backends: int, clients: int, scheduler: str | None, prefix: st
     if plan.layer == 7 and options.engine != "none":
         click.echo(f"L7: pktlb lab exec client -- curl -s -H 'Host: api.lab' http://{c['vip']}/   (content routing; "
                    f"/static/ goes to be{backends})   |   pktlb stats --lab {prefix}")
+    if tls:
+        click.echo(f"TLS: pktlb lab exec client -- curl -s --cacert {plan.statedir}/tls/ca.pem "
+                   f"https://{c['vip']}/   (the CA exists only in this lab)")
     if options.engine == "pktlb":
         click.echo(f"watch: pktlb dashboard --lab {prefix}   (then open http://127.0.0.1:9180/ ; /metrics for Prometheus)")
     for warning in result.warnings:

@@ -25,7 +25,7 @@ def render_proxy_stats(data: dict[str, Any]) -> str:
              f"({_counts(t['rejects'])})"]
     for svc in data["services"]:
         c = svc["counters"]
-        lines += ["", f"HTTP {svc['vip']}:{svc['port']} l7 {svc['scheduler']} (service {svc['name']}, "
+        lines += ["", f"{'HTTPS' if svc.get('tls') else 'HTTP'} {svc['vip']}:{svc['port']} l7 {svc['scheduler']} (service {svc['name']}, "
                       f"hash_key {svc['hash_key']}): {c['requests']} requests, {c['open_connections']} clients open"]
         if c.get("tls_full") or c.get("tls_resumed"):
             total = c["tls_full"] + c["tls_resumed"]
@@ -40,6 +40,11 @@ def render_proxy_stats(data: dict[str, Any]) -> str:
                          f"{cache['expired']} expired")
             if cache["bypass"]:
                 lines.append(f"         not cached: {_counts(cache['bypass'])}")
+        limit = svc.get("rate_limit")
+        if limit:
+            lines.append(f"  rate limit: {limit['rate']:g} requests/s per client, burst {limit['burst']}; "
+                         f"{limit['clients']} clients tracked (at most {limit['max_clients']}); "
+                         f"{c['rejects'].get('rate_limited', 0)} requests refused")
         if c.get("sticky"):
             lines.append(f"  cookie persistence: {_counts(c['sticky'])} (kept: its backend served it; moved: "
                          "that backend was down or gone)")

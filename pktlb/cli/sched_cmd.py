@@ -8,8 +8,8 @@ from dataclasses import asdict
 import click
 
 from pktlb.cli.common import emit_json, load_config_or_exit
-from pktlb.core.sched.base import make_scheduler
 from pktlb.core.sched.maglev import MaglevScheduler
+from pktlb.core.sched.registry import make_scheduler
 from pktlb.core.simulate import RingSummary, Simulation, ring_summary, simulate, synthetic_flows
 from pktlb.core.snapshot import ServiceView, Snapshot, build_snapshot
 

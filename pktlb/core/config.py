@@ -13,10 +13,10 @@ from typing import Any
 from pktlb.core.config_reader import ConfigError
 from pktlb.core.config_reader import Section as _Section  # the table reader every config module shares
 from pktlb.core.l7.settings import L7_MODE, L7Config, parse_l7
-from pktlb.core.sched.base import scheduler_names
+from pktlb.core.rewrite.registry import MODES, traits_of
 from pktlb.core.sched.maglev import check_table_size
+from pktlb.core.sched.registry import scheduler_names
 
-MODES = ("nat", "fullnat", "tunnel", "dsr")
 PROTOCOLS = ("tcp", "udp")
 CHECK_TYPES = ("icmp", "tcp", "http")
 DEFAULT_SCHEDULER = "maglev"
@@ -75,6 +75,9 @@ class FlowConfig:
     udp_timeout: float = 30.0
 
 
+FASTPATH_HOOKS = ("off", "xdp", "tc")
+
+
 @dataclass(frozen=True)
 class LbConfig:
     # lb.interface: one name or a list; empty (left out): every interface that is up, except loopback.
@@ -86,6 +89,7 @@ class LbConfig:
     control_socket: str = "/run/pktlb/pktlb.sock"
     hash_seed: int = DEFAULT_SEED
     capture_dir: str | None = None
+    fastpath: str = "off"  # the kernel fast path: off, xdp or tc (pktlb run --fastpath overrides it)
 
     @property
     def interface(self) -> str:
@@ -143,7 +147,7 @@ def _service(table: Any, path: str) -> ServiceConfig:
     health = _health(s.get("health", dict, {}), s.key("health"))
     raw_backends = s.get("backend", list, [])
     backends = tuple(_backend(b, f"{path}.backend[{i}]", port, health) for i, b in enumerate(raw_backends))
-    if mode in ("dsr", "tunnel"):
+    if traits_of(mode).keeps_ports:
         for i, b in enumerate(backends):
             if b.port != port:
                 raise ConfigError(f"{path}.backend[{i}].port", b.port,
@@ -163,7 +167,7 @@ def _service(table: Any, path: str) -> ServiceConfig:
             or snat_ports[0] > snat_ports[1]):
         raise ConfigError(s.key("snat_ports"), snat_ports, "a list [first, last] of ports from 1024 to 65535")
     snat_address = s.ipv4("snat_address", None)
-    if mode == "fullnat" and snat_address is None:
+    if traits_of(mode).needs_snat and snat_address is None:
         raise ConfigError(s.key("snat_address"), None, "an LB-owned IPv4 address (required for mode fullnat)")
     scheduler = s.choice("scheduler", tuple(scheduler_names()), DEFAULT_SCHEDULER)
     table_size = s.int_in("maglev_table_size", 3, 10_000_019, 65537)
@@ -186,12 +190,13 @@ def _service(table: Any, path: str) -> ServiceConfig:
 def config_from_dict(data: dict[str, Any]) -> Config:
     root = _Section(data, "", {"lb", "flows", "service"})
     lbs = _Section(root.get("lb", dict, {}), "lb", {"interface", "address", "mac", "gateway", "gateway_mac",
-                                                   "control_socket", "hash_seed", "capture_dir"})
+                                                   "control_socket", "hash_seed", "capture_dir", "fastpath"})
     lb = LbConfig(
         interfaces=_interfaces(lbs), address=lbs.ipv4("address", "198.18.0.2"), mac=lbs.mac("mac"),
         gateway=lbs.ipv4("gateway", None), gateway_mac=lbs.mac("gateway_mac"),
         control_socket=lbs.get("control_socket", str, "/run/pktlb/pktlb.sock"),
         hash_seed=lbs.int_in("hash_seed", 0, 2**32 - 1, DEFAULT_SEED), capture_dir=lbs.get("capture_dir", str, None),
+        fastpath=lbs.choice("fastpath", FASTPATH_HOOKS, "off"),
     )
     fs = _Section(root.get("flows", dict, {}), "flows", {"max_entries", "syn_timeout", "tcp_timeout",
                                                         "fin_timeout", "udp_timeout"})
@@ -232,7 +237,7 @@ def check_services(lb: LbConfig, services: tuple[ServiceConfig, ...]) -> None:
     # A NAT reply is mapped back to its service by (protocol, backend address, backend port) alone.
     nat_owner: dict[tuple[str, str, int], int] = {}
     for i, svc in enumerate(services):
-        if svc.mode != "nat":
+        if not traits_of(svc.mode).reverse_nat:
             continue
         for j, be in enumerate(svc.backends):
             owner = nat_owner.setdefault((svc.protocol, be.address, be.port), i)

@@ -30,6 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pktlb.core.config import BackendConfig, Config, HealthConfig, ServiceConfig
+from pktlb.core.rewrite.registry import traits_of
 
 # Backend health states.  ``init`` forwards like ``up`` (see the module docstring).
 INIT, UP, DOWN = "init", "up", "down"
@@ -266,7 +267,7 @@ def service_check_targets(svc: ServiceConfig, backends: tuple[BackendConfig, ...
     for be in backends:
         hc = backend_health(svc, be)
         where = f"service {svc.name}" + (f" backend {be.name}" if be.health is not None else "")
-        if hc.encapsulated_icmp and svc.mode != "tunnel":
+        if hc.encapsulated_icmp and not traits_of(svc.mode).needs_decapsulator:
             raise ValueError(f"{where}: health.encapsulated_icmp needs mode tunnel (mode is {svc.mode})")
         if hc.encapsulated_icmp and "icmp" not in hc.checks:
             raise ValueError(f"{where}: health.encapsulated_icmp is set but 'icmp' is not in health.checks")

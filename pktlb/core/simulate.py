@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from pktlb.core.flowkey import FlowKey, flow_hash
-from pktlb.core.sched.base import BackendLoad, Scheduler, make_scheduler, ring_delta, scheduler_names
+from pktlb.core.sched.base import BackendLoad, Scheduler, ring_delta
+from pktlb.core.sched.registry import make_scheduler, scheduler_names
 
 if TYPE_CHECKING:
     from pktlb.core.snapshot import BackendView

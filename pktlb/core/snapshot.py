@@ -15,8 +15,11 @@ from pktlb.core.checksum import add_deltas, delta16, delta32
 from pktlb.core.config import BackendConfig, Config, ServiceConfig
 from pktlb.core.packet.addr import ip_to_int, mac_to_bytes
 from pktlb.core.packet.ipv4 import PROTO_NUMBERS
-from pktlb.core.rewrite import Rewriter, get_rewriter
-from pktlb.core.sched.base import Scheduler, make_scheduler
+from pktlb.core.rewrite.base import Rewriter
+from pktlb.core.rewrite.registry import get_rewriter
+from pktlb.core.rewrite.tunnel import outer_base_sum
+from pktlb.core.sched.base import Scheduler
+from pktlb.core.sched.registry import make_scheduler
 
 # Backend administrative/health states.
 UP, DOWN, DRAIN = "up", "down", "drain"
@@ -100,12 +103,6 @@ class Snapshot:
         return next((s for s in self.services.values() if s.name == name), None)
 
 
-def _outer_base_sum(lb_addr: int, be_addr: int) -> int:
-    # Words of the outer IPv4 header that do not change per packet: version/IHL/TOS (0x4500),
-    # TTL 64 / proto 4, and both addresses.  DF, total length and ID are added per packet.
-    return add_deltas(0x4500, (64 << 8) | 4, lb_addr >> 16, lb_addr & 0xFFFF, be_addr >> 16, be_addr & 0xFFFF)
-
-
 def backend_view(svc: ServiceConfig, be: BackendConfig, vip: int, lb_addr: int, state: str, weight: int,
                  mac: str | None, lb_mac: bytes = UNRESOLVED_MAC) -> BackendView:
     addr = ip_to_int(be.address)
@@ -119,7 +116,7 @@ def backend_view(svc: ServiceConfig, be: BackendConfig, vip: int, lb_addr: int, 
         in_pseudo_delta=ip_in,
         out_ip_delta=add_deltas(ip_out, TTL_DEC_DELTA), out_l4_delta=add_deltas(ip_out, delta16(be.port, svc.port)),
         out_pseudo_delta=ip_out,
-        outer_base_sum=_outer_base_sum(lb_addr, addr),
+        outer_base_sum=outer_base_sum(lb_addr, addr),
     )
 
 
@@ -176,7 +173,7 @@ def build_snapshot(config: Config, *, generation: int = 1, states: Mapping[tuple
             on_backend_down=svc.on_backend_down, rewriter=get_rewriter(svc.mode), config=svc,
         )
         services[view.key] = view
-        if svc.mode == "nat":
+        if view.rewriter.traits.reverse_nat:
             for b in backends:
                 nat_reverse[(proto, b.addr, b.port)] = (view, b)
         if view.snat:

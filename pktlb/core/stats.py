@@ -30,6 +30,7 @@ class Stats:
         self.drops: Counter[str] = Counter()
         self.service_drops: dict[str, Counter[str]] = {}
         self.backends: dict[tuple[str, str], BackendCounters] = {}
+        self.kernel_forwarded = 0  # of the forwarded frames, those the kernel fast path forwarded
 
     def backend(self, service: str, backend: str) -> BackendCounters:
         counters = self.backends.get((service, backend))
@@ -61,9 +62,22 @@ class Stats:
             if decision.service is not None:
                 self.service_drops.setdefault(decision.service, Counter())[decision.reason] += 1
 
+    def count_kernel(self, service: str, backend: str, packets_in: int, bytes_in: int, packets_out: int,
+                     bytes_out: int) -> None:
+        """Frames the kernel fast path forwarded for a flow (read back from its maps): counted as
+        received and forwarded, so the totals still add up."""
+        counters = self.backend(service, backend)
+        counters.packets_in += packets_in
+        counters.bytes_in += bytes_in
+        counters.packets_out += packets_out
+        counters.bytes_out += bytes_out
+        self.received += packets_in + packets_out
+        self.forwarded += packets_in + packets_out
+        self.kernel_forwarded += packets_in + packets_out
+
     def totals(self) -> dict[str, object]:
         return {"received": self.received, "forwarded": self.forwarded, "replied": self.replied,
-                "dropped": self.dropped, "drops": dict(self.drops)}
+                "dropped": self.dropped, "drops": dict(self.drops), "kernel_forwarded": self.kernel_forwarded}
 
     def balanced(self) -> bool:
         return self.received == self.forwarded + self.replied + sum(self.drops.values()) and \

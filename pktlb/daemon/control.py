@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 from pktlb.core.config import BackendConfig, Config, ServiceConfig, check_services
+from pktlb.core.rewrite.registry import traits_of
 from pktlb.core.sched.base import ring_delta
 from pktlb.core.snapshot import DOWN, DRAIN, UP, Snapshot, build_snapshot
 
@@ -108,7 +109,7 @@ class ControlPlane:
         svc = self.service(service)
         if any(b.name == backend.name for b in self.backends(service)):
             raise ControlError(f"backend {backend.name!r} already in service {service!r}")
-        if svc.mode in ("dsr", "tunnel") and backend.port != svc.port:
+        if traits_of(svc.mode).keeps_ports and backend.port != svc.port:
             raise ControlError(f"port {backend.port}: mode {svc.mode} needs the service port {svc.port}")
         with self._transaction():
             self.removed.discard((service, backend.name))

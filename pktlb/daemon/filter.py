@@ -19,9 +19,10 @@ def engine_filter_program(snap: Snapshot) -> list[tuple[int, int, int, int]]:
     for svc in snap.services.values():
         proto = PROTO_NAMES[svc.proto]
         dst_services.append((proto, svc.vip, svc.port))
-        if svc.mode == "nat":
+        traits = svc.rewriter.traits
+        if traits.reverse_nat:
             src_services.extend((proto, be.addr, be.port) for be in svc.backends)
-        if svc.mode == "fullnat":
+        if traits.needs_snat:
             dst_services.append((proto, svc.snat, svc.snat_ports))
     return build_filter(dst_services=dst_services, src_services=src_services)
 

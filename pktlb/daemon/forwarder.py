@@ -57,7 +57,7 @@ class StartupError(RuntimeError):
 class Forwarder:
     def __init__(self, config_path: str, *, workers: int = 1, worker: int = 0, capture_dir: str | None = None,
                  control_socket: str | None = None, health: bool = True, batch: int = 64,
-                 fanout_group: int = 0x5B1, guard: bool = True) -> None:
+                 fanout_group: int = 0x5B1, guard: bool = True, fastpath: str | None = None) -> None:
         if os.geteuid() != 0:
             raise StartupError("pktlb run needs root (CAP_NET_RAW for AF_PACKET sockets): run it with sudo")
         self.config_path = config_path
@@ -100,6 +100,7 @@ class Forwarder:
         self.lb_mac = lb.mac or bytes_to_mac(self.netlink.link(self.interfaces[0]).mac)
         self._install(self.control.snapshot)
         self._await_next_hops()
+        self.fastpath, self.fastpath_reason = self._start_fastpath(fastpath or lb.fastpath)
         self.started = time.time()
         self.last_tx = 0.0  # monotonic time just after the last send of frames (the end of a bench drain)
         self.capture_from_cli = capture_dir is not None
@@ -213,6 +214,35 @@ class Forwarder:
             writer.close()
         self.captures = None
 
+    def _start_fastpath(self, hook: str) -> tuple[Any, str]:
+        """The kernel fast path (issue 15), or None and the reason it is off; the engine runs either way."""
+        if hook == "off":
+            return None, "off (--fastpath xdp|tc or [lb] fastpath turns it on)"
+        if self.workers > 1:
+            why = "not available with --workers > 1 yet (one program per interface, one flow table per worker)"
+        elif len(self.ports) > 1:
+            why = "not available with several interfaces yet (XDP_TX sends a frame back out where it came in)"
+        elif hook == "tc":
+            # The tc program is proven equal to Python (tests/fastpath), but the engine's AF_PACKET socket sees
+            # every frame before tc ingress runs, so Python would forward the kernel's frames a second time.
+            why = ("tc: the engine's packet socket sees frames before tc ingress (they would be forwarded twice); "
+                   "use --fastpath xdp")
+        else:
+            from pktlb.daemon import fastpath_sync
+
+            sync, why = fastpath_sync.start(self.config, self.datapath, hook, self.ports[0].ifname,
+                                            self._fastpath_view)
+            if sync is not None:
+                return sync, ""
+        log.warning("kernel fast path off: %s", why)
+        return None, why
+
+    def _fastpath_view(self, snapshot: Snapshot) -> Snapshot:
+        from pktlb.daemon.fastpath_sync import fastpath_view
+
+        lb_mac = self.port_snaps[0].lb_mac if self.port_snaps else snapshot.lb_mac
+        return fastpath_view(snapshot, self.egress, self.ports[0], lb_mac)
+
     def _start_health(self) -> Any:
         from pktlb.core.health import backend_health
 
@@ -248,12 +278,15 @@ class Forwarder:
         macs = [self.netlink.link(port.ifname).mac for port in self.ports]
         self.port_snaps = [replace(snapshot, lb_mac=mac) for mac in macs]
         self.datapath.swap(snapshot)
+        if getattr(self, "fastpath", None) is not None:
+            self.fastpath.install(self._fastpath_view(snapshot))
 
     # -- the packet path -------------------------------------------------------------------------
     def _on_frames(self, index: int) -> None:
         port, snap, now = self.ports[index], self.port_snaps[index], time.monotonic()
         flows, count, target = self.datapath.flows, self.datapath.stats.count, self.egress.target
         captures = self.captures
+        sync = self.fastpath
         for _ in range(8):  # bounded work per wake-up so timers and the control socket stay responsive
             try:
                 batch = port.recv_batch(self.batch)
@@ -267,6 +300,8 @@ class Forwarder:
                 if captures:
                     captures["rx"].write(data, time.time())
                 nbytes = len(data)
+                if sync is not None:
+                    sync.adopt(data)
                 if vnet is NO_OFFLOAD:  # the common case: a finished checksum, no GSO
                     frames, decision = process(data, snap, flows, now)
                 else:
@@ -285,6 +320,10 @@ class Forwarder:
                             out.append(frame)
                             vnets.append(vnet if frame is data and decision.partial_out else NO_OFFLOAD)
                 count(decision, nbytes)
+                if sync is not None:
+                    sync.note(decision)
+            if sync is not None:
+                sync.flush()
             for out_port, (out, vnets) in outs.items():
                 out_port.send_batch(out, vnets)
                 self.last_tx = time.monotonic()
@@ -303,7 +342,11 @@ class Forwarder:
                      port.ifname, errno.errorcode.get(exc.errno or 0, exc))
 
     def _tick(self) -> None:
-        self.datapath.flows.expire(time.monotonic())
+        if self.fastpath is not None:  # the kernel's counters and last-seen times first, then expiry
+            self.fastpath.refresh(self._fastpath_view(self.datapath.snapshot))  # next hops resolved since
+            self.fastpath.tick(time.monotonic())
+        else:
+            self.datapath.flows.expire(time.monotonic())
         for port in self.ports:
             port.kernel_stats()  # frames the kernel dropped for want of socket buffer, added to the counters
         self.reporter.tick()
@@ -382,6 +425,9 @@ class Forwarder:
                 log.error("guard: table not removed (%s); the next start removes it", exc)
         self._close_ports()
         self.netlink.close()
+        if self.fastpath is not None:  # detaches the program and frees its maps
+            self.fastpath.fp.close()
+            self.fastpath = None
         if self.monitor is not None and hasattr(self.monitor, "close"):
             self.monitor.close()
         self._close_captures()

@@ -24,14 +24,12 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from pktlb.adapters.nft import Nft, table_comment
+from pktlb.adapters.nft import GUARD_FAMILY, GUARD_TABLE, Nft, table_comment
 from pktlb.core.config import Config, ServiceConfig
-from pktlb.core.rewrite import get_rewriter
+from pktlb.core.rewrite.registry import traits_of
 
 log = logging.getLogger("pktlb.guard")
 
-GUARD_TABLE = "pktlb_guard"
-GUARD_FAMILY = "netdev"
 GUARD_PRIORITY = -500  # before anything else at ingress
 COMMENT_MAX = 120  # nftables keeps at most 128 bytes of a comment
 
@@ -82,7 +80,7 @@ def guard_ruleset(spec: GuardSpec) -> str:
 
 
 def default_replies_via_lb(svc: ServiceConfig) -> bool:
-    return get_rewriter(svc.mode).replies_via_lb
+    return traits_of(svc.mode).replies_via_lb
 
 
 def guard_spec(config: Config, devices: Sequence[str], owner: str, *,

@@ -23,29 +23,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from pktlb.core.packet.addr import in_network, ip_to_int
-
-TUNNEL_OVERHEAD = 20
-
-
-@dataclass(frozen=True)
-class ModeNeeds:
-    """What a mode asks of the network.  A stand-in until the rewriters carry these traits (issue 13)."""
-
-    replies_via_lb: bool = False  # backends answer through the director (nat, fullnat)
-    backend_route_via_lb: bool = False  # backends must route clients via the director (nat)
-    backends_on_link: bool = False  # only the MAC is rewritten: backends share the director's L2 (dsr)
-    encap_overhead: int = 0  # bytes the director adds (tunnel)
-    vip_on_backend: bool = False  # backends accept packets to the VIP (dsr, tunnel)
-    arp_quiet_backend: bool = False  # backends must not answer ARP for the VIP (dsr)
-    loose_rp_backend: bool = False  # backends see client sources on an unexpected path (dsr, tunnel)
-
-
-MODE_NEEDS = {
-    "nat": ModeNeeds(replies_via_lb=True, backend_route_via_lb=True),
-    "fullnat": ModeNeeds(replies_via_lb=True),
-    "dsr": ModeNeeds(backends_on_link=True, vip_on_backend=True, arp_quiet_backend=True, loose_rp_backend=True),
-    "tunnel": ModeNeeds(encap_overhead=TUNNEL_OVERHEAD, vip_on_backend=True, loose_rp_backend=True),
-}
+from pktlb.core.rewrite.registry import traits_of
+from pktlb.core.rewrite.traits import ModeTraits
 
 
 @dataclass(frozen=True)
@@ -131,8 +110,9 @@ def bad(name: str, facts: HostFacts, message: str, fix: str, level: str = "fail"
     return Finding(name, facts.node, False, level, message, fix)
 
 
-def needs(mode: str) -> ModeNeeds:
-    return MODE_NEEDS.get(mode, ModeNeeds())
+def needs(mode: str) -> ModeTraits:
+    """What a mode asks of the network: its rewriter's traits (every trait off for l7 or an unknown mode)."""
+    return traits_of(mode)
 
 
 def in_cidr(address: str, cidr: str) -> bool:

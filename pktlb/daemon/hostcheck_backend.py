@@ -59,7 +59,7 @@ def rp_filter(facts: HostFacts) -> list[Finding]:
 
 
 def route_back(facts: HostFacts) -> list[Finding]:
-    if not any(needs(svc.mode).backend_route_via_lb for svc in facts.services) or facts.director is None:
+    if not any(needs(svc.mode).reverse_nat for svc in facts.services) or facts.director is None:
         return []
     if facts.default_gateway == facts.director:
         return [ok("route-back", facts, f"default route via the director {facts.director}: NAT replies return "

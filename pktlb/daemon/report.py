@@ -102,7 +102,7 @@ class Reporter:
             "generation": snap.generation, "uptime": round(time.time() - fwd.started, 1), "worker": fwd.worker,
             "cpu_seconds": round(time.process_time(), 4),  # this process's user + system CPU time so far
             "totals": dp.stats.totals(), "drop_reasons": {r: DROP_REASONS[r] for r in dp.stats.drops},
-            "flows": dp.flows.stats(), "services": services,
+            "flows": dp.flows.stats(), "services": services, "fastpath": self._fastpath(),
             "port": {"rx": port.rx, "tx": port.tx, "rx_truncated": port.rx_truncated,
                      "rx_partial": port.rx_partial, "rx_gso": port.rx_gso,
                      "tx_errors": dict(port.tx_errors), "kernel_drops": port.kernel_drops,
@@ -125,6 +125,12 @@ class Reporter:
             self._slots[service] = counter() if counter else None
         slots = self._slots[service]
         return dict(slots) if slots is not None else None
+
+    def _fastpath(self) -> dict[str, object]:
+        sync = getattr(self.fwd, "fastpath", None)
+        if sync is None:
+            return {"hook": "off", "reason": getattr(self.fwd, "fastpath_reason", "off")}
+        return sync.report()
 
     def cmd_flows(self, request: dict[str, Any]) -> dict[str, Any]:
         now = time.monotonic()

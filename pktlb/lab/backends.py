@@ -44,7 +44,7 @@ STOP_TIMEOUT = 10.0  # seconds the supervisor may take to stop a removed backend
 class BackendHost:
     name: str
     address: str
-    mac: str
+    mac: str  # the lab's convention (its eth0); the engine learns it from the LB's neighbour table
     namespace: str
     services: tuple[str, ...]
 
@@ -88,7 +88,8 @@ def locked(paths: LabPaths) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _pick_index(recorded: dict[str, Any], name: str | None) -> int:
+def pick_index(recorded: dict[str, Any], name: str | None) -> int:
+    """The new backend's N (beN): the one asked for, else the lowest free; LabError if taken or too many."""
     taken = {int(m.group(1)) for n in backend_names(recorded) if (m := BACKEND_NAME.match(n))}
     if name is None:
         index = next(i for i in range(1, MAX_BACKENDS + 2) if i not in taken)
@@ -124,10 +125,12 @@ def create_backend(prefix: str, name: str | None = None) -> BackendHost:
         options = lab_options(recorded)
         if options.lbs != 1:
             raise LabError("lab backend add works on the single-LB lab, not on the LB tier (--lbs)")
+        if recorded.get("layer", 4) != 4:
+            raise LabError(f"lab backend add works on the L4 lab layouts, not mode {options.mode}")
         if options.engine == "kernel":
             raise LabError("lab backend add needs --engine pktlb or none: the kernel baseline's nftables "
                            "rules list the backends when the lab is built")
-        index = _pick_index(recorded, name)
+        index = pick_index(recorded, name)
         plan = plan_lab(replace(options, backends=max(index, 1)))
         node = plan.node(f"be{index}")
         services = [s for s in plan.services if s.node == node.name]
@@ -149,6 +152,7 @@ def create_backend(prefix: str, name: str | None = None) -> BackendHost:
             _set_services(paths, recorded, specs)
             _await_ready(paths, [s.name for s in services if s.ready_file],
                          [Path(s.ready_file) for s in services if s.ready_file])
+            _resolve_from_lbs(recorded, node.address)
         except (LabError, StepError, CommandError, OSError) as exc:
             _teardown(paths, recorded, node.name)
             raise LabError(f"could not add backend {node.name} (nothing was left behind): {exc}") from None
@@ -165,6 +169,13 @@ def _await_ready(paths: LabPaths, names: list[str], files: list[Path]) -> None:
             raise LabError(f"services failed to start: {', '.join(failed)} (logs in {paths.logs})")
         time.sleep(0.02)
     raise LabError(f"services not ready after {READY_TIMEOUT:.0f} s: {', '.join(names)} (logs in {paths.logs})")
+
+
+def _resolve_from_lbs(recorded: dict[str, Any], address: str) -> None:
+    """One ping from each LB namespace, so its kernel has resolved the new backend's MAC before the
+    engine sends it a flow (the engine drops frames to an unresolved next hop: ``no_neighbour``)."""
+    for lb in (n for n in recorded["nodes"] if n.get("role") == "lb"):
+        Namespace(lb["namespace"]).run(["ping", "-c", "1", "-W", "1", "-q", address], timeout=5, check=False)
 
 
 def destroy_backend(prefix: str, name: str) -> dict[str, Any]:
@@ -203,4 +214,5 @@ def _teardown(paths: LabPaths, recorded: dict[str, Any], name: str) -> dict[str,
     return report
 
 
-__all__ = ["BackendHost", "create_backend", "destroy_backend", "running_lab", "lab_options", "backend_names"]
+__all__ = ["BackendHost", "create_backend", "destroy_backend", "running_lab", "lab_options", "backend_names",
+           "pick_index"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shlex
 
+from pktlb.core.rewrite.registry import traits_of
 from pktlb.lab import steps as st
 from pktlb.lab.netns import Namespace
 from pktlb.lab.nftables import DsrPort, guard_ruleset, kernel_dsr_ruleset, kernel_lb_ruleset
@@ -54,7 +55,7 @@ def _node_steps(plan: Plan, node) -> list[st.Step]:
 
 def _nft_steps(plan: Plan) -> list[st.Step]:
     c = plan.constants
-    fullnat = plan.options.mode == "fullnat"
+    fullnat = traits_of(plan.options.mode).needs_snat
     snat = c["snat_address"] if fullnat else None
     out = []
     for node in plan.nodes:

@@ -7,28 +7,34 @@ caveat) or fail (traffic will break); the command exits non-zero on any fail.
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from typing import ClassVar
 
+from pktlb.adapters.nft import GUARD_TABLE
 from pktlb.core.config import Config
 from pktlb.core.packet.addr import in_network, ip_to_int
+from pktlb.core.rewrite.registry import MODES, traits_of
+from pktlb.core.rewrite.traits import ModeTraits
 from pktlb.daemon.hostcheck import Finding  # one finding type for the lab's checks and the host checks
 from pktlb.lab import state as st
 from pktlb.lab.facts import NodeFacts, collect
 from pktlb.lab.tier.health import tier_rows
-from pktlb.lab.topology import LabError, load_topology
-
-TUNNEL_OVERHEAD = 20
+from pktlb.lab.topology import LabError, load_topology, mode_default
 
 
 class Check(ABC):
     name: ClassVar[str]
     roles: ClassVar[tuple[str, ...]]
-    modes: ClassVar[tuple[str, ...] | None] = None  # None: every mode (and unknown)
+    trait: ClassVar[str | None] = None  # the mode trait (``ModeTraits`` field) the check is about; None: every mode
 
     def applies(self, node: NodeFacts) -> bool:
-        return node.role in self.roles and (self.modes is None or node.mode in self.modes)
+        return node.role in self.roles and (self.trait is None or bool(getattr(self.traits(node), self.trait)))
+
+    @staticmethod
+    def traits(node: NodeFacts) -> ModeTraits:
+        return traits_of(node.mode)
 
     @abstractmethod
     def run(self, node: NodeFacts) -> Iterator[Finding]:
@@ -44,6 +50,16 @@ class Check(ABC):
 REGISTRY: dict[str, type[Check]] = {}
 
 
+@functools.cache
+def _layer(mode: str | None) -> int:
+    return int(mode_default(load_topology(), mode or "", "layer", 4))
+
+
+def proxy_layout(node: NodeFacts) -> bool:
+    """The node's lab is an L7 layout (netns/lab.toml: the mode's ``layer = 7``): the LB is a proxy owning the VIP."""
+    return _layer(node.mode) == 7
+
+
 def register(cls: type[Check]) -> type[Check]:
     REGISTRY[cls.name] = cls
     return cls
@@ -53,7 +69,7 @@ def register(cls: type[Check]) -> type[Check]:
 class VipOnLo(Check):
     name = "vip-on-lo"
     roles = ("backend",)
-    modes = ("dsr", "tunnel")
+    trait = "vip_on_backend"
 
     def run(self, node: NodeFacts) -> Iterator[Finding]:
         lo = node.links.get("lo")
@@ -68,7 +84,7 @@ class VipOnLo(Check):
 class ArpSysctls(Check):
     name = "arp-sysctls"
     roles = ("backend",)
-    modes = ("dsr", "tunnel")
+    trait = "vip_on_backend"
 
     def run(self, node: NodeFacts) -> Iterator[Finding]:
         for link in node.data_links():
@@ -86,11 +102,11 @@ class ArpSysctls(Check):
 class RpFilter(Check):
     name = "rp-filter"
     roles = ("backend",)
-    modes = ("dsr", "tunnel")
+    trait = "loose_rp_backend"
 
     def run(self, node: NodeFacts) -> Iterator[Finding]:
         decap_links = [n for n in ("tunl0", "pktlbtun0") if n in node.links]
-        targets = decap_links if node.mode == "tunnel" else [link.ifname for link in node.data_links()]
+        targets = decap_links if self.traits(node).needs_decapsulator else [link.ifname for link in node.data_links()]
         for ifname in targets:
             value = node.effective("rp_filter", ifname)
             if value == 0:
@@ -111,7 +127,7 @@ class RpFilter(Check):
 class Decapsulation(Check):
     name = "decap"
     roles = ("backend",)
-    modes = ("tunnel",)
+    trait = "needs_decapsulator"
 
     def run(self, node: NodeFacts) -> Iterator[Finding]:
         tunl0, tun = node.links.get("tunl0"), node.links.get("pktlbtun0")
@@ -130,17 +146,18 @@ class Decapsulation(Check):
 class TunnelMtu(Check):
     name = "tunnel-mtu"
     roles = ("lb",)
-    modes = ("tunnel",)
+    trait = "encap_overhead"
 
     def run(self, node: NodeFacts) -> Iterator[Finding]:
+        extra = self.traits(node).encap_overhead
         for link in node.data_links():
-            if link.mtu >= 1500 + TUNNEL_OVERHEAD:
-                yield self.ok(node, f"{link.ifname}: MTU {link.mtu} leaves room for the 20-byte outer header")
+            if link.mtu >= 1500 + extra:
+                yield self.ok(node, f"{link.ifname}: MTU {link.mtu} leaves room for the {extra}-byte outer header")
             else:
-                yield self.bad(node, f"{link.ifname}: MTU {link.mtu}: a full-size client packet plus 20 bytes of "
+                yield self.bad(node, f"{link.ifname}: MTU {link.mtu}: a full-size client packet plus {extra} bytes of "
                                "IP-in-IP does not fit; the engine must answer with ICMP frag-needed (PMTU)",
-                               "keep the engine's PMTU answers on, or give clients a route with `mtu 1480 advmss "
-                               "1440`, or raise the LB and backend MTU to 1520", level="warn")
+                               f"keep the engine's PMTU answers on, or give clients a route with `mtu {1500 - extra} "
+                               f"advmss {1460 - extra}`, or raise the LB and backend MTU to {1500 + extra}", level="warn")
 
 
 @register
@@ -158,7 +175,7 @@ class TxChecksum(Check):
                                "a raw-socket forwarder passes on unfinished (TcpInCsumErrors)", fix)
             else:
                 yield self.ok(node, f"{ifname}: TX checksum offload off")
-            if node.role == "client" and node.mode == "tunnel" and (features.get("tso") or features.get("gso")):
+            if node.role == "client" and self.traits(node).encap_overhead and (features.get("tso") or features.get("gso")):
                 yield self.bad(node, f"{ifname}: TSO/GSO on: the engine must cut each TCP super-frame into "
                                "segments itself before encapsulating them (CPU), and drops UDP GSO frames",
                                f"{node.fix_prefix()}ethtool -K {ifname} tso off gso off", level="warn")
@@ -191,7 +208,7 @@ class LbForwarding(Check):
                 yield self.bad(node, "ip_forward=0 on a two-armed director: dsr and tunnel replies cannot cross it",
                                f"{node.fix_prefix()}sysctl -w net.ipv4.ip_forward=1", level="warn")
         elif forwarding:
-            guarded = "pktlb_guard" in node.nft_tables
+            guarded = GUARD_TABLE in node.nft_tables
             yield self.bad(node, "ip_forward=1: the LB's kernel may forward a duplicate of VIP traffic"
                            + (" (the ingress guard still drops VIP traffic)" if guarded else ""),
                            f"{node.fix_prefix()}sysctl -w net.ipv4.ip_forward=0", level="warn" if guarded else "fail")
@@ -203,6 +220,9 @@ class LbForwarding(Check):
 class StrayVip(Check):
     name = "stray-vip"
     roles = ("lb",)
+
+    def applies(self, node: NodeFacts) -> bool:  # in mode l7 the VIP is the proxy's own address (ProxyVip)
+        return super().applies(node) and not proxy_layout(node)
 
     def run(self, node: NodeFacts) -> Iterator[Finding]:
         network, plen = node.vip_network.split("/")
@@ -220,15 +240,35 @@ class LbGuard(Check):
     name = "lb-guard"
     roles = ("lb",)
 
-    def applies(self, node: NodeFacts) -> bool:
-        return super().applies(node) and node.engine != "kernel" and node.namespace is not None
+    def applies(self, node: NodeFacts) -> bool:  # a proxy (mode l7) owns the VIP: nothing to guard
+        return super().applies(node) and node.engine != "kernel" and node.namespace is not None \
+            and not proxy_layout(node)
 
     def run(self, node: NodeFacts) -> Iterator[Finding]:
-        if "pktlb_guard" in node.nft_tables:
+        if GUARD_TABLE in node.nft_tables:
             yield self.ok(node, "nftables ingress guard drops VIP traffic before the LB's kernel sees it")
         else:
             yield self.bad(node, "no nftables ingress guard for VIP traffic", "`pktlb lab down` and `lab up` again",
                            level="warn")
+
+
+@register
+class ProxyVip(Check):
+    """Mode l7: the proxy listens on the VIP, so the LB's kernel must own it (and terminate its TCP)."""
+
+    name = "proxy-vip"
+    roles = ("lb",)
+
+    def applies(self, node: NodeFacts) -> bool:
+        return super().applies(node) and proxy_layout(node)
+
+    def run(self, node: NodeFacts) -> Iterator[Finding]:
+        where = [link.ifname for link in node.links.values() if f"{node.vip}/32" in link.addresses]
+        if where:
+            yield self.ok(node, f"the proxy's VIP {node.vip} is on {', '.join(where)}: the proxy can listen on it")
+        else:
+            yield self.bad(node, f"{node.vip} is on no interface: the proxy cannot listen on the VIP",
+                           f"{node.fix_prefix()}ip addr add {node.vip}/32 dev lo")
 
 
 @register
@@ -240,19 +280,21 @@ class BackendRoute(Check):
         default = next((r for r in node.routes if r.get("dst") == "default"), None)
         via = default.get("gateway") if default else None
         lb = node.lb_address
-        if node.mode == "nat" and node.tier:
+        traits = self.traits(node)
+        if traits.reverse_nat and node.tier:
             if via == node.router_address:
                 yield self.ok(node, f"default route via the router {via}: its rule sends replies to a live LB of the tier")
             else:
                 yield self.bad(node, f"default route via {via}: in the LB tier NAT replies go via the router",
                                f"{node.fix_prefix()}ip route replace default via {node.router_address}")
-        elif node.mode == "nat":
+        elif traits.reverse_nat:
             if via == lb:
                 yield self.ok(node, f"default route via the LB {lb} (NAT replies go back through it)")
             else:
                 yield self.bad(node, f"default route via {via}: NAT replies bypass the LB and reach the client "
                                "from the backend's address", f"{node.fix_prefix()}ip route replace default via {lb}")
-        elif node.mode in ("dsr", "tunnel", "fullnat") and via == lb and node.namespace and node.topology != "two-arm":
+        elif (node.mode in MODES and not traits.reverse_nat and via == lb and node.namespace
+              and node.topology != "two-arm"):
             yield self.bad(node, f"default route via the LB in mode {node.mode}: replies should not need it",
                            f"{node.fix_prefix()}ip route replace default via {node.router_address}", level="warn")
         elif via:

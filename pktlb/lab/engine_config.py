@@ -12,6 +12,7 @@ from typing import Any
 import tomli_w
 
 from pktlb.core.config import Config, parse_config
+from pktlb.core.rewrite.registry import traits_of
 from pktlb.lab.paths import LabPaths
 from pktlb.lab.topology import Node, Plan
 
@@ -31,7 +32,7 @@ def engine_config_data(plan: Plan, lb: Node | None = None, control_socket: str |
     web: dict[str, Any] = {"name": "web", "vip": c["vip"], "port": int(c["service_port"]), "protocol": "tcp",
                            "mode": o.mode, "scheduler": o.scheduler}
     snat: dict[str, Any] = {}
-    if o.mode == "fullnat":
+    if traits_of(o.mode).needs_snat:
         first, last = (int(p) for p in c["snat_ports"].split("-"))
         snat = {"snat_address": lb.snat or c["snat_address"], "snat_ports": [first, last]}
     web |= snat
@@ -43,6 +44,11 @@ def engine_config_data(plan: Plan, lb: Node | None = None, control_socket: str |
                              "mode": o.mode, "scheduler": "sh", **snat}
     iperf["backend"] = _backends(plan, int(c["iperf_port"]))
     config["service"] = [web, iperf]
+    if o.tls:  # HTTPS the backends end themselves (their httpsd service): the engine forwards ciphertext
+        tls_port = int(c["tls_port"])
+        config["service"].append({**web, "name": "web-tls", "port": tls_port, "backend": _backends(plan, tls_port),
+                                  "health": {"checks": ["tcp"], "interval": 1.0, "timeout": 1.0, "rise": 2,
+                                             "fall": 3}})
     return config
 
 

@@ -56,8 +56,13 @@ def l7_config_data(plan: Plan) -> dict[str, Any]:
         "route": l7_routes([b.name for b in backends]),
         "backend": [{"name": b.name, "address": b.address, "port": port} for b in backends],
     }
+    services = [web]
+    if o.tls:  # `lab up --tls`: the same service over HTTPS, TLS ended here (the lab's throwaway certificate)
+        tls = LabPaths.at(plan.statedir).tls_dir
+        services.append({**web, "name": "web-tls", "port": int(c["tls_port"]),
+                         "l7": {**web["l7"], "tls": {"cert": str(tls / "vip.pem"), "key": str(tls / "vip.pem.key")}}})
     return {"lb": {"address": lb.address, "control_socket": str(LabPaths.at(plan.statedir).control_socket)},
-            "service": [web]}
+            "service": services}
 
 
 def l7_config_text(plan: Plan) -> str:
@@ -117,3 +122,18 @@ def await_backends_up(plan: Plan, timeout: float) -> list[str]:
             return []
         time.sleep(0.1)  # health checks run on their own interval: nothing to await but the next look
     return [name for name in names if states.get(name) != "up"]
+
+
+def proxy_connections_opened(plan: Plan) -> int | None:
+    """Backend connections the lab's proxy has opened so far, by its own count (health checks not
+    included, unlike the backends' accepted connections); None when it does not answer."""
+    socket = engine_socket(plan)
+    if socket is None:
+        return None
+    try:
+        if plan.engine_service == "haproxy":
+            return int(haproxy_stats(socket, timeout=2.0)["totals"]["backend_connections_opened"])
+        stats = request(socket, {"cmd": "stats"}, timeout=2.0)
+    except (HaproxyStatsError, ControlClientError, OSError):
+        return None
+    return sum(int(be.get("connections_opened", 0)) for svc in stats["services"] for be in svc["backends"])

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pktlb.adapters.certs import make_lab_pki
 from pktlb.lab import state as st
 from pktlb.lab.builder import build_steps, render_dry_run
 from pktlb.lab.engine_config import checked_engine_config
@@ -149,6 +150,8 @@ def lab_up(options: LabOptions, *, progress: Callable[[Step], None] | None = Non
         raise LabError(f"lab up failed, everything it created was removed: {exc}") from None
     for name, text in files.items():
         (paths.statedir / name).write_text(text)
+    if options.tls:  # before any service starts: the proxy or the backends' HTTPS read these files
+        make_lab_pki(paths.tls_dir, [plan.constants["vip"]], [b.address for b in plan.by_role("backend")])
     result = UpResult(plan, steps=count)
     if plan.services:
         st.write_json(paths.services_file, [

@@ -9,6 +9,7 @@ One directory per prefix, ``/run/pktlb/<prefix>/`` (the root can be moved with `
     logs/                 one log per service (``lb.engine.log``), supervisor.log
     ready/                a file per service that is ready (``be1.httpd``)
     decap-<node>.json     a decapsulator's counters   captures/  the engine's pcaps when asked for
+    tls/                  `lab up --tls`: ca.pem, vip.pem(.key), backend.pem(.key) (no CA key is ever written)
 
 A prefix names namespaces and this directory: letters, digits, '-', '_' and '.', never a path.
 """
@@ -89,6 +90,11 @@ class LabPaths:
     def config(self) -> Path:
         """The engine's config (what `pktlb run -c` reads in the lab)."""
         return self.statedir / CONFIG_FILE
+
+    @property
+    def tls_dir(self) -> Path:
+        """`lab up --tls`: the lab's throwaway CA (ca.pem) and certificates (vip.pem, backend.pem and keys)."""
+        return self.statedir / "tls"
 
     @property
     def control_socket(self) -> Path:

@@ -56,7 +56,7 @@ def add_backend(prefix: str, name: str | None = None, *, engine: bool = True) ->
     added = []
     try:
         for control in controls:
-            control.add(host.name, host.address, mac=host.mac)
+            control.add(host.name, host.address)  # the engine resolves its MAC (neighbour table)
             added.append(control.service)
     except AutoscaleError as exc:
         for control in controls:
@@ -131,7 +131,7 @@ class LabBackendProvider:
         except LabError as exc:
             raise AutoscaleError(str(exc)) from None
         self.created.add(host.name)
-        return NewBackend(host.name, host.address, mac=host.mac)
+        return NewBackend(host.name, host.address)
 
     def destroy(self, name: str) -> None:
         if name in self.lent:

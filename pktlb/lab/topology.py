@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pktlb.core.config import MODES
 from pktlb.core.l7.settings import L7_MODE
 from pktlb.core.packet.addr import in_network, int_to_ip, ip_to_int
+from pktlb.core.rewrite.registry import MODES, traits_of
 from pktlb.lab.addressing import mac_for_ip
 from pktlb.lab.capacity import capacity_args
 from pktlb.lab.paths import BadPrefix, LabPaths, check_prefix
@@ -54,6 +54,7 @@ class LabOptions:
     service_time: float = 0.0  # ms each request holds a backend slot (pktlb.lab.capacity); 0: none
     max_concurrent: int = 0  # requests a backend serves at once, the others queue; 0: unlimited
     topology: str = "one-arm"  # one-arm (the LB on the server segment) or two-arm (a director between the segments)
+    tls: bool = False  # HTTPS on the VIP's tls_port too: the proxy ends it (l7), or the backends do (L4 modes)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -208,6 +209,9 @@ def check_options(options: LabOptions, data: dict[str, Any]) -> None:
                        f"{refused.get('refusal', '')}")
     if options.topology != "one-arm" and options.lbs != 1:
         raise LabError(f"--topology {options.topology} has one LB: the LB tier (--lbs) is one-armed")
+    if options.tls and (options.engine == "kernel" or options.lbs > 1):
+        raise LabError("--tls works with --engine pktlb, haproxy or none and one LB (the kernel baseline and the "
+                       "LB tier forward only the HTTP and iperf ports)")
     engine = data["engine"][options.engine]
     if options.mode not in engine.get("modes", LAB_MODES):
         raise LabError(f"--engine {options.engine} cannot do mode {options.mode}: {engine.get('refusal', '')}")
@@ -312,7 +316,7 @@ def make_plan(options: LabOptions, data: dict[str, Any], *, statedir: str, pytho
     counts = {"1": 1, "backends": options.backends, "clients": options.clients}
     engine = engine_section(data, options.engine, options.mode)
     decap_kind = None
-    if options.mode == "tunnel":
+    if traits_of(options.mode).needs_decapsulator:
         if options.decap == "kernel" and not kernel_has_ipip:
             raise LabError("--decap kernel: this kernel has no ipip module; use --decap user (pktlb decap)")
         decap_kind = "kernel" if options.decap == "kernel" or (options.decap == "auto" and kernel_has_ipip) else "user"
@@ -331,7 +335,10 @@ def make_plan(options: LabOptions, data: dict[str, Any], *, statedir: str, pytho
     values = {**constants, "python": python, "pktlb": pktlb, "statedir": statedir}
     paths = LabPaths.at(statedir)
     services: list[ServiceSpec] = []
+    layer = int(mode_default(data, options.mode, "layer", 4))
     for node in nodes:
+        if options.tls and layer == 4 and node.role == "backend":
+            node.services.append("httpsd")  # the backends end TLS themselves: the LB carries ciphertext
         for service in node.services:
             sdef = data["service"][service]
             if sdef.get("requires") and has_binary is not None and not has_binary(sdef["requires"]):
@@ -352,5 +359,5 @@ def make_plan(options: LabOptions, data: dict[str, Any], *, statedir: str, pytho
                 switch_namespace=options.prefix + data["switch"]["node"], bridges=dict(data["switch"]["bridges"]),
                 switch_sysctls=dict(data["switch"].get("sysctls", {})),
                 common_sysctls=dict(data.get("common", {}).get("sysctls", {})), nodes=nodes, services=services,
-                decap_kind=decap_kind, summaries=summaries, layer=int(mode_default(data, options.mode, "layer", 4)),
+                decap_kind=decap_kind, summaries=summaries, layer=layer,
                 engine_service=engine.get("service"))

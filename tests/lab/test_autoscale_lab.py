@@ -14,10 +14,11 @@ import sys
 import pytest
 
 from pktlb.daemon.autoscale.journal import read_journal
+from pktlb.lab.state import load_state
 from tests.lab.conftest import PKTLB
 from tests.lab.engine_helpers import ask, backend_counters, wait_engine
 
-pytestmark = [pytest.mark.lab, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.lab, pytest.mark.timeout(300)]
 
 # New connections at a steady rate per phase; every answer counted (bounded: 325 requests, 45 s).
 LOAD = r"""
@@ -80,3 +81,37 @@ def test_stepped_load_scales_out_and_back_in_without_failures(lab_factory, tmp_p
     assert set(backend_counters(ask(lab, {"cmd": "stats"}))) == {"be1", "be2"}
     summary = json.loads(out)
     assert summary["backends"]["end"] == 2 and (tmp_path / "timeline.png").stat().st_size > 10_000
+
+
+def test_scale_out_creates_backend_namespaces_and_scale_in_removes_them(lab_factory, tmp_path):
+    """One backend with a capacity (50 ms x 2: about 40 requests/s); `--load` steps 15/s -> 50/s -> 10/s.
+    Scale-out creates be2 (and be3) with `lab backend add`'s machinery; scale-in drains them and removes
+    their namespaces.  No request fails; the samples carry the load's p99 latency."""
+    lab = lab_factory("nat", backends=1, engine="pktlb", service_time=50.0, max_concurrent=2)
+    wait_engine(lab)
+    done = subprocess.run(
+        [PKTLB, "autoscale", "--lab", lab.prefix, "--metric", "new_flows_per_s", "--target", "20", "--min", "1",
+         "--max", "3", "--warmup", "2", "--cooldown", "3", "--scale-in-window", "8", "--drain-timeout", "15",
+         "--smoothing", "1", "--load", "15:10,50:25,10:30", "--out", str(tmp_path), "--json"],
+        capture_output=True, text=True, timeout=200)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    load = summary["load"]
+    assert load["failed"] == 0 and load["shed"] == 0 and load["ok"] == load["sent"] > 1000, load
+
+    records = read_journal(tmp_path / "autoscale.jsonl")
+    samples = [r for r in records if r["type"] == "sample"]
+    counts = [r["backends"] for r in samples]
+    assert min(counts) >= 1 and max(counts) <= 3 and max(counts) >= 2, counts
+    assert sum(1 for r in samples if r["p99_ms"] is not None) > 30
+    added = {name for r in records if r["type"] == "scale_out" for name in r["backends"]}
+    removed = {r["backend"]: r for r in records if r["type"] == "removed"}
+    assert added and added <= {"be2", "be3"} and set(removed) == added, (added, removed)
+    assert all(r["why"] == "drained" for r in removed.values()), removed
+    assert not [r for r in records if r["type"] == "error"]
+    assert records[-1]["backends"] == ["be1"]
+    # Nothing left behind: namespaces, services, the lab's record, the engine.
+    assert not [ns for ns in ("be2", "be3") if lab.netns(ns).exists()]
+    assert sorted(n for n in lab.services() if not n.startswith("be1/")) == ["lb/engine"]
+    assert [n["name"] for n in load_state(lab.prefix)["nodes"] if n["role"] == "backend"] == ["be1"]
+    assert set(backend_counters(ask(lab, {"cmd": "stats"}))) == {"be1"}

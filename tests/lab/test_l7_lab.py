@@ -26,7 +26,7 @@ from pktlb.lab.manage import lab_down, lab_up, service_states
 from pktlb.lab.netns import Namespace
 from pktlb.lab.paths import LabPaths
 from pktlb.lab.topology import LabOptions
-from tests.lab.conftest import need_root, unique_prefix
+from tests.lab.conftest import PKTLB, need_root, unique_prefix
 
 pytestmark = pytest.mark.lab
 
@@ -143,3 +143,18 @@ def test_a_backend_killed_mid_run_costs_at_most_the_requests_in_flight(l7lab: L7
         assert len(per_thread) == count
         assert not any(o.startswith("error") for o in per_thread[-count // 4:]), per_thread  # then none
     assert await_backends_up(l7lab.plan, 15) == []  # the supervisor restarted it and the proxy took it back
+
+
+def test_pktlb_stats_reads_either_proxy_and_counts_pooled_connections(l7lab: L7Lab):
+    for _ in range(6):
+        assert l7lab.curl("/")[0] == 200
+    done = subprocess.run([PKTLB, "stats", "--lab", l7lab.prefix, "--json"], capture_output=True, text=True,
+                          timeout=30)
+    assert done.returncode == 0, done.stderr
+    stats = json.loads(done.stdout)
+    assert stats["kind"] == ("l7-proxy" if l7lab.engine == "pktlb" else "haproxy")
+    backends = stats["services"][0]["backends"]
+    requests = sum(b["requests"] for b in backends)
+    assert requests >= 6 and sum(b["connections_opened"] for b in backends) < requests
+    text = subprocess.run([PKTLB, "stats", "--lab", l7lab.prefix], capture_output=True, text=True, timeout=30)
+    assert text.returncode == 0 and "conn/req" in text.stdout

@@ -82,6 +82,8 @@ def test_replay_errors(recording, tmp_path):
     (["--target", "5", "-s", "/nonexistent/pktlb.sock"], "no engine control socket at /nonexistent/pktlb.sock"),
     (["--target", "5", "-s", "SOCK", "--period", "0"], "period = 0.0"),
     (["--target", "5", "-s", "SOCK", "--pool", "be3"], "expected NAME=ADDRESS"),
+    (["--target", "5", "-s", "SOCK", "--load", "20:30"], "--load drives the lab's client: it needs --lab"),
+    (["--target", "5", "--lab", "pktlb-nolab-", "--load", "20"], "expected RATE:SECONDS"),
 ])
 def test_bad_input_is_a_clear_error(args, message, tmp_path, monkeypatch):
     monkeypatch.setenv("PKTLB_STATE_ROOT", str(tmp_path / "state"))

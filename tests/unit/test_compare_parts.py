@@ -190,7 +190,7 @@ def test_charts_are_pngs(tmp_path):
     from pktlb.reports.compare.charts import write_charts
 
     paths = write_charts(copy.deepcopy(REPORT), tmp_path)
-    assert [p.name for p in paths] == ["throughput.png", "latency.png", "lb_packets_per_request.png"]
+    assert [p.name for p in paths] == ["throughput.png", "latency.png", "lb_packets_per_request.png", "l4_l7.png"]
     assert all(p.read_bytes()[:4] == b"\x89PNG" and p.stat().st_size < 100_000 for p in paths)
 
 

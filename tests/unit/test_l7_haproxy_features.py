@@ -95,3 +95,16 @@ def test_cache_section_and_rules(tmp_path):
     assert "    max-object-size 1048576" in lines
     assert "    http-request cache-use web_cache" in lines and "    http-response cache-store web_cache" in lines
     haproxy_accepts(text, tmp_path)
+
+
+def test_filters_as_http_request_deny(tmp_path):
+    text = haproxy_config(parse_config(service(
+        '  [service.l7.filter]\n  methods = ["GET", "HEAD"]\n  paths = ["/api", "/static/"]\n  rate = 20\n  burst = 40\n')))
+    front = frontend(text)
+    assert "stick-table type ip size 10000 expire 10s store http_req_rate(2000ms)" in front
+    assert "http-request deny deny_status 429 if { sc_http_req_rate(0) gt 40 }" in front
+    assert "http-request deny deny_status 405 unless { method GET HEAD }" in front
+    assert ["acl allowed_path path_beg /api/", "acl allowed_path path /api", "acl allowed_path path_beg /static/",
+            "http-request deny deny_status 403 unless allowed_path"] == \
+        [line for line in front if "allowed_path" in line]
+    haproxy_accepts(text, tmp_path)

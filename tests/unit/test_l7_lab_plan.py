@@ -74,6 +74,7 @@ def test_the_l4_labs_are_unchanged_by_the_l7_sections():
     assert plan.layer == 4 and plan.engine_service == "engine"
     assert not plan.node("lb").guard  # the engine installs its own guard (issue 14.3)
     assert "198.19.0.100/32" not in plan.node("lb").interface("lo").addresses
+    assert [s.name for s in plan.services if s.node == "lb"] == ["lb/engine"]
     assert "mode" not in engine_section(DATA, "pktlb", "nat")
     assert mode_default(DATA, "nat", "scheduler", "maglev") == "maglev"
     assert mode_default(DATA, "l7", "scheduler", "maglev") == "rr"
@@ -138,3 +139,40 @@ def test_haproxy_show_stat_is_summed_per_backend_over_the_routes():
 def test_a_stats_answer_that_is_not_csv_is_a_clear_error():
     with pytest.raises(HaproxyStatsError, match="not a `show stat` answer"):
         parse_show_stat("Unknown command\n")
+
+
+def test_lab_up_dry_run_in_mode_l7_uses_rr_and_shows_both_files():
+    from click.testing import CliRunner
+
+    from pktlb.cli.lab_cmd import lab
+
+    result = CliRunner().invoke(lab, ["up", "--mode", "l7", "--engine", "haproxy", "--prefix", "pktlb-dry7-",
+                                      "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert '#   scheduler = "rr"' in result.output and "#   # haproxy.cfg, rendered from it:" in result.output
+    assert "ip netns exec pktlb-dry7-lb haproxy -db -f" in result.output
+    assert "198.19.0.100/32 dev lo" in result.output
+    refused = CliRunner().invoke(lab, ["up", "--mode", "nat", "--engine", "haproxy", "--prefix", "pktlb-dry7-",
+                                       "--dry-run"])
+    assert refused.exit_code == 1 and "HAProxy is the L7 baseline" in refused.output
+
+
+def _lb_facts(mode: str, vip_on_lo: bool):
+    from pktlb.lab.facts import Link, NodeFacts
+
+    lo = Link("lo", 65536, None, True, ["127.0.0.1/8"] + (["198.19.0.100/32"] if vip_on_lo else []), "loopback")
+    eth0 = Link("eth0", 1500, "02:00:c6:12:00:02", True, ["198.18.0.2/24"], "veth")
+    return NodeFacts("lb", "lb", "pktlb-u-lb", mode, "pktlb", "198.19.0.100", "198.19.0.0/24",
+                     links={"lo": lo, "eth0": eth0})
+
+
+def test_doctor_wants_the_vip_on_the_proxy_in_mode_l7_and_nowhere_on_an_l4_lb():
+    from pktlb.lab.doctor import REGISTRY
+
+    def verdicts(node):
+        return {f.check: f.level for cls in REGISTRY.values() if cls().applies(node) for f in cls().run(node)}
+
+    assert verdicts(_lb_facts("l7", True))["proxy-vip"] == "ok"
+    assert verdicts(_lb_facts("l7", False))["proxy-vip"] == "fail"
+    assert "stray-vip" not in verdicts(_lb_facts("l7", True)) and "lb-guard" not in verdicts(_lb_facts("l7", True))
+    assert verdicts(_lb_facts("nat", True))["stray-vip"] == "fail" and "proxy-vip" not in verdicts(_lb_facts("nat", False))

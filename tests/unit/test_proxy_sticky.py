@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import h11
@@ -10,7 +11,7 @@ import pytest
 from pktlb.core.config import ConfigError, parse_config
 from pktlb.core.l7.haproxy import haproxy_config
 from pktlb.core.l7.sticky import CookieConfig, read_request, sticky_outcome, write_response
-from tests.unit.l7_support import Backend, get, request, run, running_proxy
+from tests.unit.l7_support import Backend, get, read_response, request, run, running_proxy
 
 INSERT, PREFIX = CookieConfig("SRVID", "insert"), CookieConfig("JSESSIONID", "prefix")
 
@@ -135,3 +136,21 @@ def test_cookie_config_errors_name_the_key():
     with pytest.raises(ConfigError, match=r"l7\.cookie\.name: got 'a b'"):
         parse_config(base.format('  name = "a b"\n'))
     assert parse_config(base.format("")).services[0].l7.cookie == CookieConfig("SRVID", "insert")
+
+
+def test_source_hashing_at_l7_follows_the_client_address():
+    """``sh`` hashes the client's address (as at L4): one address, one backend; another address may move."""
+
+    async def from_address(port: int, address: str) -> str:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(address, 0))
+        writer.write(get("/", extra="Connection: close\r\n"))
+        answer = await read_response(reader)
+        writer.close()
+        return answer.json()["backend"]
+
+    async def scenario():
+        async with running_proxy(("be1", "be2", "be3"), scheduler="sh") as p:
+            seen = {a: {await from_address(p.port, a) for _ in range(3)} for a in (f"127.0.0.{i}" for i in range(2, 12))}
+            assert all(len(backends) == 1 for backends in seen.values())
+            assert len(set().union(*seen.values())) > 1  # 10 addresses do not all hash to one backend
+    run(scenario())

@@ -27,6 +27,17 @@
     max_entries = 1000
     max_object_bytes = 1048576   # a larger answer is relayed, never kept
 
+``[service.l7.filter]``  requests refused at the balancer, before any backend sees them::
+
+    [service.l7.filter]
+    methods = ["GET", "HEAD", "POST"]   # any other method: 405 method_not_allowed
+    paths = ["/api/", "/static/"]       # path prefixes allowed (as routes match them): else 403 path_not_allowed
+    rate = 20                           # requests per second per client address (token bucket): else 429
+    burst = 40                          # requests a client may send at once
+    max_clients = 10000                 # buckets kept (least recently seen dropped first)
+
+  (Sizes are ``[service.l7]``'s ``max_header_bytes`` (431) and ``max_body_bytes`` (413).)
+
 Pure: it reads already-parsed TOML tables; whether the files exist and hold a usable certificate is
 checked when the proxy starts (``pktlb.daemon.proxy.tls``).
 """
@@ -38,12 +49,21 @@ from typing import Any
 
 from pktlb.core.config_reader import ConfigError, Section
 from pktlb.core.l7.cache_store import CacheConfig
+from pktlb.core.l7.ratelimit import RateLimit
 from pktlb.core.l7.sticky import CookieConfig
 
 BACKEND_TLS = ("plain", "tls")
 TLS_VERSIONS = ("1.2", "1.3")
 COOKIE_MODES = ("insert", "prefix")
+METHOD_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ-_")
 _TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+@dataclass(frozen=True)
+class FilterConfig:
+    methods: frozenset[bytes] | None = None  # allowed methods (None: any the proxy relays)
+    paths: tuple[str, ...] | None = None  # allowed path prefixes (None: any)
+    rate_limit: RateLimit | None = None  # per client address (None: no limit)
 
 
 @dataclass(frozen=True)
@@ -106,3 +126,35 @@ def parse_cache(table: Any, path: str) -> CacheConfig | None:
         raise ConfigError(s.key("max_object_bytes"), max_object, f"at most half of max_bytes ({max_bytes // 2})")
     return CacheConfig(max_bytes=max_bytes, max_entries=s.int_in("max_entries", 1, 10_000_000, 1000),
                        max_object_bytes=max_object)
+
+
+def parse_filter(table: Any, path: str) -> FilterConfig | None:
+    """``[service.l7.filter]`` at ``path`` (None: no filter beyond the size limits)."""
+    if table is None:
+        return None
+    s = Section(table, path, {"methods", "paths", "rate", "burst", "max_clients"})
+    methods = s.get("methods", list, None, expected="a list of methods such as [\"GET\", \"HEAD\"]")
+    for i, method in enumerate(methods or ()):
+        if not isinstance(method, str) or not method or not set(method) <= METHOD_CHARS:
+            raise ConfigError(f"{s.key('methods')}[{i}]", method, "an HTTP method in capitals such as GET")
+    if methods is not None and not methods:
+        raise ConfigError(s.key("methods"), methods, "at least one method (leave the key out to allow any)")
+    paths = s.get("paths", list, None, expected="a list of path prefixes such as [\"/api/\"]")
+    for i, prefix in enumerate(paths or ()):
+        if not isinstance(prefix, str) or not prefix.startswith("/") or any(c in prefix for c in " ?#"):
+            raise ConfigError(f"{s.key('paths')}[{i}]", prefix, "a path prefix starting with / such as /api/")
+    if paths is not None and not paths:
+        raise ConfigError(s.key("paths"), paths, "at least one prefix (leave the key out to allow any)")
+    rate_limit = None
+    if "rate" in table:
+        rate = s.get("rate", (int, float), expected="requests per second, a positive number")
+        if rate <= 0:
+            raise ConfigError(s.key("rate"), rate, "requests per second, a positive number")
+        burst = s.int_in("burst", 1, 1_000_000, max(1, int(rate)))
+        rate_limit = RateLimit(rate=float(rate), burst=burst, max_clients=s.int_in("max_clients", 1, 10_000_000, 10_000))
+    else:
+        for key in ("burst", "max_clients"):
+            if key in table:
+                raise ConfigError(s.key(key), table[key], "nothing without rate (the requests per second)")
+    return FilterConfig(methods=None if methods is None else frozenset(m.encode() for m in methods),
+                        paths=None if paths is None else tuple(paths), rate_limit=rate_limit)

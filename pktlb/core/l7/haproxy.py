@@ -20,7 +20,10 @@ in a comment:
 - persistence (``[service.l7.cookie]``): ``cookie NAME insert indirect nocache httponly`` or ``cookie NAME
   prefix``, each server's cookie value its name (HAProxy's separator for prefix is ``~`` too);
 - cache (``[service.l7.cache]``): a ``cache`` section and ``cache-use``/``cache-store`` in each backend;
-  HAProxy too keeps no answer with ``Vary`` (2.6 default), ``Set-Cookie``, ``private`` or ``no-store``.
+  HAProxy too keeps no answer with ``Vary`` (2.6 default), ``Set-Cookie``, ``private`` or ``no-store``;
+- filters (``[service.l7.filter]``): ``http-request deny`` with 405 (methods), 403 (paths) and 429 (a
+  stick-table counting each client's requests over burst/rate seconds: a sliding window, where pktlb
+  has a token bucket; HAProxy also counts the requests it refuses).
 
 Connection reuse is ``http-reuse always``: measured here, it opened 0.001-0.002 backend connections
 per request (see /work/shared/LAB-NOTES.md), the figure ``pktlb proxy``'s pool is compared with.
@@ -81,6 +84,7 @@ def _frontend(svc: ServiceConfig) -> list[str]:
              f"    timeout http-request {_ms(l7.header_timeout)}", f"    timeout http-keep-alive {_ms(l7.idle_timeout)}",
              f"    timeout client {_ms(l7.body_timeout)}",
              f"    http-request deny deny_status 413 if {{ req.hdr_val(content-length) gt {l7.max_body_bytes} }}"]
+    lines += _filter_lines(svc)
     if l7.tls is not None:  # 2.6 has no "timeout client-hs" (2.8 has): "timeout client" bounds the handshake
         lines.append(f"    # TLS handshake_timeout {_ms(l7.tls.handshake_timeout)}: bounded by timeout client here")
     if l7.forwarded_headers:
@@ -94,10 +98,7 @@ def _frontend(svc: ServiceConfig) -> list[str]:
             lines.append(f"    acl r{i}_host req.hdr(host),field(1,:),lower {match}")
             conditions.append(f"r{i}_host")
         if route.path_prefix != "/":
-            prefix = route.path_prefix
-            lines.append(f"    acl r{i}_path path_beg {prefix if prefix.endswith('/') else prefix + '/'}")
-            if not prefix.endswith("/"):
-                lines.append(f"    acl r{i}_path path {prefix}")
+            lines += _prefix_acl(f"r{i}_path", route.path_prefix)
             conditions.append(f"r{i}_path")
         backend = _backend_name(svc, route)
         lines.append(f"    use_backend {backend} if {' '.join(conditions)}" if conditions else
@@ -124,6 +125,36 @@ def _server_tls(svc: ServiceConfig) -> str:
     if not tls.backend_verify:
         return " ssl verify none"
     return f" ssl verify required ca-file {tls.backend_ca or '@system-ca'}"
+
+
+def _prefix_acl(name: str, prefix: str) -> list[str]:
+    """ACL lines matching ``prefix`` the way pktlb's routes and filters do (whole segments)."""
+    lines = [f"    acl {name} path_beg {prefix if prefix.endswith('/') else prefix + '/'}"]
+    if not prefix.endswith("/"):
+        lines.append(f"    acl {name} path {prefix}")
+    return lines
+
+
+def _filter_lines(svc: ServiceConfig) -> list[str]:
+    flt = svc.l7.filter if svc.l7 else None
+    if flt is None:
+        return []
+    lines = []
+    if flt.rate_limit is not None:
+        limit = flt.rate_limit
+        period = max(1, round(limit.burst / limit.rate * 1000))  # burst requests per burst/rate seconds
+        lines += ["    # pktlb: a token bucket per client; HAProxy: at most burst requests per burst/rate seconds",
+                  f"    stick-table type ip size {limit.max_clients} expire {max(10, 2 * period // 1000)}s "
+                  f"store http_req_rate({period}ms)",
+                  "    http-request track-sc0 src",
+                  f"    http-request deny deny_status 429 if {{ sc_http_req_rate(0) gt {limit.burst} }}"]
+    if flt.methods is not None:
+        lines.append(f"    http-request deny deny_status 405 unless {{ method {' '.join(sorted(m.decode() for m in flt.methods))} }}")
+    if flt.paths is not None:
+        for prefix in flt.paths:
+            lines += _prefix_acl("allowed_path", prefix)
+        lines.append("    http-request deny deny_status 403 unless allowed_path")
+    return lines
 
 
 def _cache_section(svc: ServiceConfig) -> list[str]:

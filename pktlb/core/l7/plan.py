@@ -19,12 +19,13 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from pktlb.core.config import BackendConfig, Config, ServiceConfig
-from pktlb.core.flowkey import flow_hash
+from pktlb.core.flowkey import FlowKey, flow_hash
 from pktlb.core.l7.routing import RequestTarget, match_route
 from pktlb.core.l7.rules import RequestRule, request_rules
 from pktlb.core.l7.settings import L7Config, RouteConfig
 from pktlb.core.packet.addr import ip_to_int
-from pktlb.core.sched.base import BackendLoad, Scheduler, make_scheduler
+from pktlb.core.sched.base import BackendLoad, Scheduler
+from pktlb.core.sched.registry import make_scheduler
 from pktlb.core.snapshot import UP, BackendView, backend_view
 
 TCP = 6
@@ -60,15 +61,20 @@ class ServicePlan:
             return flow_hash(TCP, _ip(client), 0, 0, 0, self.seed)
         return flow_hash(TCP, _ip(client), _ip(local), client_port, local_port, self.seed)
 
+    def request_key(self, client: str, client_port: int, local: str, local_port: int) -> FlowKey:
+        """The client connection as a flow key: ``sh`` hashes its source address, as at L4."""
+        return (TCP, _ip(client), _ip(local), client_port, local_port)
+
     def pick(self, route: RoutePlan, request_hash: int, loads: Mapping[str, BackendLoad],
-             exclude: Collection[str] = (), preferred: str | None = None) -> BackendView | None:
+             exclude: Collection[str] = (), preferred: str | None = None,
+             key: FlowKey = (TCP, 0, 0, 0, 0)) -> BackendView | None:
         """The backend for a request, avoiding ``exclude`` (backends that already refused it); ``preferred``
-        (the backend a persistence cookie names) when it is eligible in the route."""
+        (the backend a persistence cookie names) when it is eligible in the route.  Most schedulers read
+        ``request_hash``; ``sh`` reads the source address of ``key`` (``request_key``)."""
         if preferred is not None and preferred not in exclude:
             for backend in route.eligible:
                 if backend.name == preferred:
                     return backend
-        key = (TCP, 0, 0, 0, 0)  # the schedulers read the hash; the key is only for explain()
         chosen = route.scheduler.pick(key, request_hash, loads)
         if chosen is None or chosen.name not in exclude:
             return chosen

@@ -12,7 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
-from pktlb.core.l7.routing import RequestTarget
+from pktlb.core.l7.routing import RequestTarget, path_matches
 from pktlb.core.l7.settings import L7Config
 
 
@@ -55,9 +55,38 @@ class BodyLimit(RequestRule):
         return "body_too_large" if too_big else None
 
 
+class AllowMethods(RequestRule):
+    """``[service.l7.filter] methods``: any other method is refused (405) at the balancer."""
+
+    def __init__(self, methods: frozenset[bytes]) -> None:
+        self.methods = methods
+
+    def check(self, head: RequestHead, now: float) -> str | None:
+        return None if head.method in self.methods else "method_not_allowed"
+
+
+class AllowPaths(RequestRule):
+    """``[service.l7.filter] paths``: a path under none of the prefixes (matched as routes match,
+    after removing dot segments) is refused (403)."""
+
+    def __init__(self, prefixes: tuple[str, ...]) -> None:
+        self.prefixes = prefixes
+
+    def check(self, head: RequestHead, now: float) -> str | None:
+        if any(path_matches(prefix, head.target.path) for prefix in self.prefixes):
+            return None
+        return "path_not_allowed"
+
+
 def request_rules(l7: L7Config) -> tuple[RequestRule, ...]:
-    """The rules of a service, in the order they are asked."""
-    return (RefuseMethods(), BodyLimit(l7.max_body_bytes))
+    """The rules of a service, in the order they are asked (the per-client rate limit, which has state
+    that outlives a plan, is asked by the session itself: ``pktlb.core.l7.ratelimit``)."""
+    rules: list[RequestRule] = [RefuseMethods(), BodyLimit(l7.max_body_bytes)]
+    if l7.filter is not None and l7.filter.methods is not None:
+        rules.append(AllowMethods(l7.filter.methods))
+    if l7.filter is not None and l7.filter.paths is not None:
+        rules.append(AllowPaths(l7.filter.paths))
+    return tuple(rules)
 
 
 def first_refusal(rules: tuple[RequestRule, ...], head: RequestHead, now: float) -> str | None:

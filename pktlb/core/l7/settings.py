@@ -32,15 +32,15 @@ from typing import Any
 
 from pktlb.core.config_reader import ConfigError, Section
 from pktlb.core.l7.cache_store import CacheConfig
-from pktlb.core.l7.features import TlsConfig, parse_cache, parse_cookie, parse_tls
+from pktlb.core.l7.features import FilterConfig, TlsConfig, parse_cache, parse_cookie, parse_filter, parse_tls
 from pktlb.core.l7.sticky import CookieConfig
-from pktlb.core.sched.base import scheduler_names
+from pktlb.core.sched.registry import scheduler_names
 
 L7_MODE = "l7"
 HASH_KEYS = ("connection", "client")  # what hash, sh and maglev hash at L7: the 5-tuple, or the client address
 L7_KEYS = {"hash_key", "header_timeout", "idle_timeout", "body_timeout", "connect_timeout", "backend_timeout",
            "max_header_bytes", "max_body_bytes", "max_connections", "retries", "pool_max_idle",
-           "pool_idle_timeout", "forwarded_headers", "tls", "cookie", "cache"}
+           "pool_idle_timeout", "forwarded_headers", "tls", "cookie", "cache", "filter"}
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,7 @@ class L7Config:
     tls: TlsConfig | None = None  # [service.l7.tls]: HTTPS to the clients (pktlb.core.l7.features)
     cookie: CookieConfig | None = None  # [service.l7.cookie]: persistence by cookie (pktlb.core.l7.sticky)
     cache: CacheConfig | None = None  # [service.l7.cache]: a response cache (pktlb.core.l7.cache_store)
+    filter: FilterConfig | None = None  # [service.l7.filter]: method/path allow-lists, per-client rate limit
 
 
 def parse_l7(table: Any, route_tables: Any, path: str, backend_names: Sequence[str], protocol: str) -> L7Config:
@@ -107,6 +108,7 @@ def parse_l7(table: Any, route_tables: Any, path: str, backend_names: Sequence[s
         tls=parse_tls(s.get("tls", dict, None), s.key("tls")),
         cookie=parse_cookie(s.get("cookie", dict, None), s.key("cookie")),
         cache=parse_cache(s.get("cache", dict, None), s.key("cache")),
+        filter=parse_filter(s.get("filter", dict, None), s.key("filter")),
     )
 
 

@@ -1,5 +1,4 @@
-"""Rewriters: what each forwarding mode does to a packet.  A small interface and a registry."""
+"""Rewriters: what each forwarding mode does to a packet, and what it asks of the rest (``traits``).
 
-from pktlb.core.rewrite.base import REGISTRY, Rewriter, get_rewriter
-
-__all__ = ["REGISTRY", "Rewriter", "get_rewriter"]
+The interface is ``base.Rewriter``; ``registry`` lists the modes (``get_rewriter``, ``traits_of``, ``MODES``).
+"""

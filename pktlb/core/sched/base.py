@@ -1,4 +1,4 @@
-"""The scheduler interface and its registry (keyed by the name the CLI and config use).
+"""The scheduler interface, the figures load-aware schedulers read, and ring deltas (the registry is ``registry``).
 
 A scheduler instance is built by the control plane for one service from the backends that may
 take new flows (up, not draining, weight > 0), off the packet path, and is part of an immutable
@@ -53,6 +53,10 @@ class Scheduler(ABC):
     consistent: ClassVar[bool] = False  # True when removing a backend only moves that backend's flows
     weighted: ClassVar[bool] = True  # False when shares ignore the weights (rr)
     uses_byte_rate: ClassVar[bool] = False  # True: the engine feeds each packet's bytes to BackendLoad (bw)
+    # What ``lookup_table`` is indexed by when the choice is a pure function of the packet ("flow": the
+    # 5-tuple hash, "source": the source-address hash), None when it needs state (the kernel fast path
+    # then punts new flows to Python).
+    hash_input: ClassVar[str | None] = None
 
     def __init__(self, backends: Sequence[BackendView], *, seed: int, table_size: int = 65537) -> None:
         # A backend of weight 0 never takes a new flow (the snapshot builder already filters them out).
@@ -63,13 +67,16 @@ class Scheduler(ABC):
     def pick(self, key: FlowKey, flow_hash: int, loads: Mapping[str, BackendLoad]) -> BackendView | None:
         """The backend for a new flow, or None when there is none to pick."""
 
+    def lookup_table(self) -> tuple[BackendView, ...]:
+        """For a ``hash_input`` scheduler: ``pick`` is ``table[h % len(table)]`` (empty: no backend)."""
+        return ()
+
     def explain(self, key: FlowKey, flow_hash: int, loads: Mapping[str, BackendLoad]) -> str:
         """One line saying why ``pick`` chose what it chose (for ``pktlb explain``)."""
         chosen = self.pick(key, flow_hash, loads)
         return f"{self.name}: picked {chosen.name if chosen else 'nothing'}"
 
 
-REGISTRY: dict[str, type[Scheduler]] = {}
 _NO_LOAD = BackendLoad()  # read-only stand-in for a backend that has no figures yet
 
 
@@ -89,28 +96,3 @@ def ring_delta(old: Sequence[str] | None, new: Sequence[str] | None) -> int:
     if old is None or len(old) != len(new):
         return len(new)
     return sum(1 for a, b in zip(old, new, strict=True) if a != b)
-
-
-def register(cls: type[Scheduler]) -> type[Scheduler]:
-    REGISTRY[cls.name] = cls
-    return cls
-
-
-def make_scheduler(name: str, backends: Sequence[BackendView], *, seed: int, table_size: int = 65537) -> Scheduler:
-    """Build a scheduler by its CLI name.
-
-    ValueError for an unknown name (naming the choices) and for a bad parameter (for ``maglev``:
-    a ``maglev_table_size`` that is not prime or is under 100 x the number of backends).
-    """
-    from pktlb.core.sched import catalog  # noqa: F401  (registers the built-in schedulers)
-
-    if name not in REGISTRY:
-        raise ValueError(f"unknown scheduler {name!r}: expected one of {', '.join(sorted(REGISTRY))}")
-    return REGISTRY[name](backends, seed=seed, table_size=table_size)
-
-
-def scheduler_names() -> list[str]:
-    """Every registered scheduler's CLI name, sorted."""
-    from pktlb.core.sched import catalog  # noqa: F401
-
-    return sorted(REGISTRY)

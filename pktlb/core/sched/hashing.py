@@ -13,7 +13,7 @@ from math import gcd
 from typing import TYPE_CHECKING, ClassVar
 
 from pktlb.core.flowkey import src_hash
-from pktlb.core.sched.base import BackendLoad, Scheduler, register
+from pktlb.core.sched.base import BackendLoad, Scheduler
 
 if TYPE_CHECKING:
     from pktlb.core.flowkey import FlowKey
@@ -40,6 +40,9 @@ class _ModNScheduler(Scheduler):
     def _hash(self, key: FlowKey, flow_hash: int) -> int:
         raise NotImplementedError
 
+    def lookup_table(self) -> tuple[BackendView, ...]:
+        return self._list
+
     def pick(self, key: FlowKey, flow_hash: int, loads: Mapping[str, BackendLoad]) -> BackendView | None:
         entries = self._list
         return entries[self._hash(key, flow_hash) % len(entries)] if entries else None
@@ -53,13 +56,13 @@ class _ModNScheduler(Scheduler):
                 f"= {index} -> {self._list[index].name}")
 
 
-@register
 class FlowHashScheduler(_ModNScheduler):
     """``hash``: the 5-tuple flow hash modulo the weighted backend list."""
 
     name = "hash"
     summary = "5-tuple hash mod N"
     hashed = "5-tuple"
+    hash_input = "flow"
 
     def _hash(self, key: FlowKey, flow_hash: int) -> int:
         return flow_hash
@@ -69,13 +72,13 @@ class FlowHashScheduler(_ModNScheduler):
         return entries[flow_hash % len(entries)] if entries else None
 
 
-@register
 class SourceHashScheduler(_ModNScheduler):
     """``sh``: the client address's hash modulo the weighted list: one client, one backend."""
 
     name = "sh"
     summary = "source-address hash mod N"
     hashed = "source"
+    hash_input = "source"
 
     def _hash(self, key: FlowKey, flow_hash: int) -> int:
         return src_hash(key[1], self.seed)

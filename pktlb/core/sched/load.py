@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pktlb.core.sched.base import BackendLoad, Scheduler, load_of, register
+from pktlb.core.sched.base import BackendLoad, Scheduler, load_of
 
 if TYPE_CHECKING:
     from pktlb.core.flowkey import FlowKey
@@ -76,7 +76,6 @@ def _fmt(score: Any) -> str:
     return f"{score:.4g}"
 
 
-@register
 class LeastConnectionsScheduler(_LeastScoreScheduler):
     """``lc``: fewest active flows per unit of weight."""
 
@@ -88,7 +87,6 @@ class LeastConnectionsScheduler(_LeastScoreScheduler):
         return load.active_flows / backend.weight
 
 
-@register
 class LeastResponseTimeScheduler(_LeastScoreScheduler):
     """``lrt``: lowest expected wait, response time x (active flows + 1) / weight."""
 
@@ -105,7 +103,6 @@ class LeastResponseTimeScheduler(_LeastScoreScheduler):
         return rtt * (load.active_flows + 1) / backend.weight
 
 
-@register
 class LeastBandwidthScheduler(_LeastScoreScheduler):
     """``bw``: fewest bytes per second (EWMA) per unit of weight; then fewest flows."""
 

@@ -25,7 +25,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from pktlb.core.flowkey import name_hash
-from pktlb.core.sched.base import BackendLoad, Scheduler, register
+from pktlb.core.sched.base import BackendLoad, Scheduler
 
 if TYPE_CHECKING:
     from pktlb.core.flowkey import FlowKey
@@ -115,13 +115,13 @@ def _cached_table(members: tuple[tuple[str, int], ...], seed: int, table_size: i
     return build_table(members, seed, table_size)
 
 
-@register
 class MaglevScheduler(Scheduler):
     """Maglev consistent hashing: a precomputed table, one index per new flow."""
 
     name = "maglev"
     summary = "Maglev consistent hash (weighted lookup table)"
     consistent = True
+    hash_input = "flow"
 
     def __init__(self, backends: Sequence[BackendView], *, seed: int, table_size: int = DEFAULT_TABLE_SIZE) -> None:
         super().__init__(backends, seed=seed, table_size=table_size)
@@ -143,6 +143,9 @@ class MaglevScheduler(Scheduler):
             return "maglev: no eligible backend"
         slot = flow_hash % self.table_size
         return f"maglev: hash 0x{flow_hash:08x} -> slot {slot} of {self.table_size} -> {self._slots[slot].name}"
+
+    def lookup_table(self) -> tuple[BackendView, ...]:
+        return self._slots
 
     def slot_counts(self) -> dict[str, int]:
         """Slots owned per backend name (every eligible backend appears, possibly with 0)."""

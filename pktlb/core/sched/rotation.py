@@ -11,7 +11,7 @@ from itertools import cycle
 from math import gcd
 from typing import TYPE_CHECKING
 
-from pktlb.core.sched.base import BackendLoad, Scheduler, register
+from pktlb.core.sched.base import BackendLoad, Scheduler
 
 if TYPE_CHECKING:
     from pktlb.core.flowkey import FlowKey
@@ -21,7 +21,6 @@ if TYPE_CHECKING:
 _MAX_PRECOMPUTED_WORK = 2_000_000
 
 
-@register
 class RoundRobinScheduler(Scheduler):
     """``rr``: each backend in turn, weights ignored."""
 
@@ -71,7 +70,6 @@ class SmoothWeights:
         return best
 
 
-@register
 class WeightedRoundRobinScheduler(Scheduler):
     """``wrr``: smooth weighted round robin (weights interleave rather than burst)."""
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from pktlb.daemon.dashboard.sources import ENGINE, Sample
+from pktlb.daemon.dashboard.sources import ENGINE, PROXY, Sample
 
 # Per backend, the order of a history point's numbers (the page's chart reads the same list).
 POINT_FIELDS = ("pps_in", "pps_out", "bps_in", "bps_out", "cps")
@@ -28,9 +28,11 @@ def engine_states(data: dict[str, Any]) -> dict[BackendKey, tuple[str, str, str]
             for key, be in engine_backends(data).items()}
 
 
-# What each kind of source has per backend (the L7 proxy adds its own here).
-BACKENDS_BY_KIND: dict[str, Callable[[dict[str, Any]], dict[BackendKey, dict[str, Any]]]] = {ENGINE: engine_backends}
-STATES_BY_KIND: dict[str, Callable[[dict[str, Any]], dict[BackendKey, tuple[str, str, str]]]] = {ENGINE: engine_states}
+# What each kind of source has per backend (the proxy's rows have the engine's state, admin and health).
+BACKENDS_BY_KIND: dict[str, Callable[[dict[str, Any]], dict[BackendKey, dict[str, Any]]]] = {
+    ENGINE: engine_backends, PROXY: engine_backends}
+STATES_BY_KIND: dict[str, Callable[[dict[str, Any]], dict[BackendKey, tuple[str, str, str]]]] = {
+    ENGINE: engine_states, PROXY: engine_states}
 
 
 def _backends(sample: Sample) -> dict[BackendKey, dict[str, Any]]:
@@ -67,6 +69,8 @@ def rates(prev: Sample | None, cur: Sample) -> dict[str, Any]:
                          "bps_in": 8 * _rate(be.get("bytes_in"), old.get("bytes_in"), elapsed),
                          "bps_out": 8 * _rate(be.get("bytes_out"), old.get("bytes_out"), elapsed),
                          "cps": _rate(be.get("new_flows"), old.get("new_flows"), elapsed)}
+        if "requests" in be:  # the proxy's requests per second
+            backends[key]["rps"] = _rate(be["requests"], old.get("requests"), elapsed)
     assert cur.data is not None and prev.data is not None
     now_totals, old_totals = cur.data.get("totals") or {}, prev.data.get("totals") or {}
     totals = {k: _rate(v, old_totals.get(k, 0), elapsed) for k, v in now_totals.items() if k != "drops"}

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from pktlb.daemon.dashboard.poller import DashboardState, SourceState
-from pktlb.daemon.dashboard.sources import ENGINE, Sample
+from pktlb.daemon.dashboard.sources import ENGINE, PROXY, Sample
 
 log = logging.getLogger("pktlb.dashboard")
 BACKEND_STATES = ("up", "drain", "down")
@@ -111,10 +111,12 @@ def _backend(out: Families, labels: list[str], be: dict[str, Any], slots: int | 
         out.gauge("pktlb_backend_admin_state", "Administrative state set by `pktlb backend` (1 for the current one).",
                   BE + ["state"], labels + [state], be.get("admin", "up") == state)
     out.gauge("pktlb_backend_weight", "Scheduler weight.", BE, labels, be.get("weight", 0))
-    out.gauge("pktlb_backend_active_flows", "Flows to the backend in the flow table.", BE, labels,
-              be.get("active_flows", 0))
+    if "active_flows" in be or "in_flight" not in be:
+        out.gauge("pktlb_backend_active_flows", "Flows to the backend in the flow table.", BE, labels,
+                  be.get("active_flows", 0))
     for key, (name, doc) in BACKEND_COUNTERS.items():
-        out.counter(name, doc, BE, labels, be.get(key, 0))
+        if key in be or "requests" not in be:  # the proxy has no packet counters (proxy_families has its own)
+            out.counter(name, doc, BE, labels, be.get(key, 0))
     if slots is not None:
         out.gauge("pktlb_backend_maglev_slots", "Maglev lookup-table slots owned by the backend.", BE, labels, slots)
     if be.get("rtt_ms") is not None:
@@ -140,8 +142,74 @@ def _backend(out: Families, labels: list[str], be: dict[str, Any], slots: int | 
                   BE + ["check", "status"], check_labels + [str(check.get("status"))], 1)
 
 
-# What each kind of source contributes (the L7 proxy adds its own function here).
-FAMILIES_BY_KIND: dict[str, Callable[[Families, str, dict[str, Any]], None]] = {ENGINE: engine_families}
+def proxy_families(out: Families, lb: str, data: dict[str, Any]) -> None:
+    """`pktlb proxy`'s stats reply: per service requests, responses by class and rejections by reason;
+    per backend the engine's state and health series plus requests, responses, failures and connections."""
+    out.gauge("pktlb_proxy_uptime_seconds", "Seconds since the proxy started.", LB, [lb], data.get("uptime", 0))
+    out.gauge("pktlb_snapshot_generation", "Generation of the current snapshot (one per change).",
+              LB, [lb], data.get("generation", 0))
+    for svc in data.get("services") or []:
+        name, c = str(svc.get("name")), svc.get("counters") or {}
+        out.gauge("pktlb_service_info", "A service (VIP, port, protocol, forwarding mode, scheduler); value 1.",
+                  SVC + ["vip", "port", "protocol", "mode", "scheduler"],
+                  [lb, name, str(svc.get("vip")), str(svc.get("port")), str(svc.get("protocol")),
+                   str(svc.get("mode")), str(svc.get("scheduler"))], 1)
+        out.counter("pktlb_proxy_client_connections", "Client connections the proxy accepted.", SVC, [lb, name],
+                    c.get("connections", 0))
+        out.gauge("pktlb_proxy_client_connections_open", "Client connections open now.", SVC, [lb, name],
+                  c.get("open_connections", 0))
+        out.counter("pktlb_proxy_requests", "Request heads read from clients.", SVC, [lb, name], c.get("requests", 0))
+        for cls, n in sorted((c.get("responses") or {}).items()):
+            out.counter("pktlb_proxy_responses", "Responses sent to clients, by status class.", SVC + ["class"],
+                        [lb, name, cls], n)
+        for reason, n in sorted((c.get("rejects") or {}).items()):
+            out.counter("pktlb_proxy_rejects", "The proxy's own answers or cut connections, by reason.",
+                        SVC + ["reason"], [lb, name, reason], n)
+        _feature_families(out, [lb, name], svc)
+        for be in svc.get("backends") or []:
+            labels = [lb, name, str(be.get("name"))]
+            _backend(out, labels, be, None)
+            out.counter("pktlb_proxy_backend_requests", "Requests sent to the backend (retries included).", BE,
+                        labels, be.get("requests", 0))
+            out.counter("pktlb_proxy_backend_connections_opened", "TCP connections the proxy opened to the backend.",
+                        BE, labels, be.get("connections_opened", 0))
+            out.counter("pktlb_proxy_backend_reused", "Requests sent over a reused pooled connection.", BE, labels,
+                        be.get("reused", 0))
+            out.gauge("pktlb_proxy_backend_in_flight", "Requests waiting for the backend's answer now.", BE, labels,
+                      be.get("in_flight", 0))
+            for cls, n in sorted((be.get("responses") or {}).items()):
+                out.counter("pktlb_proxy_backend_responses", "Response heads from the backend, by status class.",
+                            BE + ["class"], labels + [cls], n)
+            for reason, n in sorted((be.get("failures") or {}).items()):
+                out.counter("pktlb_proxy_backend_failures", "Requests the backend failed, by reason.",
+                            BE + ["reason"], labels + [reason], n)
+
+
+def _feature_families(out: Families, labels: list[str], svc: dict[str, Any]) -> None:
+    """The proxy's optional features (issue 20): TLS handshakes, cookie persistence, cache, rate limit."""
+    c = svc.get("counters") or {}
+    if svc.get("tls"):
+        for kind in ("full", "resumed"):
+            out.counter("pktlb_proxy_tls_handshakes", "TLS handshakes the proxy ended, full or resumed.",
+                        SVC + ["kind"], labels + [kind], c.get(f"tls_{kind}", 0))
+    for outcome, n in sorted((c.get("sticky") or {}).items()):
+        out.counter("pktlb_proxy_sticky", "Requests by cookie persistence outcome (kept, moved, new).",
+                    SVC + ["outcome"], labels + [outcome], n)
+    cache = svc.get("cache")
+    if cache:
+        for key in ("hits", "misses", "stored", "evicted", "expired"):
+            out.counter(f"pktlb_proxy_cache_{key}", f"Response cache: {key}.", SVC, labels, cache.get(key, 0))
+        out.gauge("pktlb_proxy_cache_entries", "Answers in the response cache now.", SVC, labels, cache.get("entries", 0))
+        out.gauge("pktlb_proxy_cache_bytes", "Bytes the response cache holds now.", SVC, labels, cache.get("bytes", 0))
+    limit = svc.get("rate_limit")
+    if limit:
+        out.gauge("pktlb_proxy_rate_limit_clients", "Client addresses with a token bucket now.", SVC, labels,
+                  limit.get("clients", 0))
+
+
+# What each kind of source contributes.
+FAMILIES_BY_KIND: dict[str, Callable[[Families, str, dict[str, Any]], None]] = {ENGINE: engine_families,
+                                                                                PROXY: proxy_families}
 
 
 def source_families(out: Families, sample: Sample | None, state: SourceState) -> None:

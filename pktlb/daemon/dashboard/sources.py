@@ -1,7 +1,7 @@
 """What the dashboard polls: one control socket per load balancer, and one reply per poll.
 
 A source answers ``{"cmd": "stats"}``; its reply says what it is in ``"kind"`` (``"engine"`` for
-``pktlb run``; an engine too old to say is an engine; the L7 proxy answers ``"proxy"``), and the
+``pktlb run``; an engine too old to say is an engine; the L7 proxy answers ``"l7-proxy"``), and the
 collector and the page render each kind their own way.  An engine run with ``--workers N`` has a
 socket per worker; they are asked together and their counters added up (``worker_stats``).
 """
@@ -17,6 +17,7 @@ from pktlb.daemon.ctlsock import ControlClientError, request
 from pktlb.daemon.worker_stats import merge_worker_stats, worker_sockets
 
 ENGINE = "engine"
+PROXY = "l7-proxy"  # `pktlb proxy` (pktlb.daemon.proxy.report.STATS_KIND)
 POLL_TIMEOUT = 2.0  # seconds one source may take to answer before the poll counts as failed
 
 

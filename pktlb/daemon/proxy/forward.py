@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import h11
 
+from pktlb.core.flowkey import FlowKey
 from pktlb.core.l7.headers import response_headers
 from pktlb.core.l7.plan import RoutePlan, ServicePlan
 from pktlb.core.l7.stats import status_class
@@ -67,7 +68,9 @@ class Exchange:
 
     def __init__(self, rt: ServiceRuntime, plan: ServicePlan, client: HttpStream, request: h11.Request,
                  outbound: h11.Request, route: RoutePlan, request_hash: int, has_body: bool, *,
-                 asked: str | None = None, capture: ResponseCapture | None = None) -> None:
+                 asked: str | None = None, capture: ResponseCapture | None = None,
+                 key: FlowKey | None = None) -> None:
+        self.key = key or (6, 0, 0, 0, 0)  # the client connection (``sh`` hashes its source address)
         self.rt, self.client, self.request, self.outbound = rt, client, request, outbound
         self.capture = capture  # keeps the answer for the response cache (``cache``), or None
         self.asked = asked  # the backend the request's persistence cookie names (pktlb.core.l7.sticky)
@@ -107,7 +110,7 @@ class Exchange:
     async def _connect(self) -> Attempt:
         rt, loop = self.rt, self.rt.loop
         while self.attempts < self.max_attempts:
-            backend = self.plan.pick(self.route, self.request_hash, rt.loads, self.refused, self.asked)
+            backend = self.plan.pick(self.route, self.request_hash, rt.loads, self.refused, self.asked, self.key)
             if backend is None:
                 break
             pool = rt.pools.get(backend.name)

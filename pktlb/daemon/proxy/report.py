@@ -81,9 +81,10 @@ class ProxyReporter:
             })
         return {
             "name": rt.name, "vip": plan.config.vip, "port": plan.config.port, "protocol": "tcp", "mode": "l7",
-            "scheduler": plan.config.scheduler, "hash_key": plan.l7.hash_key,
+            "scheduler": plan.config.scheduler, "hash_key": plan.l7.hash_key, "tls": plan.l7.tls is not None,
             "counters": rt.counters.as_dict(),
             "cache": rt.cache.figures() if rt.cache is not None else None,
+            "rate_limit": rt.limiter.figures() if rt.limiter is not None else None,
             "routes": [{"name": r.config.name, "host": r.config.host, "path_prefix": r.config.path_prefix,
                         "scheduler": r.config.scheduler or plan.config.scheduler,
                         "backends": [b.name for b in r.backends], "eligible": [b.name for b in r.eligible]}

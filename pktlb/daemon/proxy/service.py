@@ -15,6 +15,7 @@ import ssl
 
 from pktlb.core.l7.cache_store import CacheStore
 from pktlb.core.l7.plan import ServicePlan
+from pktlb.core.l7.ratelimit import TokenBuckets
 from pktlb.core.l7.stats import ProxyStats, ServiceCounters
 from pktlb.core.sched.base import BackendLoad
 from pktlb.daemon.proxy.pool import BackendPool
@@ -34,6 +35,7 @@ class ServiceRuntime:
         self.pools: dict[str, BackendPool] = {}
         self.loads: dict[str, BackendLoad] = {}  # per backend: requests in flight (lc), response time (lrt)
         self.cache: CacheStore | None = None  # [service.l7.cache]: stored answers (``cache``)
+        self.limiter: TokenBuckets | None = None  # [service.l7.filter] rate: a token bucket per client
         self.install(plan)
 
     def install(self, plan: ServicePlan) -> None:
@@ -43,6 +45,11 @@ class ServiceRuntime:
             self.cache = None
         elif self.cache is None or self.cache.config != l7.cache:  # new bounds: start afresh
             self.cache = CacheStore(l7.cache)
+        limit = l7.filter.rate_limit if l7.filter is not None else None
+        if limit is None:
+            self.limiter = None
+        elif self.limiter is None or self.limiter.limit != limit:
+            self.limiter = TokenBuckets(limit)
         for name in list(self.pools):
             if name not in plan.backends:
                 self.pools.pop(name).close_idle()

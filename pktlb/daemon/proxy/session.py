@@ -117,6 +117,8 @@ class ClientSession:
         target = parse_target(request.target, header(request.headers, b"host"))
         head = RequestHead(method=request.method, target=target, content_length=None if length is None else int(length),
                            chunked=chunked, client=self.peer[0])
+        if rt.limiter is not None and not rt.limiter.allow(self.peer[0], rt.loop.time()):
+            return await self._answer("rate_limited")  # this client's token bucket is empty
         refused = first_refusal(plan.rules, head, rt.loop.time())
         if refused is not None:
             return await self._answer(refused)
@@ -144,7 +146,8 @@ class ClientSession:
                                                        also_drop=EXPECT))
         request_hash = plan.request_hash(self.peer[0], self.peer[1], self.local[0], self.local[1])
         exchange = Exchange(rt, plan, self.client, request, outbound, route, request_hash, has_body, asked=asked,
-                            capture=capture)
+                            capture=capture, key=plan.request_key(self.peer[0], self.peer[1], self.local[0],
+                                                                  self.local[1]))
         try:
             await exchange.run()
         except Rejected as rejected:

@@ -12,6 +12,7 @@ import copy
 import shutil
 from dataclasses import dataclass, field
 
+from pktlb.core.rewrite.registry import traits_of
 from pktlb.lab import steps as st
 from pktlb.lab.engine_config import checked_engine_config
 from pktlb.lab.tier.plan import (
@@ -81,7 +82,7 @@ def apply_tier(plan: Plan, *, pktlb: str) -> TierBuild:
     router.routes = [r for r in router.routes if r.dst != c["vip_network"]]  # BGP installs the VIP's route
     router.sysctls.update(tier.router_sysctls)
     router.services = ["bird"] + (["nhsync"] if tier.options.ecmp == "resilient" else [])
-    if plan.options.mode == "nat":  # replies go to the router, which sends them to a live LB (table 100)
+    if traits_of(plan.options.mode).reverse_nat:  # replies go to the router, which sends them to a live LB (table 100)
         for backend in plan.by_role("backend"):
             backend.routes = [r for r in backend.routes if r.dst != "default"] + [Route("default", c["router_server"])]
     for rule in tier.rules_argv(router.namespace):

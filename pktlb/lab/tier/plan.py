@@ -19,6 +19,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
+from pktlb.core.rewrite.registry import traits_of
 from pktlb.daemon.announce import birdconf as bc
 
 MAX_LBS = 8
@@ -106,12 +107,13 @@ def engine_socket(node: str) -> str:
 
 def make_tier(options: TierOptions, *, vip: str, router_address: str, statedir: str) -> TierPlan:
     check_tier(options)
-    lbs = [TierLb(f"lb{i}", i, lb_address(i), bc.LB_AS_BASE + i, snat_address(i) if options.mode == "fullnat" else None)
+    traits = traits_of(options.mode)
+    lbs = [TierLb(f"lb{i}", i, lb_address(i), bc.LB_AS_BASE + i, snat_address(i) if traits.needs_snat else None)
            for i in range(1, options.lbs + 1)]
     announced: dict[str, tuple[str, ...]] = {}
     for lb in lbs:
         prefixes = [f"{vip}/32"]
-        if options.mode == "nat":
+        if traits.reverse_nat:  # backends' default route leads to the LBs
             prefixes.append("0.0.0.0/0")
         if lb.snat:
             prefixes.append(f"{lb.snat}/32")
@@ -119,7 +121,7 @@ def make_tier(options: TierOptions, *, vip: str, router_address: str, statedir: 
     sysctls = {"net.ipv4.fib_multipath_hash_policy": 3, "net.ipv4.fib_multipath_hash_fields": HASH_FIELDS,
                "net.ipv4.fib_multipath_hash_seed": HASH_SEED}
     rules = []
-    if options.mode == "nat":
+    if traits.reverse_nat:
         rules.append(["from", BACKEND_SOURCES, "iif", "eth0", "lookup", str(RETURN_TABLE), "priority", "100"])
     plan = TierPlan(options, vip, router_address, lbs, announced, sysctls, rules)
     bfd = bc.Bfd() if options.bfd else None
@@ -137,7 +139,7 @@ def router_spec(plan: TierPlan, statedir: str, bfd: bc.Bfd | None) -> bc.RouterS
     main_table = None if plan.options.ecmp == "multipath" else BIRD_TABLE
     kernels = [bc.KernelExport("kvip", main_table, tuple(services))]
     accept = list(services)
-    if plan.options.mode == "nat":
+    if traits_of(plan.options.mode).reverse_nat:
         kernels.append(bc.KernelExport("kret", RETURN_TABLE, ("0.0.0.0/0",), exact=True))
         accept.append("0.0.0.0/0")
     return bc.RouterSpec(router_id=plan.router_address, local_address=plan.router_address, interface="eth0",

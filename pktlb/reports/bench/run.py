@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pktlb.core.rewrite.registry import MODES, traits_of
 from pktlb.lab.manage import existing_namespaces
 from pktlb.reports.bench.drain import DRAIN_FLOWS, drain
 from pktlb.reports.bench.lab import (
@@ -73,6 +74,8 @@ BACKGROUND_PROBE = 0.5  # seconds the LB core is watched, idle, before each floo
 NOISY = 0.05  # a background share above this gets a note in the report
 PACED = 0.8  # CPU per packet is measured at this share of the flood's delivered rate: no overload
 PACED_SECONDS = 4.0  # long enough for ~1000 scheduler ticks on the LB core (CPU time is tick-sampled)
+# The lab that hosts the kernel baselines (routing, nftables DNAT): backends route replies via the LB.
+BASELINE_MODE = next(m for m in MODES if traits_of(m).reverse_nat)
 
 
 Progress = Callable[[str], None]
@@ -177,7 +180,7 @@ def direct_rtts(lab: BenchLab, samples: int) -> list[float]:
     first, client = lab.backend_nodes[0], lab.node("client")
     undo: list[tuple[Any, ...]] = []
     with changed(undo):
-        if lab.mode == "nat":
+        if traits_of(lab.mode).reverse_nat:
             route = [f"{client.address}/32", "via", str(lab.constants["router_server"])]
             lab.run(first.name, ["ip", "route", "replace", *route])
             undo.append((lab.run, first.name, ["ip", "route", "del", *route]))
@@ -253,9 +256,9 @@ def run_bench(opts: BenchOptions, progress: Progress = lambda _: None) -> BenchR
     load = float(report.machine["loadavg_at_start"][0])
     if load > 0.5:
         report.notes.append(f"load average {load} at start: other processes may have shared the LB core")
-    order = sorted(opts.modes, key=lambda m: m != "nat")  # the NAT lab first: it hosts the baselines
-    if opts.baselines and "nat" not in order:
-        order.insert(0, "nat")
+    order = sorted(opts.modes, key=lambda m: m != BASELINE_MODE)  # the NAT lab first: it hosts the baselines
+    if opts.baselines and BASELINE_MODE not in order:
+        order.insert(0, BASELINE_MODE)
     scaling: list[dict[str, Any]] = []
     try:
         for mode in order:
@@ -264,9 +267,9 @@ def run_bench(opts: BenchOptions, progress: Progress = lambda _: None) -> BenchR
                 direct = direct_rtts(lab, opts.latency_samples) if opts.latency_samples else None
                 if mode in opts.modes:
                     report.results.append(run_variant(lab, PktlbVariant(mode), opts, direct, progress))
-                if mode == "nat" and mode in opts.modes and opts.diagnostic:
+                if mode == BASELINE_MODE and mode in opts.modes and opts.diagnostic:
                     report.results.append(run_variant(lab, PktlbRxOnGeneratorCore(mode), opts, None, progress))
-                if mode == "nat" and opts.baselines:
+                if mode == BASELINE_MODE and opts.baselines:
                     for variant in (KernelRouting(), KernelDnat()):
                         report.results.append(run_variant(lab, variant, opts, direct, progress))
                     scapy = ScapyForwarder(opts.scapy_packets, opts.seconds)

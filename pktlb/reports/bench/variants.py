@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar
 
+from pktlb.core.rewrite.registry import traits_of
 from pktlb.daemon.ctlsock import ControlClientError, answers, request, worker_socket
 from pktlb.lab.manage import log_tail, pktlb_program
 from pktlb.lab.nftables import GUARD_TABLE, KERNEL_DSR_TABLE, DsrPort, guard_ruleset, kernel_dsr_ruleset
@@ -51,7 +52,7 @@ def bench_config_text(lab_config: str, mode: str, vip: str, backends: list[tuple
     """The lab's engine config plus a UDP service on the bench port (backends: name, address, MAC)."""
     lines = [lab_config.rstrip(), "", "[[service]]", 'name = "bench"', f'vip = "{vip}"', f"port = {BENCH_PORT}",
              'protocol = "udp"', f'mode = "{mode}"', 'scheduler = "maglev"']
-    if mode == "fullnat":
+    if traits_of(mode).needs_snat:
         lines += [f'snat_address = "{snat_address}"', "snat_ports = [20000, 59999]"]
     for name, address, mac in backends:
         lines += ["", "[[service.backend]]", f'name = "{name}"', f'address = "{address}"', f"port = {BENCH_PORT}",
@@ -110,7 +111,7 @@ def set_forwarding(lab: BenchLab, value: int, undo: list[tuple[Any, ...]]) -> No
 
 def _lift_guard(lab: BenchLab, undo: list[tuple[Any, ...]]) -> None:
     c = lab.constants
-    snat = c["snat_address"] if lab.mode == "fullnat" else None
+    snat = c["snat_address"] if traits_of(lab.mode).needs_snat else None
     lab.nft_delete("lb", "netdev", GUARD_TABLE)
     undo.append((lab.nft, "lb", guard_ruleset("eth0", c["vip_network"], snat, c["snat_ports"])))
 

@@ -1,7 +1,7 @@
 """PNG charts of a `pktlb compare` report (matplotlib, Agg backend: no display needed).
 
 One bar group per mode, one bar per engine (pktlb's own, the kernel baseline where it can do the
-mode).  Small figures, so the files stay a few tens of kilobytes.
+mode; in mode l7, pktlb proxy and HAProxy).  Small figures, so the files stay a few tens of kilobytes.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 
-ENGINE_COLOURS = {"pktlb": "#3b75af", "kernel": "#aaaaaa"}
+ENGINE_COLOURS = {"pktlb": "#3b75af", "kernel": "#aaaaaa", "haproxy": "#5aa469"}
 DPI = 90
 
 
@@ -22,7 +22,8 @@ def _runs(report: dict[str, Any]) -> list[dict[str, Any]]:
     return [r for r in report["runs"] if r.get("available") and not r.get("errors") and "http" in r]
 
 
-def _grouped(ax: Any, report: dict[str, Any], series: list[tuple[str, str, str, Any]], ylabel: str) -> None:
+def _grouped(ax: Any, report: dict[str, Any], series: list[tuple[str, str, str, Any]], ylabel: str,
+             fmt: str = "%.0f") -> None:
     """Bars grouped by mode: one bar per series (label, colour, engine, value(run)); values on top."""
     modes = list(report["settings"]["modes"])
     runs = _runs(report)
@@ -36,7 +37,7 @@ def _grouped(ax: Any, report: dict[str, Any], series: list[tuple[str, str, str, 
                 xs.append(i + (k - (len(shown) - 1) / 2) * width)
                 ys.append(value(run))
         bars = ax.bar(xs, ys, width, label=label, color=colour)
-        ax.bar_label(bars, fmt="%.0f", fontsize=6, padding=1)
+        ax.bar_label(bars, fmt=fmt, fontsize=6, padding=1)
     ax.set_xticks(range(len(modes)), modes, fontsize=8)
     ax.set_ylabel(ylabel, fontsize=8)
     ax.margins(y=0.18)
@@ -101,6 +102,31 @@ def lb_packets_chart(report: dict[str, Any], path: Path) -> None:
     _save(fig, path)
 
 
+def _conns(kind: str) -> Any:
+    return lambda r: (r.get("backend_connections") or {}).get(kind, {}).get("per_request")
+
+
+def l4_l7_chart(report: dict[str, Any], path: Path) -> None:
+    """Backend connections per request (close / keep-alive clients), requests/s with and without keep-alive."""
+    fig, (conns, rates) = plt.subplots(1, 2, figsize=(10, 3.2))
+    series = [(f"{engine} {kind}", shade, engine, _conns(kind))
+              for engine, shades in (("pktlb", ("#3b75af", "#9cc3e6")), ("kernel", ("#777777", "#cccccc")),
+                                     ("haproxy", ("#3d7f4a", "#a6d5ae")))
+              for kind, shade in zip(("close", "keepalive"), shades, strict=True)]
+    _grouped(conns, report, series, "backend connections per request", fmt="%.2f")
+    conns.set_title("Backend connections per request (close: a new client connection each)", fontsize=8)
+    rate = [(f"{engine} {kind}", shade, engine, value)
+            for engine, shades in (("pktlb", ("#3b75af", "#9cc3e6")), ("kernel", ("#777777", "#cccccc")),
+                                   ("haproxy", ("#3d7f4a", "#a6d5ae")))
+            for kind, shade, value in zip(("close", "keep-alive"), shades,
+                                          (lambda r: r["http"]["requests_per_second"],
+                                           lambda r: (r.get("http_keepalive") or {}).get("requests_per_second")),
+                                          strict=True)]
+    _grouped(rates, report, rate, "requests/s")
+    rates.set_title("HTTP requests/s without and with client keep-alive", fontsize=8)
+    _save(fig, path)
+
+
 def _save(fig: Any, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
@@ -108,10 +134,10 @@ def _save(fig: Any, path: Path) -> None:
 
 
 def write_charts(report: dict[str, Any], out: Path) -> list[Path]:
-    """The three charts of a report, written into out; their paths (none if nothing was measured)."""
+    """The four charts of a report, written into out; their paths (none if nothing was measured)."""
     if not _runs(report):
         return []
-    paths = [out / "throughput.png", out / "latency.png", out / "lb_packets_per_request.png"]
-    for chart, path in zip((throughput_chart, latency_chart, lb_packets_chart), paths, strict=True):
+    paths = [out / "throughput.png", out / "latency.png", out / "lb_packets_per_request.png", out / "l4_l7.png"]
+    for chart, path in zip((throughput_chart, latency_chart, lb_packets_chart, l4_l7_chart), paths, strict=True):
         chart(report, path)
     return paths

@@ -10,11 +10,12 @@ import os
 import textwrap
 from typing import Any
 
+from pktlb.core.rewrite.registry import traits_of
+
 CHARTS = {"throughput.png": "Requests per second and throughput by mode",
           "latency.png": "HTTP latency percentiles by mode",
-          "lb_packets_per_request.png": "Packets the LB handled per request, by direction"}
-REPLIES_BYPASS_LB = ("dsr", "tunnel")
-TUNNEL_OVERHEAD = 20  # one IPv4 header (IP-in-IP, RFC 2003)
+          "lb_packets_per_request.png": "Packets the LB handled per request, by direction",
+          "l4_l7.png": "Backend connections per request, and requests/s with and without client keep-alive"}
 
 
 def measured(run: dict[str, Any]) -> bool:
@@ -35,26 +36,65 @@ def invariants(report: dict[str, Any]) -> list[dict[str, Any]]:
         if not measured(run):
             check(run, "the run completed", False, "; ".join(run.get("errors", [])) or "incomplete")
             continue
+        _connection_checks(run, report, check)
+        if run.get("layer", 4) == 7:
+            _proxy_checks(run, lab, check)
+            _spread_check(run, report, check)
+            continue
         out = run["lb"]["packets_out_per_request"]
-        if run["mode"] in REPLIES_BYPASS_LB:
+        traits = traits_of(run["mode"])
+        if not traits.replies_via_lb:
             check(run, "no reply packet passes the LB", out == 0, f"{out} reply packets per request at the LB")
         else:
             check(run, "replies pass the LB", bool(out), f"{out} reply packets per request at the LB")
-        expected = TUNNEL_OVERHEAD if run["mode"] == "tunnel" else 0
+        expected = traits.encap_overhead
         overhead = run.get("header_overhead_bytes")
         check(run, f"{expected} bytes of header overhead per packet", overhead == expected, f"measured {overhead}")
-        source = lab["snat_address"] if run["mode"] == "fullnat" else run["request"]["client_address"]
+        source = lab["snat_address"] if traits.needs_snat else run["request"]["client_address"]
         saw = run["request"]["backend_saw"]
         check(run, f"the backend saw {source}", saw == source, f"it saw {saw}")
         mtu = run["mtu"]
         check(run, "the inner MTU is the link MTU less the overhead", mtu["inner"] == mtu["lb_link"] - expected,
               f"link {mtu['lb_link']}, inner {mtu['inner']}")
-        spread = run["spread"]["probe"]
-        if report["settings"]["backends"] * 8 <= run["probe"]["requests"]:  # enough requests to reach them all
-            check(run, "every backend served some requests", len(spread) == report["settings"]["backends"],
-                  ", ".join(f"{k} {v}" for k, v in spread.items()))
+        _spread_check(run, report, check)
     return checks
 
+
+def _spread_check(run: dict[str, Any], report: dict[str, Any], check: Any) -> None:
+    spread = run["spread"]["probe"]
+    if report["settings"]["backends"] * 8 <= run["probe"]["requests"]:  # enough requests to reach them all
+        check(run, "every backend served some requests", len(spread) == report["settings"]["backends"],
+              ", ".join(f"{k} {v}" for k, v in spread.items()))
+
+
+def _proxy_checks(run: dict[str, Any], lab: dict[str, Any], check: Any) -> None:
+    """What an L7 proxy is known to do: the backend sees the proxy, and the client in X-Forwarded-For."""
+    saw = run["request"]["backend_saw"]
+    check(run, f"the backend saw the proxy ({lab['lb_address']})", saw == lab["lb_address"], f"it saw {saw}")
+    learned = run.get("learned") or {}
+    client = run["request"]["client_address"]
+    check(run, f"X-Forwarded-For carries the client ({client})", learned.get("x_forwarded_for") == client,
+          f"X-Forwarded-For: {learned.get('x_forwarded_for')}")
+
+
+def _connection_checks(run: dict[str, Any], report: dict[str, Any], check: Any) -> None:
+    """Backend connections per request (a new client connection each) and 4 requests on one connection."""
+    proxy = run.get("layer", 4) == 7
+    close = (run.get("backend_connections") or {}).get("close", {}).get("per_request")
+    if close is not None:
+        if proxy:
+            check(run, "far fewer backend connections than requests (pooling)", close < 0.5,
+                  f"{close:.3f} backend connections per request")
+        else:
+            check(run, "one backend connection per request", 0.9 <= close <= 1.1,
+                  f"{close:.3f} backend connections per request")
+    one = run.get("one_connection")
+    if one and report["settings"]["backends"] > 1:
+        spread = f"backends {' '.join(str(b) for b in one['backends'])} on {one['client_connections']} client connection(s)"
+        if proxy:
+            check(run, "4 requests on one client connection are balanced one by one", one["distinct_backends"] > 1, spread)
+        else:
+            check(run, "4 requests on one client connection reach one backend", one["distinct_backends"] == 1, spread)
 
 def _fmt(value: Any, digits: int = 1) -> str:
     if value is None:
@@ -86,7 +126,8 @@ PACKET_HEAD = ["mode", "engine", "backend saw", "overhead B/pkt", "inner MTU", "
 
 def _row_packet(run: dict[str, Any], lab: dict[str, Any]) -> list[str]:
     saw = run["request"]["backend_saw"]
-    who = "client" if saw == run["request"]["client_address"] else "LB SNAT" if saw == lab["snat_address"] else "?"
+    who = ("client" if saw == run["request"]["client_address"] else "LB SNAT" if saw == lab["snat_address"]
+           else "proxy" if saw == lab.get("lb_address") else "?")
     mtu = run["mtu"]
     return [run["mode"], run["engine"], f"{saw} ({who})", _fmt(run.get("header_overhead_bytes")),
             str(mtu["inner"]), _fmt(mtu["client_path_mtu"]),
@@ -119,17 +160,40 @@ def _md_table(head: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def _tables(report: dict[str, Any]) -> tuple[list[list[str]], list[list[str]]]:
-    perf, packet = [], []
+CONN_HEAD = ["mode", "engine", "backend saw", "X-Forwarded-For", "backend conns/req close / keep-alive",
+             "4 reqs on 1 conn", "keep-alive req/s", "keep-alive p50 / p99 ms", "LB CPU us/req close / keep-alive"]
+
+
+def _row_connections(run: dict[str, Any], lab: dict[str, Any]) -> list[str]:
+    """What tells L4 from L7: who the backend saw, its connections per request, 4 requests on one connection."""
+    conns = run.get("backend_connections") or {}
+    keep = run.get("http_keepalive") or {}
+    one = run.get("one_connection") or {}
+    learned = run.get("learned") or {}
+    saw = run["request"]["backend_saw"]
+    who = ("client" if saw == run["request"]["client_address"] else "LB SNAT" if saw == lab["snat_address"]
+           else "proxy" if saw == lab.get("lb_address") else "?")
+    lat = keep.get("latency_ms") or {}
+    return [run["mode"], run["engine"], f"{saw} ({who})", learned.get("x_forwarded_for") or "-",
+            f"{_fmt(conns.get('close', {}).get('per_request'), 3)} / {_fmt(conns.get('keepalive', {}).get('per_request'), 3)}",
+            " ".join(str(b) for b in one.get("backends", [])) or "n/a",
+            _fmt(keep.get("requests_per_second"), 0),
+            f"{_fmt(lat.get('p50'))} / {_fmt(lat.get('p99'))}",
+            f"{_fmt(run['lb'].get('cpu_us_per_request'), 0)} / {_fmt(keep.get('cpu_us_per_request'), 0)}"]
+
+
+def _tables(report: dict[str, Any]) -> tuple[list[list[str]], list[list[str]], list[list[str]]]:
+    perf, packet, conns = [], [], []
     for run in report["runs"]:
         if measured(run):
             perf.append(_row_perf(run))
             packet.append(_row_packet(run, report["lab"]))
+            conns.append(_row_connections(run, report["lab"]))
         else:
             perf.append(_note_row(run))
             if run["engine"] == "pktlb":
                 packet.append(_note_row(run))
-    return perf, packet
+    return perf, packet, conns
 
 
 def _method_lines(report: dict[str, Any]) -> list[str]:
@@ -147,16 +211,28 @@ def _method_lines(report: dict[str, Any]) -> list[str]:
             "in = client-to-backend direction, out = replies that came back through the LB.",
             "LB CPU per request: the engine process's utime+stime over the load run; n/a for the kernel, "
             "whose forwarding runs in softirq context on whatever CPU the packet arrives.",
+            "Backend connections per request: the TCP connections the backends accepted (PassiveOpens in their "
+            "namespaces) over a load run, divided by the responses (not wrk's socket errors); for a proxy, the "
+            "connections it says it opened (its stats; the backends also accept its HTTP health checks, about one "
+            "per backend per second, kept apart in report.json); close = a new client connection per request, "
+            f"keep-alive = wrk {s.get('keepalive_seconds', 'n/a')} s over {s['connections']} kept-alive client "
+            "connections.",
+            "4 reqs on 1 conn: one curl with four URLs (one client connection): the backend of each answer.",
+            f"Mode l7: an HTTP proxy owns the VIP (pktlb proxy, or HAProxy configured from the same service "
+            f"definition), scheduler {s.get('l7_scheduler', 'rr')} per request; it has no packet counters, so its LB "
+            "packets come from a capture on the LB's eth0 (in: frames to port 80, the clients' requests; out: "
+            "frames from port 80 reaching the LB, the backends' answers over its pooled connections).",
             f"Machine: {report['host']['cpus']} CPUs, Linux {report['host']['kernel']}; the client, the LB and the "
             "backends share them, so the figures compare modes with each other, not with production load balancers."]
 
 
 def render_text(report: dict[str, Any]) -> str:
-    perf, packet = _tables(report)
+    perf, packet, conns = _tables(report)
     checks = report["invariants"]
     failed = [c for c in checks if not c["holds"]]
     lines = ["Performance (same workload for every mode)", _text_table(PERF_HEAD, perf), "",
              "What each mode does to a packet", _text_table(PACKET_HEAD, packet), "",
+             "Connections, keep-alive and what the backend learns (L4 vs L7)", _text_table(CONN_HEAD, conns), "",
              "What each mode needed (beyond the common lab)"]
     for run in report["runs"]:
         if run.get("requirements") and run["engine"] == "pktlb":
@@ -185,7 +261,7 @@ def requirements_text(requirements: dict[str, Any]) -> str:
 
 def render_markdown(report: dict[str, Any]) -> str:
     out_dir = report["settings"]["out"]
-    perf, packet = _tables(report)
+    perf, packet, conns = _tables(report)
     out = ["# pktlb compare: the forwarding modes side by side", "",
            f"Run {report['created']}, {report['seconds']} s; modes {', '.join(report['settings']['modes'])}, "
            f"scheduler {report['settings']['scheduler']}, {report['settings']['backends']} backends.", ""]
@@ -196,6 +272,11 @@ def render_markdown(report: dict[str, Any]) -> str:
             "Overhead is measured on the LB's capture: the IP length of each forwarded packet less that of the "
             "packet it received. Client PMTU is what the client's kernel learned after a request with a "
             "4000-byte header (n/a: nothing lowered it below the link MTU).", "",
+            "## Connections, keep-alive and what the backend learns (L4 vs L7)", "", _md_table(CONN_HEAD, conns), "",
+            "An L4 balancer forwards the client's own connection: one backend connection per client connection, "
+            "one backend for all its requests, and the backend sees the client (or the SNAT address in fullnat). "
+            "A proxy ends the client's connection, picks a backend per request and reuses its own connections: "
+            "the backend sees the proxy, and the client only in X-Forwarded-For.", "",
             "## What each mode needed", ""]
     for run in report["runs"]:
         if run["engine"] == "pktlb" and run.get("requirements"):

@@ -12,8 +12,14 @@ DNAT for nat and fullnat, a netdev ingress MAC rewrite for dsr), one lab is buil
 5. MTU: a request with a 4000-byte header, after which the client's route cache holds the path MTU;
 6. load: wrk for --duration seconds (or ab for --requests requests), with the engine's CPU time
    and counters read before and after;
-7. throughput: a timed HTTP download through the VIP, and iperf3 both ways (client to backend,
+7. keep-alive: which backends answer 4 requests on one client connection, then wrk again with
+   kept-alive client connections (half the duration); the backends' accepted connections are
+   counted around both load runs (``connections.py``: what tells L4 from L7);
+8. throughput: a timed HTTP download through the VIP, and iperf3 both ways (client to backend,
    and -R) where the lab's load balancer has a VIP service on the iperf3 port.
+
+Mode l7 (an HTTP proxy owning the VIP, ``pktlb lab up --mode l7``) is measured the same way with
+``pktlb proxy`` and HAProxy, with the L7 scheduler (rr by default: per request).
 
 The lab is torn down after each run, also after a failure or Ctrl-C.
 """
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -31,7 +38,8 @@ from typing import Any
 
 from pktlb.adapters.configfile import load_config
 from pktlb.core.config import MODES
-from pktlb.daemon.ctlsock import ControlClientError, request
+from pktlb.daemon.ctlsock import ControlClientError
+from pktlb.lab.l7 import proxy_connections_opened
 from pktlb.lab.manage import existing_namespaces, lab_down, lab_up
 from pktlb.lab.netns import CommandError, Namespace
 from pktlb.lab.paths import LabPaths
@@ -42,13 +50,25 @@ from pktlb.lab.topology import (
     LabOptions,
     check_options,
     engine_section,
-    expand,
     load_topology,
-    merge,
+    mode_default,
 )
 from pktlb.reports.compare import workload as wl
 from pktlb.reports.compare.capture_stats import count_frames, lb_frames
 from pktlb.reports.compare.charts import write_charts
+from pktlb.reports.compare.connections import (
+    BackendConnections,
+    one_connection_spread,
+    what_the_backend_learned,
+)
+from pktlb.reports.compare.lab_facts import (
+    cpu_seconds,
+    delta,
+    engine_stats,
+    mode_requirements,
+    per_request,
+    totals,
+)
 from pktlb.reports.compare.render import invariants, render_markdown
 
 ENGINES = ("pktlb", "kernel")
@@ -71,87 +91,7 @@ class CompareSettings:
     out: Path = Path("out/compare")
     prefix: str = DEFAULT_PREFIX
     topology: str = "one-arm"  # the lab layout every run uses (netns/lab.toml [topology.*])
-
-
-def mode_requirements(data: dict[str, Any], mode: str, engine: str, decap_kind: str | None,
-                      topology: str = "one-arm") -> dict[str, Any]:
-    """Per role, the sysctls, routes, addresses and offloads that this mode, engine and topology add to the lab."""
-    chain, name = [], mode
-    while name:
-        chain.insert(0, data["mode"][name])
-        name = data["mode"][name].get("inherits")
-    roles: dict[str, dict[str, Any]] = {}
-    layout = data.get("topology", {}).get(topology, {})
-    for section in [*chain, engine_section(data, engine, mode), layout]:
-        for role, spec in section.items():
-            if isinstance(spec, dict) and role != "replace":
-                roles[role] = merge(roles.get(role, {}), spec)
-    for role, spec in layout.get("replace", {}).items():
-        roles.setdefault(role, {}).update(spec)
-    if decap_kind:
-        decap = data["decap"][decap_kind]
-        backend = roles.setdefault("backend", {})
-        backend["sysctls"] = {**backend.get("sysctls", {}), **decap.get("sysctls", {})}
-        backend["decap"] = decap.get("summary", decap_kind)
-    values = {**data["constants"], "i": 1, "suffix": "", "node": "be1"}
-    out: dict[str, Any] = {}
-    for role, spec in sorted(roles.items()):
-        entry: dict[str, Any] = {}
-        if spec.get("sysctls"):
-            entry["sysctls"] = dict(spec["sysctls"])
-        if spec.get("routes"):
-            entry["routes"] = [f"{r['dst']} via {r['via']}" for r in expand(spec["routes"], values)]
-        if spec.get("addresses"):
-            entry["addresses"] = [f"{a['address']} on {a['ifname']}" for a in expand(spec["addresses"], values)
-                                  if "address" in a]
-        if spec.get("offloads"):
-            entry["offloads"] = dict(spec["offloads"])
-        for key in ("decap", "guard", "kernel_lb"):
-            if spec.get(key):
-                entry[key] = spec[key]
-        if entry:
-            out[role] = entry
-    return out
-
-
-def _engine_stats(socket_path: str) -> dict[str, dict[str, int]]:
-    """Per backend name: the engine's counters (summed over services)."""
-    stats = request(socket_path, {"cmd": "stats"})
-    out: dict[str, dict[str, int]] = {}
-    for service in stats["services"]:
-        for backend in service["backends"]:
-            counters = out.setdefault(backend["name"], Counter())
-            for key in ("packets_in", "bytes_in", "packets_out", "bytes_out", "new_flows"):
-                counters[key] += int(backend.get(key, 0))
-    return out
-
-
-def _delta(before: dict[str, dict[str, int]], after: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
-    return {name: {k: v - before.get(name, {}).get(k, 0) for k, v in counters.items()}
-            for name, counters in after.items()}
-
-
-def _totals(per_backend: dict[str, dict[str, int]]) -> Counter[str]:
-    total: Counter[str] = Counter()
-    for counters in per_backend.values():
-        total.update(counters)
-    return total
-
-
-def _cpu_seconds(pid: int | None) -> float | None:
-    """utime + stime of a process, in seconds (None if it is gone)."""
-    if not pid:
-        return None
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = raw[raw.rindex(")") + 2:].split()  # fields[0] is field 3 of proc(5)
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _per_request(value: float, requests: int) -> float | None:
-    return round(value / requests, 3) if requests else None
+    l7_scheduler: str = "rr"  # mode l7's scheduler: per request (a connection hash would pin a connection)
 
 
 class ModeRun:
@@ -173,13 +113,16 @@ class ModeRun:
             if existing_namespaces(self.prefix) or load_state(self.prefix):
                 raise LabError(f"a lab already exists with prefix {self.prefix!r}: remove it with "
                                f"`pktlb lab down --prefix {self.prefix}` or pass another --prefix")
-            self.say(f"lab up ({self.settings.backends} backends, scheduler {self.settings.scheduler})")
+            layer = mode_default(data, self.mode, "layer", 4)
+            scheduler = self.settings.scheduler if layer == 4 else self.settings.l7_scheduler
+            self.say(f"lab up ({self.settings.backends} backends, scheduler {scheduler})")
             created = True
-            up = lab_up(LabOptions(mode=self.mode, backends=self.settings.backends, scheduler=self.settings.scheduler,
+            up = lab_up(LabOptions(mode=self.mode, backends=self.settings.backends, scheduler=scheduler,
                                    prefix=self.prefix, engine=self.engine, topology=self.settings.topology))
             if up.engine_problem:
                 raise LabError(up.engine_problem)
             self.plan = up.plan
+            self.result.update(layer=up.plan.layer, scheduler=scheduler)
             self.result["summary"] = data["mode"][self.mode].get("summary", "")
             self.result["decap"] = up.plan.decap_kind
             self.result["requirements"] = mode_requirements(data, self.mode, self.engine, up.plan.decap_kind,
@@ -207,10 +150,10 @@ class ModeRun:
         self.sources = [a.split("/")[0] for a in client.interface("eth0").addresses[1:]][:PROBE_SOURCES]
         status = lab_status(self.prefix)
         lb_node = next(n for n in status["nodes"] if n["role"] == "lb")
-        self.engine_pid = next((s["pid"] for s in lb_node["services"] if s["service"] == "engine"), None)
+        self.engine_pid = next((s["pid"] for s in lb_node["services"] if s["service"] == self.plan.engine_service), None)
         self.lb_mtu = next((i["mtu"] for i in lb_node["interfaces"] if i["ifname"] == "eth0"), 1500)
         self.socket = (load_config(str(LabPaths.at(self.plan.statedir).config)).lb.control_socket
-                       if self.engine == "pktlb" else None)
+                       if self.engine == "pktlb" and self.plan.layer == 4 else None)
         self.lb_mac = self.plan.node("lb").interface("eth0").mac
         arms = [iface for iface in self.plan.node("lb").interfaces if iface.segment]  # two-arm: eth0 and eth1
         self.lb_arms, self.lb_macs = [iface.ifname for iface in arms], [iface.mac or "" for iface in arms]
@@ -222,10 +165,11 @@ class ModeRun:
         self._capture_one_request()
         self._mtu()
         self._load()
+        self._keepalive()
         self._throughput()
 
     def _stats(self) -> dict[str, dict[str, int]] | None:
-        return _engine_stats(self.socket) if self.socket else None
+        return engine_stats(self.socket) if self.socket else None
 
     def _probe(self) -> None:
         self.say(f"probe: {len(self.sources)} requests, one per source address")
@@ -253,19 +197,19 @@ class ModeRun:
                           for a, src in zip(answers, self.sources, strict=False) if "client" in a)
         self.result["probe"] = {"requests": len(self.sources), "answered": len(ok), "backend_saw": dict(seen_as)}
         n = len(ok)
-        captured = {"packets_in_per_request": _per_request(frames.packets_in, n),
-                    "packets_out_per_request": _per_request(frames.packets_out, n),
-                    "bytes_in_per_request": _per_request(frames.bytes_in, n),
-                    "bytes_out_per_request": _per_request(frames.bytes_out, n)}
+        captured = {"packets_in_per_request": per_request(frames.packets_in, n),
+                    "packets_out_per_request": per_request(frames.packets_out, n),
+                    "bytes_in_per_request": per_request(frames.bytes_in, n),
+                    "bytes_out_per_request": per_request(frames.bytes_out, n)}
         lb: dict[str, Any] = {"requests": n, "capture": {**captured,
                                                          "method": f"tcpdump -Q in on the LB's {', '.join(self.lb_arms)}"}}
         if before is not None and after is not None:
-            total = _totals(_delta(before, after))
+            total = totals(delta(before, after))
             lb.update(method="engine counters (pktlb stats) before and after the probe",
-                      packets_in_per_request=_per_request(total["packets_in"], n),
-                      packets_out_per_request=_per_request(total["packets_out"], n),
-                      bytes_in_per_request=_per_request(total["bytes_in"], n),
-                      bytes_out_per_request=_per_request(total["bytes_out"], n))
+                      packets_in_per_request=per_request(total["packets_in"], n),
+                      packets_out_per_request=per_request(total["packets_out"], n),
+                      bytes_in_per_request=per_request(total["bytes_in"], n),
+                      bytes_out_per_request=per_request(total["bytes_out"], n))
         else:
             lb.update(method=f"capture on the LB's {', '.join(self.lb_arms)} (the kernel has no per-service counters "
                              "here)", **captured)
@@ -309,6 +253,7 @@ class ModeRun:
             "frames": {"client": count_frames(str(places["client"][1])), "lb": count_frames(str(places["lb"][1])),
                        "backend": count_frames(str(backend_path))}}
         self.result["header_overhead_bytes"] = frames.header_overhead
+        self.result["learned"] = what_the_backend_learned(answer, self.client_address)
 
     def _mtu(self) -> None:
         self.say("MTU: one request with a 4000-byte header")
@@ -327,13 +272,15 @@ class ModeRun:
         s = self.settings
         what = f"ab -n {s.requests}" if s.requests else f"wrk {s.duration:g} s"
         self.say(f"load: {what}, {wl.CONNECTIONS} connections, a new connection per request")
-        cpu_before, before = _cpu_seconds(self.engine_pid), self._stats()
+        cpu_before, before = cpu_seconds(self.engine_pid), self._stats()
+        counting = self._backend_connections().start()
         if s.requests:
             http = wl.run_ab(self.ns("client"), self.url, s.requests, s.out)
         else:
             http = wl.run_wrk(self.ns("client"), self.url, s.duration)
-        cpu_after, after = _cpu_seconds(self.engine_pid), self._stats()
+        cpu_after, after = cpu_seconds(self.engine_pid), self._stats()
         self.result["http"] = http.as_dict()
+        self.result["backend_connections"] = {"close": counting.stop(http.requests)}
         lb = self.result["lb"]
         if cpu_before is not None and cpu_after is not None:
             lb["cpu_us_per_request"] = round((cpu_after - cpu_before) * 1e6 / http.requests, 1) if http.requests else None
@@ -343,11 +290,31 @@ class ModeRun:
             lb["cpu_method"] = ("n/a: the kernel forwards in softirq context, which is not attributable to "
                                 "the LB namespace on a shared machine")
         if before is not None and after is not None:
-            delta = _delta(before, after)
-            total = _totals(delta)
-            lb["load_run"] = {k: _per_request(total[k], http.requests)
+            changes = delta(before, after)
+            total = totals(changes)
+            lb["load_run"] = {k: per_request(total[k], http.requests)
                               for k in ("packets_in", "packets_out", "bytes_in", "bytes_out")}
-            self.result["spread"]["load"] = {name: c["new_flows"] for name, c in sorted(delta.items())}
+            self.result["spread"]["load"] = {name: c["new_flows"] for name, c in sorted(changes.items())}
+
+    def _backend_connections(self) -> BackendConnections:
+        plan = self.plan
+        counter = (lambda: proxy_connections_opened(plan)) if plan.layer == 7 else None
+        return BackendConnections((b.namespace for b in plan.by_role("backend")), counter)
+
+    def _keepalive(self) -> None:
+        """4 requests on one client connection, then wrk over kept-alive client connections."""
+        self.say("keep-alive: 4 requests on one client connection")
+        self.result["one_connection"] = one_connection_spread(self.ns("client"), self.url)
+        seconds = max(1, round(self.settings.duration / 2))
+        self.say(f"load: wrk {seconds} s, {wl.CONNECTIONS} kept-alive connections")
+        cpu_before = cpu_seconds(self.engine_pid)
+        counting = self._backend_connections().start()
+        http = wl.run_wrk(self.ns("client"), self.url, seconds, keepalive=True)
+        cpu_after = cpu_seconds(self.engine_pid)
+        self.result["http_keepalive"] = http.as_dict()
+        self.result["backend_connections"]["keepalive"] = counting.stop(http.requests)
+        if cpu_before is not None and cpu_after is not None and http.requests:
+            self.result["http_keepalive"]["cpu_us_per_request"] = round((cpu_after - cpu_before) * 1e6 / http.requests, 1)
 
     def _throughput(self) -> None:
         client = self.ns("client")
@@ -380,12 +347,18 @@ class ModeRun:
         return f"dport {port} " in done.stdout
 
 
-def unavailable(data: dict[str, Any], mode: str, engine: str, topology: str = "one-arm") -> str | None:
-    """Why the lab cannot run this engine in this mode (the lab's own refusal), None if it can."""
+def unavailable(data: dict[str, Any], mode: str, engine: str, has_binary: Callable[[str], Any] = shutil.which,
+                topology: str = "one-arm") -> str | None:
+    """Why the lab cannot run this engine in this mode (the lab's own refusal, or its program is not
+    installed: HAProxy), None if it can."""
     try:
         check_options(LabOptions(mode=mode, engine=engine, topology=topology), data)
     except LabError as exc:
         return str(exc)
+    service = engine_section(data, engine, mode).get("service")
+    program = data["service"].get(service, {}).get("requires") if service else None
+    if program and not has_binary(program):
+        return f"--engine {engine} cannot do mode {mode}: {program} is not installed (`make deps` installs it)"
     return None
 
 
@@ -393,12 +366,12 @@ def run_compare(settings: CompareSettings, progress: Progress) -> dict[str, Any]
     """Run every mode with every engine in turn; the report (also written by the caller)."""
     data = load_topology()
     (settings.out / "captures").mkdir(parents=True, exist_ok=True)
-    plan = [(mode, engine) for mode in settings.modes for engine in ENGINES]
-    runnable = [(m, e) for m, e in plan if unavailable(data, m, e, settings.topology) is None]
+    plan = [(mode, engine) for mode in settings.modes for engine in mode_default(data, mode, "compare_engines", ENGINES)]
+    runnable = [(m, e) for m, e in plan if unavailable(data, m, e, topology=settings.topology) is None]
     runs: list[dict[str, Any]] = []
     started = time.monotonic()
     for mode, engine in plan:
-        reason = unavailable(data, mode, engine, settings.topology)
+        reason = unavailable(data, mode, engine, topology=settings.topology)
         if reason:
             progress(f"[{mode}/{engine}] skipped: {reason}")
             runs.append({"mode": mode, "engine": engine, "available": False, "reason": reason, "errors": []})
@@ -409,7 +382,8 @@ def run_compare(settings: CompareSettings, progress: Progress) -> dict[str, Any]
         "version": REPORT_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "seconds": round(time.monotonic() - started, 1),
-        "settings": {"modes": list(settings.modes), "scheduler": settings.scheduler, "backends": settings.backends,
+        "settings": {"modes": list(settings.modes), "scheduler": settings.scheduler, "l7_scheduler": settings.l7_scheduler,
+                     "backends": settings.backends, "keepalive_seconds": max(1, round(settings.duration / 2)),
                      "duration": None if settings.requests else settings.duration, "requests": settings.requests,
                      "connections": wl.CONNECTIONS, "download_bytes": wl.DOWNLOAD_BYTES,
                      "probe_sources": PROBE_SOURCES, "out": str(settings.out), "topology": settings.topology},

@@ -84,10 +84,11 @@ def parse_wrk(text: str, command: str = "wrk") -> HttpResult:
                       float(rate.group(1)), {k: percentiles[k] for k in ("p50", "p90", "p99")}, errors)
 
 
-def run_wrk(namespace: str, url: str, duration: float) -> HttpResult:
+def run_wrk(namespace: str, url: str, duration: float, *, keepalive: bool = False) -> HttpResult:
+    """wrk for duration seconds: a new connection per request, or (keepalive) CONNECTIONS kept-alive ones."""
     seconds = max(1, round(duration))
-    argv = ["wrk", f"-t{WRK_THREADS}", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency",
-            "-H", "Connection: close", url]
+    argv = ["wrk", f"-t{WRK_THREADS}", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency"]
+    argv += [url] if keepalive else ["-H", "Connection: close", url]
     done = Namespace(namespace).run(argv, timeout=seconds + 30, check=False)
     if done.returncode != 0:
         raise WorkloadError(f"wrk exited {done.returncode}: {done.stderr.strip() or done.stdout.strip()}")

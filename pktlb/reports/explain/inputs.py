@@ -17,6 +17,8 @@ from scapy.layers.l2 import Ether
 
 from pktlb.core.config import Config
 from pktlb.core.packet.addr import bytes_to_mac, ip_to_int
+from pktlb.core.packet.ipv4 import PROTO_TCP
+from pktlb.core.rewrite.registry import traits_of
 from pktlb.core.snapshot import Snapshot, build_snapshot
 from pktlb.daemon.ctlsock import ControlClientError, request
 from pktlb.lab.addressing import lab_macs
@@ -91,7 +93,7 @@ def _ether(snap: Snapshot) -> Ether:
 
 def _first_port(snap: Snapshot, vip: str) -> int:
     addr = ip_to_int(vip)
-    ports = sorted(port for (proto, v, port) in snap.services if v == addr and proto == 6)
+    ports = sorted(port for (proto, v, port) in snap.services if v == addr and proto == PROTO_TCP)
     return ports[0] if ports else 80
 
 
@@ -132,12 +134,13 @@ def config_for_mode(config: Config, mode: str | None) -> tuple[Config, list[str]
         return config, []
     notes: list[str] = []
     services = []
+    traits = traits_of(mode)
     for svc in config.services:
         changes: dict[str, object] = {"mode": mode}
-        if mode == "fullnat" and not svc.snat_address:
+        if traits.needs_snat and not svc.snat_address:
             changes["snat_address"] = DEFAULT_SNAT
             notes.append(f"service {svc.name}: no snat_address configured, using {DEFAULT_SNAT}")
-        if mode in ("dsr", "tunnel") and any(b.port != svc.port for b in svc.backends):
+        if traits.keeps_ports and any(b.port != svc.port for b in svc.backends):
             changes["backends"] = tuple(dataclasses.replace(b, port=svc.port) for b in svc.backends)
             notes.append(f"service {svc.name}: backend ports set to {svc.port}: mode {mode} does not rewrite ports")
         services.append(dataclasses.replace(svc, **changes))

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pktlb.reports.explain.checksum_steps import ChecksumStep
+from pktlb.reports.explain.fastpath import line as fastpath_line
 from pktlb.reports.explain.run import Explanation, PassReport
 
 Style = Callable[..., str]
@@ -51,6 +52,8 @@ def _pass(rep: PassReport, style: Style, changed_only: bool, heading: str = "") 
     verdict = style(dec["verdict"], fg="red" if dec["verdict"] == "drop" else "green", bold=True)
     extras = ", ".join(x for x in (f"mode {dec['mode']}" if dec["mode"] else "", hit) if x)
     out.append(f"decision: {verdict} {dec['reason']}  {where}" + (f"  ({extras})" if extras else ""))
+    if rep.fastpath is not None:
+        out += _wrap(fastpath_line(rep.fastpath), "  ", "")
     out.append("")
     for number, step in enumerate(rep.steps, 1):
         label = f"{number}. {step.name}"

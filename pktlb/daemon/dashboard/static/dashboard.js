@@ -5,7 +5,7 @@
 const RECENT_SECONDS = 10;   // rows whose state changed this recently are outlined
 const COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
                 "#bcbd22", "#17becf"];
-const RENDERERS = {engine: renderEngine};  // per source kind; the L7 proxy adds its own
+const RENDERERS = {engine: renderEngine, "l7-proxy": renderProxy};  // per source kind
 const history = {};                         // source name -> [{t, b: {"svc/be": [pps_in, pps_out, bps_in, bps_out, cps]}}]
 let lastView = null;
 let lastMessage = 0;
@@ -126,6 +126,48 @@ function renderEngine(source, now) {
     si(rate.dropped || 0, "/s") + ") · kernel drops " + (port.kernel_drops || 0) + " · poll " + source.poll_ms + " ms");
   return [summary, ...(d.services || []).map(svc => serviceBlock(source, svc, now)),
           el("h3", {}, "Drops by reason"), dropsTable(source)];
+}
+
+const PROXY_HEADINGS = ["backend", "address", "state", "health", "weight", "in flight", "req/s", "requests",
+                        "2xx / 3xx / 4xx / 5xx", "failures", "conns opened", "reused", "conn/req", "pool act / idle"];
+
+function proxyRow(source, svc, be, now) {
+  const key = svc.name + "/" + be.name;
+  const r = (source.rates.backends || {})[key] || {};
+  const changedAt = (source.changed_at || {})[key];
+  const recent = changedAt !== undefined && now - changedAt < RECENT_SECONDS;
+  const resp = be.responses || {};
+  const failures = Object.entries(be.failures || {}).map(([k, n]) => k + " " + n).join(", ");
+  const pool = be.pool || {};
+  return el("tr", {"data-source": source.name, "data-service": svc.name, "data-backend": be.name,
+                   "data-state": be.state, class: "state-" + be.state + (recent ? " changed" : "")},
+    el("td", {class: "name"}, be.name), el("td", {}, be.address + ":" + be.port),
+    el("td", {class: "state"}, be.state, be.admin && be.admin !== "up" ? el("small", {}, " admin " + be.admin) : null),
+    healthCell(be.health), el("td", {class: "num"}, be.weight), el("td", {class: "num"}, be.in_flight),
+    el("td", {class: "num"}, si(r.rps || 0, "")), el("td", {class: "num"}, be.requests),
+    el("td", {class: "num"}, ["2xx", "3xx", "4xx", "5xx"].map(c => resp[c] || 0).join(" / ")),
+    el("td", {}, failures || "-"), el("td", {class: "num"}, be.connections_opened), el("td", {class: "num"}, be.reused),
+    el("td", {class: "num"}, be.requests ? (be.connections_opened / be.requests).toFixed(3) : "-"),
+    el("td", {class: "num"}, (pool.active || 0) + " / " + (pool.idle || 0)));
+}
+
+function renderProxy(source, now) {
+  // pktlb proxy (L7): requests instead of packets; routes instead of a Maglev table.
+  const d = source.data, t = d.totals || {};
+  const rejects = Object.entries(t.rejects || {}).map(([k, n]) => k + " " + n).join(", ");
+  const summary = el("p", {class: "summary"},
+    "L7 proxy · snapshot " + d.generation + " · up " + duration(d.uptime) + " · clients " + t.open_connections +
+    " open, " + t.connections + " accepted · " + t.requests + " requests · responses " +
+    Object.entries(t.responses || {}).map(([k, n]) => k + " " + n).join(", ") + " · own answers " +
+    (rejects || "none") + " · poll " + source.poll_ms + " ms");
+  return [summary, ...(d.services || []).map(svc => el("div", {class: "service"},
+    el("h3", {}, "HTTP " + svc.vip + ":" + svc.port + " ",
+       el("small", {}, "service " + svc.name + ", l7, " + svc.scheduler + " per request; routes: " +
+                       (svc.routes || []).map(r => r.name + " (" + (r.host || "any host") + r.path_prefix + " -> " +
+                                                   r.backends.join(" ") + ")").join(", "))),
+    el("table", {class: "backends"},
+      el("thead", {}, el("tr", {}, ...PROXY_HEADINGS.map(h => el("th", {}, h)))),
+      el("tbody", {}, ...svc.backends.map(be => proxyRow(source, svc, be, now))))))];
 }
 
 function renderSource(source, now) {

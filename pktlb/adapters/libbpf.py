@@ -1,0 +1,173 @@
+"""libbpf through ctypes: open and load an eBPF object, find programs and maps, read and write map
+entries, run a program on a frame without any device (BPF_PROG_TEST_RUN), attach with a bpf_link.
+
+Only what the fast path needs, thin and explicit.  Every failure raises ``BpfError`` naming the call
+and the errno.  Links (XDP and tcx) belong to the file descriptor: when the process exits, even by
+SIGKILL, the kernel detaches the program and frees its maps, so nothing stale survives the engine.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+
+BPF_ANY, BPF_NOEXIST = 0, 1
+BPF_XDP = 37  # enum bpf_attach_type
+BPF_TCX_INGRESS = 46
+XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT = range(5)
+TC_ACT_OK, TC_ACT_SHOT, TC_ACT_REDIRECT = 0, 2, 7
+
+
+class BpfError(OSError):
+    """A libbpf call failed: the message names the call and the reason."""
+
+
+class _TestRunOpts(ctypes.Structure):
+    _fields_ = [("sz", ctypes.c_size_t), ("data_in", ctypes.c_void_p), ("data_out", ctypes.c_void_p),
+                ("data_size_in", ctypes.c_uint32), ("data_size_out", ctypes.c_uint32),
+                ("ctx_in", ctypes.c_void_p), ("ctx_out", ctypes.c_void_p),
+                ("ctx_size_in", ctypes.c_uint32), ("ctx_size_out", ctypes.c_uint32),
+                ("retval", ctypes.c_uint32), ("repeat", ctypes.c_int), ("duration", ctypes.c_uint32),
+                ("flags", ctypes.c_uint32), ("cpu", ctypes.c_uint32), ("batch_size", ctypes.c_uint32)]
+
+
+_lib: ctypes.CDLL | None = None
+
+
+def library() -> ctypes.CDLL:
+    """libbpf.so.1, loaded once; BpfError when it is missing."""
+    global _lib
+    if _lib is None:
+        name = ctypes.util.find_library("bpf") or "libbpf.so.1"
+        try:
+            lib = ctypes.CDLL(name, use_errno=True)
+        except OSError as exc:
+            raise BpfError(errno.ENOENT, f"libbpf not found ({exc}): install libbpf1") from None
+        p, i, u32, vp, cp = ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32, ctypes.c_void_p, ctypes.c_char_p
+        for fname, res, args in (
+            ("bpf_object__open_file", p, [cp, vp]), ("bpf_object__load", i, [p]), ("bpf_object__close", None, [p]),
+            ("bpf_object__find_program_by_name", p, [p, cp]), ("bpf_program__fd", i, [p]),
+            ("bpf_object__find_map_by_name", p, [p, cp]), ("bpf_map__fd", i, [p]),
+            ("bpf_map__set_max_entries", i, [p, u32]), ("bpf_program__set_autoload", i, [p, ctypes.c_bool]),
+            ("bpf_map_update_elem", i, [i, vp, vp, ctypes.c_uint64]), ("bpf_map_lookup_elem", i, [i, vp, vp]),
+            ("bpf_map_delete_elem", i, [i, vp]), ("bpf_map_get_next_key", i, [i, vp, vp]),
+            ("bpf_prog_test_run_opts", i, [i, ctypes.POINTER(_TestRunOpts)]),
+            ("bpf_link_create", i, [i, i, ctypes.c_int, vp]), ("libbpf_num_possible_cpus", i, []),
+            ("libbpf_get_error", ctypes.c_long, [vp]),
+        ):
+            fn = getattr(lib, fname)
+            fn.restype, fn.argtypes = res, args
+        _lib = lib
+    return _lib
+
+
+def _check(ret: int, what: str) -> int:
+    if ret < 0:
+        code = -ret if ret != -1 else ctypes.get_errno()
+        raise BpfError(code, f"{what}: {os.strerror(code)}")
+    return ret
+
+
+class BpfObject:
+    """A loaded eBPF object file: its programs and maps by name."""
+
+    def __init__(self, path: str, max_entries: dict[str, int] | None = None,
+                 programs: tuple[str, ...] | None = None) -> None:
+        lib = library()
+        if not os.path.exists(path):
+            raise BpfError(errno.ENOENT, f"eBPF object {path} not found: run `make fastpath`")
+        self._lib = lib
+        self._obj = lib.bpf_object__open_file(path.encode(), None)
+        if not self._obj or lib.libbpf_get_error(self._obj):
+            self._obj = None
+            raise BpfError(ctypes.get_errno() or errno.EINVAL, f"bpf_object__open_file({path}) failed")
+        try:
+            for name, entries in (max_entries or {}).items():
+                _check(lib.bpf_map__set_max_entries(self._map(name), entries), f"set_max_entries({name})")
+            if programs is not None:
+                for name in ("xdp_fastpath", "tc_fastpath", "xdp_pass"):
+                    prog = lib.bpf_object__find_program_by_name(self._obj, name.encode())
+                    if prog:
+                        lib.bpf_program__set_autoload(prog, name in programs)
+            _check(lib.bpf_object__load(self._obj), f"loading {path} (the verifier's log is on stderr)")
+        except BpfError:
+            self.close()
+            raise
+        self.maps: dict[str, int] = {}
+
+    def _map(self, name: str) -> int:
+        ptr = self._lib.bpf_object__find_map_by_name(self._obj, name.encode())
+        if not ptr:
+            raise BpfError(errno.ENOENT, f"no map {name!r} in the eBPF object")
+        return ptr
+
+    def map_fd(self, name: str) -> int:
+        if name not in self.maps:
+            self.maps[name] = _check(self._lib.bpf_map__fd(self._map(name)), f"bpf_map__fd({name})")
+        return self.maps[name]
+
+    def prog_fd(self, name: str) -> int:
+        ptr = self._lib.bpf_object__find_program_by_name(self._obj, name.encode())
+        if not ptr:
+            raise BpfError(errno.ENOENT, f"no program {name!r} in the eBPF object")
+        return _check(self._lib.bpf_program__fd(ptr), f"bpf_program__fd({name})")
+
+    def close(self) -> None:
+        if self._obj:
+            self._lib.bpf_object__close(self._obj)
+            self._obj = None
+
+    def __enter__(self) -> BpfObject:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def update(fd: int, key: bytes, value: bytes, flags: int = BPF_ANY) -> None:
+    _check(library().bpf_map_update_elem(fd, key, value, flags), "bpf_map_update_elem")
+
+
+def lookup(fd: int, key: bytes, value_size: int) -> bytes | None:
+    buf = ctypes.create_string_buffer(value_size)
+    if library().bpf_map_lookup_elem(fd, key, buf) < 0:
+        return None
+    return buf.raw
+
+
+def delete(fd: int, key: bytes) -> bool:
+    return library().bpf_map_delete_elem(fd, key) == 0
+
+
+def keys(fd: int, key_size: int) -> list[bytes]:
+    """Every key of a hash map (a snapshot: entries may come and go meanwhile)."""
+    lib = library()
+    out: list[bytes] = []
+    cur = None
+    nxt = ctypes.create_string_buffer(key_size)
+    while lib.bpf_map_get_next_key(fd, cur, nxt) == 0:
+        out.append(nxt.raw)
+        cur = ctypes.create_string_buffer(nxt.raw, key_size)
+    return out
+
+
+def possible_cpus() -> int:
+    return _check(library().libbpf_num_possible_cpus(), "libbpf_num_possible_cpus")
+
+
+def test_run(prog_fd: int, frame: bytes, repeat: int = 1, out_size: int = 0) -> tuple[int, bytes, int]:
+    """BPF_PROG_TEST_RUN: (the program's return value, the frame it left, mean ns per run)."""
+    out = ctypes.create_string_buffer(max(out_size, len(frame) + 256))
+    data = ctypes.create_string_buffer(bytes(frame), len(frame))
+    opts = _TestRunOpts(sz=ctypes.sizeof(_TestRunOpts), data_in=ctypes.addressof(data),
+                        data_out=ctypes.addressof(out), data_size_in=len(frame), data_size_out=len(out),
+                        repeat=repeat)
+    _check(library().bpf_prog_test_run_opts(prog_fd, ctypes.byref(opts)), "bpf_prog_test_run")
+    return opts.retval, out.raw[:opts.data_size_out], opts.duration
+
+
+def link_create(prog_fd: int, ifindex: int, attach_type: int) -> int:
+    """Attach with a bpf_link (XDP or tcx); returns the link's fd, whose closing detaches."""
+    return _check(library().bpf_link_create(prog_fd, ifindex, attach_type, None), "bpf_link_create")

@@ -1,0 +1,133 @@
+"""The kernel fast path in a lab (issue 15): `pktlb run --fastpath xdp` moves a download and an upload in
+every mode, mostly in the kernel; the engine removes its program when it exits (also after SIGKILL);
+and a lab capture replayed with the fast path on and off gives the same flows, backends and counters.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+
+import pytest
+
+from pktlb.adapters.configfile import load_config
+from pktlb.adapters.fastpath import availability, object_path
+from pktlb.adapters.pcap import read_pcap
+from pktlb.core.datapath import DataPath
+from pktlb.daemon.fastpath_replay import HybridPath
+from pktlb.lab.httpd import expected_sha256
+from tests.lab.conftest import PKTLB
+from tests.lab.engine_helpers import ask, wait_engine
+
+pytestmark = [pytest.mark.lab, pytest.mark.bpf]
+PASS_OBJECT = object_path().with_name("pass.bpf.o")
+
+
+@pytest.fixture(autouse=True)
+def _needs_fastpath():
+    why = availability()
+    if why:
+        pytest.skip(f"fast path unavailable: {why}")
+
+
+def lb_port(lab) -> tuple[str, str]:
+    """(switch namespace, the switch-side veth of the LB's interface)."""
+    node = next(n for n in lab.plan.nodes if n.name == "lb")
+    iface = next(i for i in node.interfaces if i.kind == "veth")
+    return lab.plan.switch_namespace, iface.port
+
+
+def start_engine(lab, hook: str = "xdp", extra: tuple[str, ...] = ()) -> subprocess.Popen:
+    """The engine as `lab up --engine pktlb` runs it (the LB's kernel not forwarding), with the fast path."""
+    lab.run("lb", ["sysctl", "-qw", "net.ipv4.ip_forward=0"], check=True)
+    sw, port = lb_port(lab)
+    # XDP_TX on a veth reaches the peer only if the peer runs an XDP program too (LAB-NOTES)
+    subprocess.run(["ip", "-force", "-n", sw, "link", "set", "dev", port, "xdp", "obj", str(PASS_OBJECT), "sec", "xdp"],
+                   check=True, timeout=10)
+    proc = lab.popen("lb", [PKTLB, "run", "-c", str(lab.paths.config), "--fastpath", hook, *extra],
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_engine(lab)
+    return proc
+
+
+def xdp_on_lb(lab) -> bool:
+    out = lab.run("lb", ["ip", "-d", "link", "show", "eth0"]).stdout
+    return "prog/xdp" in out
+
+
+def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    proc.send_signal(sig)
+    proc.wait(timeout=15)
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("mode", ["dsr", "nat", "fullnat", "tunnel"])
+def test_a_download_and_an_upload_move_through_the_kernel(lab_factory, mode):
+    lab = lab_factory(mode, backends=2, engine="none")
+    proc = start_engine(lab)
+    try:
+        assert xdp_on_lb(lab)
+        n = 4_000_000
+        done = lab.run("client", ["sh", "-c", f"curl -sS --max-time 30 http://{lab.vip}/bytes?n={n} | sha256sum"],
+                       timeout=40)
+        assert done.stdout.split()[0] == expected_sha256(n), done.stderr
+        up = lab.run("client", ["sh", "-c", f"head -c 2000000 /dev/zero | curl -sS --max-time 30 -o /dev/null "
+                                f"-w '%{{http_code}}' --data-binary @- http://{lab.vip}/upload"], timeout=40)
+        assert up.stdout.strip() == "200", up.stderr
+        time.sleep(1.5)  # one read-back tick: the kernel's counters reach the stats
+        stats = ask(lab, {"cmd": "stats"})
+        fast = stats["fastpath"]
+        assert fast["hook"] == "xdp" and fast["errors"] == 0, fast
+        assert stats["totals"]["kernel_forwarded"] > 1000, (stats["totals"], fast)  # the upload's segments
+        flows = ask(lab, {"cmd": "flows"})
+        assert sum(f["packets_in"] + f["packets_out"] for f in flows["flows"]) >= stats["totals"]["kernel_forwarded"]
+    finally:
+        stop(proc)
+    assert not xdp_on_lb(lab)  # the engine removed its program
+
+
+@pytest.mark.timeout(180)
+def test_after_sigkill_nothing_stale_and_a_new_engine_takes_over(lab_factory):
+    lab = lab_factory("dsr", backends=2, engine="none")
+    proc = start_engine(lab)
+    stop(proc, signal.SIGKILL)
+    assert not xdp_on_lb(lab)  # a bpf_link dies with its process: no stale program or map
+    proc = start_engine(lab)
+    try:
+        assert lab.curl("client", f"http://{lab.vip}/").returncode == 0
+    finally:
+        stop(proc)
+
+
+@pytest.mark.timeout(240)
+def test_a_lab_capture_replays_the_same_with_the_fast_path_on_and_off(lab_factory, tmp_path):
+    lab = lab_factory("nat", backends=3, engine="none")
+    capture = tmp_path / "cap"
+    lab.run("lb", ["sysctl", "-qw", "net.ipv4.ip_forward=0"], check=True)
+    proc = lab.popen("lb", [PKTLB, "run", "-c", str(lab.paths.config), "--capture", str(capture)],
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_engine(lab)
+        for i in range(12):
+            lab.run("client", ["curl", "-sS", "--max-time", "10", "-o", "/dev/null",
+                               f"http://{lab.vip}/bytes?n={20000 * (i + 1)}"], timeout=20)
+    finally:
+        stop(proc)
+    frames = [bytes(f) for _, f in read_pcap(str(capture / "engine-rx.pcap"))]
+    assert len(frames) > 200
+    config = load_config(str(lab.paths.config))
+    python_only = DataPath(config)
+    for frame in frames:
+        python_only.handle(bytearray(frame), time.monotonic())
+    hybrid = HybridPath(DataPath(config))
+    try:
+        hybrid.replay(frames)
+    finally:
+        hybrid.close()
+    assert hybrid.kernel_frames > len(frames) // 2  # most frames never reached Python
+    want = {e.key: (e.backend, e.packets_in, e.bytes_in, e.packets_out, e.bytes_out) for e in python_only.flows}
+    got = {e.key: (e.backend, e.packets_in, e.bytes_in, e.packets_out, e.bytes_out) for e in hybrid.dp.flows}
+    assert got == want
+    for key, counters in python_only.stats.backends.items():
+        assert hybrid.dp.stats.backend(*key).as_dict() == counters.as_dict(), key
