@@ -197,7 +197,7 @@ class LbForwarding(Check):
         elif node.engine == "none":
             yield self.ok(node, f"ip_forward={forwarding} (engine none: the LB only routes backend replies)")
         elif node.topology == "two-arm":
-            guarded = "pktlb_guard" in node.nft_tables
+            guarded = GUARD_TABLE in node.nft_tables
             if forwarding and guarded:
                 yield self.ok(node, "ip_forward=1: the director routes its servers' replies (dsr, tunnel); the "
                               "engine's guard keeps VIP traffic and NAT replies away from that forwarding")
