@@ -31,6 +31,7 @@ def build_steps(plan: Plan) -> list[st.Step]:
             if iface.kind == "veth" and iface.port and iface.mac:
                 out.append(st.fdb_static(sw, iface.port, iface.mac))
     out += _nft_steps(plan)
+    out += _fastpath_steps(plan)
     return out
 
 
@@ -51,6 +52,20 @@ def _node_steps(plan: Plan, node) -> list[st.Step]:
         out.append(st.sysctls(ns, node.sysctls))
     out += [st.ethtool_features(ns, ifname, features) for ifname, features in node.offloads.items()]
     return out
+
+
+def _fastpath_steps(plan: Plan) -> list[st.Step]:
+    """`--fastpath xdp`: the engine answers with XDP_TX, which a veth delivers only to a peer running an XDP
+    program too: an XDP_PASS program on the switch side of each LB's interface (LAB-NOTES)."""
+    if plan.options.fastpath != "xdp" or plan.options.engine != "pktlb":
+        return []
+    from pktlb.adapters.fastpath import object_path
+
+    pass_object = str(object_path().with_name("pass.bpf.o"))
+    return [st.Step(f"{plan.switch_namespace}: XDP_PASS on {iface.port} (the peer of {node.name}'s {iface.ifname})",
+                    ["ip", "-force", "-n", plan.switch_namespace, "link", "set", "dev", iface.port, "xdp", "obj",
+                     pass_object, "sec", "xdp"], kind="xdp")
+            for node in plan.by_role("lb") for iface in node.interfaces if iface.kind == "veth" and iface.port]
 
 
 def _nft_steps(plan: Plan) -> list[st.Step]:

@@ -53,6 +53,7 @@ class LabOptions:
     service_time: float = 0.0  # ms each request holds a backend slot (pktlb.lab.capacity); 0: none
     max_concurrent: int = 0  # requests a backend serves at once, the others queue; 0: unlimited
     tls: bool = False  # HTTPS on the VIP's tls_port too: the proxy ends it (l7), or the backends do (L4 modes)
+    fastpath: str = "off"  # the engine's kernel fast path (pktlb run --fastpath): off or xdp
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
