@@ -27,7 +27,9 @@ from pktlb.core.checksum import checksum, pseudo_header_sum
 from pktlb.core.config import Config, parse_config
 from pktlb.core.datapath import DataPath
 from pktlb.core.engine import process
-from pktlb.core.packet.addr import ip_to_int, mac_for_ip, mac_to_bytes
+from pktlb.core.packet.addr import ip_to_int, mac_to_bytes
+from pktlb.core.packet.frame import ETHERTYPE_IPV4, MIN_IPV4_FRAME, dst_addr, src_addr
+from pktlb.core.packet.l4 import PORTS
 
 CASES = ("nat", "nat-reply", "fullnat", "fullnat-reply", "tunnel", "dsr")
 FLOWS = 64
@@ -35,6 +37,11 @@ FLOWS = 64
 # (their imports would dominate the instruction count under valgrind).
 LB, VIP, CLIENT, PORT = "198.18.0.2", "198.19.0.100", "198.18.1.100", 5000
 BACKENDS = ["198.18.0.11", "198.18.0.12", "198.18.0.13"]
+
+
+def mac_for_ip(address: str) -> str:
+    """The lab's MAC convention (02:00 + the address), written out here: the engine guesses no MAC."""
+    return "02:00:" + ":".join(f"{b:02x}" for b in ip_to_int(address).to_bytes(4, "big"))
 
 
 def profile_config(mode: str) -> Config:
@@ -54,7 +61,7 @@ def udp_frame(src_mac: bytes, dst_mac: bytes, src: int, dst: int, sport: int, dp
     udp = udp[:6] + (checksum(udp, pseudo_header_sum(src, dst, 17, len(udp))) or 0xFFFF).to_bytes(2, "big") + udp[8:]
     header = struct.pack("!BBHHHBBHII", 0x45, 0, 20 + len(udp), 0, 0x4000, 64, 17, 0, src, dst)
     header = header[:10] + checksum(header).to_bytes(2, "big") + header[12:]
-    return dst_mac + src_mac + b"\x08\x00" + header + udp
+    return dst_mac + src_mac + ETHERTYPE_IPV4 + header + udp
 
 
 def frames_for(case: str) -> tuple[DataPath, list[bytes]]:
@@ -68,8 +75,8 @@ def frames_for(case: str) -> tuple[DataPath, list[bytes]]:
         return dp, inbound
     replies = []
     for out in outs:  # the backend answers the frame the LB sent it: addresses and ports swapped
-        src, dst = int.from_bytes(out[26:30], "big"), int.from_bytes(out[30:34], "big")
-        sport, dport = int.from_bytes(out[34:36], "big"), int.from_bytes(out[36:38], "big")
+        src, dst = src_addr(out), dst_addr(out)
+        sport, dport = PORTS.unpack_from(out, MIN_IPV4_FRAME)
         be_mac = mac_to_bytes(mac_for_ip(BACKENDS[0]))
         replies.append(udp_frame(be_mac, lb_mac, dst, src, dport, sport))
     return dp, replies

@@ -39,10 +39,11 @@ class Harness:
     def __init__(self) -> None:
         from pktlb.core.checksum import checksum, ones_sum
         from pktlb.core.decision import DROP, DROP_REASONS, FORWARD, REPLY
+        from pktlb.core.packet import frame as at
         from pktlb.core.snapshot import DOWN, build_snapshot
         from tests.unit.fuzz_frames import FORWARD_REASONS, NOW, REPLY_REASONS, fresh_datapath
 
-        self.checksum, self.ones_sum, self.open_flows = checksum, ones_sum, fresh_datapath
+        self.checksum, self.ones_sum, self.open_flows, self.at = checksum, ones_sum, fresh_datapath, at
         self.named = {FORWARD: FORWARD_REASONS, REPLY: REPLY_REASONS, DROP: set(DROP_REASONS)}
         self.paths = {mode: fresh_datapath(mode) for mode in MODES}
         down = {(svc, be): DOWN for svc in ("web", "dns") for be in ("be1", "be2")}
@@ -67,11 +68,12 @@ class Harness:
             self.paths[mode] = self.open_flows(mode)
         dp = self.paths[mode]
         dp.swap(self.snapshots[mode][1 if control & 64 else 0])
-        if fix_ip and len(frame) >= 34:
-            ihl = (frame[14] & 15) * 4
-            if ihl >= 20 and len(frame) >= 14 + ihl:
-                frame[24:26] = b"\0\0"
-                frame[24:26] = self.checksum(frame[14:14 + ihl]).to_bytes(2, "big")
+        at = self.at  # header offsets (core/packet/frame.py)
+        if fix_ip and len(frame) >= at.MIN_IPV4_FRAME:
+            ihl = (frame[at.IP] & 15) * 4
+            if ihl >= 20 and len(frame) >= at.IP + ihl:
+                frame[at.IP_CSUM:at.IP_CSUM + 2] = b"\0\0"
+                frame[at.IP_CSUM:at.IP_CSUM + 2] = self.checksum(frame[at.IP:at.IP + ihl]).to_bytes(2, "big")
         before = dp.stats.received
         frames, decision = dp.handle(frame, self.now, partial, gso)
         if decision.reason == "internal_error":

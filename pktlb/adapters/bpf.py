@@ -27,6 +27,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from pktlb.core.packet.addr import ip_to_int
+from pktlb.core.packet.ethernet import ETH_LEN, ETH_P_8021Q, ETH_P_IP, ETHERTYPE_OFF, VLAN_TAG_LEN
+from pktlb.core.packet.ipv4 import (
+    FRAG_OFFSET_MASK,
+    OFF_DST,
+    OFF_FRAG,
+    OFF_PROTO,
+    OFF_SRC,
+    PROTO_ICMP,
+    PROTO_NUMBERS,
+)
 
 Insn = tuple[int, int, int, int]
 
@@ -46,10 +56,8 @@ SKF_AD_PKTTYPE = 4
 SKF_AD_VLAN_TAG_PRESENT = 48
 PACKET_OUTGOING = 4
 
-ETH_P_IP = 0x0800
-ETH_P_8021Q = 0x8100
-IPPROTO_ICMP = 1
-PROTOCOLS = {"icmp": 1, "tcp": 6, "udp": 17}
+IPPROTO_ICMP = PROTO_ICMP
+PROTOCOLS = PROTO_NUMBERS  # icmp, tcp, udp (and ipip) by name
 # Returned for a kept frame: "keep it all" (a GSO super-frame must never be trimmed by the filter).
 ACCEPT_WHOLE = 0xFFFFFFFF
 BPF_MAXINSNS = 4096
@@ -185,11 +193,11 @@ def _clause_addr_set(asm: Assembler, l3: int, addr_off: int, addrs: Iterable[int
         chunk = ordered[start:start + _ADDRS_PER_CLAUSE]
         accept, fail = asm.new_label("keep"), asm.new_label("next")
         if proto is not None:
-            asm.ld(BPF_B, l3 + 9)
+            asm.ld(BPF_B, l3 + OFF_PROTO)
             asm.jump(BPF_JEQ, proto, None, fail)
         if fragments_only:
-            asm.ld(BPF_H, l3 + 6)
-            asm.jump(BPF_JSET, 0x1FFF, None, fail)
+            asm.ld(BPF_H, l3 + OFF_FRAG)
+            asm.jump(BPF_JSET, FRAG_OFFSET_MASK, None, fail)
         asm.ld(BPF_W, l3 + addr_off)
         _match_addrs(asm, chunk, accept, fail)
         asm.label(accept)
@@ -203,11 +211,11 @@ def _clause_service(asm: Assembler, l3: int, side: _Side, addr: int, proto: int,
     accept, fail = asm.new_label("keep"), asm.new_label("next")
     asm.ld(BPF_W, l3 + side.addr_off)
     asm.jump(BPF_JEQ, addr, None, fail)
-    asm.ld(BPF_B, l3 + 9)
+    asm.ld(BPF_B, l3 + OFF_PROTO)
     asm.jump(BPF_JEQ, proto, None, fail)
     if (0, 65535) not in ranges and (0, 0) not in ranges:
-        asm.ld(BPF_H, l3 + 6)
-        asm.jump(BPF_JSET, 0x1FFF, fail, None)  # a non-first fragment has no ports
+        asm.ld(BPF_H, l3 + OFF_FRAG)
+        asm.jump(BPF_JSET, FRAG_OFFSET_MASK, fail, None)  # a non-first fragment has no ports
         asm.ldx_ihl(l3)
         asm.ld_ind(BPF_H, l3 + side.port_off)
         merged = sorted(set(ranges))
@@ -232,20 +240,20 @@ def _ipv4_block(asm: Assembler, l3: int, dst: _Side, src: _Side, dst_addrs: set[
     for (addr, proto), ranges in sorted(dst.services.items()):
         _clause_service(asm, l3, dst, addr, proto, ranges, accept_len)
     if dst_addrs:
-        _clause_addr_set(asm, l3, 16, dst_addrs, accept_len)
+        _clause_addr_set(asm, l3, OFF_DST, dst_addrs, accept_len)
     for (addr, proto), ranges in sorted(src.services.items()):
         _clause_service(asm, l3, src, addr, proto, ranges, accept_len)
     if src_addrs:
-        _clause_addr_set(asm, l3, 12, src_addrs, accept_len)
+        _clause_addr_set(asm, l3, OFF_SRC, src_addrs, accept_len)
     icmp_to = icmp_dst | set(dst.addrs())
     if icmp_to:
-        _clause_addr_set(asm, l3, 16, icmp_to, accept_len, proto=IPPROTO_ICMP)
+        _clause_addr_set(asm, l3, OFF_DST, icmp_to, accept_len, proto=IPPROTO_ICMP)
     if src.addrs():
-        _clause_addr_set(asm, l3, 12, src.addrs(), accept_len, proto=IPPROTO_ICMP)
+        _clause_addr_set(asm, l3, OFF_SRC, src.addrs(), accept_len, proto=IPPROTO_ICMP)
     if dst.addrs():
-        _clause_addr_set(asm, l3, 16, dst.addrs(), accept_len, fragments_only=True)
+        _clause_addr_set(asm, l3, OFF_DST, dst.addrs(), accept_len, fragments_only=True)
     if src.addrs():
-        _clause_addr_set(asm, l3, 12, src.addrs(), accept_len, fragments_only=True)
+        _clause_addr_set(asm, l3, OFF_SRC, src.addrs(), accept_len, fragments_only=True)
     asm.ret(0)
 
 
@@ -258,7 +266,7 @@ def build_filter(*, dst_addrs: Iterable[Addr] = (), dst_services: Iterable[Servi
     ``accept_vlan`` also keeps frames whose 802.1Q tag the kernel moved to metadata (the filter then
     sees them untagged) and frames with the tag still in the data (the IPv4 tests shift by 4 bytes).
     """
-    dst, src = _Side(addr_off=16, port_off=2), _Side(addr_off=12, port_off=0)
+    dst, src = _Side(addr_off=OFF_DST, port_off=2), _Side(addr_off=OFF_SRC, port_off=0)
     dst.add(dst_services)
     src.add(src_services)
     dst_set, src_set = {_addr(a) for a in dst_addrs}, {_addr(a) for a in src_addrs}
@@ -274,23 +282,23 @@ def build_filter(*, dst_addrs: Iterable[Addr] = (), dst_services: Iterable[Servi
         asm.jump(BPF_JEQ, 0, "untagged", None)
         asm.ret(0)
         asm.label("untagged")
-    asm.ld(BPF_H, 12)
+    asm.ld(BPF_H, ETHERTYPE_OFF)
     asm.jump(BPF_JEQ, ETH_P_IP, "ipv4", None)
     if accept_vlan:
         asm.ja("not-ipv4")
     else:
         asm.ret(0)
     asm.label("ipv4")
-    _ipv4_block(asm, 14, dst, src, dst_set, src_set, icmp_set, accept_len)
+    _ipv4_block(asm, ETH_LEN, dst, src, dst_set, src_set, icmp_set, accept_len)
     if accept_vlan:
         asm.label("not-ipv4")
         asm.jump(BPF_JEQ, ETH_P_8021Q, None, "drop")
-        asm.ld(BPF_H, 16)
+        asm.ld(BPF_H, ETHERTYPE_OFF + VLAN_TAG_LEN)
         asm.jump(BPF_JEQ, ETH_P_IP, "tagged-ipv4", "drop")
         asm.label("drop")
         asm.ret(0)
         asm.label("tagged-ipv4")
-        _ipv4_block(asm, 18, dst, src, dst_set, src_set, icmp_set, accept_len)
+        _ipv4_block(asm, ETH_LEN + VLAN_TAG_LEN, dst, src, dst_set, src_set, icmp_set, accept_len)
     return asm.assemble()
 
 

@@ -72,7 +72,8 @@ from pktlb.adapters.bpf import (
 )
 from pktlb.core.config import Config
 from pktlb.core.packet.addr import ip_to_int
-from pktlb.core.packet.icmp import ERROR_TYPES
+from pktlb.core.packet.icmp import ERROR_TYPES, ICMP_LEN
+from pktlb.core.packet.ipv4 import FRAG_OFFSET_MASK, OFF_DST, OFF_FRAG, OFF_PROTO, OFF_SRC
 from pktlb.core.rewrite.registry import traits_of
 from pktlb.core.snapshot import Snapshot
 
@@ -135,15 +136,15 @@ def build_fanout_program(workers: int, ranges: Iterable[SnatRange] = ()) -> list
             raise ValueError(f"bad SNAT port range {first}-{last}")
         by_addr.setdefault(addr if isinstance(addr, int) else ip_to_int(addr), []).append((first, last))
     if by_addr:
-        asm.ld(BPF_B, _net(9))  # full-NAT replies are TCP or UDP, and not fragments
+        asm.ld(BPF_B, _net(OFF_PROTO))  # full-NAT replies are TCP or UDP, and not fragments
         asm.jump(BPF_JEQ, 6, "snat-proto", None)
         asm.jump(BPF_JEQ, 17, "snat-proto", None)
         asm.jump(BPF_JEQ, 1, "snat-icmp", "hash")
         _icmp_error_port(asm, sorted(by_addr), workers)
         asm.label("snat-proto")
-        asm.ld(BPF_H, _net(6))
-        asm.jump(BPF_JSET, 0x1FFF, "hash", None)
-        asm.ld(BPF_W, _net(16))
+        asm.ld(BPF_H, _net(OFF_FRAG))
+        asm.jump(BPF_JSET, FRAG_OFFSET_MASK, "hash", None)
+        asm.ld(BPF_W, _net(OFF_DST))
         for i, addr in enumerate(sorted(by_addr)):
             asm.jump(BPF_JEQ, addr, f"snat-{i}", None)
         asm.ja("hash")
@@ -166,30 +167,30 @@ def _icmp_error_port(asm: Assembler, addrs: list[int], workers: int) -> None:
     """At "snat-icmp": an unfragmented ICMP error to SNAT address i quoting TCP/UDP jumps to
     "snat-port-i" with A = the quoted source port; anything else to "hash"."""
     asm.label("snat-icmp")
-    asm.ld(BPF_H, _net(6))
-    asm.jump(BPF_JSET, 0x1FFF, "hash", None)
+    asm.ld(BPF_H, _net(OFF_FRAG))
+    asm.jump(BPF_JSET, FRAG_OFFSET_MASK, "hash", None)
     asm.ldx_ihl(_net(0))  # X = outer header length; the ICMP header (8 bytes) follows it
     asm.ld_ind(BPF_B, _net(0))  # ICMP type
     for kind in sorted(ERROR_TYPES):
         asm.jump(BPF_JEQ, kind, "icmp-error", None)
     asm.ja("hash")
     asm.label("icmp-error")
-    asm.ld_ind(BPF_B, _net(8 + 9))  # the quoted header's protocol
+    asm.ld_ind(BPF_B, _net(ICMP_LEN + OFF_PROTO))  # the quoted header's protocol
     asm.jump(BPF_JEQ, 6, "icmp-quoted", None)
     asm.jump(BPF_JEQ, 17, "icmp-quoted", "hash")
     asm.label("icmp-quoted")
-    asm.ld_ind(BPF_B, _net(8))  # X += the quoted header's length (classic BPF has no indirect MSH)
+    asm.ld_ind(BPF_B, _net(ICMP_LEN))  # X += the quoted header's length (classic BPF has no indirect MSH)
     asm.emit(BPF_ALU | BPF_AND | BPF_K, 0x0F)
     asm.emit(BPF_ALU | BPF_LSH | BPF_K, 2)
     asm.emit(BPF_ALU | BPF_ADD | BPF_X)
     asm.emit(BPF_MISC | BPF_TAX)
-    asm.ld(BPF_W, _net(16))
+    asm.ld(BPF_W, _net(OFF_DST))
     for i, addr in enumerate(addrs):
         asm.jump(BPF_JEQ, addr, f"icmp-to-{i}", None)
     asm.ja("hash")
     for i in range(len(addrs)):
         asm.label(f"icmp-to-{i}")
-        asm.ld_ind(BPF_H, _net(8))  # the quoted source port: outer + quoted header length + 8
+        asm.ld_ind(BPF_H, _net(ICMP_LEN))  # the quoted source port: outer + quoted header length + 8
         asm.ja(f"snat-port-{i}")
 
 
@@ -219,14 +220,14 @@ def _hash(asm: Assembler) -> None:
     no_ports = asm.new_label("no-ports")
     mix = asm.new_label("mix")
     final = asm.new_label("final")
-    asm.ld(BPF_B, _net(9))
+    asm.ld(BPF_B, _net(OFF_PROTO))
     asm.jump(BPF_JEQ, 6, "ports", None)
     asm.jump(BPF_JEQ, 17, "ports", None)
     asm.jump(BPF_JEQ, 1, "icmp-hash", no_ports)
     _icmp_flow_hash_input(asm, no_ports, final)
     asm.label("ports")
-    asm.ld(BPF_H, _net(6))
-    asm.jump(BPF_JSET, 0x1FFF, no_ports, None)
+    asm.ld(BPF_H, _net(OFF_FRAG))
+    asm.jump(BPF_JSET, FRAG_OFFSET_MASK, no_ports, None)
     asm.ldx_ihl(_net(0))
     asm.ld_ind(BPF_W, _net(0))  # sport << 16 | dport
     asm.ja(mix)
@@ -234,10 +235,10 @@ def _hash(asm: Assembler) -> None:
     asm.emit(BPF_LD | BPF_W | BPF_IMM, 0)
     asm.label(mix)
     asm.emit(BPF_MISC | BPF_TAX)
-    asm.ld(BPF_W, _net(12))
+    asm.ld(BPF_W, _net(OFF_SRC))
     asm.emit(BPF_ALU | BPF_XOR | BPF_X)
     asm.emit(BPF_MISC | BPF_TAX)
-    asm.ld(BPF_W, _net(16))
+    asm.ld(BPF_W, _net(OFF_DST))
     asm.emit(BPF_ALU | BPF_XOR | BPF_X)
     asm.label(final)  # A = src ^ dst ^ ports
     asm.emit(BPF_ALU | BPF_MUL | BPF_K, _GOLDEN)
@@ -255,28 +256,28 @@ def _icmp_flow_hash_input(asm: Assembler, no_ports: str, final: str) -> None:
     swapped back make this the hash of the client's own flow: the error reaches the worker that
     holds that flow (``header_hash`` XORs the addresses, so their order does not matter)."""
     asm.label("icmp-hash")
-    asm.ld(BPF_H, _net(6))
-    asm.jump(BPF_JSET, 0x1FFF, no_ports, None)
+    asm.ld(BPF_H, _net(OFF_FRAG))
+    asm.jump(BPF_JSET, FRAG_OFFSET_MASK, no_ports, None)
     asm.ldx_ihl(_net(0))
     asm.ld_ind(BPF_B, _net(0))
     for kind in sorted(ERROR_TYPES):
         asm.jump(BPF_JEQ, kind, "icmp-hash-error", None)
     asm.ja(no_ports)
     asm.label("icmp-hash-error")
-    asm.ld_ind(BPF_B, _net(8 + 9))
+    asm.ld_ind(BPF_B, _net(ICMP_LEN + OFF_PROTO))
     asm.jump(BPF_JEQ, 6, "icmp-hash-quoted", None)
     asm.jump(BPF_JEQ, 17, "icmp-hash-quoted", no_ports)
     asm.label("icmp-hash-quoted")
-    asm.ld_ind(BPF_W, _net(8 + 12))  # quoted source address
+    asm.ld_ind(BPF_W, _net(ICMP_LEN + OFF_SRC))  # quoted source address
     asm.emit(BPF_ST, 0)
-    asm.ld_ind(BPF_W, _net(8 + 16))  # quoted destination address
+    asm.ld_ind(BPF_W, _net(ICMP_LEN + OFF_DST))  # quoted destination address
     asm.emit(BPF_ST, 1)
-    asm.ld_ind(BPF_B, _net(8))  # X = outer + quoted header length
+    asm.ld_ind(BPF_B, _net(ICMP_LEN))  # X = outer + quoted header length
     asm.emit(BPF_ALU | BPF_AND | BPF_K, 0x0F)
     asm.emit(BPF_ALU | BPF_LSH | BPF_K, 2)
     asm.emit(BPF_ALU | BPF_ADD | BPF_X)
     asm.emit(BPF_MISC | BPF_TAX)
-    asm.ld_ind(BPF_W, _net(8))  # quoted sport << 16 | dport
+    asm.ld_ind(BPF_W, _net(ICMP_LEN))  # quoted sport << 16 | dport
     asm.emit(BPF_ST, 2)
     asm.emit(BPF_ALU | BPF_LSH | BPF_K, 16)
     asm.emit(BPF_MISC | BPF_TAX)

@@ -14,6 +14,7 @@ import time
 
 from pktlb.adapters.ifinfo import InterfaceMissing, interface_info
 from pktlb.core.packet.addr import in_network, ip_to_int, mac_to_bytes
+from pktlb.core.packet.ethernet import ETH_P_IP
 
 ETH_P_ARP = 0x0806
 ARPOP_REQUEST, ARPOP_REPLY = 1, 2
@@ -42,7 +43,7 @@ def kernel_neighbour(ifname: str, address: str, table_path: str = ARP_TABLE) -> 
 
 def arp_request_frame(src_mac: bytes, src_ip: str, target_ip: str) -> bytes:
     """A broadcast ARP who-has for ``target_ip`` (``src_ip`` 0.0.0.0 makes it an RFC 5227 probe)."""
-    arp = _ARP.pack(1, 0x0800, 6, 4, ARPOP_REQUEST, src_mac, socket.inet_aton(src_ip), bytes(6),
+    arp = _ARP.pack(1, ETH_P_IP, 6, 4, ARPOP_REQUEST, src_mac, socket.inet_aton(src_ip), bytes(6),
                     socket.inet_aton(target_ip))
     return _ETH.pack(BROADCAST, src_mac, ETH_P_ARP) + arp + bytes(18)  # padded to the 60-byte minimum
 
@@ -52,7 +53,7 @@ def parse_arp_reply(frame: bytes, target_ip: str) -> bytes | None:
     if len(frame) < _ETH.size + _ARP.size or _ETH.unpack_from(frame)[2] != ETH_P_ARP:
         return None
     htype, ptype, hlen, plen, op, sha, spa, _tha, _tpa = _ARP.unpack_from(frame, _ETH.size)
-    if (htype, ptype, hlen, plen, op) != (1, 0x0800, 6, 4, ARPOP_REPLY) or spa != socket.inet_aton(target_ip):
+    if (htype, ptype, hlen, plen, op) != (1, ETH_P_IP, 6, 4, ARPOP_REPLY) or spa != socket.inet_aton(target_ip):
         return None
     return sha
 

@@ -12,6 +12,9 @@ import shutil
 import subprocess
 
 NFT_TIMEOUT = 10.0
+# The engine's ingress guard (daemon/guard.py builds it, the lab and the host checks look for it): one name.
+GUARD_FAMILY = "netdev"
+GUARD_TABLE = "pktlb_guard"
 _COMMENT = re.compile(r'^\s*comment "((?:[^"\\]|\\.)*)"', re.MULTILINE)
 
 

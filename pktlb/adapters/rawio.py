@@ -44,6 +44,9 @@ from typing import NamedTuple
 
 from pktlb.adapters.ifinfo import InterfaceMissing
 from pktlb.adapters.mmsg import IOVEC_SIZE, MMSG_SIZE, IOVec, MMsgHdr, MsgHdr, recvmmsg, sendmmsg
+from pktlb.core.packet.frame import IP, IP_PROTO
+from pktlb.core.packet.ipv4 import PROTO_TCP, PROTO_UDP
+from pktlb.core.packet.l4 import TCP_OFF_CSUM, UDP_OFF_CSUM
 
 SOL_PACKET = 263
 PACKET_STATISTICS = 6
@@ -70,7 +73,7 @@ VNET = struct.Struct("=BBHHHH")  # virtio_net_hdr, host byte order (legacy virti
 VNET_LEN = VNET.size
 _NO_VNET = bytes(VNET_LEN)
 DEFAULT_SLOT_BYTES = 65536 + 64  # an Ethernet frame carrying a 64 KiB GSO packet, tag included
-_CSUM_OFFSET = {6: 16, 17: 6}  # where the checksum sits inside the TCP / UDP header
+_CSUM_OFFSET = {PROTO_TCP: TCP_OFF_CSUM, PROTO_UDP: UDP_OFF_CSUM}  # where the checksum sits inside the TCP / UDP header
 
 
 class VnetHeader(NamedTuple):
@@ -93,8 +96,8 @@ NO_OFFLOAD = VnetHeader()
 
 def partial_header(frame: bytes | bytearray | memoryview, gso_type: int = GSO_NONE, gso_size: int = 0) -> VnetHeader:
     """NEEDS_CSUM metadata for an untagged IPv4 TCP/UDP frame whose checksum field holds the partial sum."""
-    l4 = 14 + ((frame[14] & 0x0F) << 2)
-    return VnetHeader(VIRTIO_NET_HDR_F_NEEDS_CSUM, gso_type, 0, gso_size, l4, _CSUM_OFFSET.get(frame[23], 16))
+    l4 = IP + ((frame[IP] & 0x0F) << 2)
+    return VnetHeader(VIRTIO_NET_HDR_F_NEEDS_CSUM, gso_type, 0, gso_size, l4, _CSUM_OFFSET.get(frame[IP_PROTO], TCP_OFF_CSUM))
 
 
 class RxFrame(NamedTuple):

@@ -56,12 +56,12 @@ def l7_report(sections: str, engines: str, backends: int, tls_requests: int, con
     from pktlb.reports.l7features.render import markdown, write
     from pktlb.reports.l7features.run import ENGINES, SECTIONS, ReportOptions, run_report
 
-    require_root("l7-report")
     opts = ReportOptions(sections=_choices(sections, SECTIONS, "--sections"),
                          engines=_choices(engines, ENGINES, "--engines"), backends=backends,
                          tls_requests=tls_requests, concurrency=concurrency, sessions=sessions,
                          cache_requests=cache_requests, urls=urls, flood=flood, rate=rate, key_type=key_type,
                          **({"prefix": prefix} if prefix else {}))
+    require_root("l7-report")
     try:
         report = run_report(opts, progress=lambda m: click.echo(m, err=True))
     except LabError as exc:

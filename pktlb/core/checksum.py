@@ -7,12 +7,21 @@ which CPython computes in C.  Incremental updates take a precomputed *delta* (th
 
 Partial checksums: a veth/virtio sender with TX offload leaves only the (uncomplemented)
 pseudo-header sum in the L4 checksum field.  Updating such a field is ``P' = P + delta`` with no
-complements; see ``update_partial``.
+complements.
+
+The rewriters update checksums in the frame with ``apply_delta`` and ``apply_l4_delta``; ``update``
+and ``update_l4`` (what the tests and ``pktlb explain`` call on plain integers) run those very
+functions on a two-byte buffer, so the code the tests check is the code the hot path runs.
 """
 
 from __future__ import annotations
 
+import struct
+
 _FULL = 0xFFFF
+_U16 = struct.Struct("!H")
+_unpack16 = _U16.unpack_from
+_pack16 = _U16.pack_into
 
 
 def ones_sum(data: bytes | bytearray | memoryview, initial: int = 0) -> int:
@@ -58,11 +67,37 @@ def add_deltas(*deltas: int) -> int:
     return fold(sum(deltas))
 
 
+def apply_delta(frame: bytearray, off: int, delta: int) -> None:
+    """RFC 1624 eqn. 3 on the finished checksum at ``frame[off:off + 2]``: HC' = ~(~HC + ~m + m'), with the
+    ~m + m' terms given as ``delta`` (the IPv4 header checksum; the hot path calls this per packet)."""
+    c = _unpack16(frame, off)[0]
+    _pack16(frame, off, ~fold((~c & _FULL) + delta) & _FULL)
+
+
+def apply_l4_delta(frame: bytearray, off: int, delta: int, pseudo_delta: int, partial: bool, udp: bool) -> None:
+    """Update a TCP/UDP checksum in place: the full delta when finished, the address-only delta when partial
+    (an unfinished field holds only the uncomplemented pseudo-header sum, P' = P + delta; the kernel adds the
+    header and data later)."""
+    c = _unpack16(frame, off)[0]
+    if partial:
+        _pack16(frame, off, fold(c + pseudo_delta))
+        return
+    c = ~fold((~c & _FULL) + delta) & _FULL
+    if udp and c == 0:
+        c = _FULL  # RFC 768: a computed 0 is sent as all ones; 0 means "no checksum"
+    _pack16(frame, off, c)
+
+
 def update(csum: int, delta: int) -> int:
-    """RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m'), with the ~m + m' terms given as ``delta``."""
-    return ~fold((~csum & _FULL) + delta) & _FULL
+    """``apply_delta`` on a checksum value: the RFC 1624 update of a finished checksum."""
+    buf = bytearray(_U16.pack(csum))
+    apply_delta(buf, 0, delta)
+    return _unpack16(buf)[0]
 
 
-def update_partial(partial: int, delta: int) -> int:
-    """Update an unfinished (CHECKSUM_PARTIAL) field, which holds an uncomplemented sum: P' = P + delta."""
-    return fold(partial + delta)
+def update_l4(csum: int, delta: int, pseudo_delta: int = 0, *, partial: bool = False, udp: bool = False) -> int:
+    """``apply_l4_delta`` on a checksum value: a TCP/UDP checksum after a rewrite (``partial``: the field
+    holds an unfinished pseudo-header sum and takes ``pseudo_delta``; ``udp``: a computed 0 becomes 0xffff)."""
+    buf = bytearray(_U16.pack(csum))
+    apply_l4_delta(buf, 0, delta, pseudo_delta, partial, udp)
+    return _unpack16(buf)[0]

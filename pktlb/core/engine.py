@@ -16,9 +16,34 @@ from pktlb.core import decision as d
 from pktlb.core import icmp_relay
 from pktlb.core.flowkey import flow_hash
 from pktlb.core.flowtable import CLOSED, EST, FIN, SYN, UDP, FlowEntry, FlowTable
-from pktlb.core.packet.icmp import quote, time_exceeded
-from pktlb.core.packet.ipv4 import PROTO_ICMP, PROTO_TCP, PROTO_UDP
-from pktlb.core.packet.l4 import ACK, RST
+from pktlb.core.packet.ethernet import ETH_P_8021Q, ETH_P_IP
+from pktlb.core.packet.frame import (
+    DST_MAC,
+    ETHERTYPE,
+    FRAG_BITS,
+    IP,
+    IP_FRAG,
+    IP_PROTO,
+    IP_SRC,
+    IP_TOTLEN,
+    IP_TTL,
+    MACS,
+    MIN_IPV4_FRAME,
+    SRC_MAC,
+)
+from pktlb.core.packet.icmp import ICMP_LEN, quote, time_exceeded
+from pktlb.core.packet.ipv4 import IPV4_MIN_LEN, PROTO_ICMP, PROTO_TCP, PROTO_UDP
+from pktlb.core.packet.l4 import (
+    ACK,
+    RST,
+    TCP_MIN_LEN,
+    TCP_OFF_CSUM,
+    TCP_OFF_DATA,
+    TCP_OFF_FLAGS,
+    UDP_LEN,
+    UDP_OFF_CSUM,
+    UDP_OFF_LENGTH,
+)
 from pktlb.core.packet.l4 import FIN as TCP_FIN
 from pktlb.core.packet.l4 import SYN as TCP_SYN
 from pktlb.core.packet.segment import segment_tcp
@@ -44,38 +69,38 @@ def process(frame: bytearray, snap: Snapshot, flows: FlowTable, now: float,
 
 def _process(frame: bytearray, snap: Snapshot, flows: FlowTable, now: float, partial: bool, gso: int):
     n = len(frame)
-    if n < 14:
+    if n < IP:
         return NONE, d.drop("truncated", f"{n}-byte frame")
-    ethertype = (frame[12] << 8) | frame[13]
-    if ethertype != 0x0800:
-        return NONE, d.drop("vlan_tagged" if ethertype == 0x8100 else "not_ipv4", f"ethertype 0x{ethertype:04x}")
-    if frame[0:6] != snap.lb_mac:
+    ethertype = (frame[ETHERTYPE] << 8) | frame[ETHERTYPE + 1]
+    if ethertype != ETH_P_IP:
+        return NONE, d.drop("vlan_tagged" if ethertype == ETH_P_8021Q else "not_ipv4", f"ethertype 0x{ethertype:04x}")
+    if frame[DST_MAC] != snap.lb_mac:
         return NONE, d.drop("not_our_mac")
-    if n < 34:
-        return NONE, d.drop("truncated", f"{n}-byte frame, IPv4 needs 34")
-    vihl = frame[14]
+    if n < MIN_IPV4_FRAME:
+        return NONE, d.drop("truncated", f"{n}-byte frame, IPv4 needs {MIN_IPV4_FRAME}")
+    vihl = frame[IP]
     if vihl >> 4 != 4:
         return NONE, d.drop("bad_ip_version", f"version {vihl >> 4}")
     ihl = (vihl & 15) << 2
-    if ihl < 20 or 14 + ihl > n:
+    if ihl < IPV4_MIN_LEN or IP + ihl > n:
         return NONE, d.drop("bad_header_length", f"IHL {ihl} bytes")
-    total = (frame[16] << 8) | frame[17]
-    if total < ihl or 14 + total > n:
-        return NONE, d.drop("bad_total_length", f"total length {total}, frame carries {n - 14}")
-    end = 14 + total
+    total = (frame[IP_TOTLEN] << 8) | frame[IP_TOTLEN + 1]
+    if total < ihl or IP + total > n:
+        return NONE, d.drop("bad_total_length", f"total length {total}, frame carries {n - IP}")
+    end = IP + total
     if end < n:
         del frame[end:]  # Ethernet padding must not travel on (the tunnel would carry it inside)
     # A valid header's one's-complement sum is 0xffff, i.e. the header read as one big number is a
     # non-zero multiple of 0xffff (checksum.ones_sum explains why); the version check ruled out zero.
-    if int.from_bytes(frame[14:14 + ihl], "big") % 0xFFFF:
+    if int.from_bytes(frame[IP:IP + ihl], "big") % 0xFFFF:
         return NONE, d.drop("bad_ip_checksum")
-    proto = frame[23]
-    src, dst = _ADDRS(frame, 26)
-    l4 = 14 + ihl
+    proto = frame[IP_PROTO]
+    src, dst = _ADDRS(frame, IP_SRC)
+    l4 = IP + ihl
     if dst in snap.vips:
         if src in snap.vips or src in snap.snat_addrs or src == snap.lb_addr:
             return NONE, d.drop("spoofed_source")
-        if frame[20] & 0x3F or frame[21]:  # MF flag or a fragment offset (DF is 0x40 of byte 20)
+        if frame[IP_FRAG] & FRAG_BITS or frame[IP_FRAG + 1]:  # MF flag or a fragment offset (DF is 0x40)
             return NONE, d.drop("fragment")
         if proto == PROTO_TCP or proto == PROTO_UDP:
             return _inbound(frame, snap, flows, now, partial, proto, src, dst, l4, total - ihl, end, gso)
@@ -85,7 +110,7 @@ def _process(frame: bytearray, snap: Snapshot, flows: FlowTable, now: float, par
     if dst == snap.lb_addr:
         return NONE, d.drop("lb_local")
     if proto == PROTO_TCP or proto == PROTO_UDP:
-        if total - ihl < 8:
+        if total - ihl < UDP_LEN:  # room for both ports
             return NONE, d.drop("bad_l4_header")
         sport, dport = _PORTS(frame, l4)
         hit = snap.nat_reverse.get((proto, src, sport))
@@ -93,7 +118,7 @@ def _process(frame: bytearray, snap: Snapshot, flows: FlowTable, now: float, par
             return _nat_reply(frame, snap, flows, now, partial, proto, dst, l4, dport, hit[0], hit[1], end)
         if dst in snap.snat_addrs:
             return _fullnat_reply(frame, snap, flows, now, partial, proto, dst, l4, dport, end)
-    elif proto == PROTO_ICMP and total - ihl >= 8 and icmp_relay.is_error(frame, l4):
+    elif proto == PROTO_ICMP and total - ihl >= UDP_LEN and icmp_relay.is_error(frame, l4):
         return _icmp_error_from_backend(frame, snap, flows, now, src, dst, l4, end)
     return NONE, d.drop("not_for_vip")
 
@@ -101,12 +126,12 @@ def _process(frame: bytearray, snap: Snapshot, flows: FlowTable, now: float, par
 def _l4_checks(frame: bytearray, proto: int, l4: int, l4_len: int, partial: bool) -> int | str:
     """Offset of the L4 checksum to update (0: none), or a drop reason."""
     if proto == PROTO_TCP:
-        if l4_len < 20 or (frame[l4 + 12] >> 4) < 5 or (frame[l4 + 12] >> 4) * 4 > l4_len:
+        if l4_len < TCP_MIN_LEN or (frame[l4 + TCP_OFF_DATA] >> 4) < 5 or (frame[l4 + TCP_OFF_DATA] >> 4) * 4 > l4_len:
             return "bad_l4_header"
-        return l4 + 16
-    if l4_len < 8 or not 8 <= _U16(frame, l4 + 4)[0] <= l4_len:
+        return l4 + TCP_OFF_CSUM
+    if l4_len < UDP_LEN or not UDP_LEN <= _U16(frame, l4 + UDP_OFF_LENGTH)[0] <= l4_len:
         return "bad_l4_header"
-    return l4 + 6 if (partial or frame[l4 + 6] or frame[l4 + 7]) else 0
+    return l4 + UDP_OFF_CSUM if (partial or frame[l4 + UDP_OFF_CSUM] or frame[l4 + UDP_OFF_CSUM + 1]) else 0
 
 
 def _inbound(frame, snap: Snapshot, flows: FlowTable, now: float, partial: bool, proto: int, src: int, dst: int,
@@ -124,12 +149,12 @@ def _inbound(frame, snap: Snapshot, flows: FlowTable, now: float, partial: bool,
     if cut and proto != PROTO_TCP:
         return NONE, d.drop("gso_unsupported", "UDP GSO: turn GSO off on the client side for tunnel mode",
                             svc.name, svc.mode)
-    if traits.decrements_ttl and frame[22] <= 1:
+    if traits.decrements_ttl and frame[IP_TTL] <= 1:
         return _ttl_expired(frame, snap, svc, end)
-    if frame[22] == 0:
+    if frame[IP_TTL] == 0:
         return _ttl_expired(frame, snap, svc, end)
     key = (proto, src, dst, sport, dport)
-    flags = frame[l4 + 13] if proto == PROTO_TCP else 0
+    flags = frame[l4 + TCP_OFF_FLAGS] if proto == PROTO_TCP else 0
     entry = flows.lookup(key, now)
     if entry is not None and flags & TCP_SYN and not flags & ACK and entry.state != SYN:
         flows.remove(entry)  # a new connection reusing the 5-tuple of one that ended: schedule it afresh
@@ -164,14 +189,14 @@ def _inbound(frame, snap: Snapshot, flows: FlowTable, now: float, partial: bool,
             flows.remove(entry)
             return NONE, d.drop(err, "", svc.name, svc.mode)
     entry.packets_in += 1
-    entry.bytes_in += end - 14
+    entry.bytes_in += end - IP
     if svc.scheduler.uses_byte_rate:  # only bw reads the rate: no EWMA bookkeeping for the others
-        entry.load.add_bytes(end - 14, now)
+        entry.load.add_bytes(end - IP, now)
     if cut:
         out, forwarded = _inbound_segments(frame, l4, gso, svc, be, entry, snap)
         partial = False
     else:
-        out = rw.inbound(frame, 14, l4, csum_off, svc, be, entry, snap, partial)
+        out = rw.inbound(frame, IP, l4, csum_off, svc, be, entry, snap, partial)
         forwarded = out.__class__ is not str and out[0] is frame
     if out.__class__ is str:
         return NONE, d.drop(out, "", svc.name, svc.mode)
@@ -194,12 +219,12 @@ def _inbound_segments(frame: bytearray, l4: int, mss: int, svc: ServiceView, be:
                       snap: Snapshot) -> tuple[Frames | str, bool]:
     """Cut a TCP super-frame and rewrite each segment (checksums finished); a frag-needed answer for
     the first one that is too big replaces them all, as the kernel would answer the whole frame."""
-    segments = segment_tcp(frame, 14, l4, mss)
+    segments = segment_tcp(frame, IP, l4, mss)
     if segments.__class__ is str:
         return segments, False
     out: Frames = []
     for seg in segments:
-        result = svc.rewriter.inbound(seg, 14, l4, l4 + 16, svc, be, entry, snap, False)
+        result = svc.rewriter.inbound(seg, IP, l4, l4 + TCP_OFF_CSUM, svc, be, entry, snap, False)
         if result.__class__ is str or result[0] is not seg:
             return result, False
         out += result
@@ -222,9 +247,9 @@ def _track(entry: FlowEntry, flags: int) -> None:
 
 
 def _ttl_expired(frame: bytearray, snap: Snapshot, svc: ServiceView, end: int):
-    src = int.from_bytes(frame[26:30], "big")
-    icmp = time_exceeded(frame[6:12], snap.lb_mac, snap.lb_addr, src, quote(frame, 14, end - 14, (frame[14] & 15) * 4))
-    return [icmp], d.drop("ttl_expired", f"TTL {frame[22]}", svc.name, svc.mode)
+    src = _ADDRS(frame, IP_SRC)[0]
+    icmp = time_exceeded(frame[SRC_MAC], snap.lb_mac, snap.lb_addr, src, quote(frame, IP, end - IP, (frame[IP] & 15) * 4))
+    return [icmp], d.drop("ttl_expired", f"TTL {frame[IP_TTL]}", svc.name, svc.mode)
 
 
 def _nat_reply(frame, snap: Snapshot, flows: FlowTable, now: float, partial: bool, proto: int, client: int, l4: int,
@@ -232,12 +257,12 @@ def _nat_reply(frame, snap: Snapshot, flows: FlowTable, now: float, partial: boo
     csum_off = _l4_checks(frame, proto, l4, end - l4, partial)
     if csum_off.__class__ is str:
         return NONE, d.drop(csum_off)
-    if frame[22] <= 1:
+    if frame[IP_TTL] <= 1:
         return _ttl_expired(frame, snap, svc, end)
     entry = flows.lookup((proto, client, svc.vip, cport, svc.port), now)
     if entry is not None:
         _track_reply(entry, frame, proto, l4, now, end)
-    out = svc.rewriter.outbound(frame, 14, l4, csum_off, svc, be, entry, snap, partial)
+    out = svc.rewriter.outbound(frame, IP, l4, csum_off, svc, be, entry, snap, partial)
     dec = d.Decision(d.FORWARD, d.OUTBOUND, svc.name, be.name, svc.mode, entry is not None)
     dec.partial_out = partial
     return out, dec
@@ -245,10 +270,10 @@ def _nat_reply(frame, snap: Snapshot, flows: FlowTable, now: float, partial: boo
 
 def _track_reply(entry: FlowEntry, frame: bytearray, proto: int, l4: int, now: float, end: int) -> None:
     entry.packets_out += 1
-    entry.bytes_out += end - 14
+    entry.bytes_out += end - IP
     if proto != PROTO_TCP:
         return
-    flags = frame[l4 + 13]
+    flags = frame[l4 + TCP_OFF_FLAGS]
     if flags & RST:
         entry.state = CLOSED
     elif flags & TCP_FIN and entry.state != CLOSED:
@@ -265,25 +290,25 @@ def _fullnat_reply(frame, snap: Snapshot, flows: FlowTable, now: float, partial:
         return NONE, d.drop("no_flow", f"no full-NAT flow owns port {sport}")
     svc = snap.services.get((proto, entry.key[2], entry.key[4]))
     be = svc.by_name.get(entry.backend) if svc else None
-    if svc is None or be is None or be.addr != int.from_bytes(frame[26:30], "big") or be.port != _U16(frame, l4)[0]:
+    if svc is None or be is None or be.addr != _ADDRS(frame, IP_SRC)[0] or be.port != _U16(frame, l4)[0]:
         return NONE, d.drop("no_flow", "reply does not come from the flow's backend and port")
     csum_off = _l4_checks(frame, proto, l4, end - l4, partial)
     if csum_off.__class__ is str:
         return NONE, d.drop(csum_off)
-    if frame[22] <= 1:
+    if frame[IP_TTL] <= 1:
         return _ttl_expired(frame, snap, svc, end)
     _track_reply(entry, frame, proto, l4, now, end)
-    out = svc.rewriter.outbound(frame, 14, l4, csum_off, svc, be, entry, snap, partial)
+    out = svc.rewriter.outbound(frame, IP, l4, csum_off, svc, be, entry, snap, partial)
     dec = d.Decision(d.FORWARD, d.OUTBOUND, svc.name, be.name, svc.mode, True)
     dec.partial_out = partial
     return out, dec
 
 
 def _icmp_to_vip(frame, snap: Snapshot, flows: FlowTable, now: float, vip: int, icmp: int, end: int):
-    if end - icmp < 8:
+    if end - icmp < ICMP_LEN:
         return NONE, d.drop("icmp_malformed", "ICMP header truncated")
     if icmp_relay.is_echo_request(frame, icmp, end):
-        return [icmp_relay.echo_reply(frame, 14, icmp - 14, end, snap.lb_mac)], d.Decision(d.REPLY, d.ECHO_REPLY)
+        return [icmp_relay.echo_reply(frame, IP, icmp - IP, end, snap.lb_mac)], d.Decision(d.REPLY, d.ECHO_REPLY)
     if not icmp_relay.is_error(frame, icmp):
         return NONE, d.drop("icmp_unsupported", f"ICMP type {frame[icmp]}")
     quoted = icmp_relay.quoted_flow(frame, icmp, end)
@@ -301,8 +326,8 @@ def _icmp_to_vip(frame, snap: Snapshot, flows: FlowTable, now: float, vip: int, 
         be = _pick(svc, flows, key, snap.seed)  # consistent hashing finds the flow's backend without state
     if be is None:
         return NONE, d.drop("icmp_no_flow", "", svc.name, svc.mode)
-    if frame[22] <= (1 if rw.traits.decrements_ttl else 0):  # no ICMP about ICMP errors
-        return NONE, d.drop("ttl_expired", f"ICMP error with TTL {frame[22]}", svc.name, svc.mode)
+    if frame[IP_TTL] <= (1 if rw.traits.decrements_ttl else 0):  # no ICMP about ICMP errors
+        return NONE, d.drop("ttl_expired", f"ICMP error with TTL {frame[IP_TTL]}", svc.name, svc.mode)
     out = rw.relay_icmp_error(frame, icmp, end, svc, be, entry, snap)
     if out.__class__ is str:
         return NONE, d.drop(out, "", svc.name, svc.mode)
@@ -318,10 +343,10 @@ def _icmp_error_from_backend(frame, snap: Snapshot, flows: FlowTable, now: float
     hit = snap.nat_reverse.get((proto, q_dst, q_dport))
     if hit is not None and src == q_dst and dst == q_src:  # NAT: backend -> client about client -> backend:port
         svc, be = hit
-        if frame[22] <= 1:
-            return NONE, d.drop("ttl_expired", f"ICMP error with TTL {frame[22]}", svc.name, svc.mode)
-        icmp_relay.rewrite_error(frame, 14, end, outer_src=svc.vip, inner_dst=(svc.vip, svc.port))
-        frame[0:12] = snap.reply_l2
+        if frame[IP_TTL] <= 1:
+            return NONE, d.drop("ttl_expired", f"ICMP error with TTL {frame[IP_TTL]}", svc.name, svc.mode)
+        icmp_relay.rewrite_error(frame, IP, end, outer_src=svc.vip, inner_dst=(svc.vip, svc.port))
+        frame[MACS] = snap.reply_l2
         return [frame], d.Decision(d.FORWARD, d.ICMP_ERROR_TO_CLIENT, svc.name, be.name, svc.mode)
     if dst in snap.snat_addrs and q_src == dst:  # full-NAT: backend -> SNAT about SNAT:port -> backend
         entry = flows.by_snat(proto, dst, q_sport, now)
@@ -329,11 +354,11 @@ def _icmp_error_from_backend(frame, snap: Snapshot, flows: FlowTable, now: float
         be = svc.by_name.get(entry.backend) if svc else None
         if be is None or (q_dst, q_dport) != (be.addr, be.port):  # only about the flow's own backend
             return NONE, d.drop("icmp_no_flow")
-        if frame[22] <= 1:
-            return NONE, d.drop("ttl_expired", f"ICMP error with TTL {frame[22]}", svc.name, svc.mode)
+        if frame[IP_TTL] <= 1:
+            return NONE, d.drop("ttl_expired", f"ICMP error with TTL {frame[IP_TTL]}", svc.name, svc.mode)
         _, client, vip, cport, vport = entry.key
-        icmp_relay.rewrite_error(frame, 14, end, outer_src=vip, outer_dst=client, inner_src=(client, cport),
+        icmp_relay.rewrite_error(frame, IP, end, outer_src=vip, outer_dst=client, inner_src=(client, cport),
                                  inner_dst=(vip, vport))
-        frame[0:12] = snap.reply_l2
+        frame[MACS] = snap.reply_l2
         return [frame], d.Decision(d.FORWARD, d.ICMP_ERROR_TO_CLIENT, svc.name, entry.backend, svc.mode)
     return NONE, d.drop("not_for_vip")

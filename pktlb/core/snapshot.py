@@ -17,6 +17,7 @@ from pktlb.core.packet.addr import ip_to_int, mac_to_bytes
 from pktlb.core.packet.ipv4 import PROTO_NUMBERS
 from pktlb.core.rewrite.base import Rewriter
 from pktlb.core.rewrite.registry import get_rewriter
+from pktlb.core.rewrite.tunnel import outer_base_sum
 from pktlb.core.sched.base import Scheduler
 from pktlb.core.sched.registry import make_scheduler
 
@@ -102,12 +103,6 @@ class Snapshot:
         return next((s for s in self.services.values() if s.name == name), None)
 
 
-def _outer_base_sum(lb_addr: int, be_addr: int) -> int:
-    # Words of the outer IPv4 header that do not change per packet: version/IHL/TOS (0x4500),
-    # TTL 64 / proto 4, and both addresses.  DF, total length and ID are added per packet.
-    return add_deltas(0x4500, (64 << 8) | 4, lb_addr >> 16, lb_addr & 0xFFFF, be_addr >> 16, be_addr & 0xFFFF)
-
-
 def backend_view(svc: ServiceConfig, be: BackendConfig, vip: int, lb_addr: int, state: str, weight: int,
                  mac: str | None, lb_mac: bytes = UNRESOLVED_MAC) -> BackendView:
     addr = ip_to_int(be.address)
@@ -121,7 +116,7 @@ def backend_view(svc: ServiceConfig, be: BackendConfig, vip: int, lb_addr: int, 
         in_pseudo_delta=ip_in,
         out_ip_delta=add_deltas(ip_out, TTL_DEC_DELTA), out_l4_delta=add_deltas(ip_out, delta16(be.port, svc.port)),
         out_pseudo_delta=ip_out,
-        outer_base_sum=_outer_base_sum(lb_addr, addr),
+        outer_base_sum=outer_base_sum(lb_addr, addr),
     )
 
 

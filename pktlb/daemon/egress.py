@@ -24,6 +24,7 @@ from typing import Any
 
 from pktlb.core.decision import FORWARD, ICMP_ERROR_TO_BACKEND, INBOUND, Decision
 from pktlb.core.packet.addr import int_to_ip, ip_to_int, mac_to_bytes
+from pktlb.core.packet.frame import dst_addr
 from pktlb.core.snapshot import Snapshot
 
 log = logging.getLogger("pktlb.engine")
@@ -68,7 +69,7 @@ class Egress:
                 return NO_ROUTE
             found = self.memo.get(dst)
             return found if found is not None else self._resolve(dst, True)
-        dst = int.from_bytes(frame[30:34], "big")
+        dst = dst_addr(frame)
         found = self.memo.get(dst)
         return found if found is not None else self._resolve(dst, False)
 

@@ -24,14 +24,12 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from pktlb.adapters.nft import Nft, table_comment
+from pktlb.adapters.nft import GUARD_FAMILY, GUARD_TABLE, Nft, table_comment
 from pktlb.core.config import Config, ServiceConfig
 from pktlb.core.rewrite.registry import traits_of
 
 log = logging.getLogger("pktlb.guard")
 
-GUARD_TABLE = "pktlb_guard"
-GUARD_FAMILY = "netdev"
 GUARD_PRIORITY = -500  # before anything else at ingress
 COMMENT_MAX = 120  # nftables keeps at most 128 bytes of a comment
 

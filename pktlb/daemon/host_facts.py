@@ -14,11 +14,10 @@ import subprocess
 from collections.abc import Iterable
 
 from pktlb.adapters.netlink import NetlinkCache
-from pktlb.adapters.nft import Nft, NftError
+from pktlb.adapters.nft import GUARD_FAMILY, GUARD_TABLE, Nft, NftError
 from pktlb.core.config import Config
 from pktlb.core.packet.addr import int_to_ip
 from pktlb.core.routing import RTN_UNICAST, TABLE_MAIN
-from pktlb.daemon.guard import GUARD_FAMILY, GUARD_TABLE
 from pktlb.daemon.hostcheck import HostFacts, LinkFacts, PathFacts, ServiceFacts
 
 COMMAND_TIMEOUT = 10.0

@@ -15,7 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-GUARD_TABLE = "pktlb_guard"
+from pktlb.adapters.nft import GUARD_TABLE
+
 KERNEL_TABLE = "pktlb_kernel_lb"
 KERNEL_DSR_TABLE = "pktlb_kernel_dsr"
 DSR_PRIORITY = -10  # before the guard (priority 0), if one is loaded too

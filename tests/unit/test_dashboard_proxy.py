@@ -58,3 +58,23 @@ def test_proxy_metrics_have_requests_responses_connections_and_no_packet_counter
     assert opened == {"be1": 1.0, "be2": 1.0}
     requests = {s.labels["backend"]: s.value for s in out.by_name["pktlb_proxy_backend_requests"].samples}
     assert requests == {"be1": 20.0, "be2": 20.0}
+
+
+def test_proxy_feature_metrics_tls_cookie_cache_rate_limit():
+    data = copy.deepcopy(proxy_reply(40))
+    svc = data["services"][0]
+    svc["tls"] = True
+    svc["counters"].update(tls_full=3, tls_resumed=7, sticky={"kept": 30, "new": 10})
+    svc["cache"] = {"hits": 35, "misses": 5, "stored": 5, "evicted": 0, "expired": 0, "entries": 5, "bytes": 9000}
+    svc["rate_limit"] = {"clients": 4}
+    out = Families()
+    proxy_families(out, "l7lab", data)
+    tls = {s.labels["kind"]: s.value for s in out.by_name["pktlb_proxy_tls_handshakes"].samples}
+    assert tls == {"full": 3.0, "resumed": 7.0}
+    assert {s.labels["outcome"]: s.value for s in out.by_name["pktlb_proxy_sticky"].samples} == {"kept": 30.0,
+                                                                                                 "new": 10.0}
+    assert out.by_name["pktlb_proxy_cache_hits"].samples[0].value == 35.0
+    assert out.by_name["pktlb_proxy_rate_limit_clients"].samples[0].value == 4.0
+    plain = Families()
+    proxy_families(plain, "l7lab", copy.deepcopy(proxy_reply(40)))
+    assert not {n for n in plain.by_name if "tls" in n or "cache" in n or "sticky" in n}

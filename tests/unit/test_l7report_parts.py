@@ -97,3 +97,26 @@ def test_markdown_renders_every_section():
     text = markdown(report)
     for expected in ("| L7    | pktlb  | new", "3 (75%)", "2 moved (new cookie)", "| 95 ", "200: 25, 429: 75"):
         assert expected in text, expected
+
+
+def test_cli_refuses_unknown_sections_and_engines_by_name():
+    from click.testing import CliRunner
+
+    from pktlb.cli import main
+    result = CliRunner().invoke(main, ["l7-report", "--sections", "tls,bogus"])
+    assert result.exit_code == 2 and "bogus: expected some of tls, persistence, cache, filter" in result.output
+    result = CliRunner().invoke(main, ["l7-report", "--engines", "nginx"])
+    assert result.exit_code == 2 and "nginx: expected some of pktlb, haproxy" in result.output
+    assert CliRunner().invoke(main, ["l7-report", "--help"]).exit_code == 0
+
+
+def test_write_makes_the_report_files_and_the_tls_chart(tmp_path):
+    from pktlb.reports.l7features.render import write
+    rows = [{"layer": layer, "engine": engine, "pattern": pattern, "where_tls_ends": "LB", "requests": 10,
+             "errors": 0, "requests_per_s": 1.0, "latency_ms": {"p50": 1.0, "p99": 2.0},
+             "lb_cpu_us_per_request": cpu}
+            for layer, engine in (("L7", "pktlb"), ("L4 dsr", "pktlb"))
+            for pattern, cpu in (("plain", 100.0), ("new", 300.0), ("resumed", 200.0), ("keepalive", 50.0))]
+    paths = write({"tls": {"rows": rows, "facts": tls_facts(rows)}, "errors": {}}, tmp_path)
+    assert set(paths) == {"markdown", "json", "tls_chart"}
+    assert (tmp_path / "tls_cpu.png").read_bytes()[:4] == b"\x89PNG"

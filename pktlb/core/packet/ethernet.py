@@ -24,6 +24,8 @@ ETH_P_IP = 0x0800
 ETH_P_ARP = 0x0806
 ETH_P_8021Q = 0x8100
 ETH_P_IPV6 = 0x86DD
+ETHERTYPE_OFF = 12  # the EtherType after both MAC addresses
+VLAN_TAG_LEN = 4  # an 802.1Q tag left in the data shifts everything after the MACs by 4 bytes
 ETHERTYPE = struct.Struct("!H")
 
 

@@ -22,10 +22,12 @@ from dataclasses import dataclass
 PORTS = struct.Struct("!HH")
 TCP_STRUCT = struct.Struct("!HHIIBBHHH")
 TCP_MIN_LEN = TCP_STRUCT.size  # 20
+TCP_OFF_DATA = 12  # data offset (header length in words) in the high 4 bits
 TCP_OFF_FLAGS = 13
 TCP_OFF_CSUM = 16
 UDP_STRUCT = struct.Struct("!HHHH")
 UDP_LEN = UDP_STRUCT.size  # 8
+UDP_OFF_LENGTH = 4
 UDP_OFF_CSUM = 6
 
 FIN, SYN, RST, PSH, ACK, URG = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20

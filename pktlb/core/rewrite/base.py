@@ -1,4 +1,4 @@
-"""The rewriter interface (what a mode does to a packet, and its traits) and the in-place helpers the modes share.
+"""The rewriter interface: what a mode does to a packet, and its traits (checksum updates: ``core.checksum``).
 
 A rewriter changes a frame in place (or, for the tunnel, grows it) and returns the frames to
 emit, or a drop-reason string.  Arguments are positional and precomputed by the engine so the
@@ -22,8 +22,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, ClassVar
 
-from pktlb.core.checksum import fold
-from pktlb.core.packet.ipv4 import U16
+from pktlb.core.packet.frame import IP
 from pktlb.core.rewrite.traits import ModeTraits
 
 if TYPE_CHECKING:
@@ -31,27 +30,6 @@ if TYPE_CHECKING:
     from pktlb.core.snapshot import BackendView, ServiceView, Snapshot
 
 Result = list[bytearray] | str
-_unpack16 = U16.unpack_from
-_pack16 = U16.pack_into
-
-
-def apply_delta(frame: bytearray, off: int, delta: int) -> None:
-    """RFC 1624 update of the finished checksum at ``off``."""
-    c = _unpack16(frame, off)[0]
-    _pack16(frame, off, ~fold((~c & 0xFFFF) + delta) & 0xFFFF)
-
-
-def apply_l4_delta(frame: bytearray, off: int, delta: int, pseudo_delta: int, partial: bool, udp: bool) -> None:
-    """Update a TCP/UDP checksum: the full delta when finished, the address-only delta when partial
-    (an unfinished field holds only the pseudo-header sum; the kernel adds the header and data later)."""
-    c = _unpack16(frame, off)[0]
-    if partial:
-        _pack16(frame, off, fold(c + pseudo_delta))
-        return
-    c = ~fold((~c & 0xFFFF) + delta) & 0xFFFF
-    if udp and c == 0:
-        c = 0xFFFF  # RFC 768: a computed 0 is sent as all ones; 0 means "no checksum"
-    _pack16(frame, off, c)
 
 
 class Rewriter(ABC):
@@ -77,4 +55,4 @@ class Rewriter(ABC):
                          entry: FlowEntry | None, snap: Snapshot) -> Result:
         """An ICMP error to the VIP about one of the flow's replies, toward the flow's backend.  The
         modes that leave the IP packet alone forward it as they forward the flow's packets."""
-        return self.inbound(frame, 14, icmp, 0, svc, be, entry, snap, False)  # type: ignore[arg-type]
+        return self.inbound(frame, IP, icmp, 0, svc, be, entry, snap, False)  # type: ignore[arg-type]

@@ -6,6 +6,7 @@ it), accepts the packet as its own, and replies straight to the client through t
 
 from __future__ import annotations
 
+from pktlb.core.packet.frame import MACS
 from pktlb.core.rewrite.base import Result, Rewriter
 from pktlb.core.rewrite.traits import ModeTraits
 
@@ -17,5 +18,5 @@ class DsrRewriter(Rewriter):
     summary = "destination MAC -> backend MAC; IP packet untouched; replies bypass the LB"
 
     def inbound(self, frame, ip, l4, csum_off, svc, be, entry, snap, partial) -> Result:  # type: ignore[override]
-        frame[0:12] = be.l2  # both MACs in one slice assignment, precomputed per backend
+        frame[MACS] = be.l2  # both MACs in one slice assignment, precomputed per backend
         return [frame]

@@ -10,10 +10,11 @@ slice assignments and two incremental checksum updates.
 
 from __future__ import annotations
 
-from pktlb.core.checksum import add_deltas, delta16, delta32
+from pktlb.core.checksum import add_deltas, apply_delta, apply_l4_delta, delta16, delta32
 from pktlb.core.icmp_relay import rewrite_error
-from pktlb.core.packet.ipv4 import PROTO_UDP
-from pktlb.core.rewrite.base import Result, Rewriter, apply_delta, apply_l4_delta
+from pktlb.core.packet.frame import IP, MACS
+from pktlb.core.packet.ipv4 import OFF_CSUM, OFF_DST, OFF_SRC, OFF_TTL, PROTO_UDP
+from pktlb.core.rewrite.base import Result, Rewriter
 from pktlb.core.rewrite.traits import ModeTraits
 
 
@@ -40,13 +41,13 @@ class FullNatRewriter(Rewriter):
 
     def inbound(self, frame, ip, l4, csum_off, svc, be, entry, snap, partial) -> Result:  # type: ignore[override]
         in_ip, in_l4, in_pseudo = entry.nat_deltas[0:3]
-        frame[0:12] = be.l2  # both MACs in one slice assignment, precomputed per backend
-        frame[ip + 8] -= 1
-        frame[ip + 12:ip + 16] = svc.snat.to_bytes(4, "big")
-        frame[ip + 16:ip + 20] = be.addr_bytes
+        frame[MACS] = be.l2  # both MACs in one slice assignment, precomputed per backend
+        frame[ip + OFF_TTL] -= 1
+        frame[ip + OFF_SRC:ip + OFF_SRC + 4] = svc.snat.to_bytes(4, "big")
+        frame[ip + OFF_DST:ip + OFF_DST + 4] = be.addr_bytes
         frame[l4:l4 + 2] = entry.snat_port.to_bytes(2, "big")
         frame[l4 + 2:l4 + 4] = be.port_bytes
-        apply_delta(frame, ip + 10, in_ip)
+        apply_delta(frame, ip + OFF_CSUM, in_ip)
         if csum_off:
             apply_l4_delta(frame, csum_off, in_l4, in_pseudo, partial, svc.proto == PROTO_UDP)
         return [frame]
@@ -54,20 +55,20 @@ class FullNatRewriter(Rewriter):
     def outbound(self, frame, ip, l4, csum_off, svc, be, entry, snap, partial) -> Result:  # type: ignore[override]
         out_ip, out_l4, out_pseudo = entry.nat_deltas[3:6]
         _, client, _, cport, _ = entry.key
-        frame[0:12] = snap.reply_l2
-        frame[ip + 8] -= 1
-        frame[ip + 12:ip + 16] = svc.vip_bytes
-        frame[ip + 16:ip + 20] = client.to_bytes(4, "big")
+        frame[MACS] = snap.reply_l2
+        frame[ip + OFF_TTL] -= 1
+        frame[ip + OFF_SRC:ip + OFF_SRC + 4] = svc.vip_bytes
+        frame[ip + OFF_DST:ip + OFF_DST + 4] = client.to_bytes(4, "big")
         frame[l4:l4 + 2] = svc.port_bytes
         frame[l4 + 2:l4 + 4] = cport.to_bytes(2, "big")
-        apply_delta(frame, ip + 10, out_ip)
+        apply_delta(frame, ip + OFF_CSUM, out_ip)
         if csum_off:
             apply_l4_delta(frame, csum_off, out_l4, out_pseudo, partial, svc.proto == PROTO_UDP)
         return [frame]
 
     def relay_icmp_error(self, frame, icmp, end, svc, be, entry, snap) -> Result:  # type: ignore[override]
         """The quoted reply left the LB as VIP:vport -> client: the backend sent it as backend -> SNAT:sport."""
-        rewrite_error(frame, 14, end, outer_src=svc.snat, outer_dst=be.addr,
+        rewrite_error(frame, IP, end, outer_src=svc.snat, outer_dst=be.addr,
                       inner_src=(be.addr, be.port), inner_dst=(svc.snat, entry.snat_port))
-        frame[0:12] = be.l2
+        frame[MACS] = be.l2
         return [frame]

@@ -7,9 +7,11 @@ incrementally with per-backend deltas precomputed in the snapshot (RFC 1624).
 
 from __future__ import annotations
 
+from pktlb.core.checksum import apply_delta, apply_l4_delta
 from pktlb.core.icmp_relay import rewrite_error
-from pktlb.core.packet.ipv4 import PROTO_UDP
-from pktlb.core.rewrite.base import Result, Rewriter, apply_delta, apply_l4_delta
+from pktlb.core.packet.frame import IP, MACS
+from pktlb.core.packet.ipv4 import OFF_CSUM, OFF_DST, OFF_SRC, OFF_TTL, PROTO_UDP
+from pktlb.core.rewrite.base import Result, Rewriter
 from pktlb.core.rewrite.traits import ModeTraits
 
 
@@ -19,27 +21,27 @@ class NatRewriter(Rewriter):
     summary = "dst VIP:port -> backend:port, TTL-1; replies: src backend:port -> VIP:port"
 
     def inbound(self, frame, ip, l4, csum_off, svc, be, entry, snap, partial) -> Result:  # type: ignore[override]
-        frame[0:12] = be.l2  # both MACs in one slice assignment, precomputed per backend
-        frame[ip + 8] -= 1
-        frame[ip + 16:ip + 20] = be.addr_bytes
+        frame[MACS] = be.l2  # both MACs in one slice assignment, precomputed per backend
+        frame[ip + OFF_TTL] -= 1
+        frame[ip + OFF_DST:ip + OFF_DST + 4] = be.addr_bytes
         frame[l4 + 2:l4 + 4] = be.port_bytes
-        apply_delta(frame, ip + 10, be.in_ip_delta)
+        apply_delta(frame, ip + OFF_CSUM, be.in_ip_delta)
         if csum_off:
             apply_l4_delta(frame, csum_off, be.in_l4_delta, be.in_pseudo_delta, partial, svc.proto == PROTO_UDP)
         return [frame]
 
     def outbound(self, frame, ip, l4, csum_off, svc, be, entry, snap, partial) -> Result:  # type: ignore[override]
-        frame[0:12] = snap.reply_l2
-        frame[ip + 8] -= 1
-        frame[ip + 12:ip + 16] = svc.vip_bytes
+        frame[MACS] = snap.reply_l2
+        frame[ip + OFF_TTL] -= 1
+        frame[ip + OFF_SRC:ip + OFF_SRC + 4] = svc.vip_bytes
         frame[l4:l4 + 2] = svc.port_bytes
-        apply_delta(frame, ip + 10, be.out_ip_delta)
+        apply_delta(frame, ip + OFF_CSUM, be.out_ip_delta)
         if csum_off:
             apply_l4_delta(frame, csum_off, be.out_l4_delta, be.out_pseudo_delta, partial, svc.proto == PROTO_UDP)
         return [frame]
 
     def relay_icmp_error(self, frame, icmp, end, svc, be, entry, snap) -> Result:  # type: ignore[override]
         """The quoted reply left the LB as VIP:vport -> client: put back the backend's address and port."""
-        rewrite_error(frame, 14, end, outer_dst=be.addr, inner_src=(be.addr, be.port))
-        frame[0:12] = be.l2
+        rewrite_error(frame, IP, end, outer_dst=be.addr, inner_src=(be.addr, be.port))
+        frame[MACS] = be.l2
         return [frame]

@@ -11,13 +11,16 @@ decapsulation hop (a raw socket and a TUN device) cannot carry the "partial" sta
 
 from __future__ import annotations
 
-from pktlb.core.checksum import checksum, fold
+from pktlb.core.checksum import add_deltas, checksum, fold
+from pktlb.core.packet.frame import IPIP_OVERHEAD, MACS, SRC_MAC, src_addr
 from pktlb.core.packet.icmp import frag_needed, quote
-from pktlb.core.packet.ipv4 import FLAG_DF, IPV4_STRUCT, U16
+from pktlb.core.packet.ipv4 import FLAG_DF, IPV4_STRUCT, OFF_FRAG, OFF_TOTLEN, PROTO_IPIP, U16
 from pktlb.core.rewrite.base import Result, Rewriter
 from pktlb.core.rewrite.traits import ModeTraits
 
-OVERHEAD = 20
+OVERHEAD = IPIP_OVERHEAD
+OUTER_VIHL = 0x45  # version 4, 5 words: no options
+OUTER_TTL = 64
 _unpack16 = U16.unpack_from
 _pack16 = U16.pack_into
 
@@ -32,20 +35,32 @@ class TunnelRewriter(Rewriter):
         self.next_id = 0
 
     def inbound(self, frame, ip, l4, csum_off, svc, be, entry, snap, partial) -> Result:  # type: ignore[override]
-        inner_len = _unpack16(frame, ip + 2)[0]
-        flags = _unpack16(frame, ip + 6)[0] & FLAG_DF
+        inner_len = _unpack16(frame, ip + OFF_TOTLEN)[0]
+        flags = _unpack16(frame, ip + OFF_FRAG)[0] & FLAG_DF
         if inner_len + OVERHEAD > svc.mtu:
             if not flags:
                 return "too_big"
             ihl = (frame[ip] & 15) * 4
-            return [frag_needed(frame[6:12], snap.lb_mac, snap.lb_addr, int.from_bytes(frame[ip + 12:ip + 16], "big"),
-                                svc.mtu - OVERHEAD, quote(frame, ip, inner_len, ihl))]
+            return [frag_needed(frame[SRC_MAC], snap.lb_mac, snap.lb_addr, src_addr(frame, ip), svc.mtu - OVERHEAD, quote(frame, ip, inner_len, ihl))]
         if partial and csum_off:
             _pack16(frame, csum_off, checksum(memoryview(frame)[l4:ip + inner_len]))
         total = inner_len + OVERHEAD
         ident = self.next_id = (self.next_id + 1) & 0xFFFF
-        csum = ~fold(be.outer_base_sum + total + ident + flags) & 0xFFFF
-        outer = IPV4_STRUCT.pack(0x45, 0, total, ident, flags, 64, 4, csum, snap.lb_addr, be.addr)
+        csum = outer_checksum(be.outer_base_sum, total, ident, flags)
+        outer = IPV4_STRUCT.pack(OUTER_VIHL, 0, total, ident, flags, OUTER_TTL, PROTO_IPIP, csum, snap.lb_addr, be.addr)
         frame[ip:ip] = outer
-        frame[0:12] = be.l2  # both MACs in one slice assignment, precomputed per backend
+        frame[MACS] = be.l2  # both MACs in one slice assignment, precomputed per backend
         return [frame]
+
+
+def outer_base_sum(lb_addr: int, be_addr: int) -> int:
+    """The sum of the outer header's words that never change for a backend (kept in its BackendView):
+    version/IHL/TOS, TTL/protocol and both addresses.  DF, total length and ID are added per packet."""
+    return add_deltas(OUTER_VIHL << 8, (OUTER_TTL << 8) | PROTO_IPIP, lb_addr >> 16, lb_addr & 0xFFFF,
+                      be_addr >> 16, be_addr & 0xFFFF)
+
+
+def outer_checksum(base_sum: int, total: int, ident: int, flags: int) -> int:
+    """The outer header's checksum: the backend's constant words (``outer_base_sum``) plus this packet's
+    total length, ID and DF flag, complemented."""
+    return ~fold(base_sum + total + ident + flags) & 0xFFFF

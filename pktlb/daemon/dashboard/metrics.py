@@ -165,6 +165,7 @@ def proxy_families(out: Families, lb: str, data: dict[str, Any]) -> None:
         for reason, n in sorted((c.get("rejects") or {}).items()):
             out.counter("pktlb_proxy_rejects", "The proxy's own answers or cut connections, by reason.",
                         SVC + ["reason"], [lb, name, reason], n)
+        _feature_families(out, [lb, name], svc)
         for be in svc.get("backends") or []:
             labels = [lb, name, str(be.get("name"))]
             _backend(out, labels, be, None)
@@ -182,6 +183,28 @@ def proxy_families(out: Families, lb: str, data: dict[str, Any]) -> None:
             for reason, n in sorted((be.get("failures") or {}).items()):
                 out.counter("pktlb_proxy_backend_failures", "Requests the backend failed, by reason.",
                             BE + ["reason"], labels + [reason], n)
+
+
+def _feature_families(out: Families, labels: list[str], svc: dict[str, Any]) -> None:
+    """The proxy's optional features (issue 20): TLS handshakes, cookie persistence, cache, rate limit."""
+    c = svc.get("counters") or {}
+    if svc.get("tls"):
+        for kind in ("full", "resumed"):
+            out.counter("pktlb_proxy_tls_handshakes", "TLS handshakes the proxy ended, full or resumed.",
+                        SVC + ["kind"], labels + [kind], c.get(f"tls_{kind}", 0))
+    for outcome, n in sorted((c.get("sticky") or {}).items()):
+        out.counter("pktlb_proxy_sticky", "Requests by cookie persistence outcome (kept, moved, new).",
+                    SVC + ["outcome"], labels + [outcome], n)
+    cache = svc.get("cache")
+    if cache:
+        for key in ("hits", "misses", "stored", "evicted", "expired"):
+            out.counter(f"pktlb_proxy_cache_{key}", f"Response cache: {key}.", SVC, labels, cache.get(key, 0))
+        out.gauge("pktlb_proxy_cache_entries", "Answers in the response cache now.", SVC, labels, cache.get("entries", 0))
+        out.gauge("pktlb_proxy_cache_bytes", "Bytes the response cache holds now.", SVC, labels, cache.get("bytes", 0))
+    limit = svc.get("rate_limit")
+    if limit:
+        out.gauge("pktlb_proxy_rate_limit_clients", "Client addresses with a token bucket now.", SVC, labels,
+                  limit.get("clients", 0))
 
 
 # What each kind of source contributes.

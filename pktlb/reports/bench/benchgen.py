@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from pktlb.adapters.mmsg import MMSG_SIZE, IOVec, MMsgHdr, sendmmsg
 from pktlb.core.checksum import checksum, pseudo_header_sum
 from pktlb.core.packet.addr import int_to_ip, ip_to_int, mac_to_bytes
+from pktlb.core.packet.frame import ETHERTYPE_IPV4
 
 FRAME_BYTES = 60  # + 4-byte FCS = a 64-byte Ethernet frame
 ETH_P_ALL = 0x0003
@@ -46,7 +47,7 @@ def udp_frame(src_mac: bytes, dst_mac: bytes, src: int, dst: int, sport: int, dp
     udp = udp[:6] + udp_sum.to_bytes(2, "big") + udp[8:]
     header = struct.pack("!BBHHHBBHII", 0x45, 0, 20 + udp_len, 0, 0x4000, ttl, 17, 0, src, dst)
     header = header[:10] + checksum(header).to_bytes(2, "big") + header[12:]
-    return dst_mac + src_mac + b"\x08\x00" + header + udp
+    return dst_mac + src_mac + ETHERTYPE_IPV4 + header + udp
 
 
 def flow_frames(src_mac: str, dst_mac: str, first_src: str, dst: str, dport: int, flows: int,

@@ -33,6 +33,19 @@ from pktlb.core.config import Config, parse_config
 from pktlb.core.datapath import DataPath
 from pktlb.core.decision import FORWARD, INBOUND, Decision
 from pktlb.core.packet.addr import ip_to_int, mac_to_bytes
+from pktlb.core.packet.ethernet import ETH_P_IP
+from pktlb.core.packet.frame import (
+    DST_MAC,
+    ETHERTYPE,
+    FRAG_BITS,
+    IP,
+    IP_FRAG,
+    IP_PROTO,
+    IP_SRC,
+    IP_TOTLEN,
+    MIN_IPV4_FRAME,
+)
+from pktlb.core.packet.ipv4 import IPV4_MIN_LEN
 from pktlb.core.rewrite.registry import traits_of
 from pktlb.core.sched.registry import scheduler_names
 from pktlb.core.stats import Stats
@@ -70,22 +83,23 @@ def client_frames(count: int, distinct: int) -> list[bytearray]:
 def parse_classify(frame: bytearray, snap: Any) -> tuple[Any, tuple[int, ...], int, int] | None:
     """Mirrors engine._process and engine._inbound up to the service lookup, for a frame to a VIP."""
     n = len(frame)
-    if n < 34 or ((frame[12] << 8) | frame[13]) != 0x0800 or frame[0:6] != snap.lb_mac:
+    if (n < MIN_IPV4_FRAME or ((frame[ETHERTYPE] << 8) | frame[ETHERTYPE + 1]) != ETH_P_IP
+            or frame[DST_MAC] != snap.lb_mac):
         return None
-    vihl = frame[14]
+    vihl = frame[IP]
     ihl = (vihl & 15) << 2
-    if vihl >> 4 != 4 or ihl < 20 or 14 + ihl > n:
+    if vihl >> 4 != 4 or ihl < IPV4_MIN_LEN or IP + ihl > n:
         return None
-    total = (frame[16] << 8) | frame[17]
-    if total < ihl or 14 + total > n or int.from_bytes(frame[14:14 + ihl], "big") % 0xFFFF:
+    total = (frame[IP_TOTLEN] << 8) | frame[IP_TOTLEN + 1]
+    if total < ihl or IP + total > n or int.from_bytes(frame[IP:IP + ihl], "big") % 0xFFFF:
         return None
-    proto = frame[23]
-    src, dst = _ADDRS(frame, 26)
+    proto = frame[IP_PROTO]
+    src, dst = _ADDRS(frame, IP_SRC)
     if dst not in snap.vips or src in snap.vips or src in snap.snat_addrs or src == snap.lb_addr:
         return None
-    if frame[20] & 0x3F or frame[21]:
+    if frame[IP_FRAG] & FRAG_BITS or frame[IP_FRAG + 1]:
         return None
-    l4 = 14 + ihl
+    l4 = IP + ihl
     csum_off = engine._l4_checks(frame, proto, l4, total - ihl, False)
     if csum_off.__class__ is str:
         return None
@@ -140,7 +154,7 @@ def stage_costs(mode: str, iterations: int = 20_000, repeats: int = 3) -> dict[s
         stats.count(dec, 60)
 
     def rewrite(frame: bytearray) -> None:
-        rw.inbound(frame, 14, l4, csum_off, svc, be, entry, snap, False)
+        rw.inbound(frame, IP, l4, csum_off, svc, be, entry, snap, False)
 
     misses = [(17, ip_to_int(CLIENT), svc.vip, 20000 + i % 40000, PORT) for i in range(iterations)]
 
@@ -250,7 +264,7 @@ def io_costs(ifname: str, seconds: float, backend_mac: str, batch: int = 64) -> 
             t1 = clock()
             out = [rx.data for rx in frames]
             for frame in out:
-                frame[0:6] = mac
+                frame[DST_MAC] = mac
             t2 = clock()
             port.send_batch(out)
             t3 = clock()

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from scapy.layers.l2 import Ether
 from scapy.packet import NoPayload
 
-from pktlb.core.checksum import delta16, fold
+from pktlb.core.checksum import delta16, fold, update, update_l4
+from pktlb.core.packet.ipv4 import PROTO_ICMP, PROTO_UDP
 
 _IP_WORDS = ("version/IHL/TOS", "total length", "identification", "flags/fragment offset", "TTL/protocol",
              "header checksum", "source address (high)", "source address (low)",
@@ -100,12 +101,11 @@ def _words(data: bytes) -> list[int]:
 
 def apply_update(step: ChecksumStep, udp: bool = False) -> None:
     """Fill ``step.raw_sum`` and ``step.incremental`` from its old checksum and changed words (RFC 1624 eqn. 3)."""
-    step.raw_sum = (~step.old & 0xFFFF) + sum(c.term for c in step.changes)
-    result = ~fold(step.raw_sum) & 0xFFFF
-    if udp and result == 0:
-        result = 0xFFFF
+    delta = sum(c.term for c in step.changes)
+    step.raw_sum = (~step.old & 0xFFFF) + delta
+    if udp and update(step.old, delta) == 0:
         step.notes.append("a computed UDP checksum of 0 is sent as 0xffff (RFC 768)")
-    step.incremental = result
+    step.incremental = update_l4(step.old, delta, udp=udp)  # the function the rewriters run on the frame
 
 
 def ip_header_step(before: bytes, after: bytes, ip_b: int, ip_a: int, label: str = "IP header") -> ChecksumStep | None:
@@ -132,12 +132,12 @@ def l4_step(before: bytes, after: bytes, ip_b: int, ip_a: int, label: str | None
         return None
     covered_b, l4_b = _covered(before, ip_b)
     covered_a, l4_a = _covered(after, ip_a)
-    names = (_PSEUDO_WORDS if proto != 1 else ()) + _L4_WORDS[proto]
-    skip = len(_PSEUDO_WORDS if proto != 1 else ()) + _CSUM_WORD[proto]
+    names = (_PSEUDO_WORDS if proto != PROTO_ICMP else ()) + _L4_WORDS[proto]
+    skip = len(_PSEUDO_WORDS if proto != PROTO_ICMP else ()) + _CSUM_WORD[proto]
     old_words, new_words = _words(covered_b), _words(covered_a)
     old, written = old_words[skip], new_words[skip]
     step = ChecksumStep(label or _L4_NAMES[proto], old, written, [])
-    if proto == 17 and old == 0:
+    if proto == PROTO_UDP and old == 0:
         if written != 0:
             step.notes.append("UDP checksum was 0 (none) but the output has one")
         else:
@@ -150,7 +150,7 @@ def l4_step(before: bytes, after: bytes, ip_b: int, ip_a: int, label: str | None
                         for i, (o, n) in enumerate(zip(old_words, new_words, strict=True)) if i != skip and o != n]
         if not step.changes and old == written:
             return None
-        apply_update(step, udp=proto == 17)
+        apply_update(step, udp=proto == PROTO_UDP)
     step.scapy = scapy_checksum(after, l4_a)
     return step
 
@@ -162,7 +162,7 @@ def _covered(frame: bytes, ip: int) -> tuple[bytes, int]:
     l4 = ip + ihl
     body = bytes(frame[l4:ip + total])
     proto = frame[ip + 9]
-    if proto == 1:
+    if proto == PROTO_ICMP:
         return body, l4
     pseudo = bytes(frame[ip + 12:ip + 20]) + bytes([0, proto]) + len(body).to_bytes(2, "big")
     return pseudo + body, l4

@@ -17,6 +17,7 @@ from scapy.layers.l2 import Ether
 
 from pktlb.core.config import Config
 from pktlb.core.packet.addr import bytes_to_mac, ip_to_int
+from pktlb.core.packet.ipv4 import PROTO_TCP
 from pktlb.core.rewrite.registry import traits_of
 from pktlb.core.snapshot import Snapshot, build_snapshot
 from pktlb.daemon.ctlsock import ControlClientError, request
@@ -92,7 +93,7 @@ def _ether(snap: Snapshot) -> Ether:
 
 def _first_port(snap: Snapshot, vip: str) -> int:
     addr = ip_to_int(vip)
-    ports = sorted(port for (proto, v, port) in snap.services if v == addr and proto == 6)
+    ports = sorted(port for (proto, v, port) in snap.services if v == addr and proto == PROTO_TCP)
     return ports[0] if ports else 80
 
 

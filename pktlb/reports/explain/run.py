@@ -19,18 +19,38 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
 
 from pktlb.core import decision as d
-from pktlb.core.checksum import fold
 from pktlb.core.datapath import DataPath
 from pktlb.core.flowkey import flow_hash
 from pktlb.core.packet.addr import bytes_to_mac, int_to_ip
-from pktlb.core.packet.ipv4 import PROTO_NAMES
+from pktlb.core.packet.frame import (
+    DF_BIT,
+    DST_MAC,
+    ETHERTYPE,
+    ETHERTYPE_IPV4,
+    IP_FRAG,
+    IP_PROTO,
+    IP_TTL,
+    IPIP_OVERHEAD,
+    dst_addr,
+    src_addr,
+)
+from pktlb.core.packet.frame import IP as IP_OFF  # the IPv4 header's offset (scapy's IP is the layer)
+from pktlb.core.packet.icmp import ERROR_TYPES, ICMP_LEN
+from pktlb.core.packet.ipv4 import (
+    FLAG_DF,
+    IPV4_STRUCT,
+    PROTO_ICMP,
+    PROTO_IPIP,
+    PROTO_NAMES,
+    PROTO_TCP,
+    PROTO_UDP,
+)
 from pktlb.core.rewrite.registry import traits_of
+from pktlb.core.rewrite.tunnel import outer_checksum
 from pktlb.core.snapshot import BackendView, ServiceView, Snapshot
 from pktlb.reports.explain import dissect, fastpath
 from pktlb.reports.explain.checksum_steps import ChecksumStep, ip_header_step, l4_step, scapy_checksum
 from pktlb.reports.explain.stages import STAGES, classify_text, parse_lines, rewrite_text, stage_of, who
-
-TUNNEL_OVERHEAD = 20
 
 
 @dataclass
@@ -158,20 +178,20 @@ def run_pass(datapath: DataPath, before: bytes, now: float, title: str) -> PassR
 
 def _peek(frame: bytes, snap: Snapshot) -> dict[str, Any]:
     """The 5-tuple and the service a frame to a VIP would match, read without touching the data path."""
-    if len(frame) < 38 or frame[12:14] != b"\x08\x00":
+    if len(frame) < 38 or frame[ETHERTYPE:ETHERTYPE + 2] != ETHERTYPE_IPV4:
         return {}
-    ihl = (frame[14] & 15) * 4
-    proto = frame[23]
-    src, dst = int.from_bytes(frame[26:30], "big"), int.from_bytes(frame[30:34], "big")
-    l4 = 14 + ihl
-    if proto == 1 and dst in snap.vips and len(frame) >= l4 + 8 + 24 and frame[l4] in (3, 11, 12):
+    ihl = (frame[IP_OFF] & 15) * 4
+    proto = frame[IP_PROTO]
+    src, dst = src_addr(frame), dst_addr(frame)
+    l4 = IP_OFF + ihl
+    if proto == PROTO_ICMP and dst in snap.vips and len(frame) >= l4 + 8 + 24 and frame[l4] in ERROR_TYPES:
         q = l4 + 8  # the quoted IP header; its flow reversed is the client's flow
         q_l4 = q + (frame[q] & 15) * 4
         if len(frame) >= q_l4 + 4:
             qsrc, qdst = int.from_bytes(frame[q + 12:q + 16], "big"), int.from_bytes(frame[q + 16:q + 20], "big")
             qsport, qdport = int.from_bytes(frame[q_l4:q_l4 + 2], "big"), int.from_bytes(frame[q_l4 + 2:q_l4 + 4], "big")
             return {"proto": proto, "quoted_key": (frame[q + 9], qdst, qsrc, qdport, qsport)}
-    if proto not in (6, 17) or len(frame) < l4 + 4 or dst not in snap.vips:
+    if proto not in (PROTO_TCP, PROTO_UDP) or len(frame) < l4 + 4 or dst not in snap.vips:
         return {"proto": proto}
     sport, dport = int.from_bytes(frame[l4:l4 + 2], "big"), int.from_bytes(frame[l4 + 2:l4 + 4], "big")
     key = (proto, src, dst, sport, dport)
@@ -184,9 +204,9 @@ def _entry_after(datapath: DataPath, dec: d.Decision, frame: bytes, snap: Snapsh
         return flows.entries.get(dec.flow_key)
     if dec.reason != d.OUTBOUND or len(frame) < 38:
         return None
-    proto = frame[23]
-    dst = int.from_bytes(frame[30:34], "big")
-    l4 = 14 + (frame[14] & 15) * 4
+    proto = frame[IP_PROTO]
+    dst = dst_addr(frame)
+    l4 = IP_OFF + (frame[IP_OFF] & 15) * 4
     dport = int.from_bytes(frame[l4 + 2:l4 + 4], "big")
     if traits_of(dec.mode).needs_snat:
         return flows.snat_index.get((proto, dst, dport))
@@ -266,16 +286,16 @@ def _key_text(key) -> str:
 
 
 def _emit_line(frame: bytes, snap: Snapshot) -> str:
-    return f"{len(frame)} bytes to {bytes_to_mac(frame[0:6])} ({who(frame[0:6], snap)}): {dissect.summary(frame)}"
+    return f"{len(frame)} bytes to {bytes_to_mac(frame[DST_MAC])} ({who(frame[DST_MAC], snap)}): {dissect.summary(frame)}"
 
 
 def _checksums(report: PassReport, before: bytes, after: bytes, dec: d.Decision, be: BackendView | None,
                entry) -> None:
-    tunnelled = after[23] == 4 and len(after) == len(before) + TUNNEL_OVERHEAD
-    ip_a = 14 + TUNNEL_OVERHEAD if tunnelled else 14
+    tunnelled = after[IP_PROTO] == PROTO_IPIP and len(after) == len(before) + IPIP_OVERHEAD
+    ip_a = IP_OFF + IPIP_OVERHEAD if tunnelled else IP_OFF
     suffix = " (inner)" if tunnelled else ""
-    ip_step = ip_header_step(before, after, 14, ip_a, "IP header" + suffix)
-    l4 = l4_step(before, after, 14, ip_a)
+    ip_step = ip_header_step(before, after, IP_OFF, ip_a, "IP header" + suffix)
+    l4 = l4_step(before, after, IP_OFF, ip_a)
     deltas = _engine_deltas(dec, be, entry)
     if ip_step is not None:
         ip_step.engine_delta = deltas.get("ip")
@@ -291,8 +311,8 @@ def _checksums(report: PassReport, before: bytes, after: bytes, dec: d.Decision,
     if dec.reason == d.ICMP_ERROR_TO_BACKEND and ip_step is not None:
         ip_step.notes.append("relayed ICMP errors are not the hot path: the engine recomputes their checksums "
                              "in full; the incremental update gives the same value")
-    if before[23] == 1 and dec.reason == d.ICMP_ERROR_TO_BACKEND and not tunnelled:
-        quoted = 14 + (before[14] & 15) * 4 + 8
+    if before[IP_PROTO] == PROTO_ICMP and dec.reason == d.ICMP_ERROR_TO_BACKEND and not tunnelled:
+        quoted = IP_OFF + (before[IP_OFF] & 15) * 4 + ICMP_LEN
         step = ip_header_step(before, after, quoted, quoted, "IP header quoted in the ICMP error")
         if step is not None:
             report.checksums.append(step)
@@ -324,7 +344,7 @@ def _engine_deltas(dec: d.Decision, be: BackendView | None, entry) -> dict[str, 
 def _tunnel(before: bytes, outputs: list[bytes], svc: ServiceView, be: BackendView | None, snap: Snapshot,
             dec: d.Decision) -> dict[str, Any]:
     inner_len = int.from_bytes(before[16:18], "big")
-    df = bool(before[20] & 0x40)
+    df = bool(before[IP_FRAG] & DF_BIT)
     overhead = svc.rewriter.traits.encap_overhead
     fits = inner_len + overhead <= svc.mtu
     info: dict[str, Any] = {
@@ -338,15 +358,12 @@ def _tunnel(before: bytes, outputs: list[bytes], svc: ServiceView, be: BackendVi
     if dec.reason != d.INBOUND or be is None or not outputs:
         return info
     out = outputs[0]
-    total = int.from_bytes(out[16:18], "big")
-    ident = int.from_bytes(out[18:20], "big")
-    flags = int.from_bytes(out[20:22], "big")
-    computed = ~fold(be.outer_base_sum + total + ident + flags) & 0xFFFF
-    written = int.from_bytes(out[24:26], "big")
-    scapy = scapy_checksum(out, 14)
+    _, _, total, ident, flags, _, _, written, _, _ = IPV4_STRUCT.unpack_from(out, IP_OFF)
+    computed = outer_checksum(be.outer_base_sum, total, ident, flags & FLAG_DF)
+    scapy = scapy_checksum(out, IP_OFF)
     info["outer"] = {
-        "src": int_to_ip(int.from_bytes(out[26:30], "big")), "dst": int_to_ip(int.from_bytes(out[30:34], "big")),
-        "protocol": out[23], "ttl": out[22], "id": ident, "df": bool(flags & 0x4000), "total_length": total,
+        "src": int_to_ip(src_addr(out)), "dst": int_to_ip(dst_addr(out)),
+        "protocol": out[IP_PROTO], "ttl": out[IP_TTL], "id": ident, "df": bool(flags & FLAG_DF), "total_length": total,
     }
     info["outer_checksum"] = {
         "base_sum": f"0x{be.outer_base_sum:04x}", "total_length": total, "id": ident, "flags": f"0x{flags:04x}",

@@ -9,7 +9,16 @@ from typing import Any
 from pktlb.core import decision as d
 from pktlb.core.checksum import ones_sum
 from pktlb.core.packet.addr import bytes_to_mac, int_to_ip
-from pktlb.core.packet.ipv4 import PROTO_NAMES
+from pktlb.core.packet.ethernet import ETH_P_IP
+from pktlb.core.packet.frame import DST_MAC, IP, IP_PROTO, IP_TTL, MIN_IPV4_FRAME, SRC_MAC, dst_addr, src_addr
+from pktlb.core.packet.ipv4 import (
+    FRAG_OFFSET_MASK,
+    IPV4_MIN_LEN,
+    PROTO_ICMP,
+    PROTO_NAMES,
+    PROTO_TCP,
+    PROTO_UDP,
+)
 from pktlb.core.rewrite.registry import get_rewriter, traits_of
 from pktlb.core.snapshot import Snapshot
 
@@ -52,35 +61,35 @@ def parse_lines(frame: bytes, snap: Snapshot) -> list[str]:
     if len(frame) < 14:
         return [f"{len(frame)}-byte frame: shorter than an Ethernet header"]
     ethertype = int.from_bytes(frame[12:14], "big")
-    lines = [f"Ethernet: dst {bytes_to_mac(frame[0:6])} ({who(frame[0:6], snap)}), src {bytes_to_mac(frame[6:12])} "
-             f"({who(frame[6:12], snap)}), type 0x{ethertype:04x}"
-             + (" (IPv4)" if ethertype == 0x0800 else "")]
-    if ethertype != 0x0800 or len(frame) < 34:
+    lines = [f"Ethernet: dst {bytes_to_mac(frame[DST_MAC])} ({who(frame[DST_MAC], snap)}), src {bytes_to_mac(frame[SRC_MAC])} "
+             f"({who(frame[SRC_MAC], snap)}), type 0x{ethertype:04x}"
+             + (" (IPv4)" if ethertype == ETH_P_IP else "")]
+    if ethertype != ETH_P_IP or len(frame) < MIN_IPV4_FRAME:
         return lines
-    ihl = (frame[14] & 15) * 4
+    ihl = (frame[IP] & 15) * 4
     total = int.from_bytes(frame[16:18], "big")
     frag = int.from_bytes(frame[20:22], "big")
     flags = [name for bit, name in ((0x4000, "DF"), (0x2000, "MF")) if frag & bit] or ["none"]
-    proto = frame[23]
-    header_ok = 20 <= ihl and 14 + ihl <= len(frame) and ones_sum(frame[14:14 + ihl]) == 0xFFFF
-    lines.append(f"IPv4 at offset 14: version {frame[14] >> 4}, IHL {frame[14] & 15} words = {ihl} bytes, total length "
-                 f"{total} (the frame carries {len(frame) - 14} after Ethernet), TTL {frame[22]}, flags "
-                 f"{'+'.join(flags)}, fragment offset {frag & 0x1FFF}, protocol {proto} "
+    proto = frame[IP_PROTO]
+    header_ok = IPV4_MIN_LEN <= ihl and IP + ihl <= len(frame) and ones_sum(frame[14:IP + ihl]) == 0xFFFF
+    lines.append(f"IPv4 at offset {IP}: version {frame[IP] >> 4}, IHL {frame[IP] & 15} words = {ihl} bytes, total length "
+                 f"{total} (the frame carries {len(frame) - IP} after Ethernet), TTL {frame[IP_TTL]}, flags "
+                 f"{'+'.join(flags)}, fragment offset {frag & FRAG_OFFSET_MASK}, protocol {proto} "
                  f"({PROTO_NAMES.get(proto, '?')}), header checksum 0x{int.from_bytes(frame[24:26], 'big'):04x} "
                  f"{'verifies' if header_ok else 'does NOT verify'}")
-    lines.append(f"addresses {int_to_ip(int.from_bytes(frame[26:30], 'big'))} -> "
-                 f"{int_to_ip(int.from_bytes(frame[30:34], 'big'))}")
-    l4 = 14 + ihl
-    if proto == 6 and len(frame) >= l4 + 20:
+    lines.append(f"addresses {int_to_ip(src_addr(frame))} -> "
+                 f"{int_to_ip(dst_addr(frame))}")
+    l4 = IP + ihl
+    if proto == PROTO_TCP and len(frame) >= l4 + 20:
         data_off = (frame[l4 + 12] >> 4) * 4
         flag_text = "".join(c for i, c in enumerate(_TCP_FLAGS) if frame[l4 + 13] >> i & 1)
         lines.append(f"TCP at offset {l4}: ports {int.from_bytes(frame[l4:l4 + 2], 'big')} -> "
                      f"{int.from_bytes(frame[l4 + 2:l4 + 4], 'big')}, flags {flag_text or 'none'}, data offset "
                      f"{data_off} bytes, payload {max(0, total - ihl - data_off)} bytes")
-    elif proto == 17 and len(frame) >= l4 + 8:
+    elif proto == PROTO_UDP and len(frame) >= l4 + 8:
         lines.append(f"UDP at offset {l4}: ports {int.from_bytes(frame[l4:l4 + 2], 'big')} -> "
                      f"{int.from_bytes(frame[l4 + 2:l4 + 4], 'big')}, length {int.from_bytes(frame[l4 + 4:l4 + 6], 'big')}")
-    elif proto == 1 and len(frame) >= l4 + 4:
+    elif proto == PROTO_ICMP and len(frame) >= l4 + 4:
         lines.append(f"ICMP at offset {l4}: type {frame[l4]}, code {frame[l4 + 1]}")
     return lines
 
@@ -94,7 +103,7 @@ def classify_text(frame: bytes, snap: Snapshot, dec: d.Decision, info: dict[str,
         if traits_of(dec.mode).needs_snat:
             return [f"addressed to the SNAT address {int_to_ip(owner.snat)}: a reply of a full-NAT flow of "
                     f"service {dec.service}, found by its port in the flow table's SNAT index"]
-        return [f"source {int_to_ip(int.from_bytes(frame[26:30], 'big'))} is backend {dec.backend} of NAT service "
+        return [f"source {int_to_ip(src_addr(frame))} is backend {dec.backend} of NAT service "
                 f"{dec.service}: a reply the LB must rewrite back to the VIP (NAT reverse table)"]
     if reason == d.ECHO_REPLY:
         return ["ICMP echo request to a VIP: the LB answers it itself (the VIP is nowhere else)"]
@@ -105,7 +114,7 @@ def classify_text(frame: bytes, snap: Snapshot, dec: d.Decision, info: dict[str,
         return [f"ICMP error from backend {dec.backend} about a client flow: relayed to the client, "
                 "rewritten as if it came from the VIP"]
     if dec.verdict == d.DROP and dec.reason in ("fragment", "spoofed_source", "unsupported_protocol"):
-        return [f"destination {int_to_ip(int.from_bytes(frame[30:34], 'big'))} is a VIP; checked before any "
+        return [f"destination {int_to_ip(dst_addr(frame))} is a VIP; checked before any "
                 "service is looked up:"]
     if svc is not None:
         cfg = svc.config
@@ -123,8 +132,9 @@ def rewrite_text(snap: Snapshot, dec: d.Decision, changed: list[str]) -> list[st
     if dec.reason == d.ECHO_REPLY:
         lines = ["echo reply built in place: MACs and addresses swapped, type 8 -> 0, TTL 64, checksums recomputed"]
     elif dec.reason == d.FRAG_NEEDED:
-        lines = ["the packet plus the 20-byte outer header exceeds the service MTU and DF is set: the LB answers "
-                 "with ICMP fragmentation needed (type 3 code 4) carrying MTU - 20, so the client lowers its path MTU"]
+        extra = traits_of(dec.mode).encap_overhead
+        lines = [f"the packet plus the {extra}-byte outer header exceeds the service MTU and DF is set: the LB answers "
+                 f"with ICMP fragmentation needed (type 3 code 4) carrying MTU - {extra}, so the client lowers its path MTU"]
     elif dec.reason in (d.ICMP_ERROR_TO_BACKEND, d.ICMP_ERROR_TO_CLIENT) and traits_of(dec.mode).replies_via_lb:
         lines = ["ICMP error relayed: the outer addresses and the quoted header are rewritten the same way the "
                  "flow's packets are, so the receiving kernel recognises its own packet"]

@@ -52,11 +52,14 @@ def persistence_lines(section: dict[str, Any]) -> list[str]:
                     [[r["layer"], r["engine"], r["persistence"], r["sessions"], f"{r['moved']} ({r['moved_share']:.0%})",
                       r["kept"]] for r in section["rows"]])
     for r in section["rows"]:
-        down = r.get("backend_down")
-        if down:
-            lines += ["", f"Cookie sessions with {down['backend']} taken down: {down['sessions_on_it']} were on it, "
-                          f"{down['moved']} moved (new cookie), {down['others_kept']} others kept their backend, "
-                          f"{down['failed']} failed."]
+        for key, how in (("backend_down", "taken down by the operator"),
+                         ("backend_failed", "cut off (link down) and found down by the health checks after {t} s")):
+            down = r.get(key)
+            if down:
+                what = how.format(t=down.get("detected_after_s"))
+                lines += ["", f"Cookie sessions with {down['backend']} {what}: {down['sessions_on_it']} were on it, "
+                              f"{down['moved']} moved (new cookie), {down['others_kept']} others kept their backend, "
+                              f"{down['failed']} failed."]
     return lines
 
 
@@ -106,4 +109,9 @@ def write(report: dict[str, Any], out: Path) -> dict[str, str]:
     paths = {"markdown": str(out / "report.md"), "json": str(out / "report.json")}
     Path(paths["markdown"]).write_text(markdown(report) + "\n")
     Path(paths["json"]).write_text(json.dumps(report, indent=2) + "\n")
+    if "tls" in report:
+        from pktlb.reports.l7features.charts import tls_chart  # matplotlib only when there is a chart to draw
+        chart = tls_chart(report["tls"], out / "tls_cpu.png")
+        if chart is not None:
+            paths["tls_chart"] = str(chart)
     return paths

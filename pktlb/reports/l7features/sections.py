@@ -3,8 +3,9 @@
 persistence  sessions of two requests whose client address changes in between (the first from
              198.18.1.1xx, the second from the next address of the client namespace): how many land
              on another backend with L4 source hashing (``sh``), with L7 source hashing, and with the
-             L7 cookie; then the cookie's backend is taken down and every session asked again:
-             how many moved, how many failed.
+             L7 cookie; then the backend holding most sessions is taken down (by the operator, then by
+             its link going down until the health checks notice) and every session asked again: how
+             many moved, how many failed.
 cache        a repeated-URL workload (``--urls`` distinct cacheable URLs, ``--cache-requests`` requests)
              through the proxy with and without its cache: hit ratio, requests the backends served,
              latency of hits and misses; HAProxy's cache beside it.
@@ -15,10 +16,12 @@ filter       one client address floods (as fast as it can, kept alive) while ano
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+from pktlb.lab.netns import Namespace
 from pktlb.reports.l7features.labs import MOVING_CLIENT, Lab, l7_service, proxy_data
-from pktlb.reports.l7features.servers import Proxy, client_json, finished_json, start_client
+from pktlb.reports.l7features.servers import Proxy, ReportError, client_json, finished_json, start_client
 
 
 def _pairs(sessions: int) -> str:
@@ -51,23 +54,53 @@ def persistence_l7(lab: Lab, engine: str, sessions: int) -> list[dict[str, Any]]
         result = moving_sessions(lab, sessions, cookie=True, port=8080)
         row = _row("L7", engine, "cookie (insert)", result)
         if engine == "pktlb":
-            row["backend_down"] = _down_and_ask_again(lab, proxy, result)
+            row["backend_down"] = _down_and_ask_again(lab, proxy, result, "admin")
+            row["backend_failed"] = _down_and_ask_again(lab, proxy, result, "link")
         rows.append(row)
     return rows
 
 
-def _down_and_ask_again(lab: Lab, proxy: Proxy, result: dict[str, Any]) -> dict[str, Any]:
-    """Take the backend holding the most sticky sessions down; ask every session again with its cookie."""
+def _state(proxy: Proxy, service: str, backend: str) -> str | None:
+    stats = proxy.stats() or {}
+    svc = next((s for s in stats.get("services", []) if s.get("name") == service), {})
+    return next((b["state"] for b in svc.get("backends", []) if b["name"] == backend), None)
+
+
+def _await_state(proxy: Proxy, service: str, backend: str, state: str, timeout: float = 20.0) -> float:
+    """Seconds until the proxy's health checks count ``backend`` as ``state`` (ReportError after ``timeout``)."""
+    started = time.monotonic()
+    while _state(proxy, service, backend) != state:
+        if time.monotonic() - started > timeout:
+            raise ReportError(f"{backend} not {state} after {timeout:.0f} s")
+        time.sleep(0.05)  # the health checks run on their own interval in the proxy: polled from here
+    return round(time.monotonic() - started, 2)
+
+
+def _down_and_ask_again(lab: Lab, proxy: Proxy, result: dict[str, Any], how: str) -> dict[str, Any]:
+    """Take the backend holding the most sticky sessions out (``admin``: ``pktlb backend down``; ``link``: its
+    interface goes down and the health checks notice), then ask every session again with its cookie."""
     cookies = [r["cookie"] for r in result["rows"] if r["cookie"]]
     owners = [c.split("=", 1)[1] for c in cookies]
     victim = max(set(owners), key=owners.count)
-    proxy.backend("down", "web-cookie", victim)
-    again = client_json(lab.ns("client"), ["cookies", "--url", f"http://{lab.vip}:8080/", "--cookies", ",".join(cookies)])
-    proxy.backend("up", "web-cookie", victim)
+    detected = None
+    if how == "admin":
+        proxy.backend("down", "web-cookie", victim)
+    else:
+        Namespace(lab.ns(victim)).run(["ip", "link", "set", "eth0", "down"])
+        detected = _await_state(proxy, "web-cookie", victim, "down")
+    try:
+        again = client_json(lab.ns("client"), ["cookies", "--url", f"http://{lab.vip}:8080/", "--cookies",
+                                               ",".join(cookies)])
+    finally:
+        if how == "admin":
+            proxy.backend("up", "web-cookie", victim)
+        else:
+            Namespace(lab.ns(victim)).run(["ip", "link", "set", "eth0", "up"])
+            _await_state(proxy, "web-cookie", victim, "up")
     rows = again["rows"]
     on_victim = [r for r, owner in zip(rows, owners, strict=True) if owner == victim]
     failed = [r for r in rows if not str(r["backend"]).startswith("be")]
-    return {"backend": victim, "sessions_on_it": len(on_victim),
+    return {"how": how, "detected_after_s": detected, "backend": victim, "sessions_on_it": len(on_victim),
             "moved": sum(1 for r in on_victim if r["backend"] != victim and r["set_cookie"]),
             "others_kept": sum(1 for r, owner in zip(rows, owners, strict=True)
                                if owner != victim and r["backend"] == owner),
