@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -232,6 +233,7 @@ def _live(metric: str, policy: ScalingConfig, drain_timeout: float | None, perio
                 for s in (signal.SIGINT, signal.SIGTERM)}
     source: MetricSource = EngineMetrics(engine)
     generator = feed = None
+    load_started = 0.0
     try:
         if load and lab_prefix:
             (out / "load.jsonl").unlink(missing_ok=True)
@@ -239,6 +241,7 @@ def _live(metric: str, policy: ScalingConfig, drain_timeout: float | None, perio
             source = WithLatency(source, feed)
             with open(out / "load.log", "ab") as log:
                 generator = start_in_lab(lab_prefix, load, str((out / "load.jsonl").resolve()), log=log)
+                load_started = time.monotonic()
         with open(out / "autoscale.jsonl", "w", encoding="utf-8") as f:
             journal = Journal(f)
             controller = Controller(policy, settings, source, EngineActuator(engine, provider),
@@ -251,7 +254,8 @@ def _live(metric: str, policy: ScalingConfig, drain_timeout: float | None, perio
         for s, handler in previous.items():
             signal.signal(s, handler)
         if generator is not None:
-            _finish(generator, timeout=sum(p.seconds for p in load) + 15)
+            left = load_started + sum(p.seconds for p in load) - time.monotonic()
+            _finish(generator, timeout=0.0 if stopping else max(0.0, left) + 15)  # its last answers: <= 5 s
     if feed is not None:
         feed.poll()
     return journal.records, feed.end if feed is not None else None

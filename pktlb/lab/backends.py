@@ -88,7 +88,8 @@ def locked(paths: LabPaths) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _pick_index(recorded: dict[str, Any], name: str | None) -> int:
+def pick_index(recorded: dict[str, Any], name: str | None) -> int:
+    """The new backend's N (beN): the one asked for, else the lowest free; LabError if taken or too many."""
     taken = {int(m.group(1)) for n in backend_names(recorded) if (m := BACKEND_NAME.match(n))}
     if name is None:
         index = next(i for i in range(1, MAX_BACKENDS + 2) if i not in taken)
@@ -129,7 +130,7 @@ def create_backend(prefix: str, name: str | None = None) -> BackendHost:
         if options.engine == "kernel":
             raise LabError("lab backend add needs --engine pktlb or none: the kernel baseline's nftables "
                            "rules list the backends when the lab is built")
-        index = _pick_index(recorded, name)
+        index = pick_index(recorded, name)
         plan = plan_lab(replace(options, backends=max(index, 1)))
         node = plan.node(f"be{index}")
         services = [s for s in plan.services if s.node == node.name]
@@ -213,4 +214,5 @@ def _teardown(paths: LabPaths, recorded: dict[str, Any], name: str) -> dict[str,
     return report
 
 
-__all__ = ["BackendHost", "create_backend", "destroy_backend", "running_lab", "lab_options", "backend_names"]
+__all__ = ["BackendHost", "create_backend", "destroy_backend", "running_lab", "lab_options", "backend_names",
+           "pick_index"]

@@ -7,20 +7,20 @@ caveat) or fail (traffic will break); the command exits non-zero on any fail.
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import ClassVar
 
 from pktlb.adapters.nft import GUARD_TABLE
-from pktlb.core.l7.settings import L7_MODE
 from pktlb.core.packet.addr import in_network, ip_to_int
 from pktlb.core.rewrite.registry import MODES, traits_of
 from pktlb.core.rewrite.traits import ModeTraits
 from pktlb.lab import state as st
 from pktlb.lab.facts import NodeFacts, collect
 from pktlb.lab.tier.health import tier_rows
-from pktlb.lab.topology import LabError, load_topology
+from pktlb.lab.topology import LabError, load_topology, mode_default
 
 
 @dataclass
@@ -60,6 +60,16 @@ class Check(ABC):
 
 
 REGISTRY: dict[str, type[Check]] = {}
+
+
+@functools.cache
+def _layer(mode: str | None) -> int:
+    return int(mode_default(load_topology(), mode or "", "layer", 4))
+
+
+def proxy_layout(node: NodeFacts) -> bool:
+    """The node's lab is an L7 layout (netns/lab.toml: the mode's ``layer = 7``): the LB is a proxy owning the VIP."""
+    return _layer(node.mode) == 7
 
 
 def register(cls: type[Check]) -> type[Check]:
@@ -213,7 +223,7 @@ class StrayVip(Check):
     roles = ("lb",)
 
     def applies(self, node: NodeFacts) -> bool:  # in mode l7 the VIP is the proxy's own address (ProxyVip)
-        return super().applies(node) and node.mode != L7_MODE
+        return super().applies(node) and not proxy_layout(node)
 
     def run(self, node: NodeFacts) -> Iterator[Finding]:
         network, plen = node.vip_network.split("/")
@@ -233,7 +243,7 @@ class LbGuard(Check):
 
     def applies(self, node: NodeFacts) -> bool:  # a proxy (mode l7) owns the VIP: nothing to guard
         return super().applies(node) and node.engine != "kernel" and node.namespace is not None \
-            and node.mode != L7_MODE
+            and not proxy_layout(node)
 
     def run(self, node: NodeFacts) -> Iterator[Finding]:
         if GUARD_TABLE in node.nft_tables:
@@ -250,8 +260,8 @@ class ProxyVip(Check):
     name = "proxy-vip"
     roles = ("lb",)
 
-    def applies(self, node: NodeFacts) -> bool:  # the L7 layout, not a packet mode: no rewriter traits to ask
-        return super().applies(node) and node.mode == L7_MODE
+    def applies(self, node: NodeFacts) -> bool:
+        return super().applies(node) and proxy_layout(node)
 
     def run(self, node: NodeFacts) -> Iterator[Finding]:
         where = [link.ifname for link in node.links.values() if f"{node.vip}/32" in link.addresses]

@@ -7,7 +7,7 @@ answered (as independent users do), so an overloaded service shows up as growing
 a generator that politely slows down.  Each request is a new TCP connection (``Connection: close``),
 so the load balancer sees one new flow per request.
 
-Bounds: the phases end the run; at most ``--max-in-flight`` requests are open at once (an arrival
+Bounds: the phases end the run (SIGTERM or SIGINT end it early, the totals still written); at most ``--max-in-flight`` requests are open at once (an arrival
 beyond that is not sent and counted as ``shed``); each request gives up after ``--timeout`` seconds
 (counted as ``failed``).  Every second one JSON line goes to ``--out``: ``t`` (seconds since the
 start), ``rate`` (the phase's requests per second), ``sent``, ``ok``, ``failed``, ``shed``,
@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import json
 import math
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -98,6 +99,10 @@ class LoadGenerator:
         self.totals = Window()
         self.in_flight = 0
         self.errors: list[str] = []
+        self.stopped = False  # SIGTERM: send no more, wait for the answers in flight, write the totals
+
+    def stop(self) -> None:
+        self.stopped = True
 
     async def _one(self) -> None:
         start = time.monotonic()
@@ -136,9 +141,11 @@ class LoadGenerator:
         phase_start = self.t0
         rate = 0.0
         for phase in self.phases:
+            if self.stopped:
+                break
             rate, sent = phase.rate, 0
             end = phase_start + phase.seconds
-            while True:
+            while not self.stopped:
                 now = time.monotonic()
                 if now >= next_emit:
                     self._emit(rate)
@@ -171,7 +178,8 @@ class LoadGenerator:
                 next_emit += 1.0
         self._emit(rate)
         lat = sorted(self.totals.latencies)
-        end = {"type": "end", "seconds": round(time.monotonic() - self.t0, 3), "sent": self.totals.sent,
+        end = {"type": "end", "seconds": round(time.monotonic() - self.t0, 3), "stopped": self.stopped,
+               "sent": self.totals.sent,
                "ok": self.totals.ok, "failed": self.totals.failed, "shed": self.totals.shed,
                "p50_ms": _ms(percentile(lat, 50)), "p99_ms": _ms(percentile(lat, 99)), "errors": self.errors}
         self.out.write(json.dumps(end) + "\n")
@@ -199,8 +207,15 @@ def main(argv: list[str] | None = None) -> int:
         generator = LoadGenerator(args.url, phases, out, max_in_flight=args.max_in_flight, timeout=args.timeout)
     except (ValueError, OSError) as exc:
         parser.error(str(exc))
-    end = asyncio.run(generator.run())
+    end = asyncio.run(_run_until_signal(generator))
     return 0 if end["failed"] == 0 else 1
+
+
+async def _run_until_signal(generator: LoadGenerator) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, generator.stop)
+    return await generator.run()
 
 
 if __name__ == "__main__":

@@ -93,6 +93,7 @@ def render_status(status: dict[str, Any]) -> str:
         lines += render_tier(status["tier"])
     for node in status["nodes"]:
         lines.append(f"\n{node['name']:<8} {node['role']:<8} netns {node['namespace']}"
+                     + ("  (added by `lab backend add`)" if node.get("added") else "")
                      + ("" if node["exists"] else "  (MISSING)"))
         for iface in node["interfaces"]:
             addrs = iface["addresses"]

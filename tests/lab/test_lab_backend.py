@@ -126,3 +126,19 @@ def test_lab_backend_needs_a_running_lab():
     done = subprocess.run([PKTLB, "lab", "backend", "add", "--prefix", "pktlb-tnone-"], capture_output=True,
                           text=True, timeout=30)
     assert done.returncode == 1 and "no lab with prefix 'pktlb-tnone-' is up" in done.stderr
+
+
+@pytest.mark.parametrize("mode", ["dsr", "tunnel", "fullnat"])
+def test_an_added_backend_is_wired_for_the_mode(lab_factory, mode):
+    """DSR (VIP on lo, ARP sysctls), tunnel (a decapsulator), full-NAT: the added backend answers
+    through the VIP, and goes again without a trace."""
+    lab = lab_factory(mode, backends=1, engine="pktlb")
+    wait_engine(lab)
+    added = _cli("lab", "backend", "add", "--prefix", lab.prefix)
+    if lab.plan.decap_kind == "user":
+        assert f"{added['backend']}/decap" in added["services"]
+    seen = json.loads(lab.run("client", [sys.executable, "-c", STEADY, lab.vip, "1.5"], timeout=30).stdout)
+    assert seen["failed"] == 0 and seen["seen"].get("be2", 0) > 0 and seen["seen"].get("be1", 0) > 0, seen
+    removed = _cli("lab", "backend", "remove", "--prefix", lab.prefix, "be2")
+    assert removed["flows_cut"] == 0 and not Namespace(lab.ns("be2")).exists()
+    assert not [n for n in lab.services() if n.startswith("be2/")]

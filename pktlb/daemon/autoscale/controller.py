@@ -141,7 +141,7 @@ class Controller:
     # -- actions ---------------------------------------------------------------------------------
     def _carry_out(self, now: float, decision: Decision) -> None:
         if decision.action == SCALE_OUT:
-            added = []
+            added, began = [], self.clock.now()
             for _ in range(decision.add):
                 try:
                     name = self.actuator.add_backend()
@@ -150,7 +150,8 @@ class Controller:
                     break
                 self.fleet[name] = BackendView(name, now)
                 added.append(name)
-            self.journal({"type": "scale_out", "time": now, "backends": added, "reason": decision.reason})
+            self.journal({"type": "scale_out", "time": now, "backends": added, "reason": decision.reason,
+                          "took_s": round(self.clock.now() - began, 3)})
         elif decision.action == SCALE_IN:
             started = []
             for name in decision.remove:

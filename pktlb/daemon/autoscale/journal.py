@@ -11,7 +11,8 @@ Every record has ``type`` and ``time`` (seconds since the run started).  Types:
   (serving: ready + warming), ``ready``, ``draining``, ``p99_ms`` (request latency, when measured,
   else null) and ``decision``: the policy's ``action``, ``reason``, ``desired``, ``per_backend``,
   ``ratio``, ``recommendation``, ``stabilized``, ``add``, ``remove``.
-* ``scale_out``: ``backends`` (names added), ``reason``.  ``scale_in``: ``backends`` (names whose
+* ``scale_out``: ``backends`` (names added), ``reason``, ``took_s`` (how long creating and adding
+  them took: the loop waits for it, so a slow provider delays the next sample).  ``scale_in``: ``backends`` (names whose
   drain started), ``reason``.
 * ``removed``: ``backend``, ``why`` (``drained``: no flows left; ``drain_timeout``), ``after_s``
   (drain duration), ``flows_left``.

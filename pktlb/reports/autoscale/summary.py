@@ -14,7 +14,7 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
     tolerance = (start.get("policy") or {}).get("tolerance", 0.0)
     ratios = [s["decision"]["ratio"] for s in samples if (s.get("decision") or {}).get("ratio") is not None]
     actions = [{"time": r["time"], "action": r["type"], "backends": r["backends"], "reason": r["reason"],
-                "meaning": REASONS.get(r["reason"], "")}
+                "meaning": REASONS.get(r["reason"], ""), "took_s": r.get("took_s")}
                for r in records if r["type"] in ("scale_out", "scale_in") and r.get("backends")]
     return {
         "metric": start.get("metric"), "target": start.get("target"), "service": start.get("service"),
@@ -46,7 +46,8 @@ def render_summary(summary: dict[str, Any]) -> str:
     for a in s["actions"]:
         sign = "+" if a["action"] == "scale_out" else "-"
         lines.append(f"{a['time']:8.1f} s  {a['action']:<9} {sign}{len(a['backends'])} "
-                     f"({', '.join(a['backends'])}): {a['meaning'] or a['reason']}")
+                     f"({', '.join(a['backends'])}): {a['meaning'] or a['reason']}"
+                     + (f" [added in {a['took_s']:.1f} s]" if a.get("took_s") else ""))
     for r in s["removed"]:
         lines.append(f"{r['time']:8.1f} s  removed   {r['backend']} after a {r['after_s']:.1f} s drain ({r['why']}"
                      f"{', ' + str(r['flows_left']) + ' flows cut' if r['why'] != 'drained' else ''})")
