@@ -287,7 +287,7 @@ def test_pktlb_stats_shows_the_handshakes_and_rejections(pki):
 
 def test_handshakes_in_progress_are_bounded_by_max_connections(pki):
     async def scenario():
-        l7 = "  max_connections = 3\n" + tls_table(pki, "  handshake_timeout = 0.5\n")
+        l7 = "  max_connections = 3\n" + tls_table(pki, "  handshake_timeout = 2\n")  # long enough on a busy machine
         async with running_proxy(("be1",), l7=l7) as p:
             stalled = [await asyncio.open_connection("127.0.0.1", p.port) for _ in range(3)]
             for _, writer in stalled:
