@@ -117,7 +117,7 @@ CLIENT_HELLO_START = bytes.fromhex("160301020001")  # a handshake record of 512 
 
 def test_truncated_and_stalled_handshakes_are_cut_and_counted_others_unaffected(pki):
     async def scenario():
-        async with running_proxy(("be1",), l7=tls_table(pki, "  handshake_timeout = 0.5\n")) as p:
+        async with running_proxy(("be1",), l7=tls_table(pki, "  handshake_timeout = 2\n")) as p:
             stalled_reader, stalled = await asyncio.open_connection("127.0.0.1", p.port)
             stalled.write(CLIENT_HELLO_START + bytes(20))  # and then nothing
             cut_reader, cut = await asyncio.open_connection("127.0.0.1", p.port)
