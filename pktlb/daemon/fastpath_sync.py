@@ -25,6 +25,7 @@ from pktlb.core.decision import FORWARD, INBOUND, OUTBOUND, Decision
 from pktlb.core.fastpath import encode
 from pktlb.core.fastpath import layout as L
 from pktlb.core.fastpath.encode import UNRESOLVED_L2
+from pktlb.core.flowtable import FlowEntry
 from pktlb.core.snapshot import Snapshot
 
 log = logging.getLogger("pktlb.fastpath")
@@ -143,7 +144,7 @@ class FastPathSync:
                 self._merge(raw_key, kf, entry, snap)
             candidates = self._refresh_oldest(now)
             flows.expire(now)
-            gone = [k for k in candidates if k not in flows.entries]
+            gone = [k for k in candidates if encode.decode_flow_key(k) not in flows.entries]
             gone += [k for k, _ in kernel if k in self.seen and encode.decode_flow_key(k) not in flows.entries]
             for raw_key in gone:
                 self._drop_kernel(raw_key)
@@ -168,7 +169,7 @@ class FastPathSync:
                 self._merge(raw_key, encode.decode_flow(raw_key, raw), entry, snap)
         return [k for k, _ in keys]
 
-    def _import(self, kf: encode.KernelFlow, snap: Snapshot, now: float):
+    def _import(self, kf: encode.KernelFlow, snap: Snapshot, now: float) -> FlowEntry | None:
         svc = snap.services.get((kf.key[0], kf.key[2], kf.key[4]))
         name = next((n for (s, n), i in self.ids.backends.items() if i == kf.backend_id and svc and s == svc.name),
                     None)
@@ -179,7 +180,7 @@ class FastPathSync:
         self.imported += 1
         return entry
 
-    def _merge(self, raw_key: bytes, kf: encode.KernelFlow, entry, snap: Snapshot) -> None:
+    def _merge(self, raw_key: bytes, kf: encode.KernelFlow, entry: FlowEntry, snap: Snapshot) -> None:
         old = self.seen.get(raw_key, (0, 0, 0, 0))
         d_pin, d_bin = kf.packets_in - old[0], kf.bytes_in - old[1]
         d_pout, d_bout = kf.packets_out - old[2], kf.bytes_out - old[3]

@@ -19,7 +19,8 @@ import logging
 import os
 import time
 from dataclasses import replace
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING, Any, cast
 
 from pktlb.adapters.bpf import pack_filters
 from pktlb.adapters.configfile import load_config
@@ -29,7 +30,8 @@ from pktlb.adapters.netlink import NetlinkCache, NetlinkUnavailable
 from pktlb.adapters.nft import Nft, NftError
 from pktlb.adapters.pcap import PcapWriter
 from pktlb.adapters.rawio import NO_OFFLOAD, RawPort
-from pktlb.core.config import Config, ConfigError
+from pktlb.core.config import Config
+from pktlb.core.config_reader import ConfigError
 from pktlb.core.datapath import DataPath
 from pktlb.core.decision import DROP, drop
 from pktlb.core.engine import process
@@ -44,6 +46,10 @@ from pktlb.daemon.guard import Guard, guard_spec, owner_text
 from pktlb.daemon.preflight import default_interfaces, startup_errors
 from pktlb.daemon.reactor import Reactor
 from pktlb.daemon.report import Reporter
+
+if TYPE_CHECKING:
+    from pktlb.adapters.rawio import VnetHeader
+    from pktlb.daemon.fastpath_sync import FastPathSync
 
 log = logging.getLogger("pktlb.engine")
 REJECT_ALL = pack_filters([(0x06, 0, 0, 0)])  # BPF_RET|BPF_K 0: a send-only port queues nothing
@@ -117,7 +123,7 @@ class Forwarder:
         self.health_enabled = health
         self.monitor = self._start_health() if health else None
         for index, port in enumerate(self.ports):
-            self.reactor.add_reader(port, lambda i=index: self._on_frames(i))
+            self.reactor.add_reader(port, partial(self._on_frames, index))
         self.reactor.add_reader(self.netlink, self.netlink.drain)
         self.reactor.every(1.0, self._tick)
         for signum, name in ((15, "stop"), (2, "stop"), (1, "reload")):
@@ -214,7 +220,7 @@ class Forwarder:
             writer.close()
         self.captures = None
 
-    def _start_fastpath(self, hook: str) -> tuple[Any, str]:
+    def _start_fastpath(self, hook: str) -> tuple[FastPathSync | None, str]:
         """The kernel fast path (issue 15), or None and the reason it is off; the engine runs either way."""
         if hook == "off":
             return None, "off (--fastpath xdp|tc or [lb] fastpath turns it on)"
@@ -279,8 +285,9 @@ class Forwarder:
         macs = [self.netlink.link(port.ifname).mac for port in self.ports]
         self.port_snaps = [replace(snapshot, lb_mac=mac) for mac in macs]
         self.datapath.swap(snapshot)
-        if getattr(self, "fastpath", None) is not None:
-            self.fastpath.install(self._fastpath_view(snapshot))
+        sync = getattr(self, "fastpath", None)  # not set yet while the first snapshot is installed
+        if sync is not None:
+            sync.install(self._fastpath_view(snapshot))
 
     # -- the packet path -------------------------------------------------------------------------
     def _on_frames(self, index: int) -> None:
@@ -290,7 +297,8 @@ class Forwarder:
         sync = self.fastpath
         for _ in range(8):  # bounded work per wake-up so timers and the control socket stay responsive
             try:
-                batch = port.recv_batch(self.batch)
+                # The engine's ports copy each frame out (zero_copy=False): every data is a bytearray.
+                batch = cast("list[tuple[bytearray, VnetHeader]]", port.recv_batch(self.batch))
             except OSError as exc:  # the socket reports a link going down (or away) once: routes follow it
                 self._port_error(index, exc)
                 return
@@ -310,11 +318,11 @@ class Forwarder:
                                                vnet.gso_size if vnet.gso_type else 0)
                 if frames:
                     where = target(frames[0], decision)
-                    if where.__class__ is str:  # no route, no neighbour, link down: counted, never guessed
+                    if isinstance(where, str):  # no route, no neighbour, link down: counted, never guessed
                         if decision.verdict != DROP:
-                            decision = drop(where, "", decision.service, decision.mode)  # type: ignore[arg-type]
+                            decision = drop(where, "", decision.service, decision.mode)
                     else:
-                        out_port, l2 = where  # type: ignore[misc]
+                        out_port, l2 = where
                         out, vnets = outs.get(out_port) or outs.setdefault(out_port, ([], []))
                         for frame in frames:
                             frame[0:12] = l2

@@ -11,11 +11,14 @@ import os
 import time
 from collections import Counter
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pktlb.core.decision import DROP_REASONS
 from pktlb.core.packet.addr import int_to_ip
 from pktlb.daemon.control import backend_config
+
+if TYPE_CHECKING:
+    from pktlb.daemon.forwarder import Forwarder
 
 log = logging.getLogger("pktlb.engine")
 DROP_LOG_INTERVAL = 10.0
@@ -23,7 +26,7 @@ MAX_FLOWS_LISTED = 10_000
 
 
 class Reporter:
-    def __init__(self, forwarder: Any) -> None:
+    def __init__(self, forwarder: Forwarder) -> None:
         self.fwd = forwarder
         self.rates: dict[tuple[str, str], dict[str, float]] = {}
         self._last: dict[tuple[str, str], tuple[int, int, int, int]] = {}
@@ -127,15 +130,15 @@ class Reporter:
         return dict(slots) if slots is not None else None
 
     def _fastpath(self) -> dict[str, object]:
-        sync = getattr(self.fwd, "fastpath", None)
+        sync = self.fwd.fastpath
         if sync is None:
-            return {"hook": "off", "reason": getattr(self.fwd, "fastpath_reason", "off")}
+            return {"hook": "off", "reason": self.fwd.fastpath_reason}
         return sync.report()
 
     def cmd_flows(self, request: dict[str, Any]) -> dict[str, Any]:
         now = time.monotonic()
         limit = min(int(request.get("limit", 1000)), MAX_FLOWS_LISTED)
-        rows = []
+        rows: list[dict[str, object]] = []
         for entry in self.fwd.datapath.flows:
             if len(rows) >= limit:
                 break

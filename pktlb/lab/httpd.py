@@ -39,6 +39,7 @@ import socket
 import ssl
 import sys
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -191,7 +192,8 @@ class TlsBackendServer(BackendServer):
         except (ssl.SSLError, OSError):
             return  # a failed handshake: nothing to serve
         try:
-            self.RequestHandlerClass(tls, client_address, self)
+            handler: Callable[..., object] = self.RequestHandlerClass  # typeshed types the server as Self
+            handler(tls, client_address, self)
         finally:
             tls.close()
 
