@@ -26,7 +26,7 @@ from pktlb.adapters.configfile import load_config
 from pktlb.adapters.fanout import build_fanout_program, config_snat_ranges, fanout_program
 from pktlb.adapters.ifinfo import InterfaceMissing
 from pktlb.adapters.netlink import NetlinkCache, NetlinkUnavailable
-from pktlb.adapters.nft import Nft, NftError
+from pktlb.adapters.nft import NftError
 from pktlb.adapters.pcap import PcapWriter
 from pktlb.adapters.rawio import NO_OFFLOAD, RawPort
 from pktlb.core.config import Config, ConfigError
@@ -38,9 +38,9 @@ from pktlb.core.packet.addr import bytes_to_mac
 from pktlb.core.snapshot import Snapshot
 from pktlb.daemon.control import ControlError, ControlPlane
 from pktlb.daemon.ctlsock import ControlServer, SocketInUse
-from pktlb.daemon.egress import Egress
+from pktlb.daemon.egress import Egress, await_next_hops
 from pktlb.daemon.filter import engine_filter
-from pktlb.daemon.guard import Guard, guard_spec, owner_text
+from pktlb.daemon.guard import Guard, guard_spec, owner_text, start_guard
 from pktlb.daemon.preflight import default_interfaces, startup_errors
 from pktlb.daemon.reactor import Reactor
 from pktlb.daemon.report import Reporter
@@ -156,16 +156,7 @@ class Forwarder:
                 log.error("path MTU change not applied: %s", exc)
 
     def _await_next_hops(self) -> None:
-        """Ask the kernel for every backend's next hop and wait (bounded, start-up only) for the answers."""
-        addresses = [be.addr for svc in self.control.snapshot.services.values() for be in svc.backends]
-        for address in addresses:
-            self.netlink.egress(address)
-
-        def resolved() -> bool:
-            found = [self.netlink.egress(a) for a in addresses]
-            return all(e is None or e.next_hop_mac is not None for e in found)
-
-        if not self.netlink.wait(resolved, START_RESOLVE_WAIT):
+        if not await_next_hops(self.netlink, self.control.snapshot, START_RESOLVE_WAIT):
             log.warning("some backends' next hops are not resolved yet: their frames are dropped (no_neighbour) "
                         "until the kernel answers")
         self.egress.forget()
@@ -179,24 +170,15 @@ class Forwarder:
         return port
 
     def _start_guard(self, wanted: bool, config_path: str) -> Guard | None:
-        """Worker 0 owns the namespace's guard table: it removes one a killed engine left, then installs
-        its own (``--no-guard``: only the removal; the user keeps the kernel out of the way)."""
-        if self.worker != 0:
+        if self.worker != 0:  # worker 0 owns the namespace's guard table
             return None
-        guard = Guard(Nft())
         try:
-            guard.clear_stale()
-            if not wanted:
-                log.info("guard: not installed (--no-guard): this namespace's kernel must itself neither answer "
-                         "nor forward VIP traffic")
-                return None
-            guard.install(guard_spec(self.config, self.interfaces, owner_text(config_path)))
+            return start_guard(self.config, self.interfaces, config_path, wanted)
         except (NftError, ValueError) as exc:
             self._close_ports()
             self.netlink.close()
             raise StartupError(f"cannot install the nftables guard: {exc} (or run with --no-guard and keep this "
                                "namespace's kernel from answering or forwarding VIP traffic yourself)") from None
-        return guard
 
     def _close_ports(self) -> None:
         for port in [*getattr(self, "ports", []), *getattr(self, "tx_only", {}).values()]:
