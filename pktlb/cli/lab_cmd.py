@@ -66,11 +66,13 @@ def lab() -> None:
                    "interface on the client segment and one on the server segment, the backends' gateway.")
 @click.option("--tls", is_flag=True, help="HTTPS on the VIP's port 443 too, with a throwaway CA made now: the proxy "
               "ends TLS (mode l7) or the backends do (L4 modes, the LB carries ciphertext).")
+@click.option("--fastpath", type=click.Choice(["off", "xdp", "tc"]), default="off", show_default=True,
+              help="The pktlb engine's kernel fast path for established flows ([lb] fastpath in its config).")
 @click.option("--dry-run", is_flag=True, help="Print the commands the lab would run; change nothing.")
 @click.option("--verbose-steps", is_flag=True, help="Print each step as it is applied.")
 def up(mode: str, backends: int, clients: int, scheduler: str | None, prefix: str, engine: str, no_engine: bool,
        decap: str, lbs: int, ecmp: str, bfd: bool, service_time: float, max_concurrent: int, topology: str, tls: bool,
-       dry_run: bool, verbose_steps: bool) -> None:
+       fastpath: str, dry_run: bool, verbose_steps: bool) -> None:
     """Build the lab (or reuse an identical one that is already up)."""
     from pktlb.core.sched.registry import scheduler_names
     from pktlb.lab import manage
@@ -81,7 +83,8 @@ def up(mode: str, backends: int, clients: int, scheduler: str | None, prefix: st
         _fail(f"unknown scheduler {scheduler!r}: expected one of {', '.join(scheduler_names())}")
     options = LabOptions(mode=mode, backends=backends, clients=clients, scheduler=scheduler, prefix=prefix,
                          engine="none" if no_engine else engine, decap=decap, lbs=lbs, ecmp=ecmp, bfd=bfd,
-                         service_time=service_time, max_concurrent=max_concurrent, topology=topology, tls=tls)
+                         service_time=service_time, max_concurrent=max_concurrent, topology=topology, tls=tls,
+                         fastpath=fastpath)
     try:
         if dry_run:
             click.echo(manage.dry_run(options), nl=False)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
-from pktlb.core.config import BackendConfig, Config, ServiceConfig, check_services
+from pktlb.core.config import BackendConfig, Config, ConfigError, ServiceConfig, check_services, parse_backend
 from pktlb.core.rewrite.registry import traits_of
 from pktlb.core.sched.base import ring_delta
 from pktlb.core.snapshot import DOWN, DRAIN, UP, Snapshot, build_snapshot
@@ -215,10 +215,8 @@ class ControlPlane:
 
 def backend_config(name: str, address: str, port: int, weight: int = 1, mac: str | None = None) -> BackendConfig:
     """Validate a backend given on the command line through the same rules as the config file."""
-    from pktlb.core.config import ConfigError, _backend
-
     try:
-        return _backend({"name": name, "address": address, "port": port, "weight": weight,
+        return parse_backend({"name": name, "address": address, "port": port, "weight": weight,
                          **({"mac": mac} if mac else {})}, "backend", port)
     except ConfigError as exc:
         raise ControlError(str(exc)) from None

@@ -213,7 +213,8 @@ class Forwarder:
             from pktlb.daemon import fastpath_sync
 
             sync, why = fastpath_sync.start(self.config, self.datapath, hook, self.ports[0].ifname,
-                                            self._fastpath_view)
+                                            self._fastpath_view,
+                                            fastpath_sync.reply_resolver(self.egress, self.ports[0]))
             if sync is not None:
                 return sync, ""
         log.warning("kernel fast path off: %s", why)

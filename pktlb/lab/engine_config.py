@@ -29,6 +29,8 @@ def engine_config_data(plan: Plan, lb: Node | None = None, control_socket: str |
         "address": lb.address,
         "control_socket": control_socket or str(LabPaths.at(plan.statedir).control_socket),
     }}
+    if o.fastpath != "off":
+        config["lb"]["fastpath"] = o.fastpath
     web: dict[str, Any] = {"name": "web", "vip": c["vip"], "port": int(c["service_port"]), "protocol": "tcp",
                            "mode": o.mode, "scheduler": o.scheduler}
     snat: dict[str, Any] = {}

@@ -21,6 +21,7 @@ from pktlb.core.packet.addr import in_network, int_to_ip, ip_to_int
 from pktlb.core.rewrite.registry import MODES, traits_of
 from pktlb.lab.addressing import mac_for_ip
 from pktlb.lab.capacity import capacity_args
+from pktlb.lab.fastpath import missing_reason as fastpath_missing
 from pktlb.lab.paths import BadPrefix, LabPaths, check_prefix
 
 LAB_NETWORK = (ip_to_int("198.18.0.0"), 15)
@@ -55,6 +56,7 @@ class LabOptions:
     max_concurrent: int = 0  # requests a backend serves at once, the others queue; 0: unlimited
     topology: str = "one-arm"  # one-arm (the LB on the server segment) or two-arm (a director between the segments)
     tls: bool = False  # HTTPS on the VIP's tls_port too: the proxy ends it (l7), or the backends do (L4 modes)
+    fastpath: str = "off"  # the pktlb engine's kernel fast path: off, xdp or tc ([lb] fastpath in its config)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -212,6 +214,13 @@ def check_options(options: LabOptions, data: dict[str, Any]) -> None:
     if options.tls and (options.engine == "kernel" or options.lbs > 1):
         raise LabError("--tls works with --engine pktlb, haproxy or none and one LB (the kernel baseline and the "
                        "LB tier forward only the HTTP and iperf ports)")
+    if options.fastpath != "off":
+        if options.engine != "pktlb" or mode_default(data, options.mode, "layer", 4) != 4:
+            raise LabError(f"--fastpath {options.fastpath}: only the pktlb packet engine has a fast path "
+                           f"(got --engine {options.engine}, mode {options.mode})")
+        problem = fastpath_missing(options.fastpath)
+        if problem:
+            raise LabError(f"--fastpath {options.fastpath}: {problem}")
     engine = data["engine"][options.engine]
     if options.mode not in engine.get("modes", LAB_MODES):
         raise LabError(f"--engine {options.engine} cannot do mode {options.mode}: {engine.get('refusal', '')}")

@@ -38,7 +38,8 @@ from typing import Any
 
 from pktlb.adapters.configfile import load_config
 from pktlb.core.config import MODES
-from pktlb.daemon.ctlsock import ControlClientError
+from pktlb.daemon.ctlsock import ControlClientError, request
+from pktlb.lab.fastpath import hooks_to_measure
 from pktlb.lab.l7 import proxy_connections_opened
 from pktlb.lab.manage import existing_namespaces, lab_down, lab_up
 from pktlb.lab.netns import CommandError, Namespace
@@ -72,6 +73,7 @@ from pktlb.reports.compare.lab_facts import (
 from pktlb.reports.compare.render import invariants, render_markdown
 
 ENGINES = ("pktlb", "kernel")
+FASTPATH_ENGINE = "pktlb-{hook}"  # the engine with its kernel fast path at a hook, beside "pktlb" without it
 DEFAULT_PREFIX = "pktlb-cmp-"
 PROBE_SOURCES = 64
 READY_TIMEOUT = 20.0
@@ -92,6 +94,24 @@ class CompareSettings:
     prefix: str = DEFAULT_PREFIX
     topology: str = "one-arm"  # the lab layout every run uses (netns/lab.toml [topology.*])
     l7_scheduler: str = "rr"  # mode l7's scheduler: per request (a connection hash would pin a connection)
+    fastpath: list[str] | None = None  # hooks to compare the packet engine at with its fast path; None: auto
+
+
+def compare_engines(settings: CompareSettings, data: dict[str, Any], mode: str) -> tuple[str, ...]:
+    """The mode's engines; in a packet mode, pktlb's engine is followed by the same with its fast path at each
+    hook asked for (or available)."""
+    engines = tuple(mode_default(data, mode, "compare_engines", ENGINES))
+    if "pktlb" not in engines or mode_default(data, mode, "layer", 4) != 4:
+        return engines
+    at = engines.index("pktlb") + 1
+    fast = tuple(FASTPATH_ENGINE.format(hook=hook) for hook in hooks_to_measure(settings.fastpath))
+    return (*engines[:at], *fast, *engines[at:])
+
+
+def lab_engine(engine: str) -> tuple[str, str]:
+    """The lab's engine and fast path behind a compare engine name: "pktlb-xdp" is ("pktlb", "xdp")."""
+    base, _, hook = engine.partition("-")
+    return (base, hook) if base == "pktlb" and hook else (engine, "off")
 
 
 class ModeRun:
@@ -99,9 +119,12 @@ class ModeRun:
 
     def __init__(self, settings: CompareSettings, mode: str, engine: str, label: str, progress: Progress):
         self.settings, self.mode, self.engine, self.label = settings, mode, engine, label
+        self.lab_engine, self.fastpath = lab_engine(engine)
         self.say = lambda text: progress(f"[{label}] {text}")
         self.prefix = settings.prefix
         self.result: dict[str, Any] = {"mode": mode, "engine": engine, "available": True, "errors": []}
+        if self.fastpath != "off":
+            self.result["fastpath"] = self.fastpath
 
     def ns(self, node: str) -> str:
         return self.prefix + node
@@ -118,14 +141,15 @@ class ModeRun:
             self.say(f"lab up ({self.settings.backends} backends, scheduler {scheduler})")
             created = True
             up = lab_up(LabOptions(mode=self.mode, backends=self.settings.backends, scheduler=scheduler,
-                                   prefix=self.prefix, engine=self.engine, topology=self.settings.topology))
+                                   prefix=self.prefix, engine=self.lab_engine, fastpath=self.fastpath,
+                                   topology=self.settings.topology))
             if up.engine_problem:
                 raise LabError(up.engine_problem)
             self.plan = up.plan
             self.result.update(layer=up.plan.layer, scheduler=scheduler)
             self.result["summary"] = data["mode"][self.mode].get("summary", "")
             self.result["decap"] = up.plan.decap_kind
-            self.result["requirements"] = mode_requirements(data, self.mode, self.engine, up.plan.decap_kind,
+            self.result["requirements"] = mode_requirements(data, self.mode, self.lab_engine, up.plan.decap_kind,
                                                             self.settings.topology)
             self._measure()
         except (LabError, wl.WorkloadError, CommandError, ControlClientError, OSError) as exc:
@@ -153,12 +177,14 @@ class ModeRun:
         self.engine_pid = next((s["pid"] for s in lb_node["services"] if s["service"] == self.plan.engine_service), None)
         self.lb_mtu = next((i["mtu"] for i in lb_node["interfaces"] if i["ifname"] == "eth0"), 1500)
         self.socket = (load_config(str(LabPaths.at(self.plan.statedir).config)).lb.control_socket
-                       if self.engine == "pktlb" and self.plan.layer == 4 else None)
+                       if self.lab_engine == "pktlb" and self.plan.layer == 4 else None)
         self.lb_mac = self.plan.node("lb").interface("eth0").mac
         arms = [iface for iface in self.plan.node("lb").interfaces if iface.segment]  # two-arm: eth0 and eth1
         self.lb_arms, self.lb_macs = [iface.ifname for iface in arms], [iface.mac or "" for iface in arms]
         self.say("waiting for the VIP to answer")
         self.result["ready_seconds"] = round(wl.await_vip(self.ns("client"), self.url, timeout=READY_TIMEOUT), 2)
+        if self.fastpath != "off":
+            self._check_fastpath()
         self.say("warm-up: 1 s of load")
         wl.run_wrk(self.ns("client"), self.url, 1)
         self._probe()
@@ -316,6 +342,13 @@ class ModeRun:
         if cpu_before is not None and cpu_after is not None and http.requests:
             self.result["http_keepalive"]["cpu_us_per_request"] = round((cpu_after - cpu_before) * 1e6 / http.requests, 1)
 
+    def _check_fastpath(self) -> None:
+        """The engine's own word that its fast path runs at the hook asked for (else this run is void)."""
+        said = request(str(self.socket), {"cmd": "stats"}).get("fastpath") or {}
+        if said.get("hook") != self.fastpath:
+            raise LabError(f"the engine runs without its fast path at {self.fastpath}: {said.get('reason', said)}")
+        self.result["fastpath_stats"] = said
+
     def _throughput(self) -> None:
         client = self.ns("client")
         self.say(f"throughput: HTTP download of {wl.DOWNLOAD_BYTES >> 20} MiB")
@@ -340,7 +373,7 @@ class ModeRun:
 
     def _vip_serves(self, port: int) -> bool:
         """Whether the lab's load balancer has a service for the VIP on this port."""
-        if self.engine == "pktlb":
+        if self.lab_engine == "pktlb":
             config = load_config(str(LabPaths.at(self.plan.statedir).config))
             return any(s.port == port and s.protocol == "tcp" for s in config.services)
         done = Namespace(self.ns("lb")).run(["nft", "list", "ruleset"], timeout=10, check=False)
@@ -351,10 +384,12 @@ def unavailable(data: dict[str, Any], mode: str, engine: str, has_binary: Callab
                 topology: str = "one-arm") -> str | None:
     """Why the lab cannot run this engine in this mode (the lab's own refusal, or its program is not
     installed: HAProxy), None if it can."""
+    base, hook = lab_engine(engine)
     try:
-        check_options(LabOptions(mode=mode, engine=engine, topology=topology), data)
+        check_options(LabOptions(mode=mode, engine=base, fastpath=hook, topology=topology), data)
     except LabError as exc:
         return str(exc)
+    engine = base
     service = engine_section(data, engine, mode).get("service")
     program = data["service"].get(service, {}).get("requires") if service else None
     if program and not has_binary(program):
@@ -366,7 +401,7 @@ def run_compare(settings: CompareSettings, progress: Progress) -> dict[str, Any]
     """Run every mode with every engine in turn; the report (also written by the caller)."""
     data = load_topology()
     (settings.out / "captures").mkdir(parents=True, exist_ok=True)
-    plan = [(mode, engine) for mode in settings.modes for engine in mode_default(data, mode, "compare_engines", ENGINES)]
+    plan = [(mode, engine) for mode in settings.modes for engine in compare_engines(settings, data, mode)]
     runnable = [(m, e) for m, e in plan if unavailable(data, m, e, topology=settings.topology) is None]
     runs: list[dict[str, Any]] = []
     started = time.monotonic()
@@ -386,7 +421,8 @@ def run_compare(settings: CompareSettings, progress: Progress) -> dict[str, Any]
                      "backends": settings.backends, "keepalive_seconds": max(1, round(settings.duration / 2)),
                      "duration": None if settings.requests else settings.duration, "requests": settings.requests,
                      "connections": wl.CONNECTIONS, "download_bytes": wl.DOWNLOAD_BYTES,
-                     "probe_sources": PROBE_SOURCES, "out": str(settings.out), "topology": settings.topology},
+                     "probe_sources": PROBE_SOURCES, "out": str(settings.out),
+                     "fastpath": hooks_to_measure(settings.fastpath), "topology": settings.topology},
         "host": {"cpus": os.cpu_count(), "kernel": os.uname().release},
         "lab": {key: data["constants"][key] for key in ("vip", "service_port", "lb_address", "snat_address")},
         "runs": runs,
