@@ -22,7 +22,7 @@ from pktlb.core.config import FlowConfig
 from pktlb.core.fastpath import layout as L
 from pktlb.core.flowtable import FlowEntry, FlowTable
 from pktlb.core.packet.ipv4 import PROTO_UDP
-from pktlb.core.snapshot import Snapshot
+from pktlb.core.snapshot import ServiceView, Snapshot
 
 MapImage = dict[str, dict[bytes, bytes]]  # map name -> key bytes -> value bytes
 UNRESOLVED_L2 = bytes(12)  # a next hop without a MAC yet: the program punts its frames
@@ -80,7 +80,7 @@ def _resolved(l2: bytes) -> bool:
     return l2[0:6] != bytes(6) and l2[6:12] != bytes(6)
 
 
-def sched_kind(svc) -> int:
+def sched_kind(svc: ServiceView) -> int:
     """Who schedules the service's new flows in the fast path (layout.SCHED_*)."""
     if svc.rewriter.traits.needs_snat or not svc.scheduler.hash_input:  # the first packet needs an SNAT port
         return L.SCHED_PYTHON
