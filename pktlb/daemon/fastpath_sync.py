@@ -77,7 +77,11 @@ class FastPathSync:
         snap, flows = self.dp.snapshot, self.dp.flows
         hit = snap.nat_reverse.get((proto, src, sport))
         key = (proto, dst, hit[0].vip, dport, hit[0].port) if hit else (proto, src, dst, sport, dport)
-        if key in flows.entries or (not hit and dst not in snap.vips):
+        if key in flows.entries:
+            if hit:  # a reply Python handles: push its flow again (the reply's next hop may be resolved now)
+                self.pending.add(key)
+            return
+        if not hit and dst not in snap.vips:
             return
         raw_key = encode.flow_key(key)
         try:

@@ -182,22 +182,10 @@ static __always_inline int reply(struct pkt *p, void *data_end, struct plan *pl,
 	return OK;
 }
 
-/* The pipeline up to the rewrite: OK with a plan, or a punt reason. */
-static __always_inline int decide(void *data, void *data_end, struct pkt *p, struct plan *pl, __u64 now)
+/* A VIP's service (inbound), a NAT or full-NAT reply (outbound), or a punt. */
+static __always_inline int classify(struct pkt *p, void *data_end, struct plan *pl, __u32 *dflags, __u32 src,
+				    __u32 dst, __u64 now)
 {
-	__u32 zero = 0;
-
-	pl->cfg = bpf_map_lookup_elem(&pktlb_config, &zero);
-	if (!pl->cfg || !(pl->cfg->enabled & CFG_ENABLED))
-		return PUNT_DISABLED;
-	int r = parse_ip(data, data_end, pl->cfg->lb_mac, p);
-
-	if (r != OK)
-		return r;
-	__u32 dst = load32(p->ip + 16);
-	__u32 src = load32(p->ip + 12);
-	__u32 *dflags = bpf_map_lookup_elem(&pktlb_addrs, &dst);
-
 	if (dflags && (*dflags & ADDR_VIP)) {
 		if (bpf_map_lookup_elem(&pktlb_addrs, &src) || src == pl->cfg->lb_addr)
 			return PUNT_SPOOFED_SOURCE;
@@ -212,6 +200,28 @@ static __always_inline int decide(void *data, void *data_end, struct pkt *p, str
 	if (p->proto == PROTO_TCP || p->proto == PROTO_UDP)
 		return reply(p, data_end, pl, dflags ? *dflags : 0, now);
 	return p->proto == PROTO_ICMP ? PUNT_ICMP : PUNT_NOT_OURS;
+}
+
+/* The pipeline up to the rewrite: OK with a plan, or a punt reason. */
+static __always_inline int decide(void *data, void *data_end, struct pkt *p, struct plan *pl, __u64 now, int xdp)
+{
+	__u32 zero = 0;
+
+	pl->cfg = bpf_map_lookup_elem(&pktlb_config, &zero);
+	if (!pl->cfg || !(pl->cfg->enabled & CFG_ENABLED))
+		return PUNT_DISABLED;
+	int r = parse_ip(data, data_end, pl->cfg->lb_mac, p);
+
+	if (r != OK)
+		return r;
+	__u32 dst = load32(p->ip + 16);
+	__u32 src = load32(p->ip + 12);
+	__u32 *dflags = bpf_map_lookup_elem(&pktlb_addrs, &dst);
+
+	r = classify(p, data_end, pl, dflags, src, dst, now);
+	if (r == OK && xdp && partial_checksum(p))
+		return PUNT_PARTIAL_CHECKSUM;
+	return r;
 }
 
 /* After a successful rewrite: the flow's counters, state and last seen (read back by Python). */
@@ -267,7 +277,7 @@ int xdp_fastpath(struct xdp_md *ctx)
 	struct pkt p = {};
 	struct plan pl = { .new_state = 0xff };
 	__u64 now = bpf_ktime_get_ns();
-	int r = decide(data, data_end, &p, &pl, now);
+	int r = decide(data, data_end, &p, &pl, now, 1);
 
 	if (r != OK) {
 		count(r);
@@ -314,7 +324,7 @@ int tc_fastpath(struct __sk_buff *skb)
 	struct pkt p = {};
 	struct plan pl = { .new_state = 0xff };
 	__u64 now = bpf_ktime_get_ns();
-	int r = decide(data, data_end, &p, &pl, now);
+	int r = decide(data, data_end, &p, &pl, now, 0);
 
 	if (r != OK) {
 		count(r);
