@@ -181,29 +181,15 @@ class Forwarder:
 
     def _start_fastpath(self, hook: str) -> tuple[Any, str]:
         """The kernel fast path (issue 15), or None and the reason it is off; the engine runs either way."""
-        if hook == "off":
-            return None, "off (--fastpath xdp|tc or [lb] fastpath turns it on)"
-        if self.workers > 1:
-            why = "not available with --workers > 1 yet (one program per interface, one flow table per worker)"
-        elif len(self.ports) > 1:
-            why = "not available with several interfaces yet (XDP_TX sends a frame back out where it came in)"
-        elif hook == "tc":
-            # The tc program is proven equal to Python (tests/fastpath), but the engine's AF_PACKET socket sees
-            # every frame before tc ingress runs, so Python would forward the kernel's frames a second time.
-            why = ("tc: the engine's packet socket sees frames before tc ingress (they would be forwarded twice); "
-                   "use --fastpath xdp")
-        else:
-            from pktlb.daemon import fastpath_sync
+        from pktlb.daemon import fastpath_sync
 
-            sync, why = fastpath_sync.start(self.config, self.datapath, hook, self.ports[0].ifname,
-                                            self._fastpath_view,
-                                            fastpath_sync.reply_resolver(self.egress, self.ports[0]))
-            if sync is not None:
-                return sync, ""
-        log.warning("kernel fast path off: %s", why)
-        return None, why
+        sync, why = fastpath_sync.start_for_engine(self, hook)
+        if sync is None and hook != "off":
+            log.warning("kernel fast path off: %s", why)
+        return sync, why
 
-    def _fastpath_view(self, snapshot: Snapshot) -> Snapshot:
+    def fastpath_snapshot(self, snapshot: Snapshot) -> Snapshot:
+        """The snapshot as the kernel fast path sees it (this interface's MAC, next hops as egress resolves them)."""
         from pktlb.daemon.fastpath_sync import fastpath_view
 
         lb_mac = self.port_snaps[0].lb_mac if self.port_snaps else snapshot.lb_mac
@@ -245,7 +231,7 @@ class Forwarder:
         self.port_snaps = [replace(snapshot, lb_mac=mac) for mac in macs]
         self.datapath.swap(snapshot)
         if getattr(self, "fastpath", None) is not None:
-            self.fastpath.install(self._fastpath_view(snapshot))
+            self.fastpath.install(self.fastpath_snapshot(snapshot))
 
     # -- the packet path -------------------------------------------------------------------------
     def _on_frames(self, index: int) -> None:
@@ -304,7 +290,7 @@ class Forwarder:
 
     def _tick(self) -> None:
         if self.fastpath is not None:  # the kernel's counters and last-seen times first, then expiry
-            self.fastpath.refresh(self._fastpath_view(self.datapath.snapshot))  # next hops resolved since
+            self.fastpath.refresh(self.fastpath_snapshot(self.datapath.snapshot))  # next hops resolved since
             self.fastpath.tick(time.monotonic())
         else:
             self.datapath.flows.expire(time.monotonic())
