@@ -164,10 +164,14 @@ class ControlPlane:
             self.admin, self.health, self.weights, self.extra, self.removed = saved
             raise ControlError(f"change refused, nothing applied: {exc}") from None
 
+    def effective_config(self) -> Config:
+        """The config with the backends in force now (run-time additions in, removals out)."""
+        return replace(self.config, services=tuple(replace(svc, backends=tuple(self.backends(svc.name)))
+                                                   for svc in self.config.services))
+
     def _check_effective_config(self) -> None:
         """The config's cross-service rules (address roles, NAT reply keys) for the backends in force now."""
-        services = tuple(replace(svc, backends=tuple(self.backends(svc.name))) for svc in self.config.services)
-        check_services(self.config.lb, services)
+        check_services(self.config.lb, self.effective_config().services)
 
     def rebuild(self, why: str) -> Change:
         old = self.snapshot

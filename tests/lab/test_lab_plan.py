@@ -145,7 +145,9 @@ def test_dry_run_prints_every_command_and_creates_nothing():
     out = result.output
     assert f"ip netns add {prefix}lb" in out and f"ip -n {prefix}sw link add s-be1 type veth" in out
     assert "ethtool -K eth0 tx off tso off gso off" in out and "pktlb decap" in out
-    assert "nft -f -" not in out  # the engine installs its own guard (issue 14.3); the lab loads none for it
+    assert "nft -f -" not in out  # the pktlb engine installs its own guard (issue 14); the lab applies none
+    none = CliRunner().invoke(lab, ["up", "--mode", "tunnel", "--prefix", prefix, "--dry-run", "--engine", "none"])
+    assert "nft -f -" in none.output  # without an engine the lab still guards the LB's kernel itself
     assert f"bridge -n {prefix}sw fdb replace 02:00:c6:12:00:0b dev s-be1 master static" in out
     assert not namespaces(prefix)
     assert not LabPaths(prefix).statedir.exists()

@@ -23,7 +23,7 @@ from pktlb.adapters.fanout import (
 )
 from pktlb.core.config import parse_config
 from pktlb.core.datapath import DataPath
-from pktlb.core.engine import pick_backend
+from pktlb.core.engine.steps import pick_backend
 from pktlb.core.flowtable import SnatPorts
 from pktlb.core.packet.addr import ip_to_int
 from pktlb.reports.bench import benchgen, profile

@@ -92,6 +92,7 @@ class CompareSettings:
     requests: int | None = None  # a request count instead of a duration (ab instead of wrk)
     out: Path = Path("out/compare")
     prefix: str = DEFAULT_PREFIX
+    topology: str = "one-arm"  # the lab layout every run uses (netns/lab.toml [topology.*])
     l7_scheduler: str = "rr"  # mode l7's scheduler: per request (a connection hash would pin a connection)
     fastpath: list[str] | None = None  # hooks to compare the packet engine at with its fast path; None: auto
 
@@ -140,14 +141,16 @@ class ModeRun:
             self.say(f"lab up ({self.settings.backends} backends, scheduler {scheduler})")
             created = True
             up = lab_up(LabOptions(mode=self.mode, backends=self.settings.backends, scheduler=scheduler,
-                                   prefix=self.prefix, engine=self.lab_engine, fastpath=self.fastpath))
+                                   prefix=self.prefix, engine=self.lab_engine, fastpath=self.fastpath,
+                                   topology=self.settings.topology))
             if up.engine_problem:
                 raise LabError(up.engine_problem)
             self.plan = up.plan
             self.result.update(layer=up.plan.layer, scheduler=scheduler)
             self.result["summary"] = data["mode"][self.mode].get("summary", "")
             self.result["decap"] = up.plan.decap_kind
-            self.result["requirements"] = mode_requirements(data, self.mode, self.lab_engine, up.plan.decap_kind)
+            self.result["requirements"] = mode_requirements(data, self.mode, self.lab_engine, up.plan.decap_kind,
+                                                            self.settings.topology)
             self._measure()
         except (LabError, wl.WorkloadError, CommandError, ControlClientError, OSError) as exc:
             self.result["errors"].append(str(exc))
@@ -176,6 +179,8 @@ class ModeRun:
         self.socket = (load_config(str(LabPaths.at(self.plan.statedir).config)).lb.control_socket
                        if self.lab_engine == "pktlb" and self.plan.layer == 4 else None)
         self.lb_mac = self.plan.node("lb").interface("eth0").mac
+        arms = [iface for iface in self.plan.node("lb").interfaces if iface.segment]  # two-arm: eth0 and eth1
+        self.lb_arms, self.lb_macs = [iface.ifname for iface in arms], [iface.mac or "" for iface in arms]
         self.say("waiting for the VIP to answer")
         self.result["ready_seconds"] = round(wl.await_vip(self.ns("client"), self.url, timeout=READY_TIMEOUT), 2)
         if self.fastpath != "off":
@@ -194,19 +199,24 @@ class ModeRun:
 
     def _probe(self) -> None:
         self.say(f"probe: {len(self.sources)} requests, one per source address")
-        tmp = self.settings.out / "captures" / f".{self.mode}-{self.engine}-probe.pcap"
-        capture = wl.Capture(self.ns("lb"), "eth0", tmp, f"tcp port {self.port}", max_packets=20000,
-                             inbound_only=True).start()
+        tmps = [self.settings.out / "captures" / f".{self.mode}-{self.engine}-probe-{arm}.pcap" for arm in self.lb_arms]
+        captures = []
         try:
+            for arm, tmp in zip(self.lb_arms, tmps, strict=True):
+                captures.append(wl.Capture(self.ns("lb"), arm, tmp, f"tcp port {self.port}", max_packets=20000,
+                                           inbound_only=True).start())
             before = self._stats()
             answers = wl.probe_requests(self.ns("client"), self.url, self.sources)
             time.sleep(CAPTURE_GRACE)
-            capture.stop()
+            for capture in captures:
+                capture.stop()
             after = self._stats()
-            frames = lb_frames(str(tmp), self.lb_mac, self.port)
+            frames = lb_frames([str(t) for t in tmps], self.lb_macs, self.port)
         finally:
-            capture.stop()
-            tmp.unlink(missing_ok=True)
+            for capture in captures:
+                capture.stop()
+            for tmp in tmps:
+                tmp.unlink(missing_ok=True)
         ok = [a for a in answers if "backend" in a]
         self.result["spread"] = {"probe": dict(sorted(Counter(a["backend"] for a in ok).items()))}
         seen_as = Counter("own address" if a["client"] == src else a["client"]
@@ -217,7 +227,8 @@ class ModeRun:
                     "packets_out_per_request": per_request(frames.packets_out, n),
                     "bytes_in_per_request": per_request(frames.bytes_in, n),
                     "bytes_out_per_request": per_request(frames.bytes_out, n)}
-        lb: dict[str, Any] = {"requests": n, "capture": {**captured, "method": "tcpdump -Q in on the LB's eth0"}}
+        lb: dict[str, Any] = {"requests": n, "capture": {**captured,
+                                                         "method": f"tcpdump -Q in on the LB's {', '.join(self.lb_arms)}"}}
         if before is not None and after is not None:
             total = totals(delta(before, after))
             lb.update(method="engine counters (pktlb stats) before and after the probe",
@@ -226,7 +237,8 @@ class ModeRun:
                       bytes_in_per_request=per_request(total["bytes_in"], n),
                       bytes_out_per_request=per_request(total["bytes_out"], n))
         else:
-            lb.update(method="capture on the LB's eth0 (the kernel has no per-service counters here)", **captured)
+            lb.update(method=f"capture on the LB's {', '.join(self.lb_arms)} (the kernel has no per-service counters "
+                             "here)", **captured)
         self.result["lb"] = lb
 
     def _capture_one_request(self) -> None:
@@ -236,12 +248,15 @@ class ModeRun:
         bpf = CAPTURE_FILTER.format(port=self.port)
         places = {"client": (self.ns("client"), folder / f"{stem}-client.pcap"),
                   "lb": (self.ns("lb"), folder / f"{stem}-lb.pcap")}
+        for arm in self.lb_arms[1:]:  # a two-armed LB: its client-side arm too
+            places[f"lb-{arm}"] = (self.ns("lb"), folder / f"{stem}-lb-{arm}.pcap")
         for backend in self.plan.by_role("backend"):
             places[backend.name] = (backend.namespace, folder / f".{stem}-{backend.name}.pcap")
         captures: dict[str, wl.Capture] = {}
         try:
             for place, (namespace, path) in places.items():
-                captures[place] = wl.Capture(namespace, "eth0", path, bpf, max_packets=500).start()
+                ifname = place[3:] if place.startswith("lb-") else "eth0"
+                captures[place] = wl.Capture(namespace, ifname, path, bpf, max_packets=500).start()
             answer = wl.curl_json(self.ns("client"), self.url)
             time.sleep(CAPTURE_GRACE)
             served = answer["backend"]
@@ -254,7 +269,8 @@ class ModeRun:
                 capture.stop()
             for backend in self.plan.by_role("backend"):  # the backends that did not serve it
                 places[backend.name][1].unlink(missing_ok=True)
-        frames = lb_frames(str(places["lb"][1]), self.lb_mac, self.port)
+        lb_pcaps = [str(places["lb"][1])] + [str(places[f"lb-{arm}"][1]) for arm in self.lb_arms[1:]]
+        frames = lb_frames(lb_pcaps, self.lb_macs, self.port)
         self.result["request"] = {"client_address": self.client_address, "answer": answer,
                                   "backend_saw": answer["client"], "lb_frames": frames.as_dict()}
         self.result["captures"] = {
@@ -364,12 +380,13 @@ class ModeRun:
         return f"dport {port} " in done.stdout
 
 
-def unavailable(data: dict[str, Any], mode: str, engine: str, has_binary: Callable[[str], Any] = shutil.which) -> str | None:
+def unavailable(data: dict[str, Any], mode: str, engine: str, has_binary: Callable[[str], Any] = shutil.which,
+                topology: str = "one-arm") -> str | None:
     """Why the lab cannot run this engine in this mode (the lab's own refusal, or its program is not
     installed: HAProxy), None if it can."""
     base, hook = lab_engine(engine)
     try:
-        check_options(LabOptions(mode=mode, engine=base, fastpath=hook), data)
+        check_options(LabOptions(mode=mode, engine=base, fastpath=hook, topology=topology), data)
     except LabError as exc:
         return str(exc)
     engine = base
@@ -385,11 +402,11 @@ def run_compare(settings: CompareSettings, progress: Progress) -> dict[str, Any]
     data = load_topology()
     (settings.out / "captures").mkdir(parents=True, exist_ok=True)
     plan = [(mode, engine) for mode in settings.modes for engine in compare_engines(settings, data, mode)]
-    runnable = [(m, e) for m, e in plan if unavailable(data, m, e) is None]
+    runnable = [(m, e) for m, e in plan if unavailable(data, m, e, topology=settings.topology) is None]
     runs: list[dict[str, Any]] = []
     started = time.monotonic()
     for mode, engine in plan:
-        reason = unavailable(data, mode, engine)
+        reason = unavailable(data, mode, engine, topology=settings.topology)
         if reason:
             progress(f"[{mode}/{engine}] skipped: {reason}")
             runs.append({"mode": mode, "engine": engine, "available": False, "reason": reason, "errors": []})
@@ -405,7 +422,7 @@ def run_compare(settings: CompareSettings, progress: Progress) -> dict[str, Any]
                      "duration": None if settings.requests else settings.duration, "requests": settings.requests,
                      "connections": wl.CONNECTIONS, "download_bytes": wl.DOWNLOAD_BYTES,
                      "probe_sources": PROBE_SOURCES, "out": str(settings.out),
-                     "fastpath": hooks_to_measure(settings.fastpath)},
+                     "fastpath": hooks_to_measure(settings.fastpath), "topology": settings.topology},
         "host": {"cpus": os.cpu_count(), "kernel": os.uname().release},
         "lab": {key: data["constants"][key] for key in ("vip", "service_port", "lb_address", "snat_address")},
         "runs": runs,
