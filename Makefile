@@ -54,6 +54,7 @@ build/fastpath/%.bpf.o: pktlb/fastpath/%.bpf.c $(BPF_SRC)
 lint: venv
 	$(VENV)/bin/ruff check pktlb tests scripts
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 unit: venv
 	$(PY) -m pytest -m 'not lab' $(PYTEST_ARGS)

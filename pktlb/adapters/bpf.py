@@ -15,6 +15,10 @@ Policy (a disjunction: a frame is kept if any clause holds, else dropped):
   * ``src_services`` ``(proto, addr, port)``: proto from addr:port (backend replies), plus ICMP and
     non-first fragments from addr;
   * ICMP to an address of ``icmp_dst_addrs`` (LB-owned addresses).
+The source clauses (``src_addrs``, ``src_services`` and their ICMP and fragments) never keep a frame
+addressed to one of ``local_addrs`` (the LB's own addresses): a backend's answer to the LB itself,
+such as a health-check reply, is for the LB's kernel, not the engine; only a destination clause
+keeps such a frame.
 A port may be an int, an inclusive ``(first, last)`` range, or 0 for every port of that protocol.
 Frames the host itself sends (PACKET_OUTGOING) and, unless ``accept_vlan``, frames that carried a
 VLAN tag are dropped first.  Port loads handle IP options through ``ldxb 4*([off]&0xf)``.
@@ -179,8 +183,8 @@ class _Side:
         return sorted({addr for addr, _ in self.services})
 
 
-def _match_addrs(asm: Assembler, addrs: list[int], accept: str, fail: str) -> None:
-    """A = the address already loaded; jump to accept if it is one of addrs, else to fail."""
+def _match_addrs(asm: Assembler, addrs: list[int], accept: str, fail: str | None) -> None:
+    """A = the address already loaded; jump to accept if it is one of addrs, else to fail (None: fall through)."""
     for i, addr in enumerate(addrs):
         asm.jump(BPF_JEQ, addr, accept, fail if i == len(addrs) - 1 else None)
 
@@ -236,30 +240,39 @@ def _clause_service(asm: Assembler, l3: int, side: _Side, addr: int, proto: int,
 
 
 def _ipv4_block(asm: Assembler, l3: int, dst: _Side, src: _Side, dst_addrs: set[int], src_addrs: set[int],
-                icmp_dst: set[int], accept_len: int) -> None:
+                icmp_dst: set[int], local: set[int], accept_len: int) -> None:
+    # Destination clauses first, then the local-address cut, then the source clauses.
     for (addr, proto), ranges in sorted(dst.services.items()):
         _clause_service(asm, l3, dst, addr, proto, ranges, accept_len)
     if dst_addrs:
         _clause_addr_set(asm, l3, OFF_DST, dst_addrs, accept_len)
+    icmp_to = icmp_dst | set(dst.addrs())
+    if icmp_to:
+        _clause_addr_set(asm, l3, OFF_DST, icmp_to, accept_len, proto=IPPROTO_ICMP)
+    if dst.addrs():
+        _clause_addr_set(asm, l3, OFF_DST, dst.addrs(), accept_len, fragments_only=True)
+    if local and (src.services or src_addrs):
+        drop, sources = asm.new_label("local"), asm.new_label("sources")
+        for start in range(0, len(local), _ADDRS_PER_CLAUSE):
+            asm.ld(BPF_W, l3 + OFF_DST)
+            _match_addrs(asm, sorted(local)[start:start + _ADDRS_PER_CLAUSE], drop, None)
+        asm.ja(sources)
+        asm.label(drop)
+        asm.ret(0)
+        asm.label(sources)
     for (addr, proto), ranges in sorted(src.services.items()):
         _clause_service(asm, l3, src, addr, proto, ranges, accept_len)
     if src_addrs:
         _clause_addr_set(asm, l3, OFF_SRC, src_addrs, accept_len)
-    icmp_to = icmp_dst | set(dst.addrs())
-    if icmp_to:
-        _clause_addr_set(asm, l3, OFF_DST, icmp_to, accept_len, proto=IPPROTO_ICMP)
     if src.addrs():
         _clause_addr_set(asm, l3, OFF_SRC, src.addrs(), accept_len, proto=IPPROTO_ICMP)
-    if dst.addrs():
-        _clause_addr_set(asm, l3, OFF_DST, dst.addrs(), accept_len, fragments_only=True)
-    if src.addrs():
         _clause_addr_set(asm, l3, OFF_SRC, src.addrs(), accept_len, fragments_only=True)
     asm.ret(0)
 
 
 def build_filter(*, dst_addrs: Iterable[Addr] = (), dst_services: Iterable[Service] = (),
                  src_addrs: Iterable[Addr] = (), src_services: Iterable[Service] = (),
-                 icmp_dst_addrs: Iterable[Addr] = (), accept_vlan: bool = False,
+                 icmp_dst_addrs: Iterable[Addr] = (), local_addrs: Iterable[Addr] = (), accept_vlan: bool = False,
                  reject_outgoing: bool = True, accept_len: int = ACCEPT_WHOLE) -> list[Insn]:
     """The engine's receive filter as classic-BPF instructions (policy in the module docstring).
 
@@ -270,7 +283,7 @@ def build_filter(*, dst_addrs: Iterable[Addr] = (), dst_services: Iterable[Servi
     dst.add(dst_services)
     src.add(src_services)
     dst_set, src_set = {_addr(a) for a in dst_addrs}, {_addr(a) for a in src_addrs}
-    icmp_set = {_addr(a) for a in icmp_dst_addrs}
+    icmp_set, local_set = {_addr(a) for a in icmp_dst_addrs}, {_addr(a) for a in local_addrs}
     asm = Assembler()
     if reject_outgoing:
         asm.ld(BPF_H, ancillary(SKF_AD_PKTTYPE))
@@ -289,7 +302,7 @@ def build_filter(*, dst_addrs: Iterable[Addr] = (), dst_services: Iterable[Servi
     else:
         asm.ret(0)
     asm.label("ipv4")
-    _ipv4_block(asm, ETH_LEN, dst, src, dst_set, src_set, icmp_set, accept_len)
+    _ipv4_block(asm, ETH_LEN, dst, src, dst_set, src_set, icmp_set, local_set, accept_len)
     if accept_vlan:
         asm.label("not-ipv4")
         asm.jump(BPF_JEQ, ETH_P_8021Q, None, "drop")
@@ -298,7 +311,7 @@ def build_filter(*, dst_addrs: Iterable[Addr] = (), dst_services: Iterable[Servi
         asm.label("drop")
         asm.ret(0)
         asm.label("tagged-ipv4")
-        _ipv4_block(asm, ETH_LEN + VLAN_TAG_LEN, dst, src, dst_set, src_set, icmp_set, accept_len)
+        _ipv4_block(asm, ETH_LEN + VLAN_TAG_LEN, dst, src, dst_set, src_set, icmp_set, local_set, accept_len)
     return asm.assemble()
 
 

@@ -106,6 +106,18 @@ class FastPath:
                 out.append((key, value))
         return out
 
+    def scan(self, name: str, cursor: bytes | None, budget: int) -> tuple[list[tuple[bytes, bytes]], bytes | None]:
+        """Up to ``budget`` entries of a hash map after ``cursor`` (None: from the start), and the cursor to
+        go on from (None once the end is reached): a large map is read a slice per call."""
+        fd, size = self.fd(name), VALUE_SIZES[name]
+        out: list[tuple[bytes, bytes]] = []
+        key = cursor
+        for key in libbpf.keys_after(fd, KEY_SIZES[name], cursor, budget):
+            value = libbpf.lookup(fd, key, size)
+            if value is not None:
+                out.append((key, value))
+        return out, (key if len(out) >= budget else None)
+
     def set_tunnel_id(self, last_id: int) -> None:
         libbpf.update(self.fd("pktlb_tunnel_id"), L.U32.pack(0), L.U32.pack(last_id & 0xFFFF))
 

@@ -153,6 +153,19 @@ def keys(fd: int, key_size: int) -> list[bytes]:
     return out
 
 
+def keys_after(fd: int, key_size: int, cursor: bytes | None, budget: int) -> list[bytes]:
+    """At most ``budget`` keys following ``cursor`` (None: the first key).  A cursor deleted meanwhile
+    makes the kernel start again from the first key, so a scan always moves on."""
+    lib = library()
+    out: list[bytes] = []
+    cur = ctypes.create_string_buffer(cursor, key_size) if cursor is not None else None
+    nxt = ctypes.create_string_buffer(key_size)
+    while len(out) < budget and lib.bpf_map_get_next_key(fd, cur, nxt) == 0:
+        out.append(nxt.raw)
+        cur = ctypes.create_string_buffer(nxt.raw, key_size)
+    return out
+
+
 def possible_cpus() -> int:
     return _check(library().libbpf_num_possible_cpus(), "libbpf_num_possible_cpus")
 

@@ -6,6 +6,7 @@ import click
 
 from pktlb.cli.common import emit_json, require_root
 from pktlb.core.config import MODES
+from pktlb.lab.fastpath import parse_hooks
 from pktlb.lab.netns import CommandError
 
 
@@ -25,6 +26,13 @@ def _modes(_ctx: click.Context, _param: click.Parameter, value: str) -> list[str
     if bad or not modes:
         raise click.BadParameter(f"{value!r}: expected modes from {', '.join(MODES)}, separated by commas")
     return modes
+
+
+def _fastpath(_ctx: click.Context, _param: click.Parameter, value: str) -> list[str] | None:
+    try:
+        return parse_hooks(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 @click.command()
@@ -47,13 +55,18 @@ def _modes(_ctx: click.Context, _param: click.Parameter, value: str) -> list[str
               help="Frames offered to the scapy forwarder (at --scapy-rate).")
 @click.option("--latency-samples", default=200, show_default=True, type=click.IntRange(0, 10_000),
               help="TCP connects per latency measurement (0: no latency).")
+@click.option("--fastpath", "fastpath_text", default="auto", show_default=True, callback=_fastpath,
+              help="The engine's rows again with its kernel fast path at these hooks (xdp, tc, comma-separated); "
+                   "auto: the first hook this pktlb has; off: none.")
+@click.option("--syn-packets", default=50_000, show_default=True, type=click.IntRange(0, 1_000_000),
+              help="SYNs of the new-flow flood (each a new flow), per engine row and kernel DNAT/DSR; 0: none.")
 @click.option("--prefix", default="", help="Namespace prefix of the bench's labs (default: pktlb-b<random>-).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of text.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Directory for bench.json, bench.txt and the profiles.")
 def bench(modes: list[str], packets: int, seconds: float, workers: list[int], profile: bool, memory: bool,
-          memory_seconds: float, no_baselines: bool, no_diagnostic: bool, scapy_packets: int, latency_samples: int, prefix: str,
-          as_json: bool, out_dir: str | None) -> None:
+          memory_seconds: float, no_baselines: bool, no_diagnostic: bool, scapy_packets: int, latency_samples: int,
+          fastpath_text: list[str] | None, syn_packets: int, prefix: str, as_json: bool, out_dir: str | None) -> None:
     """Measure the engine against the kernel and a naive scapy loop, in one run (needs root, 2 CPUs).
 
     Builds a lab per mode, floods it with 64-byte UDP frames (generator on CPU 0, LB on CPU 1) and
@@ -69,7 +82,8 @@ def bench(modes: list[str], packets: int, seconds: float, workers: list[int], pr
     opts = BenchOptions(modes=modes, packets=packets, seconds=seconds, workers=workers, profile=profile,
                         memory=memory, memory_seconds=memory_seconds, baselines=not no_baselines,
                         diagnostic=not no_diagnostic,
-                        scapy_packets=scapy_packets, latency_samples=latency_samples, prefix=prefix, out=out_dir)
+                        scapy_packets=scapy_packets, latency_samples=latency_samples, prefix=prefix, out=out_dir,
+                        fastpath=fastpath_text, syn_packets=syn_packets)
     try:
         report = run_bench(opts, progress=lambda line: click.echo(f"# {line}", err=True))
     except (BenchError, CommandError) as exc:

@@ -14,7 +14,8 @@ from typing import Any
 import click
 
 from pktlb.cli.common import require_root
-from pktlb.lab.topology import LAB_MODES
+from pktlb.lab.fastpath import parse_hooks
+from pktlb.lab.topology import LAB_MODES, TOPOLOGIES
 
 
 def _modes(_ctx: Any, _param: Any, value: str) -> tuple[str, ...]:
@@ -24,6 +25,13 @@ def _modes(_ctx: Any, _param: Any, value: str) -> tuple[str, ...]:
         raise click.BadParameter(f"{', '.join(unknown) or 'nothing'}: expected a comma-separated list of "
                                  f"{', '.join(LAB_MODES)}")
     return tuple(dict.fromkeys(modes))
+
+
+def _fastpath(_ctx: Any, _param: Any, value: str) -> list[str] | None:
+    try:
+        return parse_hooks(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def _interrupt_handler(owner: int) -> Any:
@@ -54,8 +62,14 @@ def _interrupt_handler(owner: int) -> Any:
               help="Report directory [default: out/compare-<timestamp>].")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (progress goes to stderr).")
 @click.option("--prefix", default="pktlb-cmp-", show_default=True, help="Namespace prefix of the labs it builds.")
+@click.option("--fastpath", "fastpath_hooks", default="auto", show_default=True, callback=_fastpath,
+              help="Also run the packet engine with its kernel fast path at these hooks (xdp, tc, comma-separated; "
+                   "engine pktlb-HOOK in the report); auto: the first hook this pktlb has; off: none.")
+@click.option("--topology", type=click.Choice(TOPOLOGIES), default="one-arm", show_default=True,
+              help="Lab layout: the LB beside the backends (one-arm) or a director between client and server "
+                   "segments, the backends' gateway (two-arm).")
 def compare(modes: tuple[str, ...], scheduler: str, l7_scheduler: str, backends: int, duration: float, requests: int | None,
-            out_dir: Path | None, as_json: bool, prefix: str) -> None:
+            out_dir: Path | None, as_json: bool, prefix: str, fastpath_hooks: list[str] | None, topology: str) -> None:
     """Build the lab for each mode in turn, run the same bounded workload through the pktlb engine and
     the kernel baseline (where the kernel can do the mode), tear it down, and report per mode:
     requests/s and latency, throughput, LB packets, bytes and CPU per request, what the backend saw,
@@ -83,7 +97,8 @@ def compare(modes: tuple[str, ...], scheduler: str, l7_scheduler: str, backends:
         raise click.ClickException(f"missing programs: {', '.join(missing)} (`make deps` installs them)")
     out = out_dir or Path("out") / time.strftime("compare-%Y%m%d-%H%M%S")
     settings = CompareSettings(modes=modes, scheduler=scheduler, backends=backends, duration=duration,
-                               requests=requests, out=out, prefix=prefix, l7_scheduler=l7_scheduler)
+                               requests=requests, out=out, prefix=prefix, l7_scheduler=l7_scheduler,
+                               fastpath=fastpath_hooks, topology=topology)
 
     def progress(text: str) -> None:
         click.echo(f"{time.strftime('%H:%M:%S')} {text}", err=True)

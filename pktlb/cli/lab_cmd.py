@@ -10,7 +10,15 @@ import click
 
 from pktlb.cli.lab_backend_cmd import lab_backend
 from pktlb.core.config import MODES
-from pktlb.lab.topology import DECAP_CHOICES, DEFAULT_PREFIX, ENGINES, LAB_MODES, LabError, LabOptions
+from pktlb.lab.topology import (
+    DECAP_CHOICES,
+    DEFAULT_PREFIX,
+    ENGINES,
+    LAB_MODES,
+    TOPOLOGIES,
+    LabError,
+    LabOptions,
+)
 
 PREFIX_OPTION = click.option("--prefix", default=DEFAULT_PREFIX, show_default=True,
                              help="Name prefix of the lab's namespaces (one lab per prefix).")
@@ -53,13 +61,18 @@ def lab() -> None:
 @click.option("--max-concurrent", type=click.IntRange(0, 1024), default=0, metavar="N",
               help="Backend capacity: requests each backend serves at once, the others queue (0: unlimited); "
                    "one backend then answers at most N / service time requests per second.")
+@click.option("--topology", type=click.Choice(TOPOLOGIES), default="one-arm", show_default=True,
+              help="one-arm: the LB beside the backends on the server segment; two-arm: a director with one "
+                   "interface on the client segment and one on the server segment, the backends' gateway.")
 @click.option("--tls", is_flag=True, help="HTTPS on the VIP's port 443 too, with a throwaway CA made now: the proxy "
               "ends TLS (mode l7) or the backends do (L4 modes, the LB carries ciphertext).")
+@click.option("--fastpath", type=click.Choice(["off", "xdp", "tc"]), default="off", show_default=True,
+              help="The pktlb engine's kernel fast path for established flows ([lb] fastpath in its config).")
 @click.option("--dry-run", is_flag=True, help="Print the commands the lab would run; change nothing.")
 @click.option("--verbose-steps", is_flag=True, help="Print each step as it is applied.")
 def up(mode: str, backends: int, clients: int, scheduler: str | None, prefix: str, engine: str, no_engine: bool,
-       decap: str, lbs: int, ecmp: str, bfd: bool, service_time: float, max_concurrent: int, tls: bool, dry_run: bool,
-       verbose_steps: bool) -> None:
+       decap: str, lbs: int, ecmp: str, bfd: bool, service_time: float, max_concurrent: int, topology: str, tls: bool,
+       fastpath: str, dry_run: bool, verbose_steps: bool) -> None:
     """Build the lab (or reuse an identical one that is already up)."""
     from pktlb.core.sched.registry import scheduler_names
     from pktlb.lab import manage
@@ -70,7 +83,8 @@ def up(mode: str, backends: int, clients: int, scheduler: str | None, prefix: st
         _fail(f"unknown scheduler {scheduler!r}: expected one of {', '.join(scheduler_names())}")
     options = LabOptions(mode=mode, backends=backends, clients=clients, scheduler=scheduler, prefix=prefix,
                          engine="none" if no_engine else engine, decap=decap, lbs=lbs, ecmp=ecmp, bfd=bfd,
-                         service_time=service_time, max_concurrent=max_concurrent, tls=tls)
+                         service_time=service_time, max_concurrent=max_concurrent, topology=topology, tls=tls,
+                         fastpath=fastpath)
     try:
         if dry_run:
             click.echo(manage.dry_run(options), nl=False)
@@ -195,18 +209,39 @@ def exec_(prefix: str, timeout: float | None, node: str, command: tuple[str, ...
               help="Check this (root-namespace) host as a lab role instead of a lab.")
 @click.option("--mode", type=click.Choice(MODES), default=None, help="With --host: the mode to check for.")
 @click.option("--vip", default="198.19.0.100", show_default=True, help="With --host: the VIP.")
-def doctor(prefix: str, as_json: bool, host_role: str | None, mode: str | None, vip: str) -> None:
-    """Check a lab (or this host) for the known traps; one line per finding with its fix."""
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="Check this namespace (any, not only a lab's) for CONFIG's services: what would break each "
+                   "mode here (a VIP on this stack, routes and neighbours to the backends, forwarding without "
+                   "the guard, checksum offload on veth, SNAT ports).")
+@click.option("--backend", "as_backend", is_flag=True,
+              help="With -c: this namespace is a backend of CONFIG's services (VIP on lo, arp_ignore/announce, "
+                   "rp_filter, the route back through the director).")
+@click.option("--netns", default=None, help="With -c: check this named network namespace instead of the current one.")
+def doctor(prefix: str, as_json: bool, host_role: str | None, mode: str | None, vip: str, config_path: str | None,
+           as_backend: bool, netns: str | None) -> None:
+    """Check a lab (or this host, or any namespace with -c) for the known traps; one line per finding with its fix."""
     from pktlb.core.packet.addr import ip_to_int
-    from pktlb.lab.doctor import diagnose, render_findings
+    from pktlb.lab.doctor import diagnose, diagnose_namespace, render_findings
 
     try:
         ip_to_int(vip)
     except ValueError:
         _fail(f"--vip {vip!r}: expected an IPv4 address like 198.19.0.100", 2)
+    if (as_backend or netns) and not config_path:
+        _fail("--backend and --netns check a namespace for a config's services: give -c CONFIG", 2)
 
     try:
-        findings = diagnose(prefix, host_role=host_role, host_mode=mode, host_vip=vip)
+        if config_path:
+            from pktlb.adapters.netlink import NetlinkUnavailable
+            from pktlb.cli.common import load_config_or_exit
+
+            try:
+                findings = diagnose_namespace(load_config_or_exit(config_path), "backend" if as_backend else "director",
+                                              netns)
+            except NetlinkUnavailable as exc:
+                _fail(str(exc))
+        else:
+            findings = diagnose(prefix, host_role=host_role, host_mode=mode, host_vip=vip)
     except LabError as exc:
         _fail(str(exc))
     if as_json:

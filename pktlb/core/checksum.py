@@ -92,7 +92,7 @@ def update(csum: int, delta: int) -> int:
     """``apply_delta`` on a checksum value: the RFC 1624 update of a finished checksum."""
     buf = bytearray(_U16.pack(csum))
     apply_delta(buf, 0, delta)
-    return _unpack16(buf)[0]
+    return int.from_bytes(buf, "big")
 
 
 def update_l4(csum: int, delta: int, pseudo_delta: int = 0, *, partial: bool = False, udp: bool = False) -> int:
@@ -100,4 +100,4 @@ def update_l4(csum: int, delta: int, pseudo_delta: int = 0, *, partial: bool = F
     holds an unfinished pseudo-header sum and takes ``pseudo_delta``; ``udp``: a computed 0 becomes 0xffff)."""
     buf = bytearray(_U16.pack(csum))
     apply_l4_delta(buf, 0, delta, pseudo_delta, partial, udp)
-    return _unpack16(buf)[0]
+    return int.from_bytes(buf, "big")

@@ -104,7 +104,8 @@ class Config:
     services: tuple[ServiceConfig, ...]
 
 
-def _backend(table: Any, path: str, service_port: int, service_health: HealthConfig | None = None) -> BackendConfig:
+def parse_backend(table: Any, path: str, service_port: int, service_health: HealthConfig | None = None) -> BackendConfig:
+    """One backend table checked and typed: the config file's, or a backend given on the command line."""
     s = _Section(table, path, {"name", "address", "port", "weight", "mac", "health"})
     address = s.ipv4("address")
     raw_health = s.get("health", dict, None)
@@ -146,7 +147,7 @@ def _service(table: Any, path: str) -> ServiceConfig:
     mode = s.choice("mode", MODES + (L7_MODE,))
     health = _health(s.get("health", dict, {}), s.key("health"))
     raw_backends = s.get("backend", list, [])
-    backends = tuple(_backend(b, f"{path}.backend[{i}]", port, health) for i, b in enumerate(raw_backends))
+    backends = tuple(parse_backend(b, f"{path}.backend[{i}]", port, health) for i, b in enumerate(raw_backends))
     if traits_of(mode).keeps_ports:
         for i, b in enumerate(backends):
             if b.port != port:

@@ -8,7 +8,7 @@ so every error reads the same: ``config error at service[0].backend[2].weight: g
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, overload
 
 from pktlb.core.packet.addr import ip_to_int, mac_to_bytes
 
@@ -52,7 +52,7 @@ class Section:
         value = self.get(name, int, default, expected=f"an integer from {lo} to {hi}")
         if not lo <= value <= hi:
             raise ConfigError(self.key(name), value, f"an integer from {lo} to {hi}")
-        return value
+        return int(value)
 
     def positive(self, name: str, default: float) -> float:
         value = self.get(name, (int, float), default, expected="a positive number of seconds")
@@ -64,9 +64,17 @@ class Section:
         value = self.get(name, str, default, expected=f"one of {', '.join(choices)}")
         if value not in choices:
             raise ConfigError(self.key(name), value, f"one of {', '.join(choices)}")
-        return value
+        return str(value)
+
+    @overload
+    def ipv4(self, name: str) -> str: ...
+    @overload
+    def ipv4(self, name: str, default: str) -> str: ...
+    @overload
+    def ipv4(self, name: str, default: None) -> str | None: ...
 
     def ipv4(self, name: str, default: Any = ...) -> str | None:
+        """A dotted-quad IPv4 address (required without ``default``; ``None`` only when that is the default)."""
         value = self.get(name, str, default, expected="an IPv4 address like 198.18.0.2")
         if value is None:
             return None
@@ -74,7 +82,7 @@ class Section:
             ip_to_int(value)
         except ValueError:
             raise ConfigError(self.key(name), value, "an IPv4 address like 198.18.0.2") from None
-        return value
+        return str(value)
 
     def mac(self, name: str) -> str | None:
         value = self.get(name, str, None, expected="a MAC address like 02:00:c6:12:00:0b")
@@ -83,7 +91,7 @@ class Section:
                 mac_to_bytes(value)
             except ValueError:
                 raise ConfigError(self.key(name), value, "a MAC address like 02:00:c6:12:00:0b") from None
-        return value
+        return None if value is None else str(value)
 
 
 def kind_name(kind: type | tuple[type, ...]) -> str:

@@ -54,6 +54,13 @@ DROP_REASONS: dict[str, str] = {
 }
 
 
+class Drop(str):
+    """A drop reason a stage or a rewriter returns instead of frames.  A ``str`` (it prints and compares as
+    the reason's name) of its own type, so a checker and ``isinstance`` tell it from a list of frames."""
+
+    __slots__ = ()
+
+
 class Decision:
     """What the engine did with one frame; cheap to create (slots), easy to print or serialise."""
 

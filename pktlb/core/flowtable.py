@@ -14,10 +14,15 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from pktlb.core.config import FlowConfig
 from pktlb.core.flowkey import FlowKey
 from pktlb.core.sched.base import BackendLoad
+
+if TYPE_CHECKING:
+    from pktlb.core.decision import Decision
+    from pktlb.core.snapshot import BackendView
 
 SYN, EST, FIN, CLOSED, UDP = "syn", "est", "fin", "closed", "udp"
 REFRESH = 1.0
@@ -37,12 +42,13 @@ class FlowEntry:
         self.packets_in = self.bytes_in = self.packets_out = self.bytes_out = 0
         self.snat_addr = 0
         self.snat_port = 0
-        self.nat_deltas: tuple[int, int, int, int] = (0, 0, 0, 0)  # full-NAT: in ip, in l4, out ip, out l4
+        # full-NAT: in ip, in l4, in pseudo-header, out ip, out l4, out pseudo-header (set per flow)
+        self.nat_deltas: tuple[int, int, int, int, int, int] = (0, 0, 0, 0, 0, 0)
         self.syn_time: float | None = now if state == SYN else None
         self.load = load
         # The engine's decision for this flow's hits, reused while backend and checksum state stay the same:
         # (BackendView, partial, Decision).  Saves an allocation per forwarded packet.
-        self.decision: tuple[object, bool, object] | None = None
+        self.decision: tuple[BackendView, bool, Decision] | None = None
 
     def as_dict(self) -> dict[str, object]:
         from pktlb.core.packet.addr import int_to_ip

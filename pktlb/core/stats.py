@@ -43,10 +43,9 @@ class Stats:
         verdict = decision.verdict
         if verdict == FORWARD:
             self.forwarded += 1
-            backend = decision.backend
-            if backend is not None:
-                counters = self.backends.get((decision.service, backend)) or \
-                    self.backend(decision.service, backend)  # type: ignore[arg-type]
+            backend, service = decision.backend, decision.service
+            if backend is not None and service is not None:
+                counters = self.backends.get((service, backend)) or self.backend(service, backend)
                 if decision.reason == OUTBOUND:
                     counters.packets_out += 1
                     counters.bytes_out += nbytes

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
-from pktlb.core.config import BackendConfig, Config, ServiceConfig, check_services
+from pktlb.core.config import BackendConfig, Config, ConfigError, ServiceConfig, check_services, parse_backend
 from pktlb.core.rewrite.registry import traits_of
 from pktlb.core.sched.base import ring_delta
 from pktlb.core.snapshot import DOWN, DRAIN, UP, Snapshot, build_snapshot
@@ -164,10 +164,14 @@ class ControlPlane:
             self.admin, self.health, self.weights, self.extra, self.removed = saved
             raise ControlError(f"change refused, nothing applied: {exc}") from None
 
+    def effective_config(self) -> Config:
+        """The config with the backends in force now (run-time additions in, removals out)."""
+        return replace(self.config, services=tuple(replace(svc, backends=tuple(self.backends(svc.name)))
+                                                   for svc in self.config.services))
+
     def _check_effective_config(self) -> None:
         """The config's cross-service rules (address roles, NAT reply keys) for the backends in force now."""
-        services = tuple(replace(svc, backends=tuple(self.backends(svc.name))) for svc in self.config.services)
-        check_services(self.config.lb, services)
+        check_services(self.config.lb, self.effective_config().services)
 
     def rebuild(self, why: str) -> Change:
         old = self.snapshot
@@ -211,10 +215,8 @@ class ControlPlane:
 
 def backend_config(name: str, address: str, port: int, weight: int = 1, mac: str | None = None) -> BackendConfig:
     """Validate a backend given on the command line through the same rules as the config file."""
-    from pktlb.core.config import ConfigError, _backend
-
     try:
-        return _backend({"name": name, "address": address, "port": port, "weight": weight,
+        return parse_backend({"name": name, "address": address, "port": port, "weight": weight,
                          **({"mac": mac} if mac else {})}, "backend", port)
     except ConfigError as exc:
         raise ControlError(str(exc)) from None

@@ -85,7 +85,9 @@ class Egress:
         mac = override or found.next_hop_mac
         if mac is None:  # the cache has asked the kernel to resolve it; a notification will follow
             return self._fail(found.next_hop, NO_NEIGHBOUR)
-        self.unresolved.pop(hop, None)
+        if self.unresolved:
+            self.unresolved.pop(hop, None)
+            self.unresolved.pop(found.next_hop, None)
         result = (self.port_for(found.ifindex, found.ifname), bytes(mac) + bytes(found.mac))
         if len(self.memo) >= MEMO_MAX:
             self.memo.clear()

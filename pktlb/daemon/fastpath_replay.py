@@ -10,7 +10,7 @@ do with a frame.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from pktlb.adapters import libbpf
 from pktlb.adapters.fastpath import FastPath
@@ -24,10 +24,11 @@ FORWARDED = {"xdp": libbpf.XDP_TX, "tc": libbpf.TC_ACT_REDIRECT}
 class HybridPath:
     """A DataPath with the kernel program in front of it (the program's maps filled by the sync)."""
 
-    def __init__(self, datapath: DataPath, hook: str = "xdp", fastpath: FastPath | None = None) -> None:
+    def __init__(self, datapath: DataPath, hook: str = "xdp", fastpath: FastPath | None = None,
+                 reply_l2: Callable[[int], bytes] | None = None) -> None:
         self.dp, self.hook = datapath, hook
         self.fp = fastpath or FastPath(datapath.config.flows.max_entries, (hook,))
-        self.sync = FastPathSync(self.fp, datapath, hook)
+        self.sync = FastPathSync(self.fp, datapath, hook, reply_l2)
         self.sync.install(datapath.snapshot)
         self.kernel_frames = 0
         self.python_frames = 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -28,17 +29,25 @@ from pktlb.core.snapshot import Snapshot
 
 log = logging.getLogger("pktlb.fastpath")
 ETH = 14  # the engine's byte counters include the Ethernet header, the kernel's do not
+SCAN_BUDGET = 8192  # flow-map entries read back per tick (a bigger map is read a slice per second)
+IMPORT_BUDGET = 4096  # flows the program scheduled taken into Python's table per tick (a SYN flood waits)
+EXPIRY_BUDGET = 4096  # Python's oldest entries checked against the kernel before they may expire
 
 
 class FastPathSync:
-    def __init__(self, fastpath: FastPath, datapath: DataPath, hook: str) -> None:
+    def __init__(self, fastpath: FastPath, datapath: DataPath, hook: str,
+                 reply_l2: Callable[[int], bytes] | None = None) -> None:
         self.fp, self.dp, self.hook = fastpath, datapath, hook
+        # a client address -> the Ethernet addresses of replies toward it (the egress stage's answer);
+        # without one, the snapshot's reply_l2 (the configured gateway) for every client
+        self.reply_l2 = reply_l2 or (lambda _client: self.dp.snapshot.reply_l2)
         self.ids = encode.Ids()
         self.seen: dict[bytes, tuple[int, int, int, int]] = {}  # counters already added, per kernel key
         self.pending: set[tuple[int, int, int, int, int]] = set()
         self.errors = 0
         self.imported = 0
         self.l2_seen: tuple[bytes, ...] = ()
+        self.cursor: bytes | None = None
 
     # -- the control plane's changes -----------------------------------------------------------------
     def refresh(self, view: Snapshot) -> None:
@@ -81,6 +90,7 @@ class FastPathSync:
             entry = self._import(kf, snap, kf.last_seen_ns / 1e9)
             if entry is not None:
                 self._merge(raw_key, kf, entry, snap)
+                self.pending.add(kf.key)
 
     def note(self, decision: Any) -> None:
         """Called for every frame Python handled: remember flows to push after the batch."""
@@ -103,7 +113,8 @@ class FastPathSync:
                 current = self.fp.lookup("pktlb_flows", raw_key)
                 if current is not None:
                     self._merge(raw_key, encode.decode_flow(raw_key, current), entry, snap)
-                image = encode.encode_entry(entry, snap, self.ids, int(entry.last_seen * 1e9))
+                image = encode.encode_entry(entry, snap, self.ids, int(entry.last_seen * 1e9),
+                                            self.reply_l2(entry.key[1]))
                 self.fp.apply(image, replace=False)
                 self.seen[raw_key] = (0, 0, 0, 0)
         except (BpfError, ValueError) as exc:
@@ -116,22 +127,46 @@ class FastPathSync:
         from the map what Python no longer has."""
         flows, snap = self.dp.flows, self.dp.snapshot
         try:
-            kernel = self.fp.entries("pktlb_flows")
+            kernel, self.cursor = self.fp.scan("pktlb_flows", self.cursor, SCAN_BUDGET)
+            imports = IMPORT_BUDGET
             for raw_key, raw in kernel:
                 kf = encode.decode_flow(raw_key, raw)
                 entry = flows.entries.get(kf.key)
                 if entry is None:
+                    if raw_key in self.seen or imports <= 0:
+                        continue  # Python dropped it (deleted below), or its turn comes on a later tick
+                    imports -= 1
                     entry = self._import(kf, snap, now)
                     if entry is None:
                         continue
+                    self.pending.add(kf.key)  # pushed back with its replies' next hop (nat, full-NAT)
                 self._merge(raw_key, kf, entry, snap)
+            candidates = self._refresh_oldest(now)
             flows.expire(now)
-            for raw_key, _ in kernel:
-                if encode.decode_flow_key(raw_key) not in flows.entries:
-                    self._drop_kernel(raw_key)
+            gone = [k for k in candidates if k not in flows.entries]
+            gone += [k for k, _ in kernel if k in self.seen and encode.decode_flow_key(k) not in flows.entries]
+            for raw_key in gone:
+                self._drop_kernel(raw_key)
+            self.flush()
         except (BpfError, ValueError) as exc:
             self._error("read back", exc)
             flows.expire(now)
+
+    def _refresh_oldest(self, now: float) -> list[bytes]:
+        """Before Python expires its oldest entries, take their last-seen times from the kernel (a flow
+        the program keeps forwarding is not idle).  Returns the keys that were candidates."""
+        flows, snap = self.dp.flows, self.dp.snapshot
+        horizon = now - flows.min_timeout
+        keys = []
+        for i, entry in enumerate(flows.entries.values()):
+            if i >= EXPIRY_BUDGET or entry.last_seen > horizon:
+                break
+            keys.append((encode.flow_key(entry.key), entry))
+        for raw_key, entry in keys:
+            raw = self.fp.lookup("pktlb_flows", raw_key)
+            if raw is not None:
+                self._merge(raw_key, encode.decode_flow(raw_key, raw), entry, snap)
+        return [k for k, _ in keys]
 
     def _import(self, kf: encode.KernelFlow, snap: Snapshot, now: float):
         svc = snap.services.get((kf.key[0], kf.key[2], kf.key[4]))
@@ -159,6 +194,8 @@ class FastPathSync:
         seen_at = kf.last_seen_ns / 1e9
         if seen_at > entry.last_seen:
             entry.last_seen = seen_at
+            if entry.key in self.dp.flows.entries:  # LRU order follows last use, as FlowTable.lookup keeps it
+                self.dp.flows.entries.move_to_end(entry.key)
         if entry.state == "syn" and kf.state == "est":
             entry.state = "est"
 
@@ -208,8 +245,19 @@ def fastpath_view(snap: Snapshot, egress: Any, port: Any, lb_mac: bytes) -> Snap
     return replace(snap, lb_mac=lb_mac, services=services, reply_l2=reply_l2)
 
 
-def start(config: Any, datapath: DataPath, hook: str, interface: str,
-          view: Any = None) -> tuple[FastPathSync | None, str]:
+def reply_resolver(egress: Any, port: Any) -> Callable[[int], bytes]:
+    """client address -> the Ethernet addresses the engine's egress stage would give a reply to it
+    (zeros while the next hop is unresolved or behind another interface: its replies punt)."""
+    def resolve(client: int) -> bytes:
+        probe = bytearray(34)
+        probe[30:34] = client.to_bytes(4, "big")
+        where = egress.target(probe, Decision(FORWARD, OUTBOUND))
+        return where[1] if where.__class__ is tuple and where[0] is port else UNRESOLVED_L2
+    return resolve
+
+
+def start(config: Any, datapath: DataPath, hook: str, interface: str, view: Any = None,
+          reply_l2: Callable[[int], bytes] | None = None) -> tuple[FastPathSync | None, str]:
     """Load and attach the fast path; (None, why) when it cannot run here, the engine then runs without it."""
     from pktlb.adapters.fastpath import availability
 
@@ -220,7 +268,7 @@ def start(config: Any, datapath: DataPath, hook: str, interface: str,
         fp = FastPath(config.flows.max_entries, (hook,))
     except BpfError as exc:
         return None, f"loading the eBPF object failed: {exc}"
-    sync = FastPathSync(fp, datapath, hook)
+    sync = FastPathSync(fp, datapath, hook, reply_l2)
     sync.install(view(datapath.snapshot) if view else datapath.snapshot)
     try:
         fp.attach(interface, hook)

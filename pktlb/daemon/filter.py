@@ -1,9 +1,11 @@
 """The engine's kernel receive filter, derived from a snapshot: only frames pktlb may act on reach Python.
 
 Kept: each service's protocol and port on its VIP (plus ICMP to the VIP and non-first fragments,
-which the engine counts as drops); replies from NAT backends' service ports; full-NAT replies to
-the SNAT address's port range.  Everything else — a UDP flood to another port, traffic to the
-backends' own addresses, ARP — is dropped in the kernel before it costs a system call.
+which the engine counts as drops); replies from NAT backends' service ports to anyone but the LB
+itself (the clients); full-NAT replies to the SNAT address's port range.  Everything else — a UDP
+flood to another port, traffic to the backends' own addresses, ARP, and what a backend sends to
+the LB's own address (health-check replies to the prober: the LB's kernel takes those) — is dropped
+in the kernel before it costs a system call.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ def engine_filter_program(snap: Snapshot) -> list[tuple[int, int, int, int]]:
             src_services.extend((proto, be.addr, be.port) for be in svc.backends)
         if traits.needs_snat:
             dst_services.append((proto, svc.snat, svc.snat_ports))
-    return build_filter(dst_services=dst_services, src_services=src_services)
+    return build_filter(dst_services=dst_services, src_services=src_services, local_addrs=[snap.lb_addr])
 
 
 def engine_filter(snap: Snapshot) -> bytes:

@@ -14,6 +14,7 @@ wrong.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import time
@@ -230,7 +231,8 @@ class Forwarder:
             from pktlb.daemon import fastpath_sync
 
             sync, why = fastpath_sync.start(self.config, self.datapath, hook, self.ports[0].ifname,
-                                            self._fastpath_view)
+                                            self._fastpath_view,
+                                            fastpath_sync.reply_resolver(self.egress, self.ports[0]))
             if sync is not None:
                 return sync, ""
         log.warning("kernel fast path off: %s", why)
@@ -287,7 +289,11 @@ class Forwarder:
         captures = self.captures
         sync = self.fastpath
         for _ in range(8):  # bounded work per wake-up so timers and the control socket stay responsive
-            batch = port.recv_batch(self.batch)
+            try:
+                batch = port.recv_batch(self.batch)
+            except OSError as exc:  # the socket reports a link going down (or away) once: routes follow it
+                self._port_error(index, exc)
+                return
             if not batch:
                 return
             outs: dict[RawPort, tuple[list[bytearray], list[Any]]] = {}
@@ -326,6 +332,15 @@ class Forwarder:
                     stamp = time.time()
                     for frame in out:
                         captures["tx"].write(frame, stamp)
+
+    def _port_error(self, index: int, exc: OSError) -> None:
+        port = self.ports[index]
+        if exc.errno in (errno.ENODEV, errno.ENXIO):
+            self.reactor.remove_reader(port)
+            log.warning("interface %s is gone: no longer receiving on it", port.ifname)
+        else:
+            log.info("interface %s: %s (routes through it are followed as the kernel changes them)",
+                     port.ifname, errno.errorcode.get(exc.errno or 0, exc))
 
     def _tick(self) -> None:
         if self.fastpath is not None:  # the kernel's counters and last-seen times first, then expiry
@@ -374,11 +389,6 @@ class Forwarder:
         if flows:
             log.info("flow table reconfigured: %s", flows)
         self.set_filter()
-        if self.guard is not None:
-            try:
-                self.guard.install(guard_spec(config, self.interfaces, owner_text(self.config_path)))
-            except (NftError, ValueError) as exc:
-                log.error("guard not updated, the previous rules stay: %s", exc)
         if self.workers > 1:
             for port in self.ports:
                 port.set_fanout_program(fanout_program(self.control.snapshot, self.workers))
@@ -389,10 +399,17 @@ class Forwarder:
         return {"reloaded": True, **change.as_dict(), "flows": flows}
 
     def set_filter(self) -> None:
-        """The receive filter of every port, from the current snapshot (new VIPs or backends)."""
+        """The receive filter of every port and the guard, from the current snapshot and backends (new VIPs or
+        backends: a NAT backend added at run time needs its replies kept from the kernel's forwarding too)."""
         program = engine_filter(self.control.snapshot)
         for port in self.ports:
             port.set_filter(program)
+        if self.guard is not None:
+            try:
+                self.guard.install(guard_spec(self.control.effective_config(), self.interfaces,
+                                              owner_text(self.config_path)))
+            except (NftError, ValueError) as exc:
+                log.error("guard not updated, the previous rules stay: %s", exc)
 
     def run(self) -> None:
         try:

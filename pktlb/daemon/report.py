@@ -94,6 +94,7 @@ class Reporter:
                 "scheduler": row_svc.config.scheduler, "backends": backends,
                 "drops": dict(dp.stats.service_drops.get(row_svc.name, {})),
                 "maglev_slots": slots,
+                "mtu": row_svc.mtu,  # the service's MTU and the paths toward its backends: the smallest
             })
         port = _port_totals([one.counters for one in [*fwd.ports, *fwd.tx_only.values()]])
         return {
@@ -159,6 +160,7 @@ class Reporter:
                                              self.fwd.reactor.clock())
         elif action == "remove":
             change = control.remove_backend(service, name)
+            self.fwd.set_filter()
             if self.fwd.monitor is not None:
                 self.fwd.monitor.remove_backend(service, name)
         elif action == "weight":

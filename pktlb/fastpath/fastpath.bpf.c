@@ -41,6 +41,7 @@ struct plan {
 	struct flow *fl; /* NULL: a NAT reply whose flow Python does not know (it forwards it too) */
 	struct nat_reverse *nr;
 	struct snat_reverse *sr;
+	const __u8 *reply_l2; /* the Ethernet addresses of a reply (the gateway's, else the flow's) */
 	__u8 kind;
 	__u8 new_flow;
 	__u8 new_state; /* 0xff: unchanged */
@@ -159,12 +160,24 @@ static __always_inline int inbound(struct pkt *p, void *data_end, struct plan *p
 	return OK;
 }
 
+/* Where a reply goes: the one gateway the config names, else the next hop Python resolved for the flow. */
+static __always_inline int reply_l2(struct plan *pl)
+{
+	if (pl->cfg->enabled & CFG_REPLIES) {
+		pl->reply_l2 = pl->cfg->reply_l2;
+		return OK;
+	}
+	if (!pl->fl || !(pl->fl->reply_l2[0] | pl->fl->reply_l2[1] | pl->fl->reply_l2[2] | pl->fl->reply_l2[3] |
+			 pl->fl->reply_l2[4] | pl->fl->reply_l2[5]))
+		return PUNT_NO_NEIGHBOUR;
+	pl->reply_l2 = pl->fl->reply_l2;
+	return OK;
+}
+
 static __always_inline int reply(struct pkt *p, void *data_end, struct plan *pl, __u32 addr_flags, __u64 now)
 {
 	if (p->total - IP_LEN < 8)
 		return PUNT_BAD_L4_HEADER;
-	if (!(pl->cfg->enabled & CFG_REPLIES))
-		return PUNT_NO_NEIGHBOUR;
 	if (is_fragment(p->ip))
 		return PUNT_FRAGMENT;
 	int r = parse_l4(data_end, p);
@@ -192,6 +205,9 @@ static __always_inline int reply(struct pkt *p, void *data_end, struct plan *pl,
 		pl->fl = bpf_map_lookup_elem(&pktlb_flows, &key);
 		if (pl->fl && expired(pl->cfg, pl->fl, now))
 			return PUNT_IDLE_EXPIRED;
+		r = reply_l2(pl);
+		if (r != OK)
+			return r;
 		pl->nr = nr;
 		pl->kind = PLAN_NAT_OUT;
 		pl->outbound = 1;
@@ -222,6 +238,9 @@ static __always_inline int reply(struct pkt *p, void *data_end, struct plan *pl,
 		return PUNT_SYN;
 	pl->be = be;
 	pl->fl = fl;
+	r = reply_l2(pl);
+	if (r != OK)
+		return r;
 	pl->sr = sr;
 	pl->kind = PLAN_FULLNAT_OUT;
 	pl->outbound = 1;
@@ -297,10 +316,10 @@ static __always_inline void rewrite(struct pkt *p, struct plan *pl, struct l4_up
 		rewrite_fullnat_in(p, pl->svc, pl->be, pl->fl, u);
 		break;
 	case PLAN_NAT_OUT:
-		rewrite_nat_out(p, pl->cfg, pl->nr, pl->be, u);
+		rewrite_nat_out(p, pl->reply_l2, pl->nr, pl->be, u);
 		break;
 	case PLAN_FULLNAT_OUT:
-		rewrite_fullnat_out(p, pl->cfg, pl->sr, u);
+		rewrite_fullnat_out(p, pl->reply_l2, pl->sr, u);
 		break;
 	}
 }

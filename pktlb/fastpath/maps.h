@@ -116,6 +116,7 @@ struct flow {
 	__u32 in_ip_delta; /* fullnat per-flow deltas (pktlb/core/rewrite/fullnat.py) */
 	__u32 in_l4_delta;
 	__u32 in_pseudo_delta;
+	__u8 reply_l2[12]; /* nat/fullnat replies: the client's next hop's MAC, then the LB's (0: unknown) */
 	__u32 pad;
 	__u64 packets_in;
 	__u64 bytes_in;

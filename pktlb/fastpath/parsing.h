@@ -83,7 +83,7 @@ static __always_inline int is_fragment(const __u8 *ip)
 	return (ip[6] & 0x3f) || ip[7];
 }
 
-/* TCP/UDP header checks (engine._l4_checks); sets flags and csum_off. */
+/* TCP/UDP header checks (engine/steps.py l4_checksum_offset); sets flags and csum_off. */
 static __always_inline int parse_l4(void *data_end, struct pkt *p)
 {
 	__u8 *l4 = p->l4;

@@ -56,10 +56,10 @@ static __always_inline void rewrite_fullnat_in(struct pkt *p, const struct servi
 	set_l4(u, p, fl->in_l4_delta, fl->in_pseudo_delta);
 }
 
-static __always_inline void rewrite_nat_out(struct pkt *p, const struct config *cfg, const struct nat_reverse *nr,
+static __always_inline void rewrite_nat_out(struct pkt *p, const __u8 *l2, const struct nat_reverse *nr,
 					    const struct backend *be, struct l4_update *u)
 {
-	__builtin_memcpy(p->eth, cfg->reply_l2, 12);
+	__builtin_memcpy(p->eth, l2, 12);
 	p->ip[8] -= 1;
 	put32(p->ip + 12, nr->vip);
 	put16(p->l4, nr->port);
@@ -67,10 +67,10 @@ static __always_inline void rewrite_nat_out(struct pkt *p, const struct config *
 	set_l4(u, p, be->out_l4_delta, be->out_pseudo_delta);
 }
 
-static __always_inline void rewrite_fullnat_out(struct pkt *p, const struct config *cfg,
+static __always_inline void rewrite_fullnat_out(struct pkt *p, const __u8 *l2,
 						const struct snat_reverse *sr, struct l4_update *u)
 {
-	__builtin_memcpy(p->eth, cfg->reply_l2, 12);
+	__builtin_memcpy(p->eth, l2, 12);
 	p->ip[8] -= 1;
 	put32(p->ip + 12, sr->flow.dst);
 	put32(p->ip + 16, sr->flow.src);

@@ -7,6 +7,7 @@ import shlex
 
 from pktlb.core.rewrite.registry import traits_of
 from pktlb.lab import steps as st
+from pktlb.lab.fastpath import pass_object
 from pktlb.lab.netns import Namespace
 from pktlb.lab.nftables import DsrPort, guard_ruleset, kernel_dsr_ruleset, kernel_lb_ruleset
 from pktlb.lab.paths import LabPaths
@@ -31,6 +32,9 @@ def build_steps(plan: Plan) -> list[st.Step]:
             if iface.kind == "veth" and iface.port and iface.mac:
                 out.append(st.fdb_static(sw, iface.port, iface.mac))
     out += _nft_steps(plan)
+    if plan.options.fastpath == "xdp":  # the engine's XDP_TX out of the LB's veth needs XDP on its switch port
+        out += [st.xdp_pass(sw, str(iface.port), str(pass_object()))
+                for node in plan.by_role("lb") for iface in node.interfaces if iface.kind == "veth" and iface.port]
     return out
 
 
@@ -65,7 +69,9 @@ def _nft_steps(plan: Plan) -> list[st.Step]:
             out.append(st.nft_load(node.namespace, guard_ruleset(lb_if, c["vip_network"], own_snat, c["snat_ports"]),
                                    "ingress guard (drop VIP traffic before the LB's kernel sees it)"))
         if node.kernel_lb:
-            out.append(KERNEL_LB[plan.options.mode](plan, node, lb_if, snat))
+            # The kernel's way of doing the mode: a MAC rewrite where only the MAC changes (dsr), else DNAT.
+            kernel_lb = _kernel_dsr if traits_of(plan.options.mode).backends_on_link else _kernel_dnat
+            out.append(kernel_lb(plan, node, lb_if, snat))
     return out
 
 
@@ -85,9 +91,6 @@ def _kernel_dsr(plan: Plan, node, lb_if: str, snat: str | None) -> st.Step:
     ruleset = kernel_dsr_ruleset(lb_if, str(node.interface(lb_if).mac), c["vip"], ports, macs, c["vip_network"])
     return st.nft_load(node.namespace, ruleset, "kernel load balancer (netdev DSR: MAC rewrite, fwd)")
 
-
-# What the kernel engine loads, by mode (the lab refuses the kernel engine in the other modes).
-KERNEL_LB = {"nat": _kernel_dnat, "fullnat": _kernel_dnat, "dsr": _kernel_dsr}
 
 
 def render_dry_run(plan: Plan, steps: list[st.Step], config_text: str) -> str:

@@ -10,30 +10,18 @@ from __future__ import annotations
 import functools
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
 from typing import ClassVar
 
 from pktlb.adapters.nft import GUARD_TABLE
+from pktlb.core.config import Config
 from pktlb.core.packet.addr import in_network, ip_to_int
 from pktlb.core.rewrite.registry import MODES, traits_of
 from pktlb.core.rewrite.traits import ModeTraits
+from pktlb.daemon.hostcheck import Finding  # one finding type for the lab's checks and the host checks
 from pktlb.lab import state as st
 from pktlb.lab.facts import NodeFacts, collect
 from pktlb.lab.tier.health import tier_rows
 from pktlb.lab.topology import LabError, load_topology, mode_default
-
-
-@dataclass
-class Finding:
-    check: str
-    node: str
-    ok: bool
-    level: str  # ok | warn | fail
-    message: str
-    fix: str = ""
-
-    def as_dict(self) -> dict[str, object]:
-        return asdict(self)
 
 
 class Check(ABC):
@@ -208,6 +196,17 @@ class LbForwarding(Check):
                                f"{node.fix_prefix()}sysctl -w net.ipv4.ip_forward=1")
         elif node.engine == "none":
             yield self.ok(node, f"ip_forward={forwarding} (engine none: the LB only routes backend replies)")
+        elif node.topology == "two-arm":
+            guarded = GUARD_TABLE in node.nft_tables
+            if forwarding and guarded:
+                yield self.ok(node, "ip_forward=1: the director routes its servers' replies (dsr, tunnel); the "
+                              "engine's guard keeps VIP traffic and NAT replies away from that forwarding")
+            elif forwarding:
+                yield self.bad(node, "ip_forward=1 without the engine's guard: the kernel forwards VIP traffic too",
+                               "restart the engine without --no-guard")
+            else:
+                yield self.bad(node, "ip_forward=0 on a two-armed director: dsr and tunnel replies cannot cross it",
+                               f"{node.fix_prefix()}sysctl -w net.ipv4.ip_forward=1", level="warn")
         elif forwarding:
             guarded = GUARD_TABLE in node.nft_tables
             yield self.bad(node, "ip_forward=1: the LB's kernel may forward a duplicate of VIP traffic"
@@ -294,7 +293,8 @@ class BackendRoute(Check):
             else:
                 yield self.bad(node, f"default route via {via}: NAT replies bypass the LB and reach the client "
                                "from the backend's address", f"{node.fix_prefix()}ip route replace default via {lb}")
-        elif node.mode in MODES and not traits.reverse_nat and via == lb and node.namespace:
+        elif (node.mode in MODES and not traits.reverse_nat and via == lb and node.namespace
+              and node.topology != "two-arm"):
             yield self.bad(node, f"default route via the LB in mode {node.mode}: replies should not need it",
                            f"{node.fix_prefix()}ip route replace default via {node.router_address}", level="warn")
         elif via:
@@ -309,8 +309,28 @@ def lab_nodes(prefix: str) -> list[NodeFacts]:
     options = recorded["options"]
     return [NodeFacts(n["name"], n["role"], n["namespace"], options["mode"], options["engine"], recorded["vip"],
                       constants["vip_network"], recorded.get("decap_kind"), lb_address=constants["lb_address"],
-                      router_address=constants["router_server"], tier=bool(recorded.get("tier")))
+                      router_address=constants["router_server"], tier=bool(recorded.get("tier")),
+                      topology=options.get("topology", "one-arm"))
             for n in recorded["nodes"]]
+
+
+def diagnose_namespace(config: Config, side: str, netns: str | None = None) -> list[Finding]:
+    """What would break each of ``config``'s modes in this namespace (or ``netns``), lab or not:
+    ``side`` "director" (the engine runs here) or "backend" (this namespace serves the config's
+    services: those whose backends include one of its addresses)."""
+    from pktlb.daemon.host_facts import collect_backend, collect_director
+    from pktlb.daemon.hostcheck import ServiceFacts
+    from pktlb.daemon.hostcheck_registry import run_checks
+
+    if side == "director":
+        return run_checks(collect_director(config, netns=netns), "director")
+    services = [ServiceFacts(svc.name, svc.mode, svc.vip, svc.snat_address,
+                             svc.snat_ports if svc.snat_address else None, tuple(be.address for be in svc.backends))
+                for svc in config.services]
+    probe = collect_backend([], netns=netns)
+    own = set(probe.local)
+    mine = [svc for svc in services if own & set(svc.backends)] or services
+    return run_checks(collect_backend(mine, director=config.lb.address, netns=netns), "backend")
 
 
 def diagnose(prefix: str, *, host_role: str | None = None, host_mode: str | None = None,

@@ -23,11 +23,14 @@ def engine_config_data(plan: Plan, lb: Node | None = None, control_socket: str |
     hash seed, so every LB picks the same backend for a flow)."""
     c, o = plan.constants, plan.options
     lb = lb or plan.by_role("lb")[0]
+    arms = [iface.ifname for iface in lb.interfaces if iface.segment]  # one-arm: eth0; two-arm: eth0, eth1
     config: dict[str, Any] = {"lb": {
-        "interface": "eth0",
+        "interface": arms[0] if len(arms) == 1 else arms,
         "address": lb.address,
         "control_socket": control_socket or str(LabPaths.at(plan.statedir).control_socket),
     }}
+    if o.fastpath != "off":
+        config["lb"]["fastpath"] = o.fastpath
     web: dict[str, Any] = {"name": "web", "vip": c["vip"], "port": int(c["service_port"]), "protocol": "tcp",
                            "mode": o.mode, "scheduler": o.scheduler}
     snat: dict[str, Any] = {}

@@ -38,6 +38,7 @@ class NodeFacts:
     decap_kind: str | None = None
     lb_address: str = "198.18.0.2"
     tier: bool = False  # the lab is an LB tier (pktlb/lab/tier): nat replies go via the router
+    topology: str = "one-arm"  # two-arm: the LB is the backends' gateway and routes (ip_forward=1)
     router_address: str = "198.18.0.1"
     sysctls: dict[str, str] = field(default_factory=dict)
     links: dict[str, Link] = field(default_factory=dict)

@@ -67,6 +67,7 @@ def lab_status(prefix: str) -> dict[str, Any]:
     return {
         "prefix": prefix, "up": recorded.get("status") == "up", "status": recorded.get("status"),
         "mode": options["mode"], "layer": recorded.get("layer", 4), "scheduler": options["scheduler"], "engine": engine,
+        "topology": options.get("topology", "one-arm"),
         "vip": recorded["vip"], "service_port": recorded["service_port"], "decap": recorded.get("decap_kind"),
         "statedir": str(paths.statedir), "switch": {"namespace": recorded["switch"],
                                               "interfaces": read_interfaces(recorded["switch"])},
@@ -83,8 +84,8 @@ def render_status(status: dict[str, Any]) -> str:
             if left else ""
         return f"no lab with prefix {status['prefix']!r} is up{extra}\n"
     e = status["engine"]
-    lines = [f"lab {status['prefix']!r}: {status['status']}, mode {status['mode']}, scheduler {status['scheduler']}, "
-             f"VIP {status['vip']}:{status['service_port']}/tcp",
+    lines = [f"lab {status['prefix']!r}: {status['status']}, mode {status['mode']}, "
+             f"topology {status.get('topology', 'one-arm')}, scheduler {status['scheduler']}, VIP {status['vip']}:{status['service_port']}/tcp",
              f"engine: {e['name']}" + ("" if e["ok"] else f" -- NOT RUNNING: {e['problem']}"),
              f"supervisor: pid {status['supervisor']['pid']} ({'alive' if status['supervisor']['alive'] else 'DEAD'})"
              + (f", decapsulation: {status['decap']}" if status["decap"] else ""),

@@ -178,5 +178,12 @@ def fdb_static(ns: str, port: str, mac: str) -> Step:
                 ["bridge", "-n", ns, "fdb", "replace", mac, "dev", port, "master", "static"], kind="fdb")
 
 
+def xdp_pass(ns: str, ifname: str, obj: str) -> Step:
+    """An XDP program that passes every frame, on a veth whose peer's XDP program sends with XDP_TX: a
+    veth delivers XDP_TX frames only to a peer that runs XDP itself (LAB-NOTES)."""
+    return Step(f"{ns}: XDP_PASS on {ifname} (receives the LB fast path's XDP_TX)",
+                ["ip", "-force", "-n", ns, "link", "set", "dev", ifname, "xdp", "obj", obj, "sec", "xdp"], kind="xdp")
+
+
 def nft_load(ns: str, ruleset: str, what: str) -> Step:
     return Step(f"{ns}: nftables {what}", Namespace(ns).argv(["nft", "-f", "-"]), stdin=ruleset, kind="nft")

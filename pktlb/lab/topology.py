@@ -21,6 +21,7 @@ from pktlb.core.packet.addr import in_network, int_to_ip, ip_to_int
 from pktlb.core.rewrite.registry import MODES, traits_of
 from pktlb.lab.addressing import mac_for_ip
 from pktlb.lab.capacity import capacity_args
+from pktlb.lab.fastpath import missing_reason as fastpath_missing
 from pktlb.lab.paths import BadPrefix, LabPaths, check_prefix
 
 LAB_NETWORK = (ip_to_int("198.18.0.0"), 15)
@@ -32,6 +33,7 @@ DEFAULT_PREFIX = "pktlb-"
 LAB_MODES = MODES + (L7_MODE,)  # the packet engine's four modes, and the L7 proxy layout
 ENGINES = ("pktlb", "kernel", "haproxy", "none")
 DECAP_CHOICES = ("auto", "kernel", "user")
+TOPOLOGIES = ("one-arm", "two-arm")  # the layouts netns/lab.toml describes ([topology.*])
 
 
 class LabError(RuntimeError):
@@ -52,7 +54,9 @@ class LabOptions:
     bfd: bool = False  # the tier's BGP sessions with BFD (100 ms x 3)
     service_time: float = 0.0  # ms each request holds a backend slot (pktlb.lab.capacity); 0: none
     max_concurrent: int = 0  # requests a backend serves at once, the others queue; 0: unlimited
+    topology: str = "one-arm"  # one-arm (the LB on the server segment) or two-arm (a director between the segments)
     tls: bool = False  # HTTPS on the VIP's tls_port too: the proxy ends it (l7), or the backends do (L4 modes)
+    fastpath: str = "off"  # the pktlb engine's kernel fast path: off, xdp or tc ([lb] fastpath in its config)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -195,9 +199,28 @@ def check_options(options: LabOptions, data: dict[str, Any]) -> None:
         raise LabError(f"--max-concurrent {options.max_concurrent}: expected 0 (unlimited) to {MAX_CONCURRENT}")
     if options.decap not in DECAP_CHOICES:
         raise LabError(f"--decap {options.decap!r}: expected one of {', '.join(DECAP_CHOICES)}")
+    topologies = data.get("topology", {})
+    if options.topology not in topologies:
+        raise LabError(f"--topology {options.topology!r}: expected one of {', '.join(topologies)}")
+    layout = topologies[options.topology]
+    if options.mode not in layout.get("modes", LAB_MODES):
+        raise LabError(f"--topology {options.topology} cannot do mode {options.mode}: {layout.get('refusal', '')}")
+    refused = layout.get("engines", {}).get(options.engine, {})
+    if options.mode in refused.get("modes", ()):
+        raise LabError(f"--topology {options.topology}: --engine {options.engine} cannot do mode {options.mode}: "
+                       f"{refused.get('refusal', '')}")
+    if options.topology != "one-arm" and options.lbs != 1:
+        raise LabError(f"--topology {options.topology} has one LB: the LB tier (--lbs) is one-armed")
     if options.tls and (options.engine == "kernel" or options.lbs > 1):
         raise LabError("--tls works with --engine pktlb, haproxy or none and one LB (the kernel baseline and the "
                        "LB tier forward only the HTTP and iperf ports)")
+    if options.fastpath != "off":
+        if options.engine != "pktlb" or mode_default(data, options.mode, "layer", 4) != 4:
+            raise LabError(f"--fastpath {options.fastpath}: only the pktlb packet engine has a fast path "
+                           f"(got --engine {options.engine}, mode {options.mode})")
+        problem = fastpath_missing(options.fastpath)
+        if problem:
+            raise LabError(f"--fastpath {options.fastpath}: {problem}")
     engine = data["engine"][options.engine]
     if options.mode not in engine.get("modes", LAB_MODES):
         raise LabError(f"--engine {options.engine} cannot do mode {options.mode}: {engine.get('refusal', '')}")
@@ -312,6 +335,9 @@ def make_plan(options: LabOptions, data: dict[str, Any], *, statedir: str, pytho
         for mode_section in _mode_chain(data, options.mode):
             spec = merge(spec, mode_section.get(role, {}))
         spec = merge(spec, engine.get(role, {}))
+        layout = data.get("topology", {}).get(options.topology, {})
+        spec = merge(spec, layout.get(role, {}))
+        spec.update(copy.deepcopy(layout.get("replace", {}).get(role, {})))  # e.g. routes: replaced, not appended
         decap = data["decap"][decap_kind] if decap_kind else None
         for i in range(1, counts[str(spec["count"])] + 1):
             nodes.append(_build_node(role, spec, i, constants, options, data["switch"], decap))
@@ -336,7 +362,8 @@ def make_plan(options: LabOptions, data: dict[str, Any], *, statedir: str, pytho
             services.append(ServiceSpec(f"{node.name}/{service}", node.name, node.namespace, argv, ready,
                                         sdef.get("requires")))
     summaries = {"mode": data["mode"][options.mode].get("summary", ""), "engine": engine.get("summary", ""),
-                 "decap": data["decap"][decap_kind].get("summary", "") if decap_kind else ""}
+                 "decap": data["decap"][decap_kind].get("summary", "") if decap_kind else "",
+                 "topology": data.get("topology", {}).get(options.topology, {}).get("summary", "")}
     return Plan(options=options, constants=constants, statedir=statedir,
                 switch_namespace=options.prefix + data["switch"]["node"], bridges=dict(data["switch"]["bridges"]),
                 switch_sysctls=dict(data["switch"].get("sysctls", {})),

@@ -23,6 +23,17 @@ def render_stats(data: dict[str, Any]) -> str:
     if port.get("kernel_drops") or port.get("rx_truncated"):
         lines.append(f"socket: {port.get('kernel_drops', 0)} frames lost in the kernel before the engine read them "
                      f"(receive queue full), {port.get('rx_truncated', 0)} larger than the receive slot")
+    interfaces = data.get("interfaces") or []
+    if interfaces:
+        lines.append("interfaces: " + ", ".join(
+            f"{i['name']} rx {i['rx']} tx {i['tx']}" + ("" if i.get("receives", True) else " (send only)")
+            for i in interfaces))
+    routing = data.get("routing") or {}
+    if routing:
+        unresolved = routing.get("unresolved") or {}
+        lines.append(f"routing: {routing.get('routes', 0)} routes, {routing.get('neighbours', 0)} neighbours, "
+                     f"{routing.get('resolves', 0)} resolutions asked"
+                     + (f"; waiting for {', '.join(f'{a} ({r})' for a, r in unresolved.items())}" if unresolved else ""))
     for svc in data["services"]:
         lines.append("")
         lines.append(f"{svc['protocol'].upper()} {svc['vip']}:{svc['port']} {svc['mode']} {svc['scheduler']} "

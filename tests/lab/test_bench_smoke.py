@@ -8,9 +8,11 @@ import json
 import pytest
 
 from pktlb.lab.manage import lab_down
+from pktlb.reports.bench.lab import BenchLab
 from pktlb.reports.bench.options import BenchOptions
-from pktlb.reports.bench.results import NFTABLES, ROUTING, SCAPY, render_text
-from pktlb.reports.bench.run import run_bench, write_outputs
+from pktlb.reports.bench.results import NFT_DSR, NFTABLES, ROUTING, SCAPY, render_text
+from pktlb.reports.bench.run import direct_rtts, run_bench, run_variant, write_outputs
+from pktlb.reports.bench.variants import KernelDsr, PktlbVariant
 from tests.lab.conftest import need_root, unique_prefix
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(150)]
@@ -56,3 +58,27 @@ def test_a_small_bench_run_reports_every_variant(tmp_path):
     assert [r["workers"] for r in drain["runs"]] == [1, 2]
     assert all(r["delivered"] > 0 and r["seconds"] > 0 for r in drain["runs"])
     assert data["machine"]["cpus"] >= 2 and data["settings"]["lb_cpu"] == 1
+
+
+def test_the_kernel_dsr_baseline_and_the_new_flow_flood_deliver_to_every_backend():
+    """In a DSR lab: the kernel's DSR (netdev MAC rewrite) forwards the UDP flood, TCP connects and the SYN
+    flood to all three backends; the engine's SYN flood is counted as new flows too."""
+    need_root()
+    prefix = unique_prefix()
+    opts = BenchOptions(modes=["dsr"], packets=20_000, seconds=3.0, latency_samples=10, syn_packets=4_000,
+                        paced=False, prefix=prefix)
+    lab = BenchLab("dsr", prefix)
+    try:
+        lab.up().prepare()
+        direct = direct_rtts(lab, 10)
+        kernel = run_variant(lab, KernelDsr(), opts, direct, lambda _: None)
+        engine = run_variant(lab, PktlbVariant("dsr"), opts, direct, lambda _: None)
+    finally:
+        lab.down()
+    assert kernel.name == NFT_DSR and kernel.delivered > 0
+    assert len([n for n, c in kernel.per_backend.items() if c > 0]) == 3, kernel.per_backend
+    assert kernel.latency is not None and kernel.latency.samples > 0  # TCP connects through the netdev chain
+    for row in (kernel, engine):
+        new = row.extra["new_flows"]
+        assert new["sent"] == 4_000 and 0 < new["delivered"] <= new["sent"] and row.new_flow_pps > 0, new
+        assert len([n for n, c in new["per_backend"].items() if c > 0]) == 3, new

@@ -66,7 +66,10 @@ def test_l7_lab_tls_cookie_cache_and_filter_with_pktlb_proxy(lab_factory):
         # and the backends serve exactly the requests that were let through.
         result = filter_rows(lab, "pktlb", flood=300, paced=15, rate=20.0)
         assert result["paced"]["statuses"] == {"200": 15}
-        assert result["flood"]["statuses"].get("429", 0) > 200
+        flood = result["flood"]
+        # The flood gets the burst and then the rate, however long it took (the machine may be busy).
+        assert flood["statuses"].get("429", 0) > 0
+        assert flood["statuses"].get("200", 0) <= 20 + 20.0 * flood["seconds"] + 1
         assert result["backends_saw_only_admitted"]
         assert set(result["proxy_rejects"]) == {"rate_limited"}
     finally:

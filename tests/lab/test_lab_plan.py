@@ -145,7 +145,9 @@ def test_dry_run_prints_every_command_and_creates_nothing():
     out = result.output
     assert f"ip netns add {prefix}lb" in out and f"ip -n {prefix}sw link add s-be1 type veth" in out
     assert "ethtool -K eth0 tx off tso off gso off" in out and "pktlb decap" in out
-    assert "nft -f -" not in out  # the engine installs its own guard (issue 14.3); the lab loads none for it
+    assert "nft -f -" not in out  # the pktlb engine installs its own guard (issue 14); the lab applies none
+    none = CliRunner().invoke(lab, ["up", "--mode", "tunnel", "--prefix", prefix, "--dry-run", "--engine", "none"])
+    assert "nft -f -" in none.output  # without an engine the lab still guards the LB's kernel itself
     assert f"bridge -n {prefix}sw fdb replace 02:00:c6:12:00:0b dev s-be1 master static" in out
     assert not namespaces(prefix)
     assert not LabPaths(prefix).statedir.exists()
@@ -160,3 +162,23 @@ def test_render_lists_services_and_config():
     plan = plan_for("nat", "pktlb")
     text = render_dry_run(plan, build_steps(plan), checked_engine_config(plan)[0])
     assert "pktlb.lab.httpd --name be3 --port 80" in text and "#   mode = \"nat\"" in text
+
+
+def test_fastpath_option_is_checked_and_written_into_the_engine_config(monkeypatch):
+    from pktlb.lab import fastpath
+    from pktlb.lab.engine_config import engine_config_data
+
+    assert "fastpath" not in engine_config_data(plan_for("nat", "pktlb"))["lb"]  # off: the key is left out
+    monkeypatch.setattr(fastpath, "fastpath_hooks", lambda: ())
+    with pytest.raises(LabError, match="no kernel fast path"):
+        plan_for("nat", "pktlb", fastpath="xdp")
+    monkeypatch.setattr(fastpath, "fastpath_hooks", lambda: ("xdp", "tc"))
+    with pytest.raises(LabError, match="only the pktlb packet engine"):
+        plan_for("nat", "kernel", fastpath="xdp")
+    with pytest.raises(LabError, match="only the pktlb packet engine"):
+        plan_for("l7", "pktlb", fastpath="xdp")  # pktlb proxy has none
+    assert engine_config_data(plan_for("dsr", "pktlb", fastpath="tc"))["lb"]["fastpath"] == "tc"
+    # XDP_TX out of the LB's veth reaches the switch only if the switch port runs XDP too; tc needs nothing.
+    xdp = [s.command() for s in build_steps(plan_for("nat", "pktlb", fastpath="xdp")) if s.kind == "xdp"]
+    assert len(xdp) == 1 and "ip -force -n pktlb-u-sw link set dev s-lb xdp obj" in xdp[0] and "pass.bpf.o" in xdp[0]
+    assert not [s for s in build_steps(plan_for("nat", "pktlb", fastpath="tc")) if s.kind == "xdp"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections import Counter
@@ -22,6 +23,7 @@ from pktlb.adapters.fanout import (
 )
 from pktlb.core.config import parse_config
 from pktlb.core.datapath import DataPath
+from pktlb.core.engine.steps import pick_backend
 from pktlb.core.flowtable import SnatPorts
 from pktlb.core.packet.addr import ip_to_int
 from pktlb.reports.bench import benchgen, profile
@@ -43,7 +45,7 @@ from pktlb.reports.bench.results import (
     render_text,
     targets,
 )
-from pktlb.reports.bench.variants import bench_config_text, dnat_ruleset
+from pktlb.reports.bench.variants import PktlbVariant, bench_config_text, dnat_ruleset
 from tests.unit.test_bpf import check, run
 
 # ---------------------------------------------------------------- a fanout-program interpreter
@@ -268,7 +270,8 @@ def test_proc_and_nft_parsers():
     assert bench_lab.parse_counters(json.dumps(nft)) == 12
     rules = bench_lab.count_ruleset("eth0", "198.18.0.11", "198.19.0.100", 5000)
     assert "ip daddr { 198.18.0.11, 198.19.0.100 } udp dport 5000 counter drop" in rules
-    assert "ip daddr 198.18.0.11 ip protocol 4 @nh,232,8 17 @nh,336,16 5000 counter drop" in rules
+    assert "ip daddr { 198.18.0.11, 198.19.0.100 } tcp dport 5000 counter drop" in rules  # the new-flow SYNs
+    assert "ip daddr 198.18.0.11 ip protocol 4 @nh,232,8 { 6, 17 } @nh,336,16 5000 counter drop" in rules
 
 
 @pytest.mark.parametrize("mode", ["nat", "fullnat", "tunnel", "dsr"])
@@ -280,6 +283,8 @@ def test_bench_config_adds_a_udp_service_the_engine_accepts(mode):
     config = parse_config(bench_config_text(lab_config, mode, "198.19.0.100", backends, "198.18.0.3", 20_000, 10.0))
     bench = next(s for s in config.services if s.name == "bench")
     assert (bench.protocol, bench.port, bench.mode, len(bench.backends)) == ("udp", 5000, mode, 2)
+    syn = next(s for s in config.services if s.name == "bench-syn")  # the new-flow flood's SYNs
+    assert (syn.protocol, syn.port, syn.mode, len(syn.backends)) == ("tcp", 5000, mode, 2)
     assert config.flows.max_entries == 20_000 and config.flows.udp_timeout == 10.0
     assert bench.backends[1].mac == "02:00:c6:12:00:0c"
 
@@ -316,6 +321,7 @@ def test_parse_classify_mirror_agrees_with_the_engine():
     svc, key, l4, csum_off = profile.parse_classify(bytearray(frame), dp.snapshot)
     _, decision = dp.handle(frame, 1.0)
     assert (decision.service, decision.flow_key, l4, csum_off) == (svc.name, key, 34, 40)
+    assert pick_backend(svc, dp.flows, key, dp.snapshot.seed).name == decision.backend  # what the profile times
     wrong_port[36:38] = (9).to_bytes(2, "big")
     assert profile.parse_classify(wrong_port, dp.snapshot)[0] is None
 
@@ -350,3 +356,68 @@ def test_bench_cli_help_and_option_checks():
     assert bad_mode.exit_code == 2 and "ipvs" in bad_mode.output
     bad_workers = runner.invoke(main, ["bench", "--workers", "1,x"])
     assert bad_workers.exit_code == 2
+
+
+# ---------------------------------------------------------------- new flows and the fast path's rows
+
+
+def test_syn_frames_are_new_flows_of_64_bytes_with_valid_checksums():
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+
+    frames = benchgen.syn_frames("02:00:c6:12:01:64", "02:00:c6:12:01:01", "198.18.1.100", "198.19.0.100", 5000,
+                                 flows=1024, first_sport=1024, sources=128)
+    assert len(frames) == 1024 and all(len(f) == benchgen.FRAME_BYTES for f in frames)
+    assert len({f[26:38] for f in frames}) == 1024  # every (source, destination, ports) different: all new
+    pkt = Ether(frames[129])
+    assert (pkt[IP].src, pkt[TCP].sport, str(pkt[TCP].flags), pkt[TCP].dport) == ("198.18.1.101", 1025, "S", 5000)
+    fresh = Ether(frames[129])
+    del fresh[IP].chksum, fresh[TCP].chksum
+    fresh = Ether(bytes(fresh))
+    assert (fresh[IP].chksum, fresh[TCP].chksum) == (pkt[IP].chksum, pkt[TCP].chksum)
+    with pytest.raises(ValueError, match="source ports"):
+        benchgen.syn_frames("02:00:00:00:00:01", "02:00:00:00:00:02", "198.18.1.100", "198.19.0.100", 80,
+                            flows=65536, first_sport=65000, sources=1)
+
+
+def test_fast_path_rows_get_their_own_targets_and_the_loss_target_needs_a_lossless_kernel():
+    rows = [*sample_results(), result("pktlb nat, fastpath xdp", "pktlb", "nat", 190_000, 1.0, 0.5)]
+    rows[0].sent = 200_000  # the plain engine lost half
+    found = {t.name: t for t in targets(rows)}
+    assert found["nat, fastpath xdp: delivered pps vs nftables DNAT"].met  # 0.95
+    cpu = found["nat, fastpath xdp: LB CPU per packet vs nftables DNAT"]
+    assert cpu.met and cpu.value == pytest.approx((1e6 * 0.5 / 190_000) / 2.5)
+    assert found["nat, fastpath xdp: loss where nftables DNAT lost none"].met
+    assert not found["nat: loss where nftables DNAT lost none"].met
+    lossy = [*rows]
+    lossy[3] = result(NFTABLES, "baseline", None, 200_000, 1.0, 0.5)
+    lossy[3].sent = 300_000
+    assert not [t for t in targets(lossy) if "loss" in t.name]  # the kernel lost too: no such target
+    rows[-1].new_flow_pps = 12_345.0
+    assert "12,345" in render_table(rows) and "new flows/s" in render_table(rows)
+
+
+def test_the_fastpath_option_and_which_rows_it_asks_for(monkeypatch):
+    from pktlb.core import config as core_config
+    from pktlb.lab import fastpath
+
+    assert fastpath.parse_hooks("auto") is None and fastpath.parse_hooks(None) is None
+    assert fastpath.parse_hooks("off") == [] and fastpath.parse_hooks("xdp, tc") == ["xdp", "tc"]
+    with pytest.raises(ValueError, match="expected auto, off"):
+        fastpath.parse_hooks("xdp,bogus")
+    assert fastpath.hooks_to_measure(["xdp"]) == ["xdp"] and fastpath.hooks_to_measure([]) == []
+    monkeypatch.setattr(fastpath, "fastpath_hooks", lambda: ())
+    assert fastpath.hooks_to_measure(None) == []  # auto without a fast path: no extra rows
+    assert "no kernel fast path" in fastpath.missing_reason("xdp") and fastpath.missing_reason("off") is None
+    monkeypatch.setattr(fastpath, "fastpath_hooks", lambda: ("xdp", "tc"))
+    assert fastpath.hooks_to_measure(None) == ["xdp"] and fastpath.missing_reason("tc") is None
+    assert "unknown" in fastpath.missing_reason("ebpf")
+    monkeypatch.undo()
+    has_it = any(f.name == "fastpath" for f in dataclasses.fields(core_config.LbConfig))
+    assert bool(fastpath.fastpath_hooks()) == has_it
+
+
+def test_the_engine_row_runs_pktlb_run_with_the_fast_path_asked_for():
+    plain, fast = PktlbVariant("dsr"), PktlbVariant("dsr", fastpath="tc")
+    assert (plain.label, fast.label) == ("pktlb dsr", "pktlb dsr, fastpath tc")
+    assert plain.new_flows and fast.kind == "pktlb"

@@ -148,6 +148,7 @@ def policy() -> list[B.Insn]:
         src_services={("tcp", BACKEND, 8080)},
         dst_addrs=[SNAT],
         icmp_dst_addrs=[LB_ADDR],
+        local_addrs=[LB_ADDR],
     )
 
 
@@ -259,6 +260,41 @@ def test_backend_replies_are_kept_from_the_service_port_only():
     assert kept(program, frame(IP(src=BACKEND, dst=CLIENT) / ICMP(type=3, code=3)))  # errors about flows
 
 
+def test_what_a_backend_sends_to_the_lb_itself_is_left_to_the_lbs_kernel():
+    """Health-check replies (TCP, HTTP, ICMP echo) from a NAT backend to the LB's prober, and fragments of
+    them, are not the engine's: only frames to the clients are NAT replies."""
+    program = policy()
+    assert kept(program, frame(IP(src=BACKEND, dst=CLIENT) / TCP(sport=8080, dport=40000, flags="A")))
+    assert not kept(program, frame(IP(src=BACKEND, dst=LB_ADDR) / TCP(sport=8080, dport=40000, flags="SA")))
+    assert not kept(program, frame(IP(src=BACKEND, dst=LB_ADDR) / UDP(sport=8080, dport=40000)))
+    assert not kept(program, frame(IP(src=BACKEND, dst=LB_ADDR, proto=6, frag=9) / (b"z" * 40)))
+    # A destination clause still keeps what is addressed to a local address: ICMP to the LB (icmp_dst_addrs
+    # here, not in the engine's filter), the SNAT range.
+    assert kept(program, frame(IP(src=BACKEND, dst=LB_ADDR) / ICMP(type=0)))
+    snat_is_local = B.build_filter(dst_services={("tcp", SNAT, (20000, 59999))}, src_services={("tcp", BACKEND, 80)},
+                                   local_addrs=[SNAT, LB_ADDR])
+    check(snat_is_local)
+    assert kept(snat_is_local, frame(IP(src=BACKEND, dst=SNAT) / TCP(sport=80, dport=20001)))
+    assert not kept(snat_is_local, frame(IP(src=BACKEND, dst=SNAT) / TCP(sport=80, dport=19999)))
+    assert kept(snat_is_local, frame(IP(src=BACKEND, dst=CLIENT) / TCP(sport=80, dport=19999)))
+    # Without local addresses the old policy holds (the cut is emitted only when asked for).
+    assert kept(B.build_filter(src_services={("tcp", BACKEND, 80)}), frame(IP(src=BACKEND, dst=LB_ADDR) / TCP(sport=80)))
+
+
+def test_the_engines_filter_drops_health_check_replies_to_the_lb_and_keeps_nat_replies():
+    from pktlb.adapters.configfile import load_config
+    from pktlb.core.snapshot import build_snapshot
+    from pktlb.daemon.filter import engine_filter_program
+
+    program = engine_filter_program(build_snapshot(load_config("examples/nat.toml")))
+    check(program)
+    be, lb, client = "198.18.0.11", "198.18.0.2", "198.18.1.10"
+    assert kept(program, frame(IP(src=client, dst="198.19.0.100") / TCP(sport=40000, dport=80, flags="S")))
+    assert kept(program, frame(IP(src=be, dst=client) / TCP(sport=80, dport=40000, flags="SA")))
+    assert not kept(program, frame(IP(src=be, dst=lb) / TCP(sport=80, dport=40000, flags="SA")))
+    assert not kept(program, frame(IP(src=be, dst=lb) / ICMP(type=0)))
+
+
 def test_icmp_is_kept_to_vips_and_lb_addresses_only():
     program = policy()
     assert kept(program, frame(IP(src=CLIENT, dst=VIP) / ICMP()))
@@ -347,13 +383,17 @@ def reference_keep(src: str, dst: str, proto: int, sport: int, dport: int, frag:
         return True
     if dst == SNAT:
         return True
-    if frag == 0 and proto == 6 and src == BACKEND and sport == 8080:
-        return True
     if proto == 1 and dst in (VIP, VIP2, LB_ADDR):
+        return True
+    if frag != 0 and dst in (VIP, VIP2):
+        return True
+    if dst == LB_ADDR:  # local: no source clause keeps it
+        return False
+    if frag == 0 and proto == 6 and src == BACKEND and sport == 8080:
         return True
     if proto == 1 and src == BACKEND:
         return True
-    return frag != 0 and (dst in (VIP, VIP2) or src == BACKEND)
+    return frag != 0 and src == BACKEND
 
 
 def raw_ipv4(src: str, dst: str, proto: int, sport: int, dport: int, frag: int, option_words: int) -> bytes:

@@ -206,3 +206,32 @@ def test_cli_refuses_bad_options_before_touching_anything():
     assert mode.exit_code == 2 and "ipvs" in mode.output
     sched = runner.invoke(main, ["compare", "--scheduler", "nope"])
     assert sched.exit_code == 2 and "nope" in sched.output
+
+
+def test_the_engine_with_its_fast_path_is_a_compare_engine_of_its_own(monkeypatch, tmp_path):
+    from pktlb.lab import fastpath
+    from pktlb.reports.compare import run as compare_run
+    from pktlb.reports.compare.charts import write_charts
+
+    assert compare_run.lab_engine("pktlb-xdp") == ("pktlb", "xdp")
+    assert compare_run.lab_engine("pktlb") == ("pktlb", "off") and compare_run.lab_engine("kernel") == ("kernel", "off")
+    data = load_topology()
+
+    def engines(mode: str = "nat", **settings) -> tuple[str, ...]:
+        return compare_run.compare_engines(compare_run.CompareSettings(**settings), data, mode)
+
+    assert engines(fastpath=["xdp", "tc"]) == ("pktlb", "pktlb-xdp", "pktlb-tc", "kernel")
+    assert engines(fastpath=[]) == ("pktlb", "kernel")
+    assert "pktlb-xdp" not in engines("l7", fastpath=["xdp"])  # the proxy has no fast path
+    monkeypatch.setattr(fastpath, "fastpath_hooks", lambda: ())
+    assert engines() == ("pktlb", "kernel")  # auto, and this pktlb has none
+    assert "no kernel fast path" in compare_run.unavailable(data, "nat", "pktlb-xdp")
+    monkeypatch.setattr(fastpath, "fastpath_hooks", lambda: ("xdp", "tc"))
+    assert engines() == ("pktlb", "pktlb-xdp", "kernel")
+    assert compare_run.unavailable(data, "nat", "pktlb-xdp") is None
+    report = copy.deepcopy(REPORT)
+    report["runs"].insert(1, {**_run("nat", "pktlb-xdp"), "fastpath": "xdp"})
+    report["invariants"] = invariants(report)
+    assert all(c["holds"] for c in report["invariants"])
+    assert "| nat | pktlb-xdp | 500 |" in render_markdown(report)
+    assert [p.name for p in write_charts(report, tmp_path)][0] == "throughput.png"

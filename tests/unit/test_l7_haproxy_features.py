@@ -108,3 +108,13 @@ def test_filters_as_http_request_deny(tmp_path):
             "http-request deny deny_status 403 unless allowed_path"] == \
         [line for line in front if "allowed_path" in line]
     haproxy_accepts(text, tmp_path)
+
+
+def test_the_features_example_renders_for_haproxy(tmp_path):
+    from pathlib import Path
+
+    from pktlb.adapters.configfile import load_config
+    text = haproxy_config(load_config(str(Path(__file__).parents[2] / "examples" / "l7-features.toml")))
+    for expected in ("ssl crt /run/pktlb/pktlb-/tls/vip.pem", "cookie SRVID insert", "cache shop_cache",
+                     "deny_status 429", "deny_status 405", "deny_status 403"):
+        assert expected in text, expected

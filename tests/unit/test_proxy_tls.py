@@ -117,7 +117,7 @@ CLIENT_HELLO_START = bytes.fromhex("160301020001")  # a handshake record of 512 
 
 def test_truncated_and_stalled_handshakes_are_cut_and_counted_others_unaffected(pki):
     async def scenario():
-        async with running_proxy(("be1",), l7=tls_table(pki, "  handshake_timeout = 0.5\n")) as p:
+        async with running_proxy(("be1",), l7=tls_table(pki, "  handshake_timeout = 2\n")) as p:
             stalled_reader, stalled = await asyncio.open_connection("127.0.0.1", p.port)
             stalled.write(CLIENT_HELLO_START + bytes(20))  # and then nothing
             cut_reader, cut = await asyncio.open_connection("127.0.0.1", p.port)
@@ -283,3 +283,24 @@ def test_pktlb_stats_shows_the_handshakes_and_rejections(pki):
     assert "plain_http_on_tls" in text
     totals = json.loads(data)["totals"]
     assert (totals["tls_full"], totals["tls_resumed"], totals["rejects"]) == (1, 1, {"plain_http_on_tls": 1})
+
+
+def test_handshakes_in_progress_are_bounded_by_max_connections(pki):
+    async def scenario():
+        l7 = "  max_connections = 3\n" + tls_table(pki, "  handshake_timeout = 2\n")  # long enough on a busy machine
+        async with running_proxy(("be1",), l7=l7) as p:
+            stalled = [await asyncio.open_connection("127.0.0.1", p.port) for _ in range(3)]
+            for _, writer in stalled:
+                writer.write(CLIENT_HELLO_START)  # a handshake begun, never finished
+            # Accepted in order, each accept starts its handshake before the next: the fourth finds three pending.
+            extra_reader, extra = await asyncio.open_connection("127.0.0.1", p.port)
+            assert await closed_by_peer(extra_reader) == b""  # refused at once, no handshake started for it
+            for reader, writer in stalled:
+                assert await closed_by_peer(reader) == b""  # cut at handshake_timeout
+                writer.close()
+            extra.close()
+            good, _, _ = await https_get(p.port, client_context(pki))
+            assert good.status == 200
+            rejects = p.server.stats.service("web").rejects
+            assert rejects["too_many_connections"] == 1 and rejects["tls_handshake_timeout"] == 3
+    run(scenario())

@@ -22,7 +22,7 @@ from pktlb.core.config import FlowConfig
 from pktlb.core.fastpath import layout as L
 from pktlb.core.flowtable import FlowEntry, FlowTable
 from pktlb.core.packet.ipv4 import PROTO_UDP
-from pktlb.core.snapshot import Snapshot
+from pktlb.core.snapshot import ServiceView, Snapshot
 
 MapImage = dict[str, dict[bytes, bytes]]  # map name -> key bytes -> value bytes
 UNRESOLVED_L2 = bytes(12)  # a next hop without a MAC yet: the program punts its frames
@@ -80,7 +80,7 @@ def _resolved(l2: bytes) -> bool:
     return l2[0:6] != bytes(6) and l2[6:12] != bytes(6)
 
 
-def sched_kind(svc) -> int:
+def sched_kind(svc: ServiceView) -> int:
     """Who schedules the service's new flows in the fast path (layout.SCHED_*)."""
     if svc.rewriter.traits.needs_snat or not svc.scheduler.hash_input:  # the first packet needs an SNAT port
         return L.SCHED_PYTHON
@@ -138,10 +138,12 @@ def decode_flow_key(raw: bytes) -> tuple[int, int, int, int, int]:
             int.from_bytes(dport, "big"))
 
 
-def flow_value(entry: FlowEntry, backend_id: int, last_seen_ns: int) -> bytes:
+def flow_value(entry: FlowEntry, backend_id: int, last_seen_ns: int, reply_l2: bytes = UNRESOLVED_L2) -> bytes:
+    """``reply_l2``: where the flow's replies go (the client's next hop's MAC, then the LB's), used when
+    the config names no single gateway (nat and full-NAT replies punt while it is unresolved)."""
     deltas = entry.nat_deltas
     return L.FLOW.pack(backend_id, L.STATE_NUMBERS[entry.state], 0, _b2(entry.snat_port), _b4(entry.snat_addr),
-                       deltas[0], deltas[1], deltas[2], 0, 0, 0, 0, 0, max(last_seen_ns, 0))
+                       deltas[0], deltas[1], deltas[2], reply_l2, 0, 0, 0, 0, max(last_seen_ns, 0))
 
 
 def snat_reverse(entry: FlowEntry) -> tuple[bytes, bytes]:
@@ -150,14 +152,15 @@ def snat_reverse(entry: FlowEntry) -> tuple[bytes, bytes]:
     return key, L.SNAT_REVERSE.pack(flow_key(entry.key), deltas[3], deltas[4], deltas[5])
 
 
-def encode_entry(entry: FlowEntry, snap: Snapshot, ids: Ids, last_seen_ns: int) -> MapImage:
+def encode_entry(entry: FlowEntry, snap: Snapshot, ids: Ids, last_seen_ns: int,
+                 reply_l2: bytes = UNRESOLVED_L2) -> MapImage:
     """The map entries of one flow (nothing when its service or backend is not in the snapshot)."""
     image: MapImage = {"pktlb_flows": {}, "pktlb_snat_reverse": {}}
     svc = snap.services.get((entry.key[0], entry.key[2], entry.key[4]))
     if svc is None or svc.name != entry.service or entry.backend not in svc.by_name:
         return image
     image["pktlb_flows"][flow_key(entry.key)] = flow_value(entry, ids.backend(svc.name, entry.backend),
-                                                           last_seen_ns)
+                                                           last_seen_ns, reply_l2)
     if entry.snat_port:
         key, value = snat_reverse(entry)
         image["pktlb_snat_reverse"][key] = value
@@ -175,7 +178,7 @@ def encode_flows(flows: FlowTable, snap: Snapshot, ids: Ids, now: float, clock_o
     image: MapImage = {"pktlb_flows": {}, "pktlb_snat_reverse": {}}
     for entry in flows:
         if live(entry, flows, now):
-            part = encode_entry(entry, snap, ids, int(entry.last_seen * 1e9) + clock_offset_ns)
+            part = encode_entry(entry, snap, ids, int(entry.last_seen * 1e9) + clock_offset_ns, snap.reply_l2)
             image["pktlb_flows"].update(part["pktlb_flows"])
             image["pktlb_snat_reverse"].update(part["pktlb_snat_reverse"])
     return image
@@ -197,7 +200,7 @@ class KernelFlow:
 
 
 def decode_flow(key: bytes, value: bytes) -> KernelFlow:
-    (backend_id, state, origin, _port, _addr, _d1, _d2, _d3, _pad, packets_in, bytes_in, packets_out, bytes_out,
+    (backend_id, state, origin, _port, _addr, _d1, _d2, _d3, _l2, packets_in, bytes_in, packets_out, bytes_out,
      last_seen) = L.FLOW.unpack(value)
     return KernelFlow(decode_flow_key(key), backend_id, L.STATES[state] if state < len(L.STATES) else "est", origin,
                       packets_in, bytes_in, packets_out, bytes_out, last_seen)

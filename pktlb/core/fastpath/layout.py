@@ -16,7 +16,7 @@ SERVICE = struct.Struct("<IBBBBH2s4s4s")  # id, mode, sched, replies_via_lb, udp
 BACKEND = struct.Struct("<12s4s2sBx8I")  # l2, addr, port, state, 6 NAT deltas, outer_base_sum, service_id
 TABLE_HEAD = struct.Struct("<II")  # size, pad; then MAX_TABLE u16 backend ids
 FLOW_KEY = struct.Struct("<4s4s2s2sB3x")  # src, dst, sport, dport, proto
-FLOW = struct.Struct("<IBB2s4sIIII4xQQQQQ")  # backend_id, state, origin, snat_port, snat_addr, 3 deltas, pad,
+FLOW = struct.Struct("<IBB2s4sIII12s4xQQQQQ")  # backend_id, state, origin, snat_port, snat_addr, 3 deltas, reply_l2,
 #                                              packets_in, bytes_in, packets_out, bytes_out, last_seen_ns
 REVERSE_KEY = struct.Struct("<4s2sBx")  # addr, port, proto
 NAT_REVERSE = struct.Struct("<II4s2s2x")  # service_id, backend_id, vip, port
@@ -29,7 +29,7 @@ MAX_BACKENDS = 1024
 MAX_TABLE = 65537
 TABLE_VALUE_SIZE = 131084  # TABLE_HEAD + MAX_TABLE u16, padded to 4
 
-SIZES = {"config": 48, "service": 20, "backend": 52, "sched_table": TABLE_VALUE_SIZE, "flow": 72,
+SIZES = {"config": 48, "service": 20, "backend": 52, "sched_table": TABLE_VALUE_SIZE, "flow": 80,
          "nat_reverse": 16, "snat_reverse": 28, "flow_key": 16, "service_key": 8, "reverse_key": 8}
 for _name, _st in (("config", CONFIG), ("service", SERVICE), ("backend", BACKEND), ("flow", FLOW),
                    ("nat_reverse", NAT_REVERSE), ("snat_reverse", SNAT_REVERSE), ("flow_key", FLOW_KEY),

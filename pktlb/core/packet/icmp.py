@@ -51,7 +51,7 @@ class ICMP:
         return self.seq
 
 
-def build_ipv4_icmp(eth_dst: bytes, eth_src: bytes, ip_src: int, ip_dst: int, icmp_type: int,
+def build_ipv4_icmp(eth_dst: bytes | bytearray, eth_src: bytes, ip_src: int, ip_dst: int, icmp_type: int,
                     code: int, rest: int, payload: bytes | bytearray | memoryview, ttl: int = 64) -> bytearray:
     """A whole Ethernet+IPv4+ICMP frame with both checksums filled."""
     icmp = bytearray(ICMP_STRUCT.pack(icmp_type, code, 0, rest >> 16, rest & 0xFFFF))
@@ -67,14 +67,14 @@ def quote(frame: bytes | bytearray | memoryview, ip_off: int, ip_total: int, ihl
     return bytes(frame[ip_off:end])
 
 
-def frag_needed(eth_dst: bytes, eth_src: bytes, lb_ip: int, client_ip: int, mtu: int,
+def frag_needed(eth_dst: bytes | bytearray, eth_src: bytes, lb_ip: int, client_ip: int, mtu: int,
                 quoted: bytes) -> bytearray:
     """Destination unreachable, fragmentation needed (type 3 code 4) carrying the usable MTU (RFC 1191)."""
     return build_ipv4_icmp(eth_dst, eth_src, lb_ip, client_ip, DEST_UNREACH, CODE_FRAG_NEEDED,
                            mtu & 0xFFFF, quoted)
 
 
-def time_exceeded(eth_dst: bytes, eth_src: bytes, lb_ip: int, client_ip: int, quoted: bytes) -> bytearray:
+def time_exceeded(eth_dst: bytes | bytearray, eth_src: bytes, lb_ip: int, client_ip: int, quoted: bytes) -> bytearray:
     """Time exceeded in transit (type 11 code 0), as a router sends when TTL would reach 0."""
     return build_ipv4_icmp(eth_dst, eth_src, lb_ip, client_ip, TIME_EXCEEDED, 0, 0, quoted)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import struct
 
 from pktlb.core.checksum import checksum
+from pktlb.core.decision import Drop
 
 _U16 = struct.Struct("!H")
 _U32 = struct.Struct("!I")
@@ -26,9 +27,10 @@ _FIN, _PSH, _CWR = 0x01, 0x08, 0x80
 # The most a 64 KiB frame can hold: Linux's smallest MSS (tcp_min_snd_mss, 48) less TCP options
 # can leave a gso_size of 8 bytes.  A bound on the work one frame can ask for, not a guess at senders.
 MAX_SEGMENTS = 65535 // 8 + 1
+BAD_GSO = Drop("bad_gso")
 
 
-def segment_tcp(frame: bytearray, ip: int, l4: int, mss: int) -> list[bytearray] | str:
+def segment_tcp(frame: bytearray, ip: int, l4: int, mss: int) -> list[bytearray] | Drop:
     """Cut the TCP super-frame (Ethernet at 0, IPv4 at ``ip``, TCP at ``l4``) into ``mss``-byte segments.
 
     The frame's lengths must already be checked (the engine's parse does).  Returns the segments
@@ -38,7 +40,7 @@ def segment_tcp(frame: bytearray, ip: int, l4: int, mss: int) -> list[bytearray]
     thl = (frame[l4 + 12] >> 4) << 2
     start, end = l4 + thl, ip + total
     if mss <= 0 or thl < 20 or start > end or (end - start + mss - 1) // mss > MAX_SEGMENTS:
-        return "bad_gso"
+        return BAD_GSO
     head = frame[:start]
     payload = memoryview(frame)[start:end]
     ident = _U16.unpack_from(frame, ip + 4)[0]

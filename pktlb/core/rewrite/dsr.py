@@ -6,9 +6,15 @@ it), accepts the packet as its own, and replies straight to the client through t
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pktlb.core.packet.frame import MACS
 from pktlb.core.rewrite.base import Result, Rewriter
 from pktlb.core.rewrite.traits import ModeTraits
+
+if TYPE_CHECKING:
+    from pktlb.core.flowtable import FlowEntry
+    from pktlb.core.snapshot import BackendView, ServiceView, Snapshot
 
 
 class DsrRewriter(Rewriter):
@@ -17,6 +23,7 @@ class DsrRewriter(Rewriter):
                         arp_quiet_backend=True, loose_rp_backend=True)
     summary = "destination MAC -> backend MAC; IP packet untouched; replies bypass the LB"
 
-    def inbound(self, frame, ip, l4, csum_off, svc, be, entry, snap, partial) -> Result:  # type: ignore[override]
+    def inbound(self, frame: bytearray, ip: int, l4: int, csum_off: int, svc: ServiceView, be: BackendView,
+                entry: FlowEntry | None, snap: Snapshot, partial: bool) -> Result:
         frame[MACS] = be.l2  # both MACs in one slice assignment, precomputed per backend
         return [frame]

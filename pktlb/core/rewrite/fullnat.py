@@ -10,6 +10,8 @@ slice assignments and two incremental checksum updates.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pktlb.core.checksum import add_deltas, apply_delta, apply_l4_delta, delta16, delta32
 from pktlb.core.icmp_relay import rewrite_error
 from pktlb.core.packet.frame import IP, MACS
@@ -17,13 +19,17 @@ from pktlb.core.packet.ipv4 import OFF_CSUM, OFF_DST, OFF_SRC, OFF_TTL, PROTO_UD
 from pktlb.core.rewrite.base import Result, Rewriter
 from pktlb.core.rewrite.traits import ModeTraits
 
+if TYPE_CHECKING:
+    from pktlb.core.flowtable import FlowEntry, FlowTable
+    from pktlb.core.snapshot import BackendView, ServiceView, Snapshot
+
 
 class FullNatRewriter(Rewriter):
     name = "fullnat"
     traits = ModeTraits(replies_via_lb=True, needs_snat=True, decrements_ttl=True)
     summary = "dst VIP:port -> backend:port and src client:port -> SNAT:port, TTL-1; replies reversed"
 
-    def on_new_flow(self, entry, svc, be, flows) -> str | None:  # type: ignore[override]
+    def on_new_flow(self, entry: FlowEntry, svc: ServiceView, be: BackendView, flows: FlowTable) -> str | None:
         if not entry.snat_port and not flows.allocate_snat(entry, svc.snat, svc.snat_ports):
             return "snat_ports_exhausted"
         _, client, _, cport, _ = entry.key
@@ -39,7 +45,9 @@ class FullNatRewriter(Rewriter):
         )
         return None
 
-    def inbound(self, frame, ip, l4, csum_off, svc, be, entry, snap, partial) -> Result:  # type: ignore[override]
+    def inbound(self, frame: bytearray, ip: int, l4: int, csum_off: int, svc: ServiceView, be: BackendView,
+                entry: FlowEntry | None, snap: Snapshot, partial: bool) -> Result:
+        assert entry is not None  # the engine creates the flow (and its SNAT port) before it rewrites
         in_ip, in_l4, in_pseudo = entry.nat_deltas[0:3]
         frame[MACS] = be.l2  # both MACs in one slice assignment, precomputed per backend
         frame[ip + OFF_TTL] -= 1
@@ -52,7 +60,9 @@ class FullNatRewriter(Rewriter):
             apply_l4_delta(frame, csum_off, in_l4, in_pseudo, partial, svc.proto == PROTO_UDP)
         return [frame]
 
-    def outbound(self, frame, ip, l4, csum_off, svc, be, entry, snap, partial) -> Result:  # type: ignore[override]
+    def outbound(self, frame: bytearray, ip: int, l4: int, csum_off: int, svc: ServiceView, be: BackendView,
+                 entry: FlowEntry | None, snap: Snapshot, partial: bool) -> Result:
+        assert entry is not None  # a full-NAT reply is found by its flow
         out_ip, out_l4, out_pseudo = entry.nat_deltas[3:6]
         _, client, _, cport, _ = entry.key
         frame[MACS] = snap.reply_l2
@@ -66,8 +76,10 @@ class FullNatRewriter(Rewriter):
             apply_l4_delta(frame, csum_off, out_l4, out_pseudo, partial, svc.proto == PROTO_UDP)
         return [frame]
 
-    def relay_icmp_error(self, frame, icmp, end, svc, be, entry, snap) -> Result:  # type: ignore[override]
+    def relay_icmp_error(self, frame: bytearray, icmp: int, end: int, svc: ServiceView, be: BackendView,
+                         entry: FlowEntry | None, snap: Snapshot) -> Result:
         """The quoted reply left the LB as VIP:vport -> client: the backend sent it as backend -> SNAT:sport."""
+        assert entry is not None  # full-NAT state is per flow: the engine relays only errors about a known flow
         rewrite_error(frame, IP, end, outer_src=svc.snat, outer_dst=be.addr,
                       inner_src=(be.addr, be.port), inner_dst=(svc.snat, entry.snat_port))
         frame[MACS] = be.l2

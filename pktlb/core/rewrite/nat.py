@@ -7,6 +7,8 @@ incrementally with per-backend deltas precomputed in the snapshot (RFC 1624).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pktlb.core.checksum import apply_delta, apply_l4_delta
 from pktlb.core.icmp_relay import rewrite_error
 from pktlb.core.packet.frame import IP, MACS
@@ -14,13 +16,18 @@ from pktlb.core.packet.ipv4 import OFF_CSUM, OFF_DST, OFF_SRC, OFF_TTL, PROTO_UD
 from pktlb.core.rewrite.base import Result, Rewriter
 from pktlb.core.rewrite.traits import ModeTraits
 
+if TYPE_CHECKING:
+    from pktlb.core.flowtable import FlowEntry
+    from pktlb.core.snapshot import BackendView, ServiceView, Snapshot
+
 
 class NatRewriter(Rewriter):
     name = "nat"
     traits = ModeTraits(replies_via_lb=True, reverse_nat=True, decrements_ttl=True)
     summary = "dst VIP:port -> backend:port, TTL-1; replies: src backend:port -> VIP:port"
 
-    def inbound(self, frame, ip, l4, csum_off, svc, be, entry, snap, partial) -> Result:  # type: ignore[override]
+    def inbound(self, frame: bytearray, ip: int, l4: int, csum_off: int, svc: ServiceView, be: BackendView,
+                entry: FlowEntry | None, snap: Snapshot, partial: bool) -> Result:
         frame[MACS] = be.l2  # both MACs in one slice assignment, precomputed per backend
         frame[ip + OFF_TTL] -= 1
         frame[ip + OFF_DST:ip + OFF_DST + 4] = be.addr_bytes
@@ -30,7 +37,8 @@ class NatRewriter(Rewriter):
             apply_l4_delta(frame, csum_off, be.in_l4_delta, be.in_pseudo_delta, partial, svc.proto == PROTO_UDP)
         return [frame]
 
-    def outbound(self, frame, ip, l4, csum_off, svc, be, entry, snap, partial) -> Result:  # type: ignore[override]
+    def outbound(self, frame: bytearray, ip: int, l4: int, csum_off: int, svc: ServiceView, be: BackendView,
+                 entry: FlowEntry | None, snap: Snapshot, partial: bool) -> Result:
         frame[MACS] = snap.reply_l2
         frame[ip + OFF_TTL] -= 1
         frame[ip + OFF_SRC:ip + OFF_SRC + 4] = svc.vip_bytes
@@ -40,7 +48,8 @@ class NatRewriter(Rewriter):
             apply_l4_delta(frame, csum_off, be.out_l4_delta, be.out_pseudo_delta, partial, svc.proto == PROTO_UDP)
         return [frame]
 
-    def relay_icmp_error(self, frame, icmp, end, svc, be, entry, snap) -> Result:  # type: ignore[override]
+    def relay_icmp_error(self, frame: bytearray, icmp: int, end: int, svc: ServiceView, be: BackendView,
+                         entry: FlowEntry | None, snap: Snapshot) -> Result:
         """The quoted reply left the LB as VIP:vport -> client: put back the backend's address and port."""
         rewrite_error(frame, IP, end, outer_dst=be.addr, inner_src=(be.addr, be.port))
         frame[MACS] = be.l2

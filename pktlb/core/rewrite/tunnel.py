@@ -11,14 +11,22 @@ decapsulation hop (a raw socket and a TUN device) cannot carry the "partial" sta
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pktlb.core.checksum import add_deltas, checksum, fold
+from pktlb.core.decision import Drop
 from pktlb.core.packet.frame import IPIP_OVERHEAD, MACS, SRC_MAC, src_addr
 from pktlb.core.packet.icmp import frag_needed, quote
 from pktlb.core.packet.ipv4 import FLAG_DF, IPV4_STRUCT, OFF_FRAG, OFF_TOTLEN, PROTO_IPIP, U16
 from pktlb.core.rewrite.base import Result, Rewriter
 from pktlb.core.rewrite.traits import ModeTraits
 
+if TYPE_CHECKING:
+    from pktlb.core.flowtable import FlowEntry
+    from pktlb.core.snapshot import BackendView, ServiceView, Snapshot
+
 OVERHEAD = IPIP_OVERHEAD
+TOO_BIG = Drop("too_big")
 OUTER_VIHL = 0x45  # version 4, 5 words: no options
 OUTER_TTL = 64
 _unpack16 = U16.unpack_from
@@ -34,12 +42,13 @@ class TunnelRewriter(Rewriter):
     def __init__(self) -> None:
         self.next_id = 0
 
-    def inbound(self, frame, ip, l4, csum_off, svc, be, entry, snap, partial) -> Result:  # type: ignore[override]
+    def inbound(self, frame: bytearray, ip: int, l4: int, csum_off: int, svc: ServiceView, be: BackendView,
+                entry: FlowEntry | None, snap: Snapshot, partial: bool) -> Result:
         inner_len = _unpack16(frame, ip + OFF_TOTLEN)[0]
         flags = _unpack16(frame, ip + OFF_FRAG)[0] & FLAG_DF
         if inner_len + OVERHEAD > svc.mtu:
             if not flags:
-                return "too_big"
+                return TOO_BIG
             ihl = (frame[ip] & 15) * 4
             return [frag_needed(frame[SRC_MAC], snap.lb_mac, snap.lb_addr, src_addr(frame, ip), svc.mtu - OVERHEAD, quote(frame, ip, inner_len, ihl))]
         if partial and csum_off:

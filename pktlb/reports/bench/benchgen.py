@@ -8,6 +8,9 @@ starts them with ``ip netns exec`` and ``taskset``) and print one JSON object.
   sender points a preallocated ``mmsghdr`` vector at them and calls ``sendmmsg`` in a loop, so no
   Python code runs per packet and one core sends several hundred thousand frames a second.
   Bounded by ``--packets`` and ``--seconds``; ``--rate`` paces it (frames per second).
+* ``flood --syn``: 60-byte TCP SYNs instead, each its own new flow (source address i mod
+  ``--sources``, source port first + i // sources): the new-flow rate, every frame a scheduling
+  decision and a flow-table insert (and, in the kernel, a conntrack entry).
 * ``rtt``: the time ``connect()`` takes (SYN out, SYN-ACK back) to a TCP port, ``--count`` times,
   ``--interval`` apart: a round trip through whatever sits on the path, at low load.
 """
@@ -48,6 +51,27 @@ def udp_frame(src_mac: bytes, dst_mac: bytes, src: int, dst: int, sport: int, dp
     header = struct.pack("!BBHHHBBHII", 0x45, 0, 20 + udp_len, 0, 0x4000, ttl, 17, 0, src, dst)
     header = header[:10] + checksum(header).to_bytes(2, "big") + header[12:]
     return dst_mac + src_mac + ETHERTYPE_IPV4 + header + udp
+
+
+def syn_frame(src_mac: bytes, dst_mac: bytes, src: int, dst: int, sport: int, dport: int,
+              size: int = FRAME_BYTES, ttl: int = 64) -> bytes:
+    """One Ethernet/IPv4/TCP SYN frame, padded to ``size`` bytes, with correct IP and TCP checksums."""
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, sport * 7919, 0, 5 << 4, 0x02, 64240, 0, 0)
+    tcp_sum = checksum(tcp, pseudo_header_sum(src, dst, 6, len(tcp)))
+    tcp = tcp[:16] + tcp_sum.to_bytes(2, "big") + tcp[18:]
+    header = struct.pack("!BBHHHBBHII", 0x45, 0, 20 + len(tcp), 0, 0x4000, ttl, 6, 0, src, dst)
+    header = header[:10] + checksum(header).to_bytes(2, "big") + header[12:]
+    frame = dst_mac + src_mac + b"\x08\x00" + header + tcp
+    return frame + bytes(size - len(frame))  # Ethernet padding, outside the IP packet
+
+
+def syn_frames(src_mac: str, dst_mac: str, first_src: str, dst: str, dport: int, flows: int,
+               first_sport: int = 1024, sources: int = 128) -> list[bytes]:
+    """``flows`` SYNs, each a new flow: address first_src + (i mod sources), port first_sport + i // sources."""
+    if first_sport + (flows - 1) // sources > 65535:
+        raise ValueError(f"{flows} flows from {sources} sources run out of source ports")
+    smac, dmac, base, target = mac_to_bytes(src_mac), mac_to_bytes(dst_mac), ip_to_int(first_src), ip_to_int(dst)
+    return [syn_frame(smac, dmac, base + i % sources, target, first_sport + i // sources, dport) for i in range(flows)]
 
 
 def flow_frames(src_mac: str, dst_mac: str, first_src: str, dst: str, dport: int, flows: int,
@@ -172,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     flood.add_argument("--rate", type=float, default=None)
     flood.add_argument("--rotate", type=float, default=None,
                        help="every ROTATE seconds, new flows (source ports move on by --flows)")
+    flood.add_argument("--syn", action="store_true", help="TCP SYNs, each a new flow (see syn_frames)")
     rtt = sub.add_parser("rtt", help="time TCP connects to host:port")
     rtt.add_argument("--host", required=True)
     rtt.add_argument("--port", type=int, required=True)
@@ -182,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.flows < 1 or (MAX_VECTOR % args.flows and args.flows % MAX_VECTOR):
             parser.error(f"--flows must divide {MAX_VECTOR} or be a multiple of it")
         def frames_for(round_: int) -> list[bytes]:
+            if args.syn:
+                return syn_frames(args.src_mac, args.dst_mac, args.src, args.dst, args.dport, args.flows,
+                                  args.first_sport, args.sources or 128)
             first = 1024 + (args.first_sport - 1024 + round_ * args.flows) % (65536 - 1024 - args.flows)
             return flow_frames(args.src_mac, args.dst_mac, args.src, args.dst, args.dport, args.flows, first,
                                args.sources)

@@ -117,14 +117,17 @@ def rx_packets(pid: int, ifname: str = "eth0") -> int:
 
 
 def count_ruleset(interface: str, own_address: str, vip: str, port: int) -> str:
-    """Backend ingress: count and drop the flood as NAT/full-NAT/DSR/routing deliver it, or inside IP-in-IP
-    (outer and inner headers of 20 bytes: the inner protocol is byte 29, the inner UDP port bytes 42-43)."""
+    """Backend ingress: count and drop the flood (UDP, or the new-flow flood's TCP SYNs) as NAT/full-NAT/DSR/
+    routing deliver it, or inside IP-in-IP (outer and inner headers of 20 bytes: the inner protocol is
+    byte 29, the inner destination port bytes 42-43)."""
     return "\n".join([
         f"table netdev {COUNT_TABLE} {{",
         "  chain ingress {",
         f'    type filter hook ingress device "{interface}" priority -10; policy accept;',
         f"    meta pkttype host ip daddr {{ {own_address}, {vip} }} udp dport {port} counter drop",
-        f"    meta pkttype host ip daddr {own_address} ip protocol 4 @nh,232,8 17 @nh,336,16 {port} counter drop",
+        f"    meta pkttype host ip daddr {{ {own_address}, {vip} }} tcp dport {port} counter drop",
+        f"    meta pkttype host ip daddr {own_address} ip protocol 4 @nh,232,8 {{ 6, 17 }} @nh,336,16 {port} "
+        "counter drop",
         "  }",
         "}",
     ]) + "\n"

@@ -38,15 +38,26 @@ class BenchOptions:
     memory_seconds: float = 60.0
     prefix: str = ""
     out: str | None = None
+    # Hooks the engine is measured at with its kernel fast path (pktlb run --fastpath), beside the rows
+    # without it; None: every hook this pktlb has (lab/fastpath.py), [] or ["off"]: none.
+    fastpath: list[str] | None = None
+    syn_packets: int = 50_000  # SYNs of the new-flow flood (each a new flow); 0: no new-flow rate
+
+
+SYN_FLOWS = 65536  # distinct SYNs the new-flow flood cycles through (more than it sends: each is new)
+SYN_SOURCES = 128  # from 198.18.1.100 to .227, on the client's segment
 
 
 def flood_args(lab: BenchLab, packets: int, seconds: float, flows: int, rate: float | None = None,
-               first_sport: int = 10000) -> list[str]:
-    """``GENERATOR flood``'s arguments: from the lab's client to its VIP on the bench port, bounded."""
+               first_sport: int = 10000, syn: bool = False) -> list[str]:
+    """``GENERATOR flood``'s arguments: from the lab's client to its VIP on the bench port, bounded.
+
+    ``syn``: TCP SYNs from SYN_SOURCES addresses, each a new flow, instead of UDP over ``flows`` flows."""
     client = lab.node("client")
     c = lab.constants
+    sources, flows, first_sport = (SYN_SOURCES, SYN_FLOWS, 1024) if syn else (64, flows, first_sport)
     args = ["flood", "--ifname", "eth0", "--src-mac", client.interfaces[0].mac,
-            "--dst-mac", mac_for_ip(c["router_client"]), "--src", "198.18.1.100", "--sources", "64", "--dst", lab.vip,
-            "--dport", str(BENCH_PORT), "--flows", str(flows), "--first-sport", str(first_sport),
+            "--dst-mac", mac_for_ip(c["router_client"]), "--src", "198.18.1.100", "--sources", str(sources),
+            "--dst", lab.vip, "--dport", str(BENCH_PORT), "--flows", str(flows), "--first-sport", str(first_sport),
             "--packets", str(packets), "--seconds", str(seconds)]
-    return args + (["--rate", str(rate)] if rate else [])
+    return args + (["--rate", str(rate)] if rate else []) + (["--syn"] if syn else [])

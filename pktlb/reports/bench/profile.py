@@ -4,7 +4,7 @@
 call, so in-place rewrites never see their own output), and subtracts the cost of the bare loop:
 
     frame copy          bytearray(...) of a received slot, what RawPort.recv_batch does per frame
-    parse + classify    the header checks of engine._process up to the service lookup (a mirror
+    parse + classify    the header checks of engine.parse up to the service lookup (a mirror
                         of those lines: the real code is one function and is not slowed down here)
     flow lookup         FlowTable.lookup on a hit, plus the per-flow counters the engine keeps
     schedule (miss)     flow hash + scheduler pick, per scheduler (Maglev: one table index)
@@ -28,10 +28,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pktlb.core import engine
 from pktlb.core.config import Config, parse_config
 from pktlb.core.datapath import DataPath
-from pktlb.core.decision import FORWARD, INBOUND, Decision
+from pktlb.core.decision import FORWARD, INBOUND, Decision, Drop
+from pktlb.core.engine.steps import l4_checksum_offset, pick_backend
 from pktlb.core.packet.addr import ip_to_int, mac_to_bytes
 from pktlb.core.packet.ethernet import ETH_P_IP
 from pktlb.core.packet.frame import (
@@ -81,7 +81,7 @@ def client_frames(count: int, distinct: int) -> list[bytearray]:
 
 
 def parse_classify(frame: bytearray, snap: Any) -> tuple[Any, tuple[int, ...], int, int] | None:
-    """Mirrors engine._process and engine._inbound up to the service lookup, for a frame to a VIP."""
+    """Mirrors engine.parse and engine.inbound up to the service lookup, for a frame to a VIP."""
     n = len(frame)
     if (n < MIN_IPV4_FRAME or ((frame[ETHERTYPE] << 8) | frame[ETHERTYPE + 1]) != ETH_P_IP
             or frame[DST_MAC] != snap.lb_mac):
@@ -100,8 +100,8 @@ def parse_classify(frame: bytearray, snap: Any) -> tuple[Any, tuple[int, ...], i
     if frame[IP_FRAG] & FRAG_BITS or frame[IP_FRAG + 1]:
         return None
     l4 = IP + ihl
-    csum_off = engine._l4_checks(frame, proto, l4, total - ihl, False)
-    if csum_off.__class__ is str:
+    csum_off = l4_checksum_offset(frame, proto, l4, total - ihl, False)
+    if isinstance(csum_off, Drop):
         return None
     sport, dport = _PORTS(frame, l4)
     svc = snap.services.get((proto, dst, dport))
@@ -168,7 +168,7 @@ def stage_costs(mode: str, iterations: int = 20_000, repeats: int = 3) -> dict[s
         "parse + classify": _best(lambda: _per_call_ns(lambda f: parse_classify(f, snap), client_frames(iterations, 64)),
                                   repeats),
         "flow lookup (hit)": _best(lambda: _per_call_ns(lookup, range(iterations)), repeats),
-        "schedule (miss)": _best(lambda: _per_call_ns(lambda k: engine._pick(svc, flows, k, snap.seed), misses),
+        "schedule (miss)": _best(lambda: _per_call_ns(lambda k: pick_backend(svc, flows, k, snap.seed), misses),
                                  repeats),
         "flow insert (miss)": _best(lambda: _per_call_ns(insert, misses), repeats),
         "rewrite": _best(lambda: _per_call_ns(rewrite, client_frames(iterations, 1)), repeats),
@@ -196,7 +196,7 @@ def scheduler_costs(mode: str, iterations: int, repeats: int) -> dict[str, float
         keys = [(17, ip_to_int(CLIENT) + i % 64, svc.vip, 20000 + i, PORT) for i in range(iterations)]
 
         def pick(key: Any, svc: Any = svc, flows: Any = dp.flows, seed: int = dp.snapshot.seed) -> Any:
-            return engine._pick(svc, flows, key, seed)
+            return pick_backend(svc, flows, key, seed)
 
         out[name] = _best(lambda pick=pick, keys=keys: _per_call_ns(pick, keys), repeats)
     return out

@@ -19,6 +19,12 @@ Method (also printed in the report's settings):
   separable and counts (the report notes a busy LB core).
 * Latency: TCP connect times from the client at low load (no flood), through the forwarder and
   straight to a backend (NAT labs get a temporary return route for that); added = through - direct.
+* New-flow rate: a flood of TCP SYNs from 128 source addresses, each SYN a new flow (a scheduling
+  decision and a flow-table insert; a conntrack entry in the kernel), counted at the backends like
+  the UDP flood; new flows/s = delivered SYNs / delivery window.  For the engine with and without
+  its kernel fast path, and for the kernel's DNAT and DSR.
+* Fast path (``--fastpath``): the engine's rows again with ``pktlb run --fastpath HOOK``, measured
+  only if the engine reports the fast path on (else a note says why).
 * Backlog drain (``--workers 1,2``): the workers are stopped (SIGSTOP), frames over 8192 flows
   queue in their sockets, then SIGCONT; time until the workers' last send, once the backends have
   counted them all (best of 5).
@@ -39,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from pktlb.core.rewrite.registry import MODES, traits_of
+from pktlb.lab.fastpath import hooks_to_measure
 from pktlb.lab.manage import existing_namespaces
 from pktlb.reports.bench.drain import DRAIN_FLOWS, drain
 from pktlb.reports.bench.lab import (
@@ -54,7 +61,7 @@ from pktlb.reports.bench.lab import (
     rx_packets,
     softnet_dropped,
 )
-from pktlb.reports.bench.options import GENERATOR, BenchOptions, flood_args
+from pktlb.reports.bench.options import GENERATOR, SYN_FLOWS, BenchOptions, flood_args
 from pktlb.reports.bench.results import BenchReport, Latency, VariantResult
 from pktlb.reports.bench.variants import (
     KernelDnat,
@@ -66,8 +73,6 @@ from pktlb.reports.bench.variants import (
     Variant,
 )
 
-# Baselines measured in a mode's own lab, beside that mode's row (DNAT and routing run in the NAT lab).
-KERNEL_WAYS: dict[str, type[Variant]] = {"dsr": KernelDsr}
 POLL = 0.02  # seconds between looks at the backends' counters
 SETTLE = 0.3  # the run is over once no delivery was seen for this long after the generator finished
 BACKGROUND_PROBE = 0.5  # seconds the LB core is watched, idle, before each flood
@@ -110,7 +115,7 @@ class Flood:
 
 
 def measure_flood(lab: BenchLab, variant: Variant, packets: int, seconds: float, flows: int,
-                  rate: float | None = None) -> Flood:
+                  rate: float | None = None, syn: bool = False) -> Flood:
     """One bounded flood through whatever forwards in the lab now; counters before and after.
 
     LB CPU = busy time of the LB core, minus user time on it that is not the forwarder's own (other
@@ -121,7 +126,8 @@ def measure_flood(lab: BenchLab, variant: Variant, packets: int, seconds: float,
     background = _background_busy(BACKGROUND_PROBE)
     cpu_before, drops_before, ipis_before = cpu_times(LB_CPU), softnet_dropped(LB_CPU), ipis(LB_CPU)
     procs_before = {pid: process_cpu_seconds(pid) for pid in variant.process_pids()}
-    gen = lab.popen("client", [sys.executable, "-m", GENERATOR, *flood_args(lab, packets, seconds, flows, rate)],
+    gen = lab.popen("client", [sys.executable, "-m", GENERATOR, *flood_args(lab, packets, seconds, flows, rate,
+                                                                             syn=syn)],
                     cpu=GEN_CPU, stdout=subprocess.PIPE)
     first = last = None
     deadline = time.monotonic() + seconds + 30
@@ -209,6 +215,10 @@ def run_variant(lab: BenchLab, variant: Variant, opts: BenchOptions, direct: lis
                 progress(f"{label}: latency")
                 through = connect_rtts(lab, lab.vip, opts.latency_samples)
                 latency = Latency.from_samples(through["samples_us"], direct, through["failures"])
+            syn = None
+            if variant.new_flows and opts.syn_packets:
+                progress(f"{label}: new-flow flood of {opts.syn_packets:,} SYNs")
+                syn = measure_flood(lab, variant, opts.syn_packets, opts.seconds, SYN_FLOWS, syn=True)
         finally:
             stopped = variant.stop(lab)
     result = VariantResult(name=label, kind=variant.kind, mode=variant.mode, sent=flood.sent,
@@ -217,6 +227,12 @@ def run_variant(lab: BenchLab, variant: Variant, opts: BenchOptions, direct: lis
                            extra={**flood.extra, **stopped})
     if rate:
         result.extra["offered_rate_pps"] = rate
+    if syn is not None:
+        result.new_flow_pps = syn.pps
+        result.extra["new_flows"] = {"sent": syn.sent, "delivered": syn.delivered, "seconds": syn.seconds,
+                                     "loss": 1 - syn.delivered / syn.sent if syn.sent else None,
+                                     "lb_cpu_seconds": syn.lb_cpu_seconds, "cpu_us_per_flow": syn.cpu_us_per_packet,
+                                     "per_backend": syn.per_backend}
     if paced is not None:
         result.paced_cpu_us = paced.cpu_us_per_packet
         result.extra["paced"] = {"offered_pps": PACED * flood.pps, "sent": paced.sent, "delivered": paced.delivered,
@@ -267,6 +283,13 @@ def run_bench(opts: BenchOptions, progress: Progress = lambda _: None) -> BenchR
                 direct = direct_rtts(lab, opts.latency_samples) if opts.latency_samples else None
                 if mode in opts.modes:
                     report.results.append(run_variant(lab, PktlbVariant(mode), opts, direct, progress))
+                    for hook in hooks_to_measure(opts.fastpath):
+                        try:
+                            report.results.append(run_variant(lab, PktlbVariant(mode, fastpath=hook), opts, direct,
+                                                              progress))
+                        except BenchError as exc:  # the engine runs, but not with its fast path: say why
+                            progress(f"pktlb {mode}, fastpath {hook}: not measured: {exc}")
+                            report.notes.append(f"pktlb {mode}, fastpath {hook}: not measured: {exc}")
                 if mode == BASELINE_MODE and mode in opts.modes and opts.diagnostic:
                     report.results.append(run_variant(lab, PktlbRxOnGeneratorCore(mode), opts, None, progress))
                 if mode == BASELINE_MODE and opts.baselines:
@@ -275,8 +298,9 @@ def run_bench(opts: BenchOptions, progress: Progress = lambda _: None) -> BenchR
                     scapy = ScapyForwarder(opts.scapy_packets, opts.seconds)
                     report.results.append(run_variant(lab, scapy, opts, None, progress, packets=opts.scapy_packets,
                                                       rate=opts.scapy_rate))
-                if mode in KERNEL_WAYS and mode in opts.modes and opts.baselines:
-                    report.results.append(run_variant(lab, KERNEL_WAYS[mode](), opts, direct, progress))
+                if traits_of(mode).backends_on_link and mode in opts.modes and opts.baselines:
+                    # The kernel's own way of this mode, in its lab beside its row (DNAT is in the NAT lab).
+                    report.results.append(run_variant(lab, KernelDsr(), opts, direct, progress))
                 if mode in opts.modes and opts.workers != [1]:
                     runs = [drain(lab, mode, n, opts, progress) for n in opts.workers]
                     base = next((r["pps"] for r in runs if r["workers"] == 1), None)
@@ -311,6 +335,7 @@ def _settings(opts: BenchOptions) -> dict[str, Any]:
             "frame_bytes": 60, "generator_cpu": GEN_CPU, "lb_cpu": LB_CPU, "workers": opts.workers,
             "scapy_packets": opts.scapy_packets, "scapy_rate": opts.scapy_rate,
             "latency_samples": opts.latency_samples, "drain_frames": opts.drain_frames,
+            "fastpath": hooks_to_measure(opts.fastpath), "syn_packets": opts.syn_packets,
             "method": (__doc__ or "").split("Method (also printed in the report's settings):", 1)[-1].strip()}
 
 

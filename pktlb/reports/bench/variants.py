@@ -1,7 +1,9 @@
 """The forwarders ``pktlb bench`` compares, each a small class that sets itself up in a lab and undoes it.
 
 * ``pktlb``: the engine (``pktlb run``) in one mode, one worker pinned to the LB core, with the
-  lab's TCP service plus a UDP service on the bench port.
+  lab's TCP service plus a UDP service on the bench port (and a TCP one there for the new-flow
+  flood); with ``fastpath``, ``pktlb run --fastpath HOOK``: the kernel fast path forwards the
+  established flows, and the row is measured only if the engine says the fast path is on.
 * ``kernel routing``: the LB namespace forwards (ip_forward=1) with a route for the VIP to the
   first backend: the least work a forwarding hop can do here.
 * ``kernel nftables DNAT``: the kernel's conntrack + DNAT over the backends (jhash of address and
@@ -27,6 +29,7 @@ from typing import Any, ClassVar
 
 from pktlb.core.rewrite.registry import traits_of
 from pktlb.daemon.ctlsock import ControlClientError, answers, request, worker_socket
+from pktlb.lab.fastpath import pass_object
 from pktlb.lab.manage import log_tail, pktlb_program
 from pktlb.lab.nftables import GUARD_TABLE, KERNEL_DSR_TABLE, DsrPort, guard_ruleset, kernel_dsr_ruleset
 from pktlb.reports.bench.lab import (
@@ -49,14 +52,17 @@ SCAPY_SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "scapy_forwarde
 
 def bench_config_text(lab_config: str, mode: str, vip: str, backends: list[tuple[str, str, str]],
                       snat_address: str | None, max_entries: int | None = None, udp_timeout: float | None = None) -> str:
-    """The lab's engine config plus a UDP service on the bench port (backends: name, address, MAC)."""
-    lines = [lab_config.rstrip(), "", "[[service]]", 'name = "bench"', f'vip = "{vip}"', f"port = {BENCH_PORT}",
-             'protocol = "udp"', f'mode = "{mode}"', 'scheduler = "maglev"']
-    if traits_of(mode).needs_snat:
-        lines += [f'snat_address = "{snat_address}"', "snat_ports = [20000, 59999]"]
-    for name, address, mac in backends:
-        lines += ["", "[[service.backend]]", f'name = "{name}"', f'address = "{address}"', f"port = {BENCH_PORT}",
-                  f'mac = "{mac}"']
+    """The lab's engine config plus a UDP service on the bench port, and a TCP one on the same port for
+    the new-flow flood's SYNs (backends: name, address, MAC)."""
+    lines = [lab_config.rstrip()]
+    for name, protocol in (("bench", "udp"), ("bench-syn", "tcp")):
+        lines += ["", "[[service]]", f'name = "{name}"', f'vip = "{vip}"', f"port = {BENCH_PORT}",
+                  f'protocol = "{protocol}"', f'mode = "{mode}"', 'scheduler = "maglev"']
+        if traits_of(mode).needs_snat:
+            lines += [f'snat_address = "{snat_address}"', "snat_ports = [20000, 59999]"]
+        for be_name, address, mac in backends:
+            lines += ["", "[[service.backend]]", f'name = "{be_name}"', f'address = "{address}"',
+                      f"port = {BENCH_PORT}", f'mac = "{mac}"']
     flows = []
     if max_entries is not None:
         flows.append(f"max_entries = {max_entries}")
@@ -68,7 +74,7 @@ def bench_config_text(lab_config: str, mode: str, vip: str, backends: list[tuple
 
 
 def dnat_ruleset(vip: str, backends: list[str], udp_port: int, tcp_port: int) -> str:
-    """Kernel DNAT of the bench's UDP flood and the lab's TCP service over the backends."""
+    """Kernel DNAT of the bench's UDP flood, the lab's TCP service and the new-flow SYNs over the backends."""
     mapping = ", ".join(f"{i} : {address}" for i, address in enumerate(backends))
     n = len(backends)
     return "\n".join([
@@ -77,6 +83,7 @@ def dnat_ruleset(vip: str, backends: list[str], udp_port: int, tcp_port: int) ->
         "    type nat hook prerouting priority dstnat; policy accept;",
         f"    ip daddr {vip} udp dport {udp_port} dnat to jhash ip saddr . udp sport mod {n} map {{ {mapping} }}",
         f"    ip daddr {vip} tcp dport {tcp_port} dnat to jhash ip saddr . tcp sport mod {n} map {{ {mapping} }}",
+        f"    ip daddr {vip} tcp dport {udp_port} dnat to jhash ip saddr . tcp sport mod {n} map {{ {mapping} }}",
         "  }",
         "}",
     ]) + "\n"
@@ -89,6 +96,7 @@ class Variant:
     kind: ClassVar[str] = "baseline"
     mode: str | None = None
     latency: ClassVar[bool] = True  # can a TCP connect go through it?
+    new_flows: ClassVar[bool] = False  # does it keep flows (so a SYN flood measures its new-flow rate)?
 
     def start(self, lab: BenchLab, undo: list[tuple[Any, ...]]) -> None:
         raise NotImplementedError
@@ -119,20 +127,26 @@ def _lift_guard(lab: BenchLab, undo: list[tuple[Any, ...]]) -> None:
 class PktlbVariant(Variant):
     name = "pktlb"
     kind = "pktlb"
+    new_flows = True
 
     def __init__(self, mode: str, workers: int = 1, max_entries: int | None = None,
-                 udp_timeout: float | None = None, wrapper: list[str] | None = None) -> None:
+                 udp_timeout: float | None = None, wrapper: list[str] | None = None,
+                 fastpath: str | None = None) -> None:
         self.mode, self.workers, self.wrapper = mode, workers, wrapper or []
-        self.max_entries, self.udp_timeout = max_entries, udp_timeout
+        self.max_entries, self.udp_timeout, self.fastpath = max_entries, udp_timeout, fastpath
         self.proc: Any = None
         self.socket = ""
 
     @property
     def label(self) -> str:
-        return f"pktlb {self.mode}"
+        return f"pktlb {self.mode}" + (f", fastpath {self.fastpath}" if self.fastpath else "")
 
     def start(self, lab: BenchLab, undo: list[tuple[Any, ...]]) -> None:
         set_forwarding(lab, 0, undo)
+        if self.fastpath == "xdp":  # the program's XDP_TX reaches the switch only if the peer runs XDP too
+            port = lab.lb_switch_port
+            lab.run("sw", ["ip", "-force", "link", "set", "dev", port, "xdp", "obj", str(pass_object()), "sec", "xdp"])
+            undo.append((lab.run, "sw", ["ip", "link", "set", "dev", port, "xdp", "off"]))
         c = lab.constants
         backends = [(b.name, b.address, b.interfaces[0].mac) for b in lab.backend_nodes]
         lab_config = lab.paths.config.read_text()
@@ -142,6 +156,7 @@ class PktlbVariant(Variant):
         self.socket = str(lab.paths.control_socket)
         log = lab.paths.log("bench-engine")
         argv = [*self.wrapper, pktlb_program(), "run", "-c", str(config), "--no-health", "--workers", str(self.workers)]
+        argv += ["--fastpath", self.fastpath] if self.fastpath else []
         self.proc = lab.popen("lb", argv, cpu=LB_CPU if self.workers == 1 else None, log=log)
         sockets = [worker_socket(self.socket, i) for i in range(self.workers)]
         if not wait_until(lambda: self.proc.poll() is not None or all(answers(s) for s in sockets),
@@ -150,6 +165,16 @@ class PktlbVariant(Variant):
             raise BenchError(f"the engine did not start ({' '.join(argv)}): {log_tail(str(log)) or 'no log'}")
         for index, pid in enumerate(self.process_pids()):
             pin(pid, LB_CPU if self.workers == 1 else index % 2)
+        if self.fastpath:
+            self._check_fastpath()
+
+    def _check_fastpath(self) -> None:
+        """The engine's own word (``pktlb stats``) that its fast path is on at the hook asked for."""
+        said = [s.get("fastpath") or {} for s in self.stats()]
+        if not said or any(f.get("hook") != self.fastpath for f in said):
+            reason = "; ".join(str(f.get("reason") or f) for f in said) or "no stats"
+            stop(self.proc)
+            raise BenchError(f"the engine runs without its fast path at {self.fastpath}: {reason}")
 
     def process_pids(self) -> list[int]:
         if self.proc is None:
@@ -213,6 +238,7 @@ class KernelRouting(Variant):
 
 class KernelDnat(Variant):
     name = NFTABLES
+    new_flows = True  # conntrack: every SYN a new entry
 
     def start(self, lab: BenchLab, undo: list[tuple[Any, ...]]) -> None:
         _lift_guard(lab, undo)
@@ -228,10 +254,12 @@ class KernelDsr(Variant):
 
     name = NFT_DSR
     mode = "dsr"
+    new_flows = True  # stateless: a new flow costs it what any packet does
 
     def start(self, lab: BenchLab, undo: list[tuple[Any, ...]]) -> None:
         lb = lab.node("lb").interfaces[0]
-        ports = [DsrPort("udp", BENCH_PORT), DsrPort("tcp", int(lab.constants["service_port"]))]
+        ports = [DsrPort("udp", BENCH_PORT), DsrPort("tcp", BENCH_PORT),
+                 DsrPort("tcp", int(lab.constants["service_port"]))]
         macs = [str(b.interfaces[0].mac) for b in lab.backend_nodes]
         lab.nft("lb", kernel_dsr_ruleset(lb.ifname, str(lb.mac), lab.vip, ports, macs))
         undo.append((lab.nft_delete, "lb", "netdev", KERNEL_DSR_TABLE))

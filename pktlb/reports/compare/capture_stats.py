@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import struct
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -79,16 +80,18 @@ class LbFrames:
                 "header_overhead": self.header_overhead}
 
 
-def lb_frames(path: str, lb_mac: str, service_port: int) -> LbFrames:
-    mac = mac_to_bytes(lb_mac)
+def lb_frames(path: str | Sequence[str], lb_mac: str | Sequence[str], service_port: int) -> LbFrames:
+    """``path``: one capture or one per LB interface (a two-armed LB); ``lb_mac``: the LB's MAC(s)."""
+    macs = {mac_to_bytes(m) for m in ([lb_mac] if isinstance(lb_mac, str) else lb_mac)}
     result = LbFrames()
     received: dict[tuple[int, int, int, int], int] = {}
     sent: list[Segment] = []
-    for _, frame in read_pcap(path):
+    frames = [frame for one in ([path] if isinstance(path, str) else path) for _, frame in read_pcap(one)]
+    for frame in frames:
         segment = parse_segment(frame)
         if segment is None:
             continue
-        if frame[0:6] == mac:
+        if bytes(frame[0:6]) in macs:
             if segment.dport == service_port:
                 result.packets_in += 1
                 result.bytes_in += segment.frame_len
@@ -96,7 +99,7 @@ def lb_frames(path: str, lb_mac: str, service_port: int) -> LbFrames:
             elif segment.sport == service_port:
                 result.packets_out += 1
                 result.bytes_out += segment.frame_len
-        elif frame[6:12] == mac:
+        elif bytes(frame[6:12]) in macs:
             result.sent += 1
             result.encapsulated_sent += segment.encapsulated
             sent.append(segment)

@@ -14,7 +14,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 
-ENGINE_COLOURS = {"pktlb": "#3b75af", "kernel": "#aaaaaa", "haproxy": "#5aa469"}
+ENGINE_COLOURS = {"pktlb": "#3b75af", "pktlb-xdp": "#2e8b57", "pktlb-tc": "#8fbc8f", "kernel": "#aaaaaa",
+                  "haproxy": "#5aa469"}
+IPERF_SHADES = {"pktlb": ("#3b75af", "#9cc3e6"), "pktlb-xdp": ("#2e8b57", "#a8d5ba"), "pktlb-tc": ("#6b8e23", "#c5d99c"),
+                "kernel": ("#777777", "#cccccc")}
 DPI = 90
 
 
@@ -60,7 +63,7 @@ def throughput_chart(report: dict[str, Any], path: Path) -> None:
     _grouped(download, report, _per_engine(lambda r: r["throughput"]["megabytes_per_second"]), "MB/s")
     download.set_title(f"HTTP download of {report['settings']['download_bytes'] >> 20} MiB", fontsize=8)
     series = [(f"{engine} {direction}", shade, engine, _iperf(direction))
-              for engine, shades in (("pktlb", ("#3b75af", "#9cc3e6")), ("kernel", ("#777777", "#cccccc")))
+              for engine, shades in IPERF_SHADES.items()
               for direction, shade in zip(("upload", "download"), shades, strict=True)]
     _grouped(iperf, report, series, "MB/s")
     iperf.set_title("iperf3: client to backend (upload), -R (download)", fontsize=8)

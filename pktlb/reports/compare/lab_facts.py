@@ -16,17 +16,21 @@ from pktlb.daemon.ctlsock import request
 from pktlb.lab.topology import engine_section, expand, merge
 
 
-def mode_requirements(data: dict[str, Any], mode: str, engine: str, decap_kind: str | None) -> dict[str, Any]:
-    """Per role, the sysctls, routes, addresses and offloads that this mode and engine add to the lab."""
+def mode_requirements(data: dict[str, Any], mode: str, engine: str, decap_kind: str | None,
+                      topology: str = "one-arm") -> dict[str, Any]:
+    """Per role, the sysctls, routes, addresses and offloads that this mode, engine and topology add to the lab."""
     chain, name = [], mode
     while name:
         chain.insert(0, data["mode"][name])
         name = data["mode"][name].get("inherits")
     roles: dict[str, dict[str, Any]] = {}
-    for section in [*chain, engine_section(data, engine, mode)]:
+    layout = data.get("topology", {}).get(topology, {})
+    for section in [*chain, engine_section(data, engine, mode), layout]:
         for role, spec in section.items():
-            if isinstance(spec, dict):
+            if isinstance(spec, dict) and role not in ("replace", "engines"):
                 roles[role] = merge(roles.get(role, {}), spec)
+    for role, spec in layout.get("replace", {}).items():
+        roles.setdefault(role, {}).update(spec)
     if decap_kind:
         decap = data["decap"][decap_kind]
         backend = roles.setdefault("backend", {})

@@ -38,7 +38,8 @@ from typing import Any
 
 from pktlb.adapters.configfile import load_config
 from pktlb.core.config import MODES
-from pktlb.daemon.ctlsock import ControlClientError
+from pktlb.daemon.ctlsock import ControlClientError, request
+from pktlb.lab.fastpath import hooks_to_measure
 from pktlb.lab.l7 import proxy_connections_opened
 from pktlb.lab.manage import existing_namespaces, lab_down, lab_up
 from pktlb.lab.netns import CommandError, Namespace
@@ -72,6 +73,7 @@ from pktlb.reports.compare.lab_facts import (
 from pktlb.reports.compare.render import invariants, render_markdown
 
 ENGINES = ("pktlb", "kernel")
+FASTPATH_ENGINE = "pktlb-{hook}"  # the engine with its kernel fast path at a hook, beside "pktlb" without it
 DEFAULT_PREFIX = "pktlb-cmp-"
 PROBE_SOURCES = 64
 READY_TIMEOUT = 20.0
@@ -90,7 +92,26 @@ class CompareSettings:
     requests: int | None = None  # a request count instead of a duration (ab instead of wrk)
     out: Path = Path("out/compare")
     prefix: str = DEFAULT_PREFIX
+    topology: str = "one-arm"  # the lab layout every run uses (netns/lab.toml [topology.*])
     l7_scheduler: str = "rr"  # mode l7's scheduler: per request (a connection hash would pin a connection)
+    fastpath: list[str] | None = None  # hooks to compare the packet engine at with its fast path; None: auto
+
+
+def compare_engines(settings: CompareSettings, data: dict[str, Any], mode: str) -> tuple[str, ...]:
+    """The mode's engines; in a packet mode, pktlb's engine is followed by the same with its fast path at each
+    hook asked for (or available)."""
+    engines = tuple(mode_default(data, mode, "compare_engines", ENGINES))
+    if "pktlb" not in engines or mode_default(data, mode, "layer", 4) != 4:
+        return engines
+    at = engines.index("pktlb") + 1
+    fast = tuple(FASTPATH_ENGINE.format(hook=hook) for hook in hooks_to_measure(settings.fastpath))
+    return (*engines[:at], *fast, *engines[at:])
+
+
+def lab_engine(engine: str) -> tuple[str, str]:
+    """The lab's engine and fast path behind a compare engine name: "pktlb-xdp" is ("pktlb", "xdp")."""
+    base, _, hook = engine.partition("-")
+    return (base, hook) if base == "pktlb" and hook else (engine, "off")
 
 
 class ModeRun:
@@ -98,9 +119,12 @@ class ModeRun:
 
     def __init__(self, settings: CompareSettings, mode: str, engine: str, label: str, progress: Progress):
         self.settings, self.mode, self.engine, self.label = settings, mode, engine, label
+        self.lab_engine, self.fastpath = lab_engine(engine)
         self.say = lambda text: progress(f"[{label}] {text}")
         self.prefix = settings.prefix
         self.result: dict[str, Any] = {"mode": mode, "engine": engine, "available": True, "errors": []}
+        if self.fastpath != "off":
+            self.result["fastpath"] = self.fastpath
 
     def ns(self, node: str) -> str:
         return self.prefix + node
@@ -117,14 +141,16 @@ class ModeRun:
             self.say(f"lab up ({self.settings.backends} backends, scheduler {scheduler})")
             created = True
             up = lab_up(LabOptions(mode=self.mode, backends=self.settings.backends, scheduler=scheduler,
-                                   prefix=self.prefix, engine=self.engine))
+                                   prefix=self.prefix, engine=self.lab_engine, fastpath=self.fastpath,
+                                   topology=self.settings.topology))
             if up.engine_problem:
                 raise LabError(up.engine_problem)
             self.plan = up.plan
             self.result.update(layer=up.plan.layer, scheduler=scheduler)
             self.result["summary"] = data["mode"][self.mode].get("summary", "")
             self.result["decap"] = up.plan.decap_kind
-            self.result["requirements"] = mode_requirements(data, self.mode, self.engine, up.plan.decap_kind)
+            self.result["requirements"] = mode_requirements(data, self.mode, self.lab_engine, up.plan.decap_kind,
+                                                            self.settings.topology)
             self._measure()
         except (LabError, wl.WorkloadError, CommandError, ControlClientError, OSError) as exc:
             self.result["errors"].append(str(exc))
@@ -151,10 +177,14 @@ class ModeRun:
         self.engine_pid = next((s["pid"] for s in lb_node["services"] if s["service"] == self.plan.engine_service), None)
         self.lb_mtu = next((i["mtu"] for i in lb_node["interfaces"] if i["ifname"] == "eth0"), 1500)
         self.socket = (load_config(str(LabPaths.at(self.plan.statedir).config)).lb.control_socket
-                       if self.engine == "pktlb" and self.plan.layer == 4 else None)
+                       if self.lab_engine == "pktlb" and self.plan.layer == 4 else None)
         self.lb_mac = self.plan.node("lb").interface("eth0").mac
+        arms = [iface for iface in self.plan.node("lb").interfaces if iface.segment]  # two-arm: eth0 and eth1
+        self.lb_arms, self.lb_macs = [iface.ifname for iface in arms], [iface.mac or "" for iface in arms]
         self.say("waiting for the VIP to answer")
         self.result["ready_seconds"] = round(wl.await_vip(self.ns("client"), self.url, timeout=READY_TIMEOUT), 2)
+        if self.fastpath != "off":
+            self._check_fastpath()
         self.say("warm-up: 1 s of load")
         wl.run_wrk(self.ns("client"), self.url, 1)
         self._probe()
@@ -169,19 +199,24 @@ class ModeRun:
 
     def _probe(self) -> None:
         self.say(f"probe: {len(self.sources)} requests, one per source address")
-        tmp = self.settings.out / "captures" / f".{self.mode}-{self.engine}-probe.pcap"
-        capture = wl.Capture(self.ns("lb"), "eth0", tmp, f"tcp port {self.port}", max_packets=20000,
-                             inbound_only=True).start()
+        tmps = [self.settings.out / "captures" / f".{self.mode}-{self.engine}-probe-{arm}.pcap" for arm in self.lb_arms]
+        captures = []
         try:
+            for arm, tmp in zip(self.lb_arms, tmps, strict=True):
+                captures.append(wl.Capture(self.ns("lb"), arm, tmp, f"tcp port {self.port}", max_packets=20000,
+                                           inbound_only=True).start())
             before = self._stats()
             answers = wl.probe_requests(self.ns("client"), self.url, self.sources)
             time.sleep(CAPTURE_GRACE)
-            capture.stop()
+            for capture in captures:
+                capture.stop()
             after = self._stats()
-            frames = lb_frames(str(tmp), self.lb_mac, self.port)
+            frames = lb_frames([str(t) for t in tmps], self.lb_macs, self.port)
         finally:
-            capture.stop()
-            tmp.unlink(missing_ok=True)
+            for capture in captures:
+                capture.stop()
+            for tmp in tmps:
+                tmp.unlink(missing_ok=True)
         ok = [a for a in answers if "backend" in a]
         self.result["spread"] = {"probe": dict(sorted(Counter(a["backend"] for a in ok).items()))}
         seen_as = Counter("own address" if a["client"] == src else a["client"]
@@ -192,7 +227,8 @@ class ModeRun:
                     "packets_out_per_request": per_request(frames.packets_out, n),
                     "bytes_in_per_request": per_request(frames.bytes_in, n),
                     "bytes_out_per_request": per_request(frames.bytes_out, n)}
-        lb: dict[str, Any] = {"requests": n, "capture": {**captured, "method": "tcpdump -Q in on the LB's eth0"}}
+        lb: dict[str, Any] = {"requests": n, "capture": {**captured,
+                                                         "method": f"tcpdump -Q in on the LB's {', '.join(self.lb_arms)}"}}
         if before is not None and after is not None:
             total = totals(delta(before, after))
             lb.update(method="engine counters (pktlb stats) before and after the probe",
@@ -201,7 +237,8 @@ class ModeRun:
                       bytes_in_per_request=per_request(total["bytes_in"], n),
                       bytes_out_per_request=per_request(total["bytes_out"], n))
         else:
-            lb.update(method="capture on the LB's eth0 (the kernel has no per-service counters here)", **captured)
+            lb.update(method=f"capture on the LB's {', '.join(self.lb_arms)} (the kernel has no per-service counters "
+                             "here)", **captured)
         self.result["lb"] = lb
 
     def _capture_one_request(self) -> None:
@@ -211,12 +248,15 @@ class ModeRun:
         bpf = CAPTURE_FILTER.format(port=self.port)
         places = {"client": (self.ns("client"), folder / f"{stem}-client.pcap"),
                   "lb": (self.ns("lb"), folder / f"{stem}-lb.pcap")}
+        for arm in self.lb_arms[1:]:  # a two-armed LB: its client-side arm too
+            places[f"lb-{arm}"] = (self.ns("lb"), folder / f"{stem}-lb-{arm}.pcap")
         for backend in self.plan.by_role("backend"):
             places[backend.name] = (backend.namespace, folder / f".{stem}-{backend.name}.pcap")
         captures: dict[str, wl.Capture] = {}
         try:
             for place, (namespace, path) in places.items():
-                captures[place] = wl.Capture(namespace, "eth0", path, bpf, max_packets=500).start()
+                ifname = place[3:] if place.startswith("lb-") else "eth0"
+                captures[place] = wl.Capture(namespace, ifname, path, bpf, max_packets=500).start()
             answer = wl.curl_json(self.ns("client"), self.url)
             time.sleep(CAPTURE_GRACE)
             served = answer["backend"]
@@ -229,7 +269,8 @@ class ModeRun:
                 capture.stop()
             for backend in self.plan.by_role("backend"):  # the backends that did not serve it
                 places[backend.name][1].unlink(missing_ok=True)
-        frames = lb_frames(str(places["lb"][1]), self.lb_mac, self.port)
+        lb_pcaps = [str(places["lb"][1])] + [str(places[f"lb-{arm}"][1]) for arm in self.lb_arms[1:]]
+        frames = lb_frames(lb_pcaps, self.lb_macs, self.port)
         self.result["request"] = {"client_address": self.client_address, "answer": answer,
                                   "backend_saw": answer["client"], "lb_frames": frames.as_dict()}
         self.result["captures"] = {
@@ -301,6 +342,13 @@ class ModeRun:
         if cpu_before is not None and cpu_after is not None and http.requests:
             self.result["http_keepalive"]["cpu_us_per_request"] = round((cpu_after - cpu_before) * 1e6 / http.requests, 1)
 
+    def _check_fastpath(self) -> None:
+        """The engine's own word that its fast path runs at the hook asked for (else this run is void)."""
+        said = request(str(self.socket), {"cmd": "stats"}).get("fastpath") or {}
+        if said.get("hook") != self.fastpath:
+            raise LabError(f"the engine runs without its fast path at {self.fastpath}: {said.get('reason', said)}")
+        self.result["fastpath_stats"] = said
+
     def _throughput(self) -> None:
         client = self.ns("client")
         self.say(f"throughput: HTTP download of {wl.DOWNLOAD_BYTES >> 20} MiB")
@@ -325,20 +373,23 @@ class ModeRun:
 
     def _vip_serves(self, port: int) -> bool:
         """Whether the lab's load balancer has a service for the VIP on this port."""
-        if self.engine == "pktlb":
+        if self.lab_engine == "pktlb":
             config = load_config(str(LabPaths.at(self.plan.statedir).config))
             return any(s.port == port and s.protocol == "tcp" for s in config.services)
         done = Namespace(self.ns("lb")).run(["nft", "list", "ruleset"], timeout=10, check=False)
         return f"dport {port} " in done.stdout
 
 
-def unavailable(data: dict[str, Any], mode: str, engine: str, has_binary: Callable[[str], Any] = shutil.which) -> str | None:
+def unavailable(data: dict[str, Any], mode: str, engine: str, has_binary: Callable[[str], Any] = shutil.which,
+                topology: str = "one-arm") -> str | None:
     """Why the lab cannot run this engine in this mode (the lab's own refusal, or its program is not
     installed: HAProxy), None if it can."""
+    base, hook = lab_engine(engine)
     try:
-        check_options(LabOptions(mode=mode, engine=engine), data)
+        check_options(LabOptions(mode=mode, engine=base, fastpath=hook, topology=topology), data)
     except LabError as exc:
         return str(exc)
+    engine = base
     service = engine_section(data, engine, mode).get("service")
     program = data["service"].get(service, {}).get("requires") if service else None
     if program and not has_binary(program):
@@ -350,12 +401,12 @@ def run_compare(settings: CompareSettings, progress: Progress) -> dict[str, Any]
     """Run every mode with every engine in turn; the report (also written by the caller)."""
     data = load_topology()
     (settings.out / "captures").mkdir(parents=True, exist_ok=True)
-    plan = [(mode, engine) for mode in settings.modes for engine in mode_default(data, mode, "compare_engines", ENGINES)]
-    runnable = [(m, e) for m, e in plan if unavailable(data, m, e) is None]
+    plan = [(mode, engine) for mode in settings.modes for engine in compare_engines(settings, data, mode)]
+    runnable = [(m, e) for m, e in plan if unavailable(data, m, e, topology=settings.topology) is None]
     runs: list[dict[str, Any]] = []
     started = time.monotonic()
     for mode, engine in plan:
-        reason = unavailable(data, mode, engine)
+        reason = unavailable(data, mode, engine, topology=settings.topology)
         if reason:
             progress(f"[{mode}/{engine}] skipped: {reason}")
             runs.append({"mode": mode, "engine": engine, "available": False, "reason": reason, "errors": []})
@@ -370,7 +421,8 @@ def run_compare(settings: CompareSettings, progress: Progress) -> dict[str, Any]
                      "backends": settings.backends, "keepalive_seconds": max(1, round(settings.duration / 2)),
                      "duration": None if settings.requests else settings.duration, "requests": settings.requests,
                      "connections": wl.CONNECTIONS, "download_bytes": wl.DOWNLOAD_BYTES,
-                     "probe_sources": PROBE_SOURCES, "out": str(settings.out)},
+                     "probe_sources": PROBE_SOURCES, "out": str(settings.out),
+                     "fastpath": hooks_to_measure(settings.fastpath), "topology": settings.topology},
         "host": {"cpus": os.cpu_count(), "kernel": os.uname().release},
         "lab": {key: data["constants"][key] for key in ("vip", "service_port", "lb_address", "snat_address")},
         "runs": runs,

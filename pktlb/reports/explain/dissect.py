@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from scapy.fields import ConditionalField, FlagValue
+from scapy.fields import FlagValue
 from scapy.layers.inet import IP
 from scapy.layers.l2 import Ether
 from scapy.packet import NoPayload, Packet, Padding, Raw
@@ -99,8 +99,10 @@ def _label(layer: Packet) -> str:
 
 
 def _fields(layer: Packet):
+    # The layer was dissected from bytes: ``layer.fields`` holds what was read, so a conditional field
+    # whose condition did not hold (ICMP's id and seq in an error, its gateway in an echo) is not there.
     for field in layer.fields_desc:
-        if isinstance(field, ConditionalField) and not field._evalcond(layer):
+        if field.name not in layer.fields:
             continue
         raw = layer.getfieldval(field.name)
         if raw is None or (isinstance(raw, bytes) and not raw):
