@@ -11,14 +11,11 @@ import os
 import time
 from collections import Counter
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pktlb.core.decision import DROP_REASONS
 from pktlb.core.packet.addr import int_to_ip
 from pktlb.daemon.control import backend_config
-
-if TYPE_CHECKING:
-    from pktlb.daemon.forwarder import Forwarder
 
 log = logging.getLogger("pktlb.engine")
 DROP_LOG_INTERVAL = 10.0
@@ -26,7 +23,7 @@ MAX_FLOWS_LISTED = 10_000
 
 
 class Reporter:
-    def __init__(self, forwarder: Forwarder) -> None:
+    def __init__(self, forwarder: Any) -> None:
         self.fwd = forwarder
         self.rates: dict[tuple[str, str], dict[str, float]] = {}
         self._last: dict[tuple[str, str], tuple[int, int, int, int]] = {}
@@ -130,9 +127,9 @@ class Reporter:
         return dict(slots) if slots is not None else None
 
     def _fastpath(self) -> dict[str, object]:
-        sync = self.fwd.fastpath
+        sync = getattr(self.fwd, "fastpath", None)
         if sync is None:
-            return {"hook": "off", "reason": self.fwd.fastpath_reason}
+            return {"hook": "off", "reason": getattr(self.fwd, "fastpath_reason", "off")}
         return sync.report()
 
     def cmd_flows(self, request: dict[str, Any]) -> dict[str, Any]:

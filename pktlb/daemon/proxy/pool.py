@@ -48,11 +48,8 @@ async def open_counted_connection(address: str, port: int, ssl_context: ssl.SSLC
     loop = asyncio.get_running_loop()
     reader = CountingReader()
     protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
-    if ssl_context is not None:
-        transport, _ = await loop.create_connection(lambda: protocol, address, port, ssl=ssl_context,
-                                                    server_hostname=address)
-    else:
-        transport, _ = await loop.create_connection(lambda: protocol, address, port)
+    transport, _ = await loop.create_connection(lambda: protocol, address, port, ssl=ssl_context,
+                                                server_hostname=address if ssl_context is not None else None)
     return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
 
 
