@@ -101,7 +101,7 @@ def parse_classify(frame: bytearray, snap: Any) -> tuple[Any, tuple[int, ...], i
         return None
     l4 = IP + ihl
     csum_off = l4_checksum_offset(frame, proto, l4, total - ihl, False)
-    if isinstance(csum_off, Drop):
+    if type(csum_off) is Drop:
         return None
     sport, dport = _PORTS(frame, l4)
     svc = snap.services.get((proto, dst, dport))
