@@ -1,5 +1,5 @@
 /* Parsing: Ethernet, IPv4 and the TCP/UDP header, with the same length checks as
- * pktlb/core/engine.py.  Offsets only; nothing is changed here.  Anything unusual is a punt.
+ * pktlb/core/engine/parse.py.  Offsets only; nothing is changed here.  Anything unusual is a punt.
  */
 #ifndef PKTLB_PARSING_H
 #define PKTLB_PARSING_H
