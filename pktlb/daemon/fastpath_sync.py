@@ -20,6 +20,7 @@ from typing import Any
 
 from pktlb.adapters.fastpath import FastPath
 from pktlb.adapters.libbpf import BpfError
+from pktlb.adapters.rawio import ETH_P_IP
 from pktlb.core.datapath import DataPath
 from pktlb.core.decision import FORWARD, INBOUND, OUTBOUND, Decision
 from pktlb.core.fastpath import encode
@@ -270,11 +271,10 @@ def start_for_engine(engine: Any, hook: str) -> tuple[FastPathSync | None, str]:
         return None, "not available with --workers > 1 yet (one program per interface, one flow table per worker)"
     if len(engine.ports) > 1:
         return None, "not available with several interfaces yet (XDP_TX sends a frame back out where it came in)"
-    if hook == "tc":
-        # The tc program is proven equal to Python (tests/fastpath), but the engine's AF_PACKET socket sees
-        # every frame before tc ingress runs, so Python would forward the kernel's frames a second time.
-        return None, ("tc: the engine's packet socket sees frames before tc ingress (they would be forwarded "
-                      "twice); use --fastpath xdp")
+    if hook == "tc" and engine.ports[0].protocol != ETH_P_IP:
+        # An ETH_P_ALL socket sees every frame before tc ingress runs: Python would forward the kernel's
+        # frames a second time.  The engine binds ETH_P_IP when it starts with the tc fast path.
+        return None, "tc: the engine's packet socket reads before tc ingress (bound to ETH_P_ALL)"
     port = engine.ports[0]
     return start(engine.config, engine.datapath, hook, port.ifname, engine.fastpath_snapshot,
                  reply_resolver(engine.egress, port))
