@@ -26,6 +26,7 @@ from pktlb.core.fastpath import encode
 from pktlb.core.fastpath import layout as L
 from pktlb.core.fastpath.encode import UNRESOLVED_L2
 from pktlb.core.snapshot import Snapshot
+from pktlb.daemon.egress import Route
 
 log = logging.getLogger("pktlb.fastpath")
 ETH = 14  # the engine's byte counters include the Ethernet header, the kernel's do not
@@ -77,7 +78,11 @@ class FastPathSync:
         snap, flows = self.dp.snapshot, self.dp.flows
         hit = snap.nat_reverse.get((proto, src, sport))
         key = (proto, dst, hit[0].vip, dport, hit[0].port) if hit else (proto, src, dst, sport, dport)
-        if key in flows.entries or (not hit and dst not in snap.vips):
+        if key in flows.entries:
+            if hit:  # a reply Python handles: push its flow again (the reply's next hop may be resolved now)
+                self.pending.add(key)
+            return
+        if not hit and dst not in snap.vips:
             return
         raw_key = encode.flow_key(key)
         try:
@@ -234,13 +239,13 @@ def fastpath_view(snap: Snapshot, egress: Any, port: Any, lb_mac: bytes) -> Snap
         views = []
         for be in svc.backends:
             where = egress.target(bytearray(34), Decision(FORWARD, INBOUND, svc.name, be.name))
-            l2 = where[1] if where.__class__ is tuple and where[0] is port else UNRESOLVED_L2
+            l2 = where[1] if type(where) is Route and where[0] is port else UNRESOLVED_L2
             views.append(replace(be, l2=l2))
         services[key] = replace(svc, backends=tuple(views), by_name={b.name: b for b in views})
     reply_l2 = UNRESOLVED_L2
     if snap.config.lb.gateway:  # replies have one next hop only when the config names the gateway
         where = egress.target(bytearray(34), Decision(FORWARD, OUTBOUND))
-        if where.__class__ is tuple and where[0] is port:
+        if type(where) is Route and where[0] is port:
             reply_l2 = where[1]
     return replace(snap, lb_mac=lb_mac, services=services, reply_l2=reply_l2)
 
@@ -252,8 +257,26 @@ def reply_resolver(egress: Any, port: Any) -> Callable[[int], bytes]:
         probe = bytearray(34)
         probe[30:34] = client.to_bytes(4, "big")
         where = egress.target(probe, Decision(FORWARD, OUTBOUND))
-        return where[1] if where.__class__ is tuple and where[0] is port else UNRESOLVED_L2
+        return where[1] if type(where) is Route and where[0] is port else UNRESOLVED_L2
     return resolve
+
+
+def start_for_engine(engine: Any, hook: str) -> tuple[FastPathSync | None, str]:
+    """The fast path for a running ``Forwarder`` (its datapath, ports and egress stage), or None and why."""
+    if hook == "off":
+        return None, "off (--fastpath xdp|tc or [lb] fastpath turns it on)"
+    if engine.workers > 1:
+        return None, "not available with --workers > 1 yet (one program per interface, one flow table per worker)"
+    if len(engine.ports) > 1:
+        return None, "not available with several interfaces yet (XDP_TX sends a frame back out where it came in)"
+    if hook == "tc":
+        # The tc program is proven equal to Python (tests/fastpath), but the engine's AF_PACKET socket sees
+        # every frame before tc ingress runs, so Python would forward the kernel's frames a second time.
+        return None, ("tc: the engine's packet socket sees frames before tc ingress (they would be forwarded "
+                      "twice); use --fastpath xdp")
+    port = engine.ports[0]
+    return start(engine.config, engine.datapath, hook, port.ifname, engine.fastpath_snapshot,
+                 reply_resolver(engine.egress, port))
 
 
 def start(config: Any, datapath: DataPath, hook: str, interface: str, view: Any = None,
