@@ -210,6 +210,7 @@ class PktlbRxOnGeneratorCore(PktlbVariant):
     """
 
     kind = "diagnostic"
+    new_flows = False  # the engine's new-flow rate is measured on its own row
 
     @property
     def label(self) -> str:
