@@ -1,1 +1,2 @@
-"""OS adapters: AF_PACKET I/O, classic-BPF filters, interface facts and neighbour resolution."""
+"""OS adapters, one module per OS interface: AF_PACKET I/O (rawio, mmsg, fanout, bpf), netlink, nft,
+libbpf and the fast path's loader, ICMP sockets, pcap files, certificates, BIRD and HAProxy sockets."""

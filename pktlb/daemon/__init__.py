@@ -1,1 +1,2 @@
-"""Orchestration: the engine loop, control plane, health prober and the lab's helper daemons."""
+"""Orchestration: the engine (forwarder, workers, reactor, control plane and socket, egress, guard),
+health/, the L7 proxy/, dashboard/, autoscale/, announce/ (the LB tier), host checks and decap."""
