@@ -128,6 +128,7 @@ class PktlbVariant(Variant):
     name = "pktlb"
     kind = "pktlb"
     new_flows = True
+    mode: str  # always a packet mode (set by __init__)
 
     def __init__(self, mode: str, workers: int = 1, max_entries: int | None = None,
                  udp_timeout: float | None = None, wrapper: list[str] | None = None,
