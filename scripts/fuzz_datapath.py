@@ -141,7 +141,8 @@ def line_coverage(corpus: Path) -> None:
     tracer.runfunc(lambda: [harness.check(d[0] if d else 0, bytearray(d[1:])) for d in (p.read_bytes() for p in files)])
     counts = tracer.results().counts
     core = ROOT / "pktlb" / "core"
-    modules = ["engine.py", "icmp_relay.py", "datapath.py", "stats.py", "flowtable.py", "packet/icmp.py",
+    modules = ["engine/parse.py", "engine/inbound.py", "engine/replies.py", "engine/icmp.py", "engine/steps.py",
+               "icmp_relay.py", "datapath.py", "stats.py", "flowtable.py", "packet/icmp.py",
                "rewrite/nat.py", "rewrite/fullnat.py", "rewrite/tunnel.py", "rewrite/dsr.py", "rewrite/base.py"]
     print(f"replayed {len(files)} inputs from {corpus}")
     for name in modules:

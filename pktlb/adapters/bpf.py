@@ -134,7 +134,7 @@ class Assembler:
             if isinstance(item, str):
                 continue
             here = len(program) + 1
-            if item[0] == "ja":
+            if len(item) == 2:  # ("ja", target)
                 program.append((BPF_JMP | BPF_JA, 0, 0, positions[item[1]] - here))
                 continue
             code, jt, jf, k = item
@@ -183,8 +183,8 @@ class _Side:
         return sorted({addr for addr, _ in self.services})
 
 
-def _match_addrs(asm: Assembler, addrs: list[int], accept: str, fail: str) -> None:
-    """A = the address already loaded; jump to accept if it is one of addrs, else to fail."""
+def _match_addrs(asm: Assembler, addrs: list[int], accept: str, fail: str | None) -> None:
+    """A = the address already loaded; jump to accept if it is one of addrs, else to fail (None: fall through)."""
     for i, addr in enumerate(addrs):
         asm.jump(BPF_JEQ, addr, accept, fail if i == len(addrs) - 1 else None)
 

@@ -64,7 +64,6 @@ from pktlb.adapters.bpf import (
     BPF_W,
     BPF_X,
     BPF_XOR,
-    ETH_P_IP,
     Assembler,
     Insn,
     ancillary,
@@ -72,6 +71,7 @@ from pktlb.adapters.bpf import (
 )
 from pktlb.core.config import Config
 from pktlb.core.packet.addr import ip_to_int
+from pktlb.core.packet.ethernet import ETH_P_IP
 from pktlb.core.packet.icmp import ERROR_TYPES, ICMP_LEN
 from pktlb.core.packet.ipv4 import FRAG_OFFSET_MASK, OFF_DST, OFF_FRAG, OFF_PROTO, OFF_SRC
 from pktlb.core.rewrite.registry import traits_of

@@ -233,7 +233,7 @@ def local_address_for(dst: str) -> str:
     """The source address this host's routing would use towards ``dst`` (no packet is sent)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.connect((dst, 9))
-        return probe.getsockname()[0]
+        return str(probe.getsockname()[0])
 
 
 UNREACHABLE_ERRNOS = frozenset({errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.ENETDOWN})

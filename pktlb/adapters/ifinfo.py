@@ -59,7 +59,7 @@ def interface_mtu(ifname: str) -> int:
             reply = fcntl.ioctl(sock.fileno(), SIOCGIFMTU, _IFREQ.pack(ifname.encode(), 0))
         except OSError:
             raise InterfaceMissing(ifname) from None
-    return _IFREQ.unpack(reply)[1]
+    return int(_IFREQ.unpack(reply)[1])
 
 
 def interface_info(ifname: str) -> InterfaceInfo:

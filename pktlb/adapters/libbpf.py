@@ -101,7 +101,7 @@ class BpfObject:
         ptr = self._lib.bpf_object__find_map_by_name(self._obj, name.encode())
         if not ptr:
             raise BpfError(errno.ENOENT, f"no map {name!r} in the eBPF object")
-        return ptr
+        return int(ptr)
 
     def map_fd(self, name: str) -> int:
         if name not in self.maps:
@@ -138,7 +138,7 @@ def lookup(fd: int, key: bytes, value_size: int) -> bytes | None:
 
 
 def delete(fd: int, key: bytes) -> bool:
-    return library().bpf_map_delete_elem(fd, key) == 0
+    return bool(library().bpf_map_delete_elem(fd, key) == 0)
 
 
 def keys(fd: int, key_size: int) -> list[bytes]:

@@ -55,7 +55,7 @@ def parse_arp_reply(frame: bytes, target_ip: str) -> bytes | None:
     htype, ptype, hlen, plen, op, sha, spa, _tha, _tpa = _ARP.unpack_from(frame, _ETH.size)
     if (htype, ptype, hlen, plen, op) != (1, ETH_P_IP, 6, 4, ARPOP_REPLY) or spa != socket.inet_aton(target_ip):
         return None
-    return sha
+    return bytes(sha)
 
 
 def _source_ip(addresses: tuple[tuple[str, int], ...], target_ip: str) -> str:

@@ -106,11 +106,25 @@ class RxFrame(NamedTuple):
     data: bytearray | memoryview
     vnet: VnetHeader = NO_OFFLOAD
 
-    partial = property(lambda self: bool(self.vnet.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM))
-    csum_start = property(lambda self: self.vnet.csum_start)
-    csum_offset = property(lambda self: self.vnet.csum_offset)
-    gso_type = property(lambda self: self.vnet.gso_type)
-    gso_size = property(lambda self: self.vnet.gso_size)
+    @property
+    def partial(self) -> bool:
+        return bool(self.vnet.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM)
+
+    @property
+    def csum_start(self) -> int:
+        return self.vnet.csum_start
+
+    @property
+    def csum_offset(self) -> int:
+        return self.vnet.csum_offset
+
+    @property
+    def gso_type(self) -> int:
+        return self.vnet.gso_type
+
+    @property
+    def gso_size(self) -> int:
+        return self.vnet.gso_size
 
 
 @dataclass
@@ -153,7 +167,7 @@ class _MsgBatch:
         self.msgs = bytearray(count * _MM_SIZE)
         self.vnet_view, self.slots_view = memoryview(self.vnet), memoryview(self.slots)
         self.msg_u32 = memoryview(self.msgs).cast("I")  # [i * _MM_U32 + _FLAGS_U32] flags, [.. + _LEN_U32] length
-        self.iov_size_t = memoryview(self.iov).cast("N")  # [2 * _IOV_N * i + _IOV_N + 1]: frame iovec length
+        self.iov_size_t = memoryview(self.iov).cast("N")  # type: ignore[call-overload]  # typeshed lacks size_t ("N")  # [2 * _IOV_N * i + _IOV_N + 1]: frame iovec length
         self.vnet_dirty = [False] * count  # send side: slot holds a non-zero virtio header
         self._exports = [(ctypes.c_char * len(b)).from_buffer(b) for b in
                          (self.vnet, self.slots, self.names, self.iov, self.msgs)]

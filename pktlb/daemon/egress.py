@@ -113,3 +113,17 @@ class Egress:
     def summary(self) -> dict[str, object]:
         return {"memoised": len(self.memo),
                 "unresolved": {int_to_ip(hop): reason for hop, reason in list(self.unresolved.items())[:32]}}
+
+
+def await_next_hops(cache: Any, snap: Snapshot, timeout: float) -> bool:
+    """Ask the kernel for every backend's next hop and wait, bounded (start-up only, never the packet
+    loop), until each is resolved or has no route; False if some are still unresolved."""
+    addresses = [be.addr for svc in snap.services.values() for be in svc.backends]
+    for address in addresses:
+        cache.egress(address)
+
+    def resolved() -> bool:
+        found = [cache.egress(address) for address in addresses]
+        return all(e is None or e.next_hop_mac is not None for e in found)
+
+    return bool(cache.wait(resolved, timeout))

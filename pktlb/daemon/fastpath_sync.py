@@ -77,7 +77,11 @@ class FastPathSync:
         snap, flows = self.dp.snapshot, self.dp.flows
         hit = snap.nat_reverse.get((proto, src, sport))
         key = (proto, dst, hit[0].vip, dport, hit[0].port) if hit else (proto, src, dst, sport, dport)
-        if key in flows.entries or (not hit and dst not in snap.vips):
+        if key in flows.entries:
+            if hit:  # a reply Python handles: push its flow again (the reply's next hop may be resolved now)
+                self.pending.add(key)
+            return
+        if not hit and dst not in snap.vips:
             return
         raw_key = encode.flow_key(key)
         try:
@@ -254,6 +258,24 @@ def reply_resolver(egress: Any, port: Any) -> Callable[[int], bytes]:
         where = egress.target(probe, Decision(FORWARD, OUTBOUND))
         return where[1] if where.__class__ is tuple and where[0] is port else UNRESOLVED_L2
     return resolve
+
+
+def start_for_engine(engine: Any, hook: str) -> tuple[FastPathSync | None, str]:
+    """The fast path for a running ``Forwarder`` (its datapath, ports and egress stage), or None and why."""
+    if hook == "off":
+        return None, "off (--fastpath xdp|tc or [lb] fastpath turns it on)"
+    if engine.workers > 1:
+        return None, "not available with --workers > 1 yet (one program per interface, one flow table per worker)"
+    if len(engine.ports) > 1:
+        return None, "not available with several interfaces yet (XDP_TX sends a frame back out where it came in)"
+    if hook == "tc":
+        # The tc program is proven equal to Python (tests/fastpath), but the engine's AF_PACKET socket sees
+        # every frame before tc ingress runs, so Python would forward the kernel's frames a second time.
+        return None, ("tc: the engine's packet socket sees frames before tc ingress (they would be forwarded "
+                      "twice); use --fastpath xdp")
+    port = engine.ports[0]
+    return start(engine.config, engine.datapath, hook, port.ifname, engine.fastpath_snapshot,
+                 reply_resolver(engine.egress, port))
 
 
 def start(config: Any, datapath: DataPath, hook: str, interface: str, view: Any = None,

@@ -14,19 +14,17 @@ wrong.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import time
 from dataclasses import replace
 from typing import Any
 
-from pktlb.adapters.bpf import pack_filters
 from pktlb.adapters.configfile import load_config
 from pktlb.adapters.fanout import build_fanout_program, config_snat_ranges, fanout_program
 from pktlb.adapters.ifinfo import InterfaceMissing
 from pktlb.adapters.netlink import NetlinkCache, NetlinkUnavailable
-from pktlb.adapters.nft import Nft, NftError
+from pktlb.adapters.nft import NftError
 from pktlb.adapters.pcap import PcapWriter
 from pktlb.adapters.rawio import NO_OFFLOAD, RawPort
 from pktlb.core.config import Config, ConfigError
@@ -38,15 +36,15 @@ from pktlb.core.packet.addr import bytes_to_mac
 from pktlb.core.snapshot import Snapshot
 from pktlb.daemon.control import ControlError, ControlPlane
 from pktlb.daemon.ctlsock import ControlServer, SocketInUse
-from pktlb.daemon.egress import Egress
+from pktlb.daemon.egress import Egress, await_next_hops
 from pktlb.daemon.filter import engine_filter
-from pktlb.daemon.guard import Guard, guard_spec, owner_text
+from pktlb.daemon.guard import Guard, guard_spec, owner_text, start_guard
+from pktlb.daemon.ports import Ports
 from pktlb.daemon.preflight import default_interfaces, startup_errors
 from pktlb.daemon.reactor import Reactor
 from pktlb.daemon.report import Reporter
 
 log = logging.getLogger("pktlb.engine")
-REJECT_ALL = pack_filters([(0x06, 0, 0, 0)])  # BPF_RET|BPF_K 0: a send-only port queues nothing
 START_RESOLVE_WAIT = 1.0  # seconds start-up waits for the backends' next hops to resolve (then drops count)
 
 
@@ -71,7 +69,7 @@ class Forwarder:
             self.netlink.close()
             raise StartupError(f"{config_path}: " + "\n  ".join(errors))
         self.reactor = Reactor()
-        self.egress = Egress(self.netlink, self._port_for)
+        self.egress = Egress(self.netlink, lambda ifindex, ifname: self.portset.port_for(ifindex, ifname))
         self.control = ControlPlane(self.config, on_snapshot=self._install)
         self.datapath = DataPath(self.config, self.control.snapshot, worker, workers)
         # Several workers: a "cbpf" fanout group per interface whose program sends full-NAT replies to
@@ -80,21 +78,14 @@ class Forwarder:
             steering = fanout_program(self.control.snapshot, workers) if workers > 1 else None
         except ValueError as exc:  # too many SNAT ranges for classic BPF's jumps
             raise StartupError(f"cannot steer full-NAT replies over {workers} workers: {exc}") from None
-        self.ports: list[RawPort] = []
         self.port_snaps: list[Snapshot] = []
-        self.tx_only: dict[int, RawPort] = {}  # send-only ports on interfaces a route uses but lb.interface left out
-        self.by_ifindex: dict[int, RawPort] = {}
         try:
-            for index, name in enumerate(self.interfaces):
-                port = RawPort(name, bpf=engine_filter(self.control.snapshot), batch=batch,
-                               fanout_group=(fanout_group + index) & 0xFFFF if workers > 1 else None,
-                               fanout_mode="cbpf", fanout_program=steering)
-                self.ports.append(port)
-                self.by_ifindex[self.netlink.link(name).index] = port
+            self.portset = Ports(self.interfaces, self.netlink, bpf=engine_filter(self.control.snapshot), batch=batch,
+                                 workers=workers, fanout_group=fanout_group, steering=steering)
         except InterfaceMissing as exc:
-            self._close_ports()
             self.netlink.close()
             raise StartupError(f"lb.interface: no interface named {str(exc)!r} in this network namespace") from None
+        self.ports, self.tx_only = self.portset.rx, self.portset.tx_only  # receiving ports; send-only by ifindex
         self.port = self.ports[0]  # the first interface's port (single-interface callers, the bench)
         self.guard = self._start_guard(guard, config_path)
         self.lb_mac = lb.mac or bytes_to_mac(self.netlink.link(self.interfaces[0]).mac)
@@ -156,51 +147,25 @@ class Forwarder:
                 log.error("path MTU change not applied: %s", exc)
 
     def _await_next_hops(self) -> None:
-        """Ask the kernel for every backend's next hop and wait (bounded, start-up only) for the answers."""
-        addresses = [be.addr for svc in self.control.snapshot.services.values() for be in svc.backends]
-        for address in addresses:
-            self.netlink.egress(address)
-
-        def resolved() -> bool:
-            found = [self.netlink.egress(a) for a in addresses]
-            return all(e is None or e.next_hop_mac is not None for e in found)
-
-        if not self.netlink.wait(resolved, START_RESOLVE_WAIT):
+        if not await_next_hops(self.netlink, self.control.snapshot, START_RESOLVE_WAIT):
             log.warning("some backends' next hops are not resolved yet: their frames are dropped (no_neighbour) "
                         "until the kernel answers")
         self.egress.forget()
 
-    def _port_for(self, ifindex: int, ifname: str) -> RawPort:
-        """The port sending on ``ifindex``: a receiving one, else a send-only one opened now (once)."""
-        port = self.by_ifindex.get(ifindex) or self.tx_only.get(ifindex)
-        if port is None:
-            port = self.tx_only[ifindex] = RawPort(ifname, bpf=REJECT_ALL, batch=self.batch)
-            log.info("sending on %s too (a route chooses it; lb.interface does not list it)", ifname)
-        return port
-
     def _start_guard(self, wanted: bool, config_path: str) -> Guard | None:
-        """Worker 0 owns the namespace's guard table: it removes one a killed engine left, then installs
-        its own (``--no-guard``: only the removal; the user keeps the kernel out of the way)."""
-        if self.worker != 0:
+        if self.worker != 0:  # worker 0 owns the namespace's guard table
             return None
-        guard = Guard(Nft())
         try:
-            guard.clear_stale()
-            if not wanted:
-                log.info("guard: not installed (--no-guard): this namespace's kernel must itself neither answer "
-                         "nor forward VIP traffic")
-                return None
-            guard.install(guard_spec(self.config, self.interfaces, owner_text(config_path)))
+            return start_guard(self.config, self.interfaces, config_path, wanted)
         except (NftError, ValueError) as exc:
             self._close_ports()
             self.netlink.close()
             raise StartupError(f"cannot install the nftables guard: {exc} (or run with --no-guard and keep this "
                                "namespace's kernel from answering or forwarding VIP traffic yourself)") from None
-        return guard
 
     def _close_ports(self) -> None:
-        for port in [*getattr(self, "ports", []), *getattr(self, "tx_only", {}).values()]:
-            port.close()
+        if hasattr(self, "portset"):
+            self.portset.close()
 
     def _open_captures(self, directory: str | None) -> dict[str, PcapWriter] | None:
         if not directory:
@@ -216,29 +181,15 @@ class Forwarder:
 
     def _start_fastpath(self, hook: str) -> tuple[Any, str]:
         """The kernel fast path (issue 15), or None and the reason it is off; the engine runs either way."""
-        if hook == "off":
-            return None, "off (--fastpath xdp|tc or [lb] fastpath turns it on)"
-        if self.workers > 1:
-            why = "not available with --workers > 1 yet (one program per interface, one flow table per worker)"
-        elif len(self.ports) > 1:
-            why = "not available with several interfaces yet (XDP_TX sends a frame back out where it came in)"
-        elif hook == "tc":
-            # The tc program is proven equal to Python (tests/fastpath), but the engine's AF_PACKET socket sees
-            # every frame before tc ingress runs, so Python would forward the kernel's frames a second time.
-            why = ("tc: the engine's packet socket sees frames before tc ingress (they would be forwarded twice); "
-                   "use --fastpath xdp")
-        else:
-            from pktlb.daemon import fastpath_sync
+        from pktlb.daemon import fastpath_sync
 
-            sync, why = fastpath_sync.start(self.config, self.datapath, hook, self.ports[0].ifname,
-                                            self._fastpath_view,
-                                            fastpath_sync.reply_resolver(self.egress, self.ports[0]))
-            if sync is not None:
-                return sync, ""
-        log.warning("kernel fast path off: %s", why)
-        return None, why
+        sync, why = fastpath_sync.start_for_engine(self, hook)
+        if sync is None and hook != "off":
+            log.warning("kernel fast path off: %s", why)
+        return sync, why
 
-    def _fastpath_view(self, snapshot: Snapshot) -> Snapshot:
+    def fastpath_snapshot(self, snapshot: Snapshot) -> Snapshot:
+        """The snapshot as the kernel fast path sees it (this interface's MAC, next hops as egress resolves them)."""
         from pktlb.daemon.fastpath_sync import fastpath_view
 
         lb_mac = self.port_snaps[0].lb_mac if self.port_snaps else snapshot.lb_mac
@@ -280,7 +231,7 @@ class Forwarder:
         self.port_snaps = [replace(snapshot, lb_mac=mac) for mac in macs]
         self.datapath.swap(snapshot)
         if getattr(self, "fastpath", None) is not None:
-            self.fastpath.install(self._fastpath_view(snapshot))
+            self.fastpath.install(self.fastpath_snapshot(snapshot))
 
     # -- the packet path -------------------------------------------------------------------------
     def _on_frames(self, index: int) -> None:
@@ -334,17 +285,12 @@ class Forwarder:
                         captures["tx"].write(frame, stamp)
 
     def _port_error(self, index: int, exc: OSError) -> None:
-        port = self.ports[index]
-        if exc.errno in (errno.ENODEV, errno.ENXIO):
-            self.reactor.remove_reader(port)
-            log.warning("interface %s is gone: no longer receiving on it", port.ifname)
-        else:
-            log.info("interface %s: %s (routes through it are followed as the kernel changes them)",
-                     port.ifname, errno.errorcode.get(exc.errno or 0, exc))
+        if Ports.gone(self.ports[index], exc):
+            self.reactor.remove_reader(self.ports[index])
 
     def _tick(self) -> None:
         if self.fastpath is not None:  # the kernel's counters and last-seen times first, then expiry
-            self.fastpath.refresh(self._fastpath_view(self.datapath.snapshot))  # next hops resolved since
+            self.fastpath.refresh(self.fastpath_snapshot(self.datapath.snapshot))  # next hops resolved since
             self.fastpath.tick(time.monotonic())
         else:
             self.datapath.flows.expire(time.monotonic())
@@ -390,8 +336,7 @@ class Forwarder:
             log.info("flow table reconfigured: %s", flows)
         self.set_filter()
         if self.workers > 1:
-            for port in self.ports:
-                port.set_fanout_program(fanout_program(self.control.snapshot, self.workers))
+            self.portset.set_fanout_program(fanout_program(self.control.snapshot, self.workers))
         if self.monitor is not None:
             self.monitor.close()
         self.monitor = self._start_health() if self.health_enabled else None
@@ -401,9 +346,7 @@ class Forwarder:
     def set_filter(self) -> None:
         """The receive filter of every port and the guard, from the current snapshot and backends (new VIPs or
         backends: a NAT backend added at run time needs its replies kept from the kernel's forwarding too)."""
-        program = engine_filter(self.control.snapshot)
-        for port in self.ports:
-            port.set_filter(program)
+        self.portset.set_filter(engine_filter(self.control.snapshot))
         if self.guard is not None:
             try:
                 self.guard.install(guard_spec(self.control.effective_config(), self.interfaces,

@@ -158,3 +158,18 @@ class Guard:
             log.warning("guard: table %s %s was already gone", GUARD_FAMILY, self.table)
         self.installed = None
         return removed
+
+
+def start_guard(config: Config, devices: Sequence[str], config_path: str, wanted: bool = True,
+                nft: Nft | None = None) -> Guard | None:
+    """What `pktlb run` does at start: remove a guard a killed engine left, then install its own on
+    ``devices`` (None with ``wanted`` False: ``--no-guard``, the user keeps the kernel out of the way).
+    NftError or ValueError when nft fails."""
+    guard = Guard(nft or Nft())
+    guard.clear_stale()
+    if not wanted:
+        log.info("guard: not installed (--no-guard): this namespace's kernel must itself neither answer nor "
+                 "forward VIP traffic")
+        return None
+    guard.install(guard_spec(config, devices, owner_text(config_path)))
+    return guard

@@ -27,75 +27,10 @@
 #include "parsing.h"
 #include "rewrite.h"
 #include "encap.h"
+#include "sched.h"
 
 #define ADDR_VIP 1
 #define ADDR_SNAT 2
-#define OK PUNT_REASONS
-
-enum plan_kind { PLAN_DSR, PLAN_NAT_IN, PLAN_FULLNAT_IN, PLAN_TUNNEL, PLAN_NAT_OUT, PLAN_FULLNAT_OUT };
-
-struct plan {
-	struct config *cfg;
-	struct service *svc;
-	struct backend *be;
-	struct flow *fl; /* NULL: a NAT reply whose flow Python does not know (it forwards it too) */
-	struct nat_reverse *nr;
-	struct snat_reverse *sr;
-	const __u8 *reply_l2; /* the Ethernet addresses of a reply (the gateway's, else the flow's) */
-	__u8 kind;
-	__u8 new_flow;
-	__u8 new_state; /* 0xff: unchanged */
-	__u8 outbound;
-};
-
-static __always_inline int expired(const struct config *cfg, const struct flow *fl, __u64 now)
-{
-	__u32 st = fl->state;
-
-	if (st > ST_UDP)
-		return 1;
-	return now > fl->last_seen_ns && now - fl->last_seen_ns > (__u64)cfg->timeout[st] * 1000000000ULL;
-}
-
-static __always_inline int schedule(struct pkt *p, struct service *svc, struct flow_key *key, struct plan *pl,
-				    __u64 now)
-{
-	__u32 id = svc->id;
-	struct sched_table *t = bpf_map_lookup_elem(&pktlb_tables, &id);
-
-	if (!t || t->size == 0)
-		return PUNT_NO_BACKEND;
-	if (t->size > MAX_TABLE)
-		return PUNT_UNKNOWN_FLOW;
-	__u32 h = svc->sched == SCHED_SRC_HASH ? src_hash(p->ip + 12, pl->cfg->seed)
-					       : flow_hash(p->proto, p->ip + 12, p->ip + 16, p->l4, pl->cfg->seed);
-	__u32 slot = h % t->size;
-
-	asm volatile("" : "+r"(slot)); /* keep the bound check the verifier needs (the compiler knows it holds) */
-	if (slot >= MAX_TABLE)
-		return PUNT_NO_BACKEND;
-	__u32 be_id = t->slots[slot];
-	struct backend *be = bpf_map_lookup_elem(&pktlb_backends, &be_id);
-
-	if (be && be->state == BE_NO_NEIGHBOUR)
-		return PUNT_NO_NEIGHBOUR;
-	if (!be || be->state != BE_UP)
-		return PUNT_NO_BACKEND;
-	struct flow fresh = {
-		.backend_id = be_id,
-		.state = p->proto == PROTO_TCP ? (p->flags & TCP_SYN ? ST_SYN : ST_EST) : ST_UDP,
-		.origin = 1,
-		.last_seen_ns = now,
-	};
-	if (bpf_map_update_elem(&pktlb_flows, key, &fresh, BPF_NOEXIST))
-		return PUNT_HELPER_FAILED;
-	pl->fl = bpf_map_lookup_elem(&pktlb_flows, key);
-	if (!pl->fl)
-		return PUNT_HELPER_FAILED;
-	pl->be = be;
-	pl->new_flow = 1;
-	return OK;
-}
 
 static __always_inline int inbound(struct pkt *p, void *data_end, struct plan *pl, __u64 now)
 {
@@ -247,22 +182,10 @@ static __always_inline int reply(struct pkt *p, void *data_end, struct plan *pl,
 	return OK;
 }
 
-/* The pipeline up to the rewrite: OK with a plan, or a punt reason. */
-static __always_inline int decide(void *data, void *data_end, struct pkt *p, struct plan *pl, __u64 now)
+/* A VIP's service (inbound), a NAT or full-NAT reply (outbound), or a punt. */
+static __always_inline int classify(struct pkt *p, void *data_end, struct plan *pl, __u32 *dflags, __u32 src,
+				    __u32 dst, __u64 now)
 {
-	__u32 zero = 0;
-
-	pl->cfg = bpf_map_lookup_elem(&pktlb_config, &zero);
-	if (!pl->cfg || !(pl->cfg->enabled & CFG_ENABLED))
-		return PUNT_DISABLED;
-	int r = parse_ip(data, data_end, pl->cfg->lb_mac, p);
-
-	if (r != OK)
-		return r;
-	__u32 dst = load32(p->ip + 16);
-	__u32 src = load32(p->ip + 12);
-	__u32 *dflags = bpf_map_lookup_elem(&pktlb_addrs, &dst);
-
 	if (dflags && (*dflags & ADDR_VIP)) {
 		if (bpf_map_lookup_elem(&pktlb_addrs, &src) || src == pl->cfg->lb_addr)
 			return PUNT_SPOOFED_SOURCE;
@@ -277,6 +200,28 @@ static __always_inline int decide(void *data, void *data_end, struct pkt *p, str
 	if (p->proto == PROTO_TCP || p->proto == PROTO_UDP)
 		return reply(p, data_end, pl, dflags ? *dflags : 0, now);
 	return p->proto == PROTO_ICMP ? PUNT_ICMP : PUNT_NOT_OURS;
+}
+
+/* The pipeline up to the rewrite: OK with a plan, or a punt reason. */
+static __always_inline int decide(void *data, void *data_end, struct pkt *p, struct plan *pl, __u64 now, int xdp)
+{
+	__u32 zero = 0;
+
+	pl->cfg = bpf_map_lookup_elem(&pktlb_config, &zero);
+	if (!pl->cfg || !(pl->cfg->enabled & CFG_ENABLED))
+		return PUNT_DISABLED;
+	int r = parse_ip(data, data_end, pl->cfg->lb_mac, p);
+
+	if (r != OK)
+		return r;
+	__u32 dst = load32(p->ip + 16);
+	__u32 src = load32(p->ip + 12);
+	__u32 *dflags = bpf_map_lookup_elem(&pktlb_addrs, &dst);
+
+	r = classify(p, data_end, pl, dflags, src, dst, now);
+	if (r == OK && xdp && partial_checksum(p))
+		return PUNT_PARTIAL_CHECKSUM;
+	return r;
 }
 
 /* After a successful rewrite: the flow's counters, state and last seen (read back by Python). */
@@ -332,7 +277,7 @@ int xdp_fastpath(struct xdp_md *ctx)
 	struct pkt p = {};
 	struct plan pl = { .new_state = 0xff };
 	__u64 now = bpf_ktime_get_ns();
-	int r = decide(data, data_end, &p, &pl, now);
+	int r = decide(data, data_end, &p, &pl, now, 1);
 
 	if (r != OK) {
 		count(r);
@@ -379,7 +324,7 @@ int tc_fastpath(struct __sk_buff *skb)
 	struct pkt p = {};
 	struct plan pl = { .new_state = 0xff };
 	__u64 now = bpf_ktime_get_ns();
-	int r = decide(data, data_end, &p, &pl, now);
+	int r = decide(data, data_end, &p, &pl, now, 0);
 
 	if (r != OK) {
 		count(r);

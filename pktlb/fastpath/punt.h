@@ -34,6 +34,7 @@ enum punt_reason {
 	PUNT_DISABLED,         /* no snapshot pushed yet */
 	PUNT_HELPER_FAILED,    /* growing or cutting the frame failed */
 	PUNT_NO_NEIGHBOUR,     /* the next hop's MAC is not known (or it is behind another interface) */
+	PUNT_PARTIAL_CHECKSUM, /* XDP: an unfinished (CHECKSUM_PARTIAL) L4 checksum, which XDP cannot carry on */
 	PUNT_REASONS
 };
 

@@ -151,6 +151,8 @@ class TunnelMtu(Check):
     def run(self, node: NodeFacts) -> Iterator[Finding]:
         extra = self.traits(node).encap_overhead
         for link in node.data_links():
+            if node.topology == "two-arm" and not any(a.split("/")[0] == node.lb_address for a in link.addresses):
+                continue  # a two-armed LB's client-side arm carries no IP-in-IP
             if link.mtu >= 1500 + extra:
                 yield self.ok(node, f"{link.ifname}: MTU {link.mtu} leaves room for the {extra}-byte outer header")
             else:

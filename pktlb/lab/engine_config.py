@@ -31,6 +31,8 @@ def engine_config_data(plan: Plan, lb: Node | None = None, control_socket: str |
     }}
     if o.fastpath != "off":
         config["lb"]["fastpath"] = o.fastpath
+        if o.lbs == 1:  # the fast path forwards replies (nat, fullnat) only to a gateway the config names
+            config["lb"]["gateway"] = c["router_server"]
     web: dict[str, Any] = {"name": "web", "vip": c["vip"], "port": int(c["service_port"]), "protocol": "tcp",
                            "mode": o.mode, "scheduler": o.scheduler}
     snat: dict[str, Any] = {}

@@ -12,6 +12,17 @@ def _si(value: float) -> str:
     return f"{value:.0f}"
 
 
+def fastpath_line(fast: dict[str, Any], totals: dict[str, Any]) -> str:
+    """One line about the kernel fast path: on (how much it forwarded, its punts by reason) or off and why."""
+    if fast.get("hook", "off") == "off":
+        return f"fast path: off ({fast.get('reason', '')})"
+    punts = fast.get("punts") or {}
+    top = ", ".join(f"{k} {v}" for k, v in sorted(punts.items(), key=lambda kv: -kv[1])[:5])
+    return (f"fast path: {fast['hook']}, {totals.get('kernel_forwarded', 0)} of the forwarded frames in the kernel "
+            f"({fast.get('forwarded', {}).get('new_flow', 0)} new flows scheduled there); punted to Python: "
+            f"{top or 'none'}" + (f"; {fast['errors']} map errors" if fast.get("errors") else ""))
+
+
 def render_stats(data: dict[str, Any]) -> str:
     t = data["totals"]
     lines = [f"pktlb engine: snapshot {data['generation']}, up {data['uptime']} s, "
@@ -19,6 +30,9 @@ def render_stats(data: dict[str, Any]) -> str:
              f"(evicted {data['flows']['evicted']}, expired {data['flows']['expired']})",
              f"frames: {t['received']} received = {t['forwarded']} forwarded + {t['replied']} replied + "
              f"{t['dropped']} dropped"]
+    fast = data.get("fastpath")
+    if fast:
+        lines.append(fastpath_line(fast, t))
     port = data.get("port") or {}
     if port.get("kernel_drops") or port.get("rx_truncated"):
         lines.append(f"socket: {port.get('kernel_drops', 0)} frames lost in the kernel before the engine read them "

@@ -152,3 +152,14 @@ def test_backend_add_without_a_mac_resolves_it_without_blocking_and_refuses_one_
     assert served == {b"s1", b"s2"}
     refused = net.cli("backend", "add", "nowhere", "--address", "198.18.99.9", "--port", "8080")
     assert refused.returncode != 0 and "no route" in refused.stderr + refused.stdout
+
+
+def test_an_unresolved_next_hop_is_asked_for_and_its_frames_counted_never_guessed(net: Foreign):
+    net.start_engine(net.config("nat", [SERVERS["s1"][2]]))
+    assert net.fetch("who") == b"s1"
+    net.ip("lb", "neigh", "flush", "dev", "arm1")  # the director forgets the server's MAC
+    before = stats(net)["routing"]["resolves"]
+    assert net.fetch("who", max_time=10) == b"s1"  # the kernel was asked (NTF_USE); TCP retransmitted meanwhile
+    report = stats(net)
+    assert report["routing"]["resolves"] > before
+    assert report["totals"]["drops"].get("no_neighbour", 0) >= 1

@@ -177,7 +177,9 @@ def test_fastpath_option_is_checked_and_written_into_the_engine_config(monkeypat
         plan_for("nat", "kernel", fastpath="xdp")
     with pytest.raises(LabError, match="only the pktlb packet engine"):
         plan_for("l7", "pktlb", fastpath="xdp")  # pktlb proxy has none
-    assert engine_config_data(plan_for("dsr", "pktlb", fastpath="tc"))["lb"]["fastpath"] == "tc"
+    lb = engine_config_data(plan_for("dsr", "pktlb", fastpath="tc"))["lb"]
+    assert lb["fastpath"] == "tc" and lb["gateway"] == "198.18.0.1"  # its replies' one next hop: the router
+    assert "gateway" not in engine_config_data(plan_for("nat", "pktlb"))["lb"]  # the engine finds it itself
     # XDP_TX out of the LB's veth reaches the switch only if the switch port runs XDP too; tc needs nothing.
     xdp = [s.command() for s in build_steps(plan_for("nat", "pktlb", fastpath="xdp")) if s.kind == "xdp"]
     assert len(xdp) == 1 and "ip -force -n pktlb-u-sw link set dev s-lb xdp obj" in xdp[0] and "pass.bpf.o" in xdp[0]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 
+from pktlb.lab.doctor import diagnose
 from pktlb.lab.httpd import expected_sha256
 from tests.lab.engine_helpers import ask, backend_counters, wait_engine
 
@@ -37,3 +38,7 @@ def test_every_mode_through_a_two_armed_director(lab_factory, mode):
     else:
         assert replies > 7000 and by_name["eth1"]["tx"] > 7000, "nat replies leave through the client arm"
     assert not {"no_route", "no_neighbour", "link_down"} & set(stats["totals"]["drops"])
+    findings = diagnose(lab.prefix)  # the doctor knows the layout: forwarding is right for a director here
+    assert not [f for f in findings if f.level == "fail"], [f.as_dict() for f in findings if f.level == "fail"]
+    assert [f.level for f in findings if f.check == "lb-forwarding"] == ["ok"]
+    assert lab.status()["topology"] == "two-arm"

@@ -51,7 +51,7 @@ PUNT_REASONS: tuple[str, ...] = (
     "not_ipv4", "not_our_mac", "bad_length", "padding", "ip_options", "bad_ip_checksum", "fragment", "not_ours",
     "icmp", "other_protocol", "bad_l4_header", "no_service", "ttl", "fin_rst", "syn", "unknown_flow",
     "backend_down", "no_backend", "too_big", "idle_expired", "spoofed_source", "disabled", "helper_failed",
-    "no_neighbour",
+    "no_neighbour", "partial_checksum",
 )
 FORWARD_KINDS: tuple[str, ...] = ("inbound", "new_flow", "outbound")
 COUNTERS: tuple[str, ...] = PUNT_REASONS + FORWARD_KINDS
@@ -81,5 +81,6 @@ PUNT_MEANINGS: dict[str, str] = {
     "disabled": "no snapshot pushed yet",
     "helper_failed": "the kernel could not grow or rewrite the frame",
     "no_neighbour": "the next hop's MAC is not resolved yet (or it is behind another interface)",
+    "partial_checksum": "XDP: the L4 checksum is unfinished (a sender's TX offload); Python finishes it, XDP cannot",
 }
 assert set(PUNT_MEANINGS) == set(PUNT_REASONS)

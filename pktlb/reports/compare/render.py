@@ -208,9 +208,13 @@ def _method_lines(report: dict[str, Any]) -> list[str]:
             f"LB packets and bytes per request: {s['probe_sources']} sequential requests from as many source "
             "addresses; pktlb engine counters (a capture on the LB for the kernel baseline: nftables DNAT in nat and "
             "fullnat, a netdev ingress MAC rewrite in dsr). "
-            "in = client-to-backend direction, out = replies that came back through the LB.",
+            "in = client-to-backend direction, out = replies that came back through the LB. "
+            "pktlb-HOOK: the engine with its kernel fast path; its counters include what the kernel forwarded "
+            "(read once they held still past a read-back tick), while a capture on the LB sees only the frames "
+            "XDP passes up.",
             "LB CPU per request: the engine process's utime+stime over the load run; n/a for the kernel, "
-            "whose forwarding runs in softirq context on whatever CPU the packet arrives.",
+            "whose forwarding runs in softirq context on whatever CPU the packet arrives (and so for what the "
+            "fast path forwards: pktlb-HOOK's figure is the engine process's share only).",
             "Backend connections per request: the TCP connections the backends accepted (PassiveOpens in their "
             "namespaces) over a load run, divided by the responses (not wrk's socket errors); for a proxy, the "
             "connections it says it opened (its stats; the backends also accept its HTTP health checks, about one "

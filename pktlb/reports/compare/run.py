@@ -78,6 +78,9 @@ DEFAULT_PREFIX = "pktlb-cmp-"
 PROBE_SOURCES = 64
 READY_TIMEOUT = 20.0
 CAPTURE_GRACE = 0.3  # seconds after the request for its last ACKs to reach every capture
+# The fast path's counters reach the engine's stats once a second: they count as settled once they held
+# still for SETTLED seconds (polled every SETTLE_POLL), at most SETTLE_TIMEOUT.
+SETTLED, SETTLE_POLL, SETTLE_TIMEOUT = 1.3, 0.1, 6.0
 CAPTURE_FILTER = "tcp port {port} or ip proto 4"
 REPORT_VERSION = 1
 Progress = Callable[[str], None]
@@ -195,7 +198,19 @@ class ModeRun:
         self._throughput()
 
     def _stats(self) -> dict[str, dict[str, int]] | None:
-        return engine_stats(self.socket) if self.socket else None
+        if not self.socket:
+            return None
+        if self.fastpath == "off":
+            return engine_stats(self.socket)
+        # With the fast path the engine adds what the kernel forwarded once per read-back tick: wait until
+        # the counters have held still for longer than a tick, so the figures cover exactly the run.
+        last, since, deadline = engine_stats(self.socket), time.monotonic(), time.monotonic() + SETTLE_TIMEOUT
+        while time.monotonic() - since < SETTLED and time.monotonic() < deadline:
+            time.sleep(SETTLE_POLL)
+            now = engine_stats(self.socket)
+            if now != last:
+                last, since = now, time.monotonic()
+        return last
 
     def _probe(self) -> None:
         self.say(f"probe: {len(self.sources)} requests, one per source address")

@@ -1,0 +1,60 @@
+"""The kernel fast path's pure parts and its refusals, without root: map encodings of a snapshot and a
+flow table, the scheduler table the program indexes, why the engine runs without it, `pktlb stats`."""
+
+from __future__ import annotations
+
+from pktlb.core.fastpath import encode
+from pktlb.core.fastpath import layout as L
+from pktlb.core.flowkey import flow_hash
+from pktlb.reports.stats_text import fastpath_line
+from tests.frames import client_frame, datapath, tcp
+
+
+def test_the_lookup_table_is_the_schedulers_own_pick():
+    dp = datapath("nat", scheduler="maglev")
+    ids = encode.Ids()
+    image = encode.encode_snapshot(dp.snapshot, dp.config.flows, ids)
+    svc = dp.snapshot.service_named("web")
+    raw = image["pktlb_tables"][L.U32.pack(ids.service("web"))]
+    size, _ = L.TABLE_HEAD.unpack_from(raw)
+    slots = memoryview(raw)[L.TABLE_HEAD.size:].cast("H")
+    by_id = {i: name for (s, name), i in ids.backends.items() if s == "web"}
+    for sport in range(40000, 40200):
+        key = (6, 0xC612010A, svc.vip, sport, 80)
+        h = flow_hash(*key, dp.snapshot.seed)
+        assert by_id[slots[h % size]] == svc.scheduler.pick(key, h, {}).name
+
+
+def test_stateful_schedulers_and_fullnat_leave_new_flows_to_python():
+    for mode, scheduler, expected in (("nat", "rr", L.SCHED_PYTHON), ("fullnat", "maglev", L.SCHED_PYTHON),
+                                      ("dsr", "sh", L.SCHED_SRC_HASH), ("tunnel", "hash", L.SCHED_FLOW_HASH)):
+        dp = datapath(mode, scheduler=scheduler)
+        assert encode.sched_kind(dp.snapshot.service_named("web")) == expected, (mode, scheduler)
+
+
+def test_flows_round_trip_and_expired_ones_are_left_out():
+    dp = datapath("fullnat", scheduler="rr")
+    dp.handle(client_frame(tcp(sport=40001, flags="S")), 1.0)
+    ids = encode.Ids()
+    encode.encode_snapshot(dp.snapshot, dp.config.flows, ids)
+    image = encode.encode_flows(dp.flows, dp.snapshot, ids, 2.0)
+    (key, value), = image["pktlb_flows"].items()
+    kf = encode.decode_flow(key, value)
+    entry = next(iter(dp.flows))
+    assert kf.key == entry.key and kf.state == "syn" and len(image["pktlb_snat_reverse"]) == 1
+    assert encode.encode_flows(dp.flows, dp.snapshot, ids, 1.0 + dp.config.flows.syn_timeout + 1)["pktlb_flows"] == {}
+
+
+def test_without_the_object_the_engine_is_told_why(monkeypatch, tmp_path):
+    from pktlb.adapters import fastpath
+
+    monkeypatch.setenv(fastpath.OBJECT_ENV, str(tmp_path / "missing.bpf.o"))
+    why = fastpath.availability()
+    assert why and "make fastpath" in why
+
+
+def test_stats_say_whether_the_fast_path_is_on():
+    assert fastpath_line({"hook": "off", "reason": "no eBPF object"}, {}) == "fast path: off (no eBPF object)"
+    line = fastpath_line({"hook": "xdp", "errors": 0, "forwarded": {"new_flow": 3}, "punts": {"syn": 5, "icmp": 1}},
+                         {"kernel_forwarded": 900})
+    assert line.startswith("fast path: xdp, 900 of the forwarded frames in the kernel") and "syn 5, icmp 1" in line
