@@ -134,7 +134,7 @@ class Assembler:
             if isinstance(item, str):
                 continue
             here = len(program) + 1
-            if len(item) == 2:  # ("ja", target)
+            if len(item) == 2:  # ("ja", label)
                 program.append((BPF_JMP | BPF_JA, 0, 0, positions[item[1]] - here))
                 continue
             code, jt, jf, k = item

@@ -167,7 +167,8 @@ class _MsgBatch:
         self.msgs = bytearray(count * _MM_SIZE)
         self.vnet_view, self.slots_view = memoryview(self.vnet), memoryview(self.slots)
         self.msg_u32 = memoryview(self.msgs).cast("I")  # [i * _MM_U32 + _FLAGS_U32] flags, [.. + _LEN_U32] length
-        self.iov_size_t = memoryview(self.iov).cast("N")  # type: ignore[call-overload]  # typeshed lacks size_t ("N")  # [2 * _IOV_N * i + _IOV_N + 1]: frame iovec length
+        # [2 * _IOV_N * i + _IOV_N + 1]: frame iovec length
+        self.iov_size_t = memoryview(self.iov).cast("N")  # type: ignore[call-overload]  # typeshed lists no "N" (size_t)
         self.vnet_dirty = [False] * count  # send side: slot holds a non-zero virtio header
         self._exports = [(ctypes.c_char * len(b)).from_buffer(b) for b in
                          (self.vnet, self.slots, self.names, self.iov, self.msgs)]

@@ -219,11 +219,13 @@ def _live(metric: str, policy: ScalingConfig, drain_timeout: float | None, perio
         provider = LabBackendProvider(lab_prefix, standby=[b.name for b in _lab_standby(lab_prefix, set(initial))])
     else:
         provider = StandbyPool(standby, in_use=initial)
-    room = len(initial) + len(provider.free()) if isinstance(provider, StandbyPool) else MAX_BACKENDS
+    # how many more backends there can be: the pool's free hosts, or as many as a lab can hold
+    more = len(provider.free()) if isinstance(provider, StandbyPool) else MAX_BACKENDS - len(initial)
+    room = len(initial) + more
     if policy.max_backends > len(initial) and room < policy.max_backends:
         where = "the lab has" if lab_prefix and not pool else "--pool gives"
         raise click.UsageError(f"--max {policy.max_backends} needs up to {policy.max_backends - len(initial)} backends "
-                               f"beyond the {len(initial)} the engine has, and {where} {len(provider.free())} "
+                               f"beyond the {len(initial)} the engine has, and {where} {more} "
                                "standby ones: add --pool NAME=ADDRESS entries (hosts that run but are not in the "
                                "engine; in a lab, e.g. `pktlb lab up --backends 4` then `pktlb backend remove be4`) "
                                "or lower --max")

@@ -93,10 +93,11 @@ def explain_command(config_path: str | None, use_lab: bool, prefix: str | None, 
     if flags is not None and (not flags or set(flags) - set(TCP_FLAG_LETTERS)):
         raise click.BadParameter(f"got {flags!r}, expected letters from {TCP_FLAG_LETTERS} (S, A, PA, FA ...)",
                                  param_hint="--flags")
-    warm: list[tuple[float, bytes]] = []
+    warm: list[tuple[float, bytes | bytearray]] = []
     if flows_from:
         warm += _pcap_frames(flows_from, index if pcap_path and _same_file(flows_from, pcap_path) else None)
     now = warm[-1][0] + STEP if warm else 0.0
+    frame: bytes | bytearray
     if pcap_path:
         frame, ts, source = _pcap_frame(pcap_path, index)
         now = max(now, ts)
@@ -121,14 +122,14 @@ def explain_command(config_path: str | None, use_lab: bool, prefix: str | None, 
 def _config(config_path: str | None, use_lab: bool, prefix: str | None) -> tuple[Config, str]:
     if bool(config_path) == use_lab:
         raise click.UsageError("give exactly one of -c/--config or --lab")
-    if use_lab:
-        if prefix is None:
-            prefix = _only_lab()
-        path = lab_config_path(prefix)
-        if not path.exists():
-            raise click.ClickException(f"no lab config at {path}: is the lab {prefix!r} up? (pktlb lab up)")
-        return load_config_or_exit(str(path)), f"{path} (the running lab {prefix!r})"
-    return load_config_or_exit(config_path), config_path
+    if config_path:  # (and not --lab)
+        return load_config_or_exit(config_path), config_path
+    if prefix is None:
+        prefix = _only_lab()
+    path = lab_config_path(prefix)
+    if not path.exists():
+        raise click.ClickException(f"no lab config at {path}: is the lab {prefix!r} up? (pktlb lab up)")
+    return load_config_or_exit(str(path)), f"{path} (the running lab {prefix!r})"
 
 
 def _only_lab() -> str:
@@ -148,17 +149,23 @@ def _datapath(config: Config) -> DataPath:
         raise click.ClickException(str(exc)) from None
 
 
-def _spec(tcp, udp, icmp, flags, icmp_type, icmp_code, payload_size, ttl, df) -> FrameSpec:
-    common = {"payload_size": payload_size or 0, "ttl": 64 if ttl is None else ttl, "df": True if df is None else df}
+Endpoints = tuple[str, str]  # the two addresses --tcp/--udp/--icmp take (SRC[:PORT] DST[:PORT])
+
+
+def _spec(tcp: Endpoints | None, udp: Endpoints | None, icmp: Endpoints | None, flags: str | None,
+          icmp_type: int, icmp_code: int, payload_size: int | None, ttl: int | None, df: bool | None) -> FrameSpec:
+    size, hops, dont_fragment = payload_size or 0, 64 if ttl is None else ttl, True if df is None else df
     try:
         if icmp:
             return FrameSpec("icmp", check_address(icmp[0]), check_address(icmp[1]), icmp_type=icmp_type,
-                             icmp_code=icmp_code, **common)
+                             icmp_code=icmp_code, payload_size=size, ttl=hops, df=dont_fragment)
         pair, proto = (tcp, "tcp") if tcp else (udp, "udp")
+        if pair is None:
+            raise click.UsageError("give exactly one of --tcp, --udp, --icmp or --pcap")
         (src, sport), (dst, dport) = parse_endpoint(pair[0]), parse_endpoint(pair[1])
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
-    return FrameSpec(proto, src, dst, sport, dport, flags=flags or "S", **common)
+    return FrameSpec(proto, src, dst, sport, dport, flags=flags or "S", payload_size=size, ttl=hops, df=dont_fragment)
 
 
 def _pcap_frames(path: str, limit: int | None) -> list[tuple[float, bytes]]:

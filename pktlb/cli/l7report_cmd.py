@@ -53,6 +53,7 @@ def l7_report(sections: str, engines: str, backends: int, tls_requests: int, con
     (from the same service definitions).  Builds its own labs (unique prefixes) and removes them.
     Needs root."""
     from pktlb.lab.topology import LabError
+    from pktlb.reports.l7features.labs import report_prefix
     from pktlb.reports.l7features.render import markdown, write
     from pktlb.reports.l7features.run import ENGINES, SECTIONS, ReportOptions, run_report
 
@@ -60,7 +61,7 @@ def l7_report(sections: str, engines: str, backends: int, tls_requests: int, con
                          engines=_choices(engines, ENGINES, "--engines"), backends=backends,
                          tls_requests=tls_requests, concurrency=concurrency, sessions=sessions,
                          cache_requests=cache_requests, urls=urls, flood=flood, rate=rate, key_type=key_type,
-                         **({"prefix": prefix} if prefix else {}))
+                         prefix=prefix or report_prefix())
     require_root("l7-report")
     try:
         report = run_report(opts, progress=lambda m: click.echo(m, err=True))

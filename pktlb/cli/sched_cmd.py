@@ -102,7 +102,7 @@ def _simulation_text(sim: Simulation) -> str:
     lines = [f"service {sim.service}: {sim.flows} synthetic flows over {len(names)} backends "
              f"(maglev table {sim.table_size}); * marks the configured scheduler ({sim.configured})",
              "", "Where the flows go (share of flows per backend; fair = weight share, rr ignores weights):"]
-    rows = [[_label(r.scheduler, sim.configured), *(_pct(r.shares.get(n, 0.0)) for n in names), _pct(r.max_deviation),
+    rows: list[list[object]] = [[_label(r.scheduler, sim.configured), *(_pct(r.shares.get(n, 0.0)) for n in names), _pct(r.max_deviation),
              r.summary] for r in sim.runs]
     if sim.runs:
         weighted_fair = next((r.fair for r in sim.runs if r.scheduler != "rr"), sim.runs[0].fair)

@@ -10,10 +10,11 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
-from pktlb.core.config_reader import ConfigError
+from pktlb.core.config_reader import ConfigError as ConfigError  # re-exported: callers catch it from here
 from pktlb.core.config_reader import Section as _Section  # the table reader every config module shares
 from pktlb.core.l7.settings import L7_MODE, L7Config, parse_l7
-from pktlb.core.rewrite.registry import MODES, traits_of
+from pktlb.core.rewrite.registry import MODES as MODES  # re-exported for the CLI's choices
+from pktlb.core.rewrite.registry import traits_of
 from pktlb.core.sched.maglev import check_table_size
 from pktlb.core.sched.registry import scheduler_names
 

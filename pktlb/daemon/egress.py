@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple, final
 
 from pktlb.core.decision import FORWARD, ICMP_ERROR_TO_BACKEND, INBOUND, Decision
 from pktlb.core.packet.addr import int_to_ip, ip_to_int, mac_to_bytes
@@ -34,13 +34,21 @@ MEMO_MAX = 1 << 16
 NO_ROUTE, NO_NEIGHBOUR, LINK_DOWN = "no_route", "no_neighbour", "link_down"
 
 
+@final  # final: `type(where) is Route` then tells a checker the other branch holds a drop reason
+class Route(NamedTuple):
+    """Where a frame leaves: the port that sends it and the 12 bytes of Ethernet addresses (dst, src)."""
+
+    port: Any
+    l2: bytes
+
+
 class Egress:
     """Routes frames out of the right port.  ``port_for(ifindex, ifname)`` returns the port that sends
     on an interface (the forwarder opens a send-only one for an interface it does not receive on)."""
 
     def __init__(self, cache: Any, port_for: Callable[[int, str], Any]) -> None:
         self.cache, self.port_for = cache, port_for
-        self.memo: dict[int, tuple[Any, bytes]] = {}
+        self.memo: dict[int, Route] = {}
         self.to_backend: dict[tuple[str | None, str | None], int] = {}
         self.mac_overrides: dict[int, bytes] = {}
         self.gateway: int | None = None
@@ -61,8 +69,8 @@ class Egress:
         """Drop every memoised answer (the routing cache changed)."""
         self.memo.clear()
 
-    def target(self, frame: bytearray, dec: Decision) -> tuple[Any, bytes] | str:
-        """(port, the 12 bytes of Ethernet addresses) for ``frame``, or a drop reason."""
+    def target(self, frame: bytearray, dec: Decision) -> Route | str:
+        """The Route for ``frame``, or a drop reason (a str: tell them apart with ``type(x) is Route``)."""
         if dec.verdict == FORWARD and (dec.reason == INBOUND or dec.reason == ICMP_ERROR_TO_BACKEND):
             dst = self.to_backend.get((dec.service, dec.backend))
             if dst is None:
@@ -73,7 +81,7 @@ class Egress:
         found = self.memo.get(dst)
         return found if found is not None else self._resolve(dst, False)
 
-    def _resolve(self, dst: int, to_backend: bool) -> tuple[Any, bytes] | str:
+    def _resolve(self, dst: int, to_backend: bool) -> Route | str:
         hop, override = dst, self.mac_overrides.get(dst) if to_backend else None
         if not to_backend and self.gateway is not None:
             hop, override = self.gateway, self.gateway_mac
@@ -88,7 +96,7 @@ class Egress:
         if self.unresolved:
             self.unresolved.pop(hop, None)
             self.unresolved.pop(found.next_hop, None)
-        result = (self.port_for(found.ifindex, found.ifname), bytes(mac) + bytes(found.mac))
+        result = Route(self.port_for(found.ifindex, found.ifname), bytes(mac) + bytes(found.mac))
         if len(self.memo) >= MEMO_MAX:
             self.memo.clear()
         self.memo[dst] = result

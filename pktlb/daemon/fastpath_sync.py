@@ -26,6 +26,7 @@ from pktlb.core.fastpath import encode
 from pktlb.core.fastpath import layout as L
 from pktlb.core.fastpath.encode import UNRESOLVED_L2
 from pktlb.core.snapshot import Snapshot
+from pktlb.daemon.egress import Route
 
 log = logging.getLogger("pktlb.fastpath")
 ETH = 14  # the engine's byte counters include the Ethernet header, the kernel's do not
@@ -238,13 +239,13 @@ def fastpath_view(snap: Snapshot, egress: Any, port: Any, lb_mac: bytes) -> Snap
         views = []
         for be in svc.backends:
             where = egress.target(bytearray(34), Decision(FORWARD, INBOUND, svc.name, be.name))
-            l2 = where[1] if where.__class__ is tuple and where[0] is port else UNRESOLVED_L2
+            l2 = where[1] if type(where) is Route and where[0] is port else UNRESOLVED_L2
             views.append(replace(be, l2=l2))
         services[key] = replace(svc, backends=tuple(views), by_name={b.name: b for b in views})
     reply_l2 = UNRESOLVED_L2
     if snap.config.lb.gateway:  # replies have one next hop only when the config names the gateway
         where = egress.target(bytearray(34), Decision(FORWARD, OUTBOUND))
-        if where.__class__ is tuple and where[0] is port:
+        if type(where) is Route and where[0] is port:
             reply_l2 = where[1]
     return replace(snap, lb_mac=lb_mac, services=services, reply_l2=reply_l2)
 
@@ -256,7 +257,7 @@ def reply_resolver(egress: Any, port: Any) -> Callable[[int], bytes]:
         probe = bytearray(34)
         probe[30:34] = client.to_bytes(4, "big")
         where = egress.target(probe, Decision(FORWARD, OUTBOUND))
-        return where[1] if where.__class__ is tuple and where[0] is port else UNRESOLVED_L2
+        return where[1] if type(where) is Route and where[0] is port else UNRESOLVED_L2
     return resolve
 
 

@@ -18,7 +18,8 @@ import logging
 import os
 import time
 from dataclasses import replace
-from typing import Any
+from functools import partial
+from typing import Any, cast
 
 from pktlb.adapters.configfile import load_config
 from pktlb.adapters.fanout import build_fanout_program, config_snat_ranges, fanout_program
@@ -26,7 +27,7 @@ from pktlb.adapters.ifinfo import InterfaceMissing
 from pktlb.adapters.netlink import NetlinkCache, NetlinkUnavailable
 from pktlb.adapters.nft import NftError
 from pktlb.adapters.pcap import PcapWriter
-from pktlb.adapters.rawio import NO_OFFLOAD, RawPort
+from pktlb.adapters.rawio import NO_OFFLOAD, RawPort, VnetHeader
 from pktlb.core.config import Config, ConfigError
 from pktlb.core.datapath import DataPath
 from pktlb.core.decision import DROP, drop
@@ -36,7 +37,7 @@ from pktlb.core.packet.addr import bytes_to_mac
 from pktlb.core.snapshot import Snapshot
 from pktlb.daemon.control import ControlError, ControlPlane
 from pktlb.daemon.ctlsock import ControlServer, SocketInUse
-from pktlb.daemon.egress import Egress, await_next_hops
+from pktlb.daemon.egress import Egress, Route, await_next_hops
 from pktlb.daemon.filter import engine_filter
 from pktlb.daemon.guard import Guard, guard_spec, owner_text, start_guard
 from pktlb.daemon.ports import Ports
@@ -108,7 +109,7 @@ class Forwarder:
         self.health_enabled = health
         self.monitor = self._start_health() if health else None
         for index, port in enumerate(self.ports):
-            self.reactor.add_reader(port, lambda i=index: self._on_frames(i))
+            self.reactor.add_reader(port, partial(self._on_frames, index))
         self.reactor.add_reader(self.netlink, self.netlink.drain)
         self.reactor.every(1.0, self._tick)
         for signum, name in ((15, "stop"), (2, "stop"), (1, "reload")):
@@ -248,7 +249,8 @@ class Forwarder:
             if not batch:
                 return
             outs: dict[RawPort, tuple[list[bytearray], list[Any]]] = {}
-            for data, vnet in batch:
+            # The engine's ports copy each frame out of the receive ring (zero_copy off): bytearrays only.
+            for data, vnet in cast("list[tuple[bytearray, VnetHeader]]", batch):
                 if captures:
                     captures["rx"].write(data, time.time())
                 nbytes = len(data)
@@ -261,16 +263,15 @@ class Forwarder:
                                                vnet.gso_size if vnet.gso_type else 0)
                 if frames:
                     where = target(frames[0], decision)
-                    if where.__class__ is str:  # no route, no neighbour, link down: counted, never guessed
-                        if decision.verdict != DROP:
-                            decision = drop(where, "", decision.service, decision.mode)  # type: ignore[arg-type]
-                    else:
-                        out_port, l2 = where  # type: ignore[misc]
+                    if type(where) is Route:
+                        out_port, l2 = where
                         out, vnets = outs.get(out_port) or outs.setdefault(out_port, ([], []))
                         for frame in frames:
                             frame[0:12] = l2
                             out.append(frame)
                             vnets.append(vnet if frame is data and decision.partial_out else NO_OFFLOAD)
+                    elif decision.verdict != DROP:  # no route, no neighbour, link down: counted, never guessed
+                        decision = drop(where, "", decision.service, decision.mode)
                 count(decision, nbytes)
                 if sync is not None:
                     sync.note(decision)

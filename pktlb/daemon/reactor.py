@@ -15,6 +15,14 @@ import signal
 import socket
 import time
 from collections.abc import Callable
+from typing import Protocol
+
+
+class HasFileno(Protocol):
+    def fileno(self) -> int: ...
+
+
+FileLike = int | HasFileno  # what a selector watches: a descriptor or an object with fileno()
 
 
 class Reactor:
@@ -31,17 +39,18 @@ class Reactor:
         self.selector.register(self._wake_r, selectors.EVENT_READ, self._drain_wakeup)
         self._old_wakeup: int | None = None
 
-    def add_reader(self, fileobj: object, callback: Callable[[], None]) -> None:
+    def add_reader(self, fileobj: FileLike, callback: Callable[[], object]) -> None:
+        """Call ``callback`` (its result is ignored) whenever ``fileobj`` is readable."""
         self.selector.register(fileobj, selectors.EVENT_READ, callback)
 
-    def watch_writable(self, fileobj: object, callback: Callable[[], None]) -> None:
+    def watch_writable(self, fileobj: FileLike, callback: Callable[[], object]) -> None:
         """Call ``callback`` when ``fileobj`` can be written (instead of any read watch on it)."""
         try:
             self.selector.modify(fileobj, selectors.EVENT_WRITE, callback)
         except KeyError:
             self.selector.register(fileobj, selectors.EVENT_WRITE, callback)
 
-    def remove_reader(self, fileobj: object) -> None:
+    def remove_reader(self, fileobj: FileLike) -> None:
         try:
             self.selector.unregister(fileobj)
         except (KeyError, ValueError):

@@ -135,7 +135,7 @@ class Reporter:
     def cmd_flows(self, request: dict[str, Any]) -> dict[str, Any]:
         now = time.monotonic()
         limit = min(int(request.get("limit", 1000)), MAX_FLOWS_LISTED)
-        rows = []
+        rows: list[dict[str, object]] = []
         for entry in self.fwd.datapath.flows:
             if len(rows) >= limit:
                 break

@@ -184,6 +184,7 @@ class TlsBackendServer(BackendServer):
     context: ssl.SSLContext
     handshake_timeout = 10.0
 
+    # override: typeshed's request is a socket or (bytes, socket); a TCP server only ever gets a socket
     def finish_request(self, request: socket.socket, client_address: tuple[str, int]) -> None:  # type: ignore[override]
         request.settimeout(self.handshake_timeout)
         try:
@@ -191,7 +192,7 @@ class TlsBackendServer(BackendServer):
         except (ssl.SSLError, OSError):
             return  # a failed handshake: nothing to serve
         try:
-            self.RequestHandlerClass(tls, client_address, self)
+            super().finish_request(tls, client_address)  # the handler serves the TLS socket
         finally:
             tls.close()
 

@@ -178,13 +178,13 @@ class LoadGenerator:
                 next_emit += 1.0
         self._emit(rate)
         lat = sorted(self.totals.latencies)
-        end = {"type": "end", "seconds": round(time.monotonic() - self.t0, 3), "stopped": self.stopped,
+        summary = {"type": "end", "seconds": round(time.monotonic() - self.t0, 3), "stopped": self.stopped,
                "sent": self.totals.sent,
                "ok": self.totals.ok, "failed": self.totals.failed, "shed": self.totals.shed,
                "p50_ms": _ms(percentile(lat, 50)), "p99_ms": _ms(percentile(lat, 99)), "errors": self.errors}
-        self.out.write(json.dumps(end) + "\n")
+        self.out.write(json.dumps(summary) + "\n")
         self.out.flush()
-        return end
+        return summary
 
 
 def _ms(value: float | None) -> float | None:

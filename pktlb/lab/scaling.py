@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from pktlb.daemon.autoscale.engine import EngineControl
@@ -61,7 +62,7 @@ def add_backend(prefix: str, name: str | None = None, *, engine: bool = True) ->
     except AutoscaleError as exc:
         for control in controls:
             if control.service in added:
-                _quietly(lambda c=control: c.remove(host.name))
+                _quietly(partial(control.remove, host.name))
         destroy_backend(prefix, host.name)
         raise LabError(f"the engine refused backend {host.name} (the host was removed again): {exc}") from None
     return {"backend": host.name, "address": host.address, "mac": host.mac, "namespace": host.namespace,

@@ -73,7 +73,7 @@ def apply_steps(steps: Iterable[Step], *, use_netlink: bool = True,
             if progress:
                 progress(step)
             if step.netlink is not None and use_netlink:
-                _apply_netlink(step, pool)
+                _apply_netlink(step, step.netlink, pool)
             else:
                 here.run(step.argv, stdin=step.stdin)
             count += 1
@@ -82,11 +82,11 @@ def apply_steps(steps: Iterable[Step], *, use_netlink: bool = True,
     return count
 
 
-def _apply_netlink(step: Step, pool: Netlink) -> None:
+def _apply_netlink(step: Step, change: Callable[[Netlink], None], pool: Netlink) -> None:
     from pyroute2 import NetlinkError
 
     try:
-        step.netlink(pool)
+        change(pool)
     except NetlinkError as exc:
         if exc.code not in step.ok_codes:
             raise StepError(f"{step.summary}: netlink error {exc.code} ({exc}); command: {step.command()}") from None

@@ -25,7 +25,7 @@ from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar, Generic, TypeVar
 
 from pktlb.core.health import CheckResult, CheckTarget
 from pktlb.daemon.reactor import Reactor
@@ -47,15 +47,19 @@ class Attempt:
     deadline: float
 
 
-class ScheduledChecker(ABC):
-    """Starts an attempt per target every ``interval`` and times attempts out after ``timeout``."""
+AttemptT = TypeVar("AttemptT", bound=Attempt)
+
+
+class ScheduledChecker(ABC, Generic[AttemptT]):
+    """Starts an attempt per target every ``interval`` and times attempts out after ``timeout``;
+    ``AttemptT`` is the kind of attempt the checker keeps in flight."""
 
     name: ClassVar[str]
 
     def __init__(self, on_result: ResultCallback) -> None:
         self.on_result = on_result
         self.schedules: dict[tuple[str, str], Schedule] = {}
-        self.inflight: dict[Hashable, Attempt] = {}
+        self.inflight: dict[Hashable, AttemptT] = {}
         self.counters: Counter[str] = Counter()
 
     def add_target(self, target: CheckTarget, now: float, *, first_at: float | None = None,
@@ -132,9 +136,9 @@ class ScheduledChecker(ABC):
         """Start one attempt: put it in ``inflight``, or deliver a result at once if it failed to start."""
 
     @abstractmethod
-    def _timeout_result(self, attempt: Any, now: float) -> CheckResult: ...
+    def _timeout_result(self, attempt: AttemptT, now: float) -> CheckResult: ...
 
-    def _abandon(self, attempt: Any) -> None:
+    def _abandon(self, attempt: AttemptT) -> None:
         """Release what an attempt holds (its socket)."""
         return None
 

@@ -60,7 +60,7 @@ class ProbeOutcome:
     reason: str
 
 
-class IcmpProber(ScheduledChecker):
+class IcmpProber(ScheduledChecker[Probe]):
     """L3 check: ICMP echo, plain or (tunnel mode) through the backend's IP-in-IP decapsulator."""
 
     name = "icmp"

@@ -38,7 +38,7 @@ class ConnectAttempt(Attempt):
     answer: bytearray | None = None
 
 
-class TcpChecker(ScheduledChecker):
+class TcpChecker(ScheduledChecker[ConnectAttempt]):
     """L4 check: a TCP handshake with the backend's port, then a plain close."""
 
     name = "tcp"

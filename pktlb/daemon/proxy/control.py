@@ -22,9 +22,9 @@ class ProxyControl(ControlPlane):
     snapshot: ProxySnapshot  # type: ignore[assignment]  # the L7 snapshot in place of the engine's
 
     def __init__(self, config: Config, on_snapshot: Callable[[ProxySnapshot], None] | None = None) -> None:
-        super().__init__(config, on_snapshot=on_snapshot)  # type: ignore[arg-type]
+        super().__init__(config, on_snapshot=on_snapshot)  # type: ignore[arg-type]  # ProxySnapshot callback (ControlPlane is not generic)
 
-    def _build(self, generation: int) -> ProxySnapshot:  # type: ignore[override]
+    def _build(self, generation: int) -> ProxySnapshot:  # type: ignore[override]  # builds the L7 snapshot
         states, extra = {}, {}
         for svc in self.config.services:
             for be in self.backends(svc.name):
@@ -51,5 +51,5 @@ class ProxyControl(ControlPlane):
         log.info("snapshot %d: %s%s", new.generation, why,
                  "".join(f"; {name}: {n} maglev slots moved" for name, n in moved.items()))
         if self.on_snapshot:
-            self.on_snapshot(new)  # type: ignore[arg-type]
+            self.on_snapshot(new)  # type: ignore[arg-type]  # the callback given to __init__ takes a ProxySnapshot
         return change

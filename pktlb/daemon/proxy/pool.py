@@ -48,8 +48,8 @@ async def open_counted_connection(address: str, port: int, ssl_context: ssl.SSLC
     loop = asyncio.get_running_loop()
     reader = CountingReader()
     protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
-    tls = {"ssl": ssl_context, "server_hostname": address} if ssl_context is not None else {}
-    transport, _ = await loop.create_connection(lambda: protocol, address, port, **tls)
+    transport, _ = await loop.create_connection(lambda: protocol, address, port, ssl=ssl_context,
+                                                server_hostname=address if ssl_context is not None else None)
     return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
 
 

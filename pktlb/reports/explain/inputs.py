@@ -97,7 +97,7 @@ def _first_port(snap: Snapshot, vip: str) -> int:
     return ports[0] if ports else 80
 
 
-def flow_opening(frame: bytes, snap: Snapshot) -> bytearray | None:
+def flow_opening(frame: bytes | bytearray, snap: Snapshot) -> bytearray | None:
     """For an ICMP error to a VIP: the SYN that opens the flow it quotes, so the LB knows that flow."""
     pkt = Ether(bytes(frame))
     if ICMP not in pkt or pkt[ICMP].type not in ERROR_TYPES or IPerror not in pkt:
@@ -112,7 +112,7 @@ def flow_opening(frame: bytes, snap: Snapshot) -> bytearray | None:
     return bytearray(bytes(_ether(snap) / ip / opener))
 
 
-def same_flow_frames(frame: bytes, count: int) -> list[bytearray]:
+def same_flow_frames(frame: bytes | bytearray, count: int) -> list[bytearray]:
     """``count`` earlier packets of the frame's flow: for TCP a SYN then ACKs, otherwise copies."""
     frames = []
     for i in range(count):

@@ -12,6 +12,7 @@ its outputs, its decision, its flow table and its snapshot.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,8 +108,8 @@ class Explanation:
                 "return": self.reply.as_dict() if self.reply else None, "return_note": self.reply_note}
 
 
-def explain(datapath: DataPath, frame: bytes, *, source: str, config_label: str, notes: list[str] | None = None,
-            warm: list[tuple[float, bytes]] = (), now: float = 0.0, with_return: bool = True) -> Explanation:
+def explain(datapath: DataPath, frame: bytes | bytearray, *, source: str, config_label: str,
+            notes: list[str] | None = None, warm: Sequence[tuple[float, bytes | bytearray]] = (), now: float = 0.0, with_return: bool = True) -> Explanation:
     """Explain ``frame`` after ``warm`` frames have gone through ``datapath`` (to fill its flow table)."""
     warmup = []
     for ts, raw in warm:
