@@ -58,6 +58,7 @@ SO_ATTACH_FILTER = 26
 SO_SNDBUFFORCE = 32
 SO_RCVBUFFORCE = 33
 ETH_P_ALL = 0x0003
+ETH_P_IP = 0x0800  # bound to this, a socket sees a frame after tc ingress (and the netdev hook), not before
 PACKET_OUTGOING = 4
 MSG_DONTWAIT = 0x40
 MSG_TRUNC = 0x20
@@ -196,8 +197,10 @@ class RawPort:
     def __init__(self, ifname: str, *, bpf: bytes | None = None, fanout_group: int | None = None,
                  fanout_mode: str = "hash", fanout_defrag: bool = False, rx_buffer_bytes: int = 8 << 20,
                  tx_buffer_bytes: int = 4 << 20, batch: int = 64, slot_bytes: int = DEFAULT_SLOT_BYTES,
-                 zero_copy: bool = False, qdisc_bypass: bool = False, fanout_program: bytes | None = None) -> None:
+                 zero_copy: bool = False, qdisc_bypass: bool = False, fanout_program: bytes | None = None,
+                 protocol: int = ETH_P_ALL) -> None:
         self.ifname, self.batch, self.slot_bytes, self.zero_copy = ifname, batch, slot_bytes, zero_copy
+        self.protocol = protocol
         self.counters = PortCounters()
         # Protocol 0: no frame is queued until bind, so the filter is in place before the first one.
         sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
@@ -215,7 +218,7 @@ class RawPort:
             if bpf is not None:
                 attach_filter(sock, bpf)
             try:
-                sock.bind((ifname, ETH_P_ALL))
+                sock.bind((ifname, protocol))
             except OSError as exc:
                 if exc.errno in (errno.ENODEV, errno.ENXIO):
                     raise InterfaceMissing(ifname) from None

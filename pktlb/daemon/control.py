@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
-from pktlb.core.config import BackendConfig, Config, ConfigError, ServiceConfig, check_services, parse_backend
+from pktlb.core.config import BackendConfig, Config, ServiceConfig, check_services, parse_backend
+from pktlb.core.config_reader import ConfigError
 from pktlb.core.rewrite.registry import traits_of
 from pktlb.core.sched.base import ring_delta
 from pktlb.core.snapshot import DOWN, DRAIN, UP, Snapshot, build_snapshot

@@ -20,11 +20,13 @@ from typing import Any
 
 from pktlb.adapters.fastpath import FastPath
 from pktlb.adapters.libbpf import BpfError
+from pktlb.adapters.rawio import ETH_P_IP
 from pktlb.core.datapath import DataPath
 from pktlb.core.decision import FORWARD, INBOUND, OUTBOUND, Decision
 from pktlb.core.fastpath import encode
 from pktlb.core.fastpath import layout as L
 from pktlb.core.fastpath.encode import UNRESOLVED_L2
+from pktlb.core.flowtable import FlowEntry
 from pktlb.core.snapshot import Snapshot
 from pktlb.daemon.egress import Route
 
@@ -148,7 +150,7 @@ class FastPathSync:
                 self._merge(raw_key, kf, entry, snap)
             candidates = self._refresh_oldest(now)
             flows.expire(now)
-            gone = [k for k in candidates if k not in flows.entries]
+            gone = [k for k in candidates if encode.decode_flow_key(k) not in flows.entries]
             gone += [k for k, _ in kernel if k in self.seen and encode.decode_flow_key(k) not in flows.entries]
             for raw_key in gone:
                 self._drop_kernel(raw_key)
@@ -173,7 +175,7 @@ class FastPathSync:
                 self._merge(raw_key, encode.decode_flow(raw_key, raw), entry, snap)
         return [k for k, _ in keys]
 
-    def _import(self, kf: encode.KernelFlow, snap: Snapshot, now: float):
+    def _import(self, kf: encode.KernelFlow, snap: Snapshot, now: float) -> FlowEntry | None:
         svc = snap.services.get((kf.key[0], kf.key[2], kf.key[4]))
         name = next((n for (s, n), i in self.ids.backends.items() if i == kf.backend_id and svc and s == svc.name),
                     None)
@@ -184,7 +186,7 @@ class FastPathSync:
         self.imported += 1
         return entry
 
-    def _merge(self, raw_key: bytes, kf: encode.KernelFlow, entry, snap: Snapshot) -> None:
+    def _merge(self, raw_key: bytes, kf: encode.KernelFlow, entry: FlowEntry, snap: Snapshot) -> None:
         old = self.seen.get(raw_key, (0, 0, 0, 0))
         d_pin, d_bin = kf.packets_in - old[0], kf.bytes_in - old[1]
         d_pout, d_bout = kf.packets_out - old[2], kf.bytes_out - old[3]
@@ -269,11 +271,10 @@ def start_for_engine(engine: Any, hook: str) -> tuple[FastPathSync | None, str]:
         return None, "not available with --workers > 1 yet (one program per interface, one flow table per worker)"
     if len(engine.ports) > 1:
         return None, "not available with several interfaces yet (XDP_TX sends a frame back out where it came in)"
-    if hook == "tc":
-        # The tc program is proven equal to Python (tests/fastpath), but the engine's AF_PACKET socket sees
-        # every frame before tc ingress runs, so Python would forward the kernel's frames a second time.
-        return None, ("tc: the engine's packet socket sees frames before tc ingress (they would be forwarded "
-                      "twice); use --fastpath xdp")
+    if hook == "tc" and engine.ports[0].protocol != ETH_P_IP:
+        # An ETH_P_ALL socket sees every frame before tc ingress runs: Python would forward the kernel's
+        # frames a second time.  The engine binds ETH_P_IP when it starts with the tc fast path.
+        return None, "tc: the engine's packet socket reads before tc ingress (bound to ETH_P_ALL)"
     port = engine.ports[0]
     return start(engine.config, engine.datapath, hook, port.ifname, engine.fastpath_snapshot,
                  reply_resolver(engine.egress, port))

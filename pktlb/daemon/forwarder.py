@@ -27,7 +27,7 @@ from pktlb.adapters.ifinfo import InterfaceMissing
 from pktlb.adapters.netlink import NetlinkCache, NetlinkUnavailable
 from pktlb.adapters.nft import NftError
 from pktlb.adapters.pcap import PcapWriter
-from pktlb.adapters.rawio import NO_OFFLOAD, RawPort, VnetHeader
+from pktlb.adapters.rawio import ETH_P_ALL, ETH_P_IP, NO_OFFLOAD, RawPort, VnetHeader
 from pktlb.core.config import Config, ConfigError
 from pktlb.core.datapath import DataPath
 from pktlb.core.decision import DROP, drop
@@ -79,20 +79,28 @@ class Forwarder:
             steering = fanout_program(self.control.snapshot, workers) if workers > 1 else None
         except ValueError as exc:  # too many SNAT ranges for classic BPF's jumps
             raise StartupError(f"cannot steer full-NAT replies over {workers} workers: {exc}") from None
+        # With the tc fast path the engine must read frames after tc ingress, where only what the program
+        # punted arrives: a socket bound to ETH_P_IP (an ETH_P_ALL one sees every frame before tc runs).
+        hook = fastpath or lb.fastpath
+        tc_fastpath = hook == "tc" and workers == 1 and len(self.interfaces) == 1
+        protocol = ETH_P_IP if tc_fastpath else ETH_P_ALL
         self.port_snaps: list[Snapshot] = []
         try:
             self.portset = Ports(self.interfaces, self.netlink, bpf=engine_filter(self.control.snapshot), batch=batch,
-                                 workers=workers, fanout_group=fanout_group, steering=steering)
+                                 workers=workers, fanout_group=fanout_group, steering=steering,
+                                 protocol=protocol)
         except InterfaceMissing as exc:
             self.netlink.close()
             raise StartupError(f"lb.interface: no interface named {str(exc)!r} in this network namespace") from None
         self.ports, self.tx_only = self.portset.rx, self.portset.tx_only  # receiving ports; send-only by ifindex
         self.port = self.ports[0]  # the first interface's port (single-interface callers, the bench)
-        self.guard = self._start_guard(guard, config_path)
+        # ... and the netdev guard would drop VIP traffic before such a socket sees it: the LB's kernel keeps
+        # out of the way by itself (ip_forward=0, the VIP on no interface), as without a guard.
+        self.guard = self._start_guard(guard and not tc_fastpath, config_path)
         self.lb_mac = lb.mac or bytes_to_mac(self.netlink.link(self.interfaces[0]).mac)
         self._install(self.control.snapshot)
         self._await_next_hops()
-        self.fastpath, self.fastpath_reason = self._start_fastpath(fastpath or lb.fastpath)
+        self.fastpath, self.fastpath_reason = self._start_fastpath(hook)
         self.started = time.time()
         self.last_tx = 0.0  # monotonic time just after the last send of frames (the end of a bench drain)
         self.capture_from_cli = capture_dir is not None

@@ -203,14 +203,15 @@ static __always_inline int classify(struct pkt *p, void *data_end, struct plan *
 }
 
 /* The pipeline up to the rewrite: OK with a plan, or a punt reason. */
-static __always_inline int decide(void *data, void *data_end, struct pkt *p, struct plan *pl, __u64 now, int xdp)
+static __always_inline int decide(void *data, void *data_end, __u64 len, struct pkt *p, struct plan *pl, __u64 now,
+				  int xdp)
 {
 	__u32 zero = 0;
 
 	pl->cfg = bpf_map_lookup_elem(&pktlb_config, &zero);
 	if (!pl->cfg || !(pl->cfg->enabled & CFG_ENABLED))
 		return PUNT_DISABLED;
-	int r = parse_ip(data, data_end, pl->cfg->lb_mac, p);
+	int r = parse_ip(data, data_end, len, pl->cfg->lb_mac, p);
 
 	if (r != OK)
 		return r;
@@ -219,7 +220,9 @@ static __always_inline int decide(void *data, void *data_end, struct pkt *p, str
 	__u32 *dflags = bpf_map_lookup_elem(&pktlb_addrs, &dst);
 
 	r = classify(p, data_end, pl, dflags, src, dst, now);
-	if (r == OK && xdp && partial_checksum(p))
+	/* tc keeps the skb's checksum state (its helpers update an unfinished field as Python does), but the
+	 * tunnel's backends need the inner checksum finished, which Python does: punt those there too. */
+	if (r == OK && (xdp || pl->kind == PLAN_TUNNEL) && partial_checksum(p))
 		return PUNT_PARTIAL_CHECKSUM;
 	return r;
 }
@@ -277,7 +280,7 @@ int xdp_fastpath(struct xdp_md *ctx)
 	struct pkt p = {};
 	struct plan pl = { .new_state = 0xff };
 	__u64 now = bpf_ktime_get_ns();
-	int r = decide(data, data_end, &p, &pl, now, 1);
+	int r = decide(data, data_end, (__u64)(data_end - data), &p, &pl, now, 1);
 
 	if (r != OK) {
 		count(r);
@@ -324,7 +327,7 @@ int tc_fastpath(struct __sk_buff *skb)
 	struct pkt p = {};
 	struct plan pl = { .new_state = 0xff };
 	__u64 now = bpf_ktime_get_ns();
-	int r = decide(data, data_end, &p, &pl, now, 0);
+	int r = decide(data, data_end, skb->len, &p, &pl, now, 0);
 
 	if (r != OK) {
 		count(r);

@@ -44,12 +44,12 @@ static __always_inline __u16 load16(const __u8 *p)
 	return v;
 }
 
-/* Ethernet and IPv4 header checks; returns PUNT_REASONS when the frame is a plain IPv4 packet. */
-static __always_inline int parse_ip(void *data, void *data_end, const __u8 *lb_mac, struct pkt *p)
+/* Ethernet and IPv4 header checks; returns PUNT_REASONS when the frame is a plain IPv4 packet.  ``len``
+ * is the whole frame's length (in tc only the headers are in the linear area data..data_end). */
+static __always_inline int parse_ip(void *data, void *data_end, __u64 len, const __u8 *lb_mac, struct pkt *p)
 {
 	__u8 *eth = data;
 	__u8 *ip = eth + ETH_LEN;
-	__u64 len = (__u64)(data_end - data);
 
 	if ((void *)(ip + IP_LEN) > data_end)
 		return (void *)ip > data_end || eth[12] != 0x08 || eth[13] != 0 ? PUNT_NOT_IPV4 : PUNT_BAD_LENGTH;

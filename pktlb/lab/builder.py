@@ -38,11 +38,12 @@ def build_steps(plan: Plan) -> list[st.Step]:
     return out
 
 
-def _node_steps(plan: Plan, node) -> list[st.Step]:
+def _node_steps(plan: Plan, node: Node) -> list[st.Step]:
     sw, ns = plan.switch_namespace, node.namespace
     out: list[st.Step] = []
     for iface in node.interfaces:
         if iface.kind == "veth":
+            assert iface.port is not None and iface.segment is not None  # a veth's far end is a switch port
             out += [st.link_add(sw, iface.port, "veth", peer=iface.ifname, peer_ns=ns),
                     st.link_set(sw, iface.port, master=plan.bridges[iface.segment]),
                     st.link_set(ns, iface.ifname, mac=iface.mac)]
@@ -75,7 +76,7 @@ def _nft_steps(plan: Plan) -> list[st.Step]:
     return out
 
 
-def _kernel_dnat(plan: Plan, node, lb_if: str, snat: str | None) -> st.Step:
+def _kernel_dnat(plan: Plan, node: Node, lb_if: str, snat: str | None) -> st.Step:
     c = plan.constants
     backends = [b.address for b in plan.by_role("backend")]
     ruleset = kernel_lb_ruleset(c["vip"], int(c["service_port"]), backends, plan.options.scheduler,
@@ -83,7 +84,7 @@ def _kernel_dnat(plan: Plan, node, lb_if: str, snat: str | None) -> st.Step:
     return st.nft_load(node.namespace, ruleset, "kernel load balancer (DNAT" + (" + SNAT)" if snat else ")"))
 
 
-def _kernel_dsr(plan: Plan, node, lb_if: str, snat: str | None) -> st.Step:
+def _kernel_dsr(plan: Plan, node: Node, lb_if: str, snat: str | None) -> st.Step:
     c = plan.constants
     ports = [DsrPort("tcp", int(c["service_port"]), per_flow=plan.options.scheduler != "sh"),
              DsrPort("tcp", int(c["iperf_port"]), per_flow=False)]

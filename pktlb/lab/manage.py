@@ -214,7 +214,8 @@ def _start_supervisor(paths: LabPaths) -> dict[str, int]:
 
 def service_states(paths: LabPaths) -> dict[str, dict[str, Any]]:
     """The supervisor's record of each service (PID and start time, state, restarts, log)."""
-    return (st.read_json(paths.services_state_file) or {}).get("services", {})
+    services: dict[str, dict[str, Any]] = (st.read_json(paths.services_state_file) or {}).get("services", {})
+    return services
 
 
 def _await_ready(plan: Plan, paths: LabPaths) -> None:

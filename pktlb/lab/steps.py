@@ -54,7 +54,7 @@ class Netlink:
         found = self(namespace).link_lookup(ifname=ifname)
         if not found:
             raise StepError(f"no interface {ifname} in namespace {namespace}")
-        return found[0]
+        return int(found[0])
 
     def close(self) -> None:
         for sock in self.sockets.values():
@@ -85,6 +85,8 @@ def apply_steps(steps: Iterable[Step], *, use_netlink: bool = True,
 def _apply_netlink(step: Step, change: Callable[[Netlink], None], pool: Netlink) -> None:
     from pyroute2 import NetlinkError
 
+    if step.netlink is None:
+        return
     try:
         change(pool)
     except NetlinkError as exc:

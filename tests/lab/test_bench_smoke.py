@@ -23,7 +23,7 @@ def test_a_small_bench_run_reports_every_variant(tmp_path):
     prefix = unique_prefix()
     opts = BenchOptions(modes=["nat"], packets=20_000, seconds=3.0, scapy_packets=600, scapy_rate=2_000,
                         latency_samples=20, workers=[1, 2], drain_frames=4_000, drain_repeats=1,
-                        prefix=prefix, out=str(tmp_path))
+                        prefix=prefix, out=str(tmp_path), fastpath=[], syn_packets=4_000)
     try:
         report = run_bench(opts)
     finally:
@@ -50,6 +50,8 @@ def test_a_small_bench_run_reports_every_variant(tmp_path):
     assert diagnostic["kind"] == "diagnostic" and diagnostic["ratios"]["cpu_vs_nftables"] is None
     assert data["variants"][2]["per_backend"]["be1"] == data["variants"][2]["delivered"]  # routing: one backend
     assert data["variants"][4]["latency"] is None  # the scapy reference forwards UDP one way only
+    # The new-flow flood: for the engine's row and DNAT (they keep flows), not routing or the scapy loop.
+    assert [v["new_flow_pps"] is not None for v in data["variants"]] == [True, False, False, True, False]
 
     assert {t["name"] for t in data["targets"]} >= {"nat: LB CPU per packet vs nftables DNAT",
                                                     "nat: delivered pps vs the scapy forwarder",

@@ -44,6 +44,11 @@ def lb_port(lab) -> tuple[str, str]:
 def start_engine(lab, hook: str = "xdp", extra: tuple[str, ...] = ()) -> subprocess.Popen:
     """The engine as `lab up --engine pktlb` runs it (the LB's kernel not forwarding), with the fast path."""
     lab.run("lb", ["sysctl", "-qw", "net.ipv4.ip_forward=0"], check=True)
+    if hook == "tc":
+        proc = lab.popen("lb", [PKTLB, "run", "-c", str(lab.paths.config), "--fastpath", hook, *extra],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_engine(lab)
+        return proc
     sw, port = lb_port(lab)
     # XDP_TX on a veth reaches the peer only if the peer runs an XDP program too (LAB-NOTES)
     subprocess.run(["ip", "-force", "-n", sw, "link", "set", "dev", port, "xdp", "obj", str(PASS_OBJECT), "sec", "xdp"],
@@ -65,12 +70,13 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
 
 
 @pytest.mark.timeout(240)
-@pytest.mark.parametrize("mode", ["dsr", "nat", "fullnat", "tunnel"])
-def test_a_download_and_an_upload_move_through_the_kernel(lab_factory, mode):
+@pytest.mark.parametrize(("mode", "hook"), [("dsr", "xdp"), ("nat", "xdp"), ("fullnat", "xdp"), ("tunnel", "xdp"),
+                                            ("nat", "tc"), ("tunnel", "tc")])
+def test_a_download_and_an_upload_move_through_the_kernel(lab_factory, mode, hook):
     lab = lab_factory(mode, backends=2, engine="none")
-    proc = start_engine(lab)
+    proc = start_engine(lab, hook)
     try:
-        assert xdp_on_lb(lab)
+        assert xdp_on_lb(lab) == (hook == "xdp")
         n = 4_000_000
         done = lab.run("client", ["sh", "-c", f"curl -sS --max-time 30 http://{lab.vip}/bytes?n={n} | sha256sum"],
                        timeout=40)
@@ -81,7 +87,8 @@ def test_a_download_and_an_upload_move_through_the_kernel(lab_factory, mode):
         time.sleep(1.5)  # one read-back tick: the kernel's counters reach the stats
         stats = ask(lab, {"cmd": "stats"})
         fast = stats["fastpath"]
-        assert fast["hook"] == "xdp" and fast["errors"] == 0, fast
+        assert fast["hook"] == hook and fast["errors"] == 0, fast
+        assert stats["totals"]["received"] - stats["totals"]["kernel_forwarded"] < 200  # nothing forwarded twice
         assert stats["totals"]["kernel_forwarded"] > 1000, (stats["totals"], fast)  # the upload's segments
         if mode in ("nat", "fullnat"):
             assert fast["forwarded"]["outbound"] > 1000, fast  # the download's replies came back in the kernel

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pktlb.core import decision as d
 from pktlb.core import icmp_relay
+from pktlb.core.decision import Drop
 from pktlb.core.engine.steps import NONE, Outcome, pick_backend
 from pktlb.core.flowtable import FlowTable
 from pktlb.core.packet.frame import IP, IP_TTL, MACS
@@ -39,7 +40,7 @@ def icmp_to_vip(frame: bytearray, snap: Snapshot, flows: FlowTable, now: float, 
     if frame[IP_TTL] <= (1 if rw.traits.decrements_ttl else 0):  # no ICMP about ICMP errors
         return NONE, d.drop("ttl_expired", f"ICMP error with TTL {frame[IP_TTL]}", svc.name, svc.mode)
     out = rw.relay_icmp_error(frame, icmp, end, svc, be, entry, snap)
-    if isinstance(out, d.Drop):
+    if type(out) is Drop:
         return NONE, d.drop(out, "", svc.name, svc.mode)
     return out, d.Decision(d.FORWARD, d.ICMP_ERROR_TO_BACKEND, svc.name, be.name, svc.mode, entry is not None)
 

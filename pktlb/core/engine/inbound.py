@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from pktlb.core import decision as d
+from pktlb.core.decision import Drop
 from pktlb.core.engine.steps import (
     NONE,
     PORTS,
@@ -29,7 +30,7 @@ from pktlb.core.snapshot import DOWN, BackendView, ServiceView, Snapshot
 def inbound(frame: bytearray, snap: Snapshot, flows: FlowTable, now: float, partial: bool, proto: int, src: int,
             dst: int, l4: int, l4_len: int, end: int, gso: int = 0) -> Outcome:
     csum_off = l4_checksum_offset(frame, proto, l4, l4_len, partial)
-    if isinstance(csum_off, d.Drop):
+    if type(csum_off) is Drop:
         return NONE, d.drop(csum_off)
     sport, dport = PORTS(frame, l4)
     svc = snap.services.get((proto, dst, dport))
@@ -89,8 +90,8 @@ def inbound(frame: bytearray, snap: Snapshot, flows: FlowTable, now: float, part
         partial = False
     else:
         out = rw.inbound(frame, IP, l4, csum_off, svc, be, entry, snap, partial)
-        forwarded = not isinstance(out, d.Drop) and out[0] is frame
-    if isinstance(out, d.Drop):
+        forwarded = type(out) is not Drop and out[0] is frame
+    if type(out) is Drop:
         return NONE, d.drop(out, "", svc.name, svc.mode)
     if hit and forwarded:
         cached = entry.decision  # the same backend view (so the same snapshot) and checksum state: reuse it
@@ -112,12 +113,12 @@ def _inbound_segments(frame: bytearray, l4: int, mss: int, svc: ServiceView, be:
     """Cut a TCP super-frame and rewrite each segment (checksums finished); a frag-needed answer for
     the first one that is too big replaces them all, as the kernel would answer the whole frame."""
     segments = segment_tcp(frame, IP, l4, mss)
-    if isinstance(segments, d.Drop):
+    if type(segments) is Drop:
         return segments, False
     out: Frames = []
     for seg in segments:
         result = svc.rewriter.inbound(seg, IP, l4, l4 + TCP_OFF_CSUM, svc, be, entry, snap, False)
-        if isinstance(result, d.Drop) or result[0] is not seg:
+        if type(result) is Drop or result[0] is not seg:
             return result, False
         out += result
     return out, True

@@ -5,6 +5,7 @@ full-NAT (addressed to the LB's SNAT address and port).  DSR and tunnel replies 
 from __future__ import annotations
 
 from pktlb.core import decision as d
+from pktlb.core.decision import Drop
 from pktlb.core.engine.steps import ADDRS, NONE, U16, Outcome, l4_checksum_offset, ttl_expired
 from pktlb.core.flowtable import CLOSED, FIN, FlowEntry, FlowTable
 from pktlb.core.packet.frame import IP, IP_SRC, IP_TTL
@@ -19,7 +20,7 @@ def nat_reply(frame: bytearray, snap: Snapshot, flows: FlowTable, now: float, pa
               l4: int, cport: int, svc: ServiceView, be: BackendView, end: int) -> Outcome:
     """A NAT backend's reply (known by its address and port): back to the client from the VIP."""
     csum_off = l4_checksum_offset(frame, proto, l4, end - l4, partial)
-    if isinstance(csum_off, d.Drop):
+    if type(csum_off) is Drop:
         return NONE, d.drop(csum_off)
     if frame[IP_TTL] <= 1:
         return ttl_expired(frame, snap, svc, end)
@@ -27,7 +28,7 @@ def nat_reply(frame: bytearray, snap: Snapshot, flows: FlowTable, now: float, pa
     if entry is not None:
         track_reply(entry, frame, proto, l4, now, end)
     out = svc.rewriter.outbound(frame, IP, l4, csum_off, svc, be, entry, snap, partial)
-    if isinstance(out, d.Drop):
+    if type(out) is Drop:
         return NONE, d.drop(out, "", svc.name, svc.mode)
     dec = d.Decision(d.FORWARD, d.OUTBOUND, svc.name, be.name, svc.mode, entry is not None)
     dec.partial_out = partial
@@ -45,13 +46,13 @@ def fullnat_reply(frame: bytearray, snap: Snapshot, flows: FlowTable, now: float
     if svc is None or be is None or be.addr != ADDRS(frame, IP_SRC)[0] or be.port != U16(frame, l4)[0]:
         return NONE, d.drop("no_flow", "reply does not come from the flow's backend and port")
     csum_off = l4_checksum_offset(frame, proto, l4, end - l4, partial)
-    if isinstance(csum_off, d.Drop):
+    if type(csum_off) is Drop:
         return NONE, d.drop(csum_off)
     if frame[IP_TTL] <= 1:
         return ttl_expired(frame, snap, svc, end)
     track_reply(entry, frame, proto, l4, now, end)
     out = svc.rewriter.outbound(frame, IP, l4, csum_off, svc, be, entry, snap, partial)
-    if isinstance(out, d.Drop):
+    if type(out) is Drop:
         return NONE, d.drop(out, "", svc.name, svc.mode)
     dec = d.Decision(d.FORWARD, d.OUTBOUND, svc.name, be.name, svc.mode, True)
     dec.partial_out = partial

@@ -81,6 +81,7 @@ PUNT_MEANINGS: dict[str, str] = {
     "disabled": "no snapshot pushed yet",
     "helper_failed": "the kernel could not grow or rewrite the frame",
     "no_neighbour": "the next hop's MAC is not resolved yet (or it is behind another interface)",
-    "partial_checksum": "XDP: the L4 checksum is unfinished (a sender's TX offload); Python finishes it, XDP cannot",
+    "partial_checksum": "the L4 checksum is unfinished (a sender's TX offload): XDP cannot carry that state on, "
+                        "and the tunnel's backends need it finished; Python finishes it",
 }
 assert set(PUNT_MEANINGS) == set(PUNT_REASONS)

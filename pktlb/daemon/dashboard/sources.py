@@ -13,8 +13,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from pktlb.daemon.ctlsock import ControlClientError, request
-from pktlb.daemon.worker_stats import merge_worker_stats, worker_sockets
+from pktlb.daemon.ctlsock import ControlClientError, request, worker_sockets
+from pktlb.daemon.worker_stats import merge_worker_stats
 
 ENGINE = "engine"
 PROXY = "l7-proxy"  # `pktlb proxy` (pktlb.daemon.proxy.report.STATS_KIND)

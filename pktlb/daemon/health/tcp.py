@@ -72,7 +72,7 @@ class TcpChecker(ScheduledChecker[ConnectAttempt]):
         for selected, mask in self.selector.select(0):
             key = selected.data
             attempt = self.inflight.get(key)
-            if attempt is None:
+            if not isinstance(attempt, ConnectAttempt):  # gone (None), or not this checker's
                 continue
             if not attempt.connected:
                 err = attempt.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)

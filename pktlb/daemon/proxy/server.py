@@ -22,7 +22,8 @@ import time
 from typing import Any
 
 from pktlb.adapters.configfile import load_config
-from pktlb.core.config import Config, ConfigError
+from pktlb.core.config import Config
+from pktlb.core.config_reader import ConfigError
 from pktlb.core.l7.plan import ProxySnapshot
 from pktlb.core.l7.rejects import raw_answer
 from pktlb.core.l7.split import proxy_part

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pktlb.core.rewrite.registry import traits_of
@@ -47,7 +48,7 @@ def tier_options(plan: Plan) -> TierOptions:
     return TierOptions(o.lbs, o.mode, o.ecmp, o.bfd)
 
 
-def check_tier_lab(plan: Plan, *, has_binary=shutil.which) -> None:
+def check_tier_lab(plan: Plan, *, has_binary: Callable[[str], str | None] = shutil.which) -> None:
     """LabError for a tier that cannot be built here (before anything is created)."""
     o = plan.options
     try:

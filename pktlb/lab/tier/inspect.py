@@ -64,13 +64,15 @@ def sessions(statedir: str) -> dict[str, str]:
 
 def announce_status(statedir: str, lb: str) -> dict[str, Any]:
     try:
-        return request(f"{statedir}/{announce_paths(lb)['control']}", {"cmd": "status"}, timeout=2.0)
+        answer: dict[str, Any] = request(f"{statedir}/{announce_paths(lb)['control']}", {"cmd": "status"}, timeout=2.0)
+        return answer
     except ControlClientError as exc:
         return {"error": str(exc)}
 
 
 def announce_command(statedir: str, lb: str, cmd: str) -> dict[str, Any]:
-    return request(f"{statedir}/{announce_paths(lb)['control']}", {"cmd": cmd}, timeout=3.0)
+    answer: dict[str, Any] = request(f"{statedir}/{announce_paths(lb)['control']}", {"cmd": cmd}, timeout=3.0)
+    return answer
 
 
 def tier_status(record: dict[str, Any]) -> dict[str, Any]:

@@ -128,6 +128,7 @@ class PktlbVariant(Variant):
     name = "pktlb"
     kind = "pktlb"
     new_flows = True
+    mode: str  # always a packet mode (set by __init__)
 
     def __init__(self, mode: str, workers: int = 1, max_entries: int | None = None,
                  udp_timeout: float | None = None, wrapper: list[str] | None = None,
@@ -210,6 +211,7 @@ class PktlbRxOnGeneratorCore(PktlbVariant):
     """
 
     kind = "diagnostic"
+    new_flows = False  # the engine's new-flow rate is measured on its own row
 
     @property
     def label(self) -> str:

@@ -19,7 +19,8 @@ from pktlb.lab.topology import engine_section, expand, merge
 def mode_requirements(data: dict[str, Any], mode: str, engine: str, decap_kind: str | None,
                       topology: str = "one-arm") -> dict[str, Any]:
     """Per role, the sysctls, routes, addresses and offloads that this mode, engine and topology add to the lab."""
-    chain, name = [], mode
+    chain: list[dict[str, Any]] = []
+    name = mode
     while name:
         chain.insert(0, data["mode"][name])
         name = data["mode"][name].get("inherits")

@@ -287,11 +287,14 @@ class Capture:
                 "-i", self.ifname, "-c", str(self.max_packets), "-w", str(self.path)]
         argv += (["-Q", "in"] if self.inbound_only else []) + self.bpf.split()
         self.proc = Namespace(self.namespace).popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        stderr = self.proc.stderr
+        if stderr is None:  # not with stderr=PIPE; said for the type checker
+            raise WorkloadError(f"tcpdump in {self.namespace}: no stderr pipe")
         deadline = time.monotonic() + CAPTURE_START_TIMEOUT
         seen = ""
         while time.monotonic() < deadline:
-            ready, _, _ = select.select([self.proc.stderr], [], [], deadline - time.monotonic())
-            line = self.proc.stderr.readline() if ready else ""
+            ready, _, _ = select.select([stderr], [], [], deadline - time.monotonic())
+            line = stderr.readline() if ready else ""
             seen += line
             if "listening on" in line:
                 return self

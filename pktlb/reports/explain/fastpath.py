@@ -15,6 +15,7 @@ from pktlb.core.datapath import DataPath
 from pktlb.core.fastpath import encode
 from pktlb.core.fastpath import layout as L
 from pktlb.core.rewrite.registry import get_rewriter
+from pktlb.core.rewrite.tunnel import TunnelRewriter
 
 _loaded: Any = None
 
@@ -46,7 +47,9 @@ def ask(datapath: DataPath, frame: bytes, now: float) -> dict[str, Any]:
     fp.clear("pktlb_snat_reverse")
     offset = time.monotonic_ns() - int(now * 1e9)
     fp.apply(encode.encode_flows(datapath.flows, datapath.snapshot, ids, now, offset))
-    fp.set_tunnel_id(get_rewriter("tunnel").next_id)
+    tunnel = get_rewriter("tunnel")
+    if isinstance(tunnel, TunnelRewriter):  # the engine's tunnel numbering, so the kernel's outer IDs agree
+        fp.set_tunnel_id(tunnel.next_id)
     before = fp.counters()
     ret, out, ns = fp.test_run(frame, "xdp")
     after = fp.counters()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, TCPerror, UDPerror
 from scapy.layers.l2 import Ether
+from scapy.packet import Packet
 
 from pktlb.core.config import Config
 from pktlb.core.packet.addr import bytes_to_mac, ip_to_int
@@ -71,6 +72,7 @@ def build_frame(spec: FrameSpec, snap: Snapshot) -> bytearray:
     """The frame as it reaches the LB: from the router's MAC to the LB's, correct checksums."""
     ip = IP(src=spec.src, dst=spec.dst, ttl=spec.ttl, flags="DF" if spec.df else 0)
     payload = bytes(spec.payload_size)
+    l4: Packet
     if spec.proto == "tcp":
         l4 = TCP(sport=spec.sport, dport=spec.dport, flags=spec.flags, seq=1000, ack=0 if "A" not in spec.flags else 1)
     elif spec.proto == "udp":
@@ -136,14 +138,14 @@ def config_for_mode(config: Config, mode: str | None) -> tuple[Config, list[str]
     services = []
     traits = traits_of(mode)
     for svc in config.services:
-        changes: dict[str, object] = {"mode": mode}
+        snat_address, backends = svc.snat_address, svc.backends
         if traits.needs_snat and not svc.snat_address:
-            changes["snat_address"] = DEFAULT_SNAT
+            snat_address = DEFAULT_SNAT
             notes.append(f"service {svc.name}: no snat_address configured, using {DEFAULT_SNAT}")
         if traits.keeps_ports and any(b.port != svc.port for b in svc.backends):
-            changes["backends"] = tuple(dataclasses.replace(b, port=svc.port) for b in svc.backends)
+            backends = tuple(dataclasses.replace(b, port=svc.port) for b in svc.backends)
             notes.append(f"service {svc.name}: backend ports set to {svc.port}: mode {mode} does not rewrite ports")
-        services.append(dataclasses.replace(svc, **changes))
+        services.append(dataclasses.replace(svc, mode=mode, snat_address=snat_address, backends=backends))
     return dataclasses.replace(config, services=tuple(services)), notes
 
 

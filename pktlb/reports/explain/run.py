@@ -21,7 +21,7 @@ from scapy.layers.l2 import Ether
 
 from pktlb.core import decision as d
 from pktlb.core.datapath import DataPath
-from pktlb.core.flowkey import flow_hash
+from pktlb.core.flowkey import FlowKey, flow_hash
 from pktlb.core.packet.addr import bytes_to_mac, int_to_ip
 from pktlb.core.packet.frame import (
     DF_BIT,
@@ -109,13 +109,14 @@ class Explanation:
 
 
 def explain(datapath: DataPath, frame: bytes | bytearray, *, source: str, config_label: str,
-            notes: list[str] | None = None, warm: Sequence[tuple[float, bytes | bytearray]] = (), now: float = 0.0, with_return: bool = True) -> Explanation:
+            notes: list[str] | None = None, warm: Sequence[tuple[float, bytes | bytearray]] = (), now: float = 0.0,
+            with_return: bool = True) -> Explanation:
     """Explain ``frame`` after ``warm`` frames have gone through ``datapath`` (to fill its flow table)."""
     warmup = []
     for ts, raw in warm:
-        _, dec = datapath.handle(bytearray(raw), ts)
-        warmup.append(f"{dissect.summary(raw)}: {dec.verdict} {dec.reason}"
-                      + (f" -> {dec.backend}" if dec.backend else ""))
+        _, warm_dec = datapath.handle(bytearray(raw), ts)
+        warmup.append(f"{dissect.summary(raw)}: {warm_dec.verdict} {warm_dec.reason}"
+                      + (f" -> {warm_dec.backend}" if warm_dec.backend else ""))
         now = max(now, ts + 0.001)
     packet = run_pass(datapath, bytes(frame), now, "the frame as it reaches the LB")
     reply, reply_note = None, ""
@@ -136,7 +137,7 @@ def run_pass(datapath: DataPath, before: bytes, now: float, title: str) -> PassR
     snap = datapath.snapshot
     info = _peek(before, snap)
     svc: ServiceView | None = info.get("service")
-    key = info.get("key")
+    key: FlowKey | None = info.get("key")
     if key is None and "quoted_key" in info:  # an ICMP error: the flow it quotes may be placed by the scheduler
         key = info["quoted_key"]
         svc = snap.services.get((key[0], key[2], key[4]))
@@ -162,7 +163,7 @@ def run_pass(datapath: DataPath, before: bytes, now: float, title: str) -> PassR
         report.steps.append(Step(stage, stage != failed, lines))
         if stage == failed:
             break
-    if sched_line and dec.flow_hit is False:
+    if sched_line and svc is not None and dec.flow_hit is False:
         report.scheduler = {"name": svc.scheduler.name, "flow_hash": f"0x{info['flow_hash']:08x}",
                             "explain": sched_line, "backend": dec.backend}
     if outputs and (dec.verdict == d.FORWARD or dec.reason == d.ECHO_REPLY):
@@ -211,7 +212,7 @@ def _entry_after(datapath: DataPath, dec: d.Decision, frame: bytes, snap: Snapsh
     dport = int.from_bytes(frame[l4 + 2:l4 + 4], "big")
     if traits_of(dec.mode).needs_snat:
         return flows.snat_index.get((proto, dst, dport))
-    svc = snap.service_named(dec.service)
+    svc = snap.service_named(dec.service) if dec.service is not None else None
     return flows.entries.get((proto, dst, svc.vip, dport, svc.port)) if svc else None
 
 

@@ -99,8 +99,8 @@ def classify_text(frame: bytes, snap: Snapshot, dec: d.Decision, info: dict[str,
     svc = info.get("service")
     reason = dec.reason
     if reason == d.OUTBOUND:
-        owner = snap.service_named(dec.service)
-        if traits_of(dec.mode).needs_snat:
+        owner = snap.service_named(dec.service) if dec.service is not None else None
+        if owner is not None and traits_of(dec.mode).needs_snat:
             return [f"addressed to the SNAT address {int_to_ip(owner.snat)}: a reply of a full-NAT flow of "
                     f"service {dec.service}, found by its port in the flow table's SNAT index"]
         return [f"source {int_to_ip(src_addr(frame))} is backend {dec.backend} of NAT service "
@@ -138,7 +138,7 @@ def rewrite_text(snap: Snapshot, dec: d.Decision, changed: list[str]) -> list[st
     elif dec.reason in (d.ICMP_ERROR_TO_BACKEND, d.ICMP_ERROR_TO_CLIENT) and traits_of(dec.mode).replies_via_lb:
         lines = ["ICMP error relayed: the outer addresses and the quoted header are rewritten the same way the "
                  "flow's packets are, so the receiving kernel recognises its own packet"]
-    elif dec.reason == d.ICMP_ERROR_TO_BACKEND:
+    elif dec.reason == d.ICMP_ERROR_TO_BACKEND and dec.mode:
         lines = [f"ICMP error relayed the way {dec.mode} forwards the flow's packets: "
                  + get_rewriter(dec.mode).summary + "; the backend sent the quoted packet from the VIP itself, "
                  "so nothing inside needs rewriting"]

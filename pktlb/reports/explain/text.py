@@ -70,8 +70,8 @@ def _pass(rep: PassReport, style: Style, changed_only: bool, heading: str = "") 
                       style)
     if rep.checksums or rep.checksum_notes:
         out += ["", "Checksums (RFC 1624 eqn. 3: HC' = ~(~HC + sum of (~m + m')) over the changed 16-bit words m -> m')"]
-        for step in rep.checksums:
-            out += _checksum(step, style)
+        for checksum_step in rep.checksums:
+            out += _checksum(checksum_step, style)
         out += [f"  {n}" for n in rep.checksum_notes]
     if rep.tunnel:
         out += _tunnel(rep.tunnel, style)

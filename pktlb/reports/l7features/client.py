@@ -42,6 +42,12 @@ def percentiles(values: list[float]) -> dict[str, float | None]:
     return {"p50": at(0.50), "p90": at(0.90), "p99": at(0.99), "mean": round(sum(ordered) / len(ordered), 3)}
 
 
+class BodyResponse(http.client.HTTPResponse):
+    """A response whose body ``get`` has already read (``body``)."""
+
+    body: bytes = b""
+
+
 class Conn:
     """One client connection (TLS or not) that sends GETs and reads whole answers."""
 
@@ -54,14 +60,14 @@ class Conn:
             self.sock = context.wrap_socket(raw, server_hostname=server_name or host, session=session)
 
     def get(self, host: str, path: str, headers: dict[str, str] | None = None,
-            close: bool = False) -> http.client.HTTPResponse:
+            close: bool = False) -> BodyResponse:
         lines = [f"GET {path} HTTP/1.1", f"Host: {host}"] + [f"{k}: {v}" for k, v in (headers or {}).items()]
         if close:
             lines.append("Connection: close")
         self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
-        response = http.client.HTTPResponse(self.sock)  # type: ignore[arg-type]
+        response = BodyResponse(self.sock)
         response.begin()
-        response.body = response.read()  # type: ignore[attr-defined]
+        response.body = response.read()
         return response
 
     @property
@@ -147,12 +153,12 @@ def tls_workload(args: argparse.Namespace) -> dict[str, Any]:
             "latency_ms": percentiles(latencies)}
 
 
-def backend_of(response: http.client.HTTPResponse) -> str | None:
+def backend_of(response: BodyResponse) -> str | None:
     name = response.getheader("X-Backend")
     if name:
         return name
     try:
-        return json.loads(response.body).get("backend")  # type: ignore[attr-defined]
+        return json.loads(response.body).get("backend")
     except (ValueError, AttributeError):
         return None
 
@@ -169,7 +175,7 @@ def sessions(args: argparse.Namespace) -> dict[str, Any]:
         for source in (a, b):
             conn = Conn(host, port, source=source)
             try:
-                headers = {"Cookie": cookie} if (cookie and args.cookie) else None
+                headers: dict[str, str] | None = {"Cookie": cookie} if (cookie and args.cookie) else None
                 response = conn.get(host, url.path or "/", headers, close=True)
                 seen.append(backend_of(response) if response.status == 200 else f"status {response.status}")
                 set_cookie = response.getheader("Set-Cookie")

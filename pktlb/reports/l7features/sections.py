@@ -62,7 +62,7 @@ def persistence_l7(lab: Lab, engine: str, sessions: int) -> list[dict[str, Any]]
 
 def _state(proxy: Proxy, service: str, backend: str) -> str | None:
     stats = proxy.stats() or {}
-    svc = next((s for s in stats.get("services", []) if s.get("name") == service), {})
+    svc: dict[str, Any] = next((s for s in stats.get("services", []) if s.get("name") == service), {})
     return next((b["state"] for b in svc.get("backends", []) if b["name"] == backend), None)
 
 
