@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -51,3 +52,13 @@ def refuse_root_namespace(what: str, allow: bool, hint: str) -> None:
         raise click.ClickException(
             f"{what} runs in a network namespace, not the host's: {hint} "
             "(or pass --allow-root-namespace if you really mean this host's interfaces)")
+
+
+def show_report(report: dict[str, Any], paths: dict[str, str], as_json: bool,
+                markdown: Callable[[dict[str, Any]], str]) -> None:
+    """A lab report's output: the JSON, or its Markdown (``markdown(report)``) and the files written."""
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        click.echo(markdown(report))
+        click.echo(f"written: {', '.join(paths.values())}")

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
-from pktlb.cli.common import require_root
+from pktlb.cli.common import require_root, show_report
 
 
 def _choices(value: str, allowed: tuple[str, ...], hint: str) -> tuple[str, ...]:
@@ -68,11 +67,7 @@ def l7_report(sections: str, engines: str, backends: int, tls_requests: int, con
     except LabError as exc:
         raise click.ClickException(str(exc)) from None
     paths = write(report, Path(out))
-    if as_json:
-        click.echo(json.dumps(report, indent=2))
-    else:
-        click.echo(markdown(report))
-        click.echo(f"written: {', '.join(paths.values())}")
+    show_report(report, paths, as_json, markdown)
     if report["errors"]:
         raise SystemExit(1)
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
-from pktlb.cli.common import require_root
+from pktlb.cli.common import require_root, show_report
 
 
 @click.command(name="tier-report")
@@ -49,11 +48,7 @@ def tier_report(mode: str, lbs: int, rate: float, duration: float, bfd: bool, fl
     except LabError as exc:
         raise click.ClickException(str(exc)) from None
     paths = write(report, Path(out))
-    if as_json:
-        click.echo(json.dumps(report, indent=2))
-    else:
-        click.echo(markdown(report))
-        click.echo(f"written: {', '.join(paths.values())}")
+    show_report(report, paths, as_json, markdown)
 
 
 COMMANDS = [tier_report]
