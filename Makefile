@@ -62,8 +62,9 @@ unit: venv
 labtest: deps venv
 	$(PY) -m pytest -m lab $(PYTEST_ARGS)
 
+# --durations: CI's log names the slowest tests (the whole run must stay under about 25 minutes on 2 cores).
 test: deps venv lint
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest --durations=40 $(PYTEST_ARGS)
 
 demo: deps venv
 	scripts/demo.sh
