@@ -236,3 +236,14 @@ def test_the_engine_with_its_fast_path_is_a_compare_engine_of_its_own(monkeypatc
     assert all(c["holds"] for c in report["invariants"])
     assert "| nat | pktlb-xdp | 500 |" in render_markdown(report)
     assert [p.name for p in write_charts(report, tmp_path)][0] == "throughput.png"
+
+
+def test_traffic_and_cpu_are_turned_into_figures_per_request():
+    from pktlb.reports.compare.lab_facts import cpu_us_per_request, traffic_per_request
+
+    counts = {"packets_in": 30, "packets_out": 20, "bytes_in": 3000, "bytes_out": 1000, "new_flows": 9}
+    assert traffic_per_request(counts, 10) == {"packets_in_per_request": 3.0, "packets_out_per_request": 2.0,
+                                               "bytes_in_per_request": 300.0, "bytes_out_per_request": 100.0}
+    assert set(traffic_per_request(counts, 0).values()) == {None}
+    assert cpu_us_per_request(1.0, 1.5, 1000) == 500.0
+    assert cpu_us_per_request(None, 1.5, 1000) is None and cpu_us_per_request(1.0, 1.5, 0) is None

@@ -45,12 +45,15 @@ from pktlb.reports.compare.connections import (
     what_the_backend_learned,
 )
 from pktlb.reports.compare.lab_facts import (
+    TRAFFIC,
     cpu_seconds,
+    cpu_us_per_request,
     delta,
     engine_stats,
     mode_requirements,
     per_request,
     totals,
+    traffic_per_request,
 )
 from pktlb.reports.compare.plan import CompareSettings, Progress, lab_engine
 
@@ -184,19 +187,12 @@ class ModeRun:
                           for a, src in zip(answers, self.sources, strict=False) if "client" in a)
         self.result["probe"] = {"requests": len(self.sources), "answered": len(ok), "backend_saw": dict(seen_as)}
         n = len(ok)
-        captured = {"packets_in_per_request": per_request(frames.packets_in, n),
-                    "packets_out_per_request": per_request(frames.packets_out, n),
-                    "bytes_in_per_request": per_request(frames.bytes_in, n),
-                    "bytes_out_per_request": per_request(frames.bytes_out, n)}
+        captured = traffic_per_request(frames.as_dict(), n)
         lb: dict[str, Any] = {"requests": n, "capture": {**captured,
                                                          "method": f"tcpdump -Q in on the LB's {', '.join(self.lb_arms)}"}}
         if before is not None and after is not None:
-            total = totals(delta(before, after))
             lb.update(method="engine counters (pktlb stats) before and after the probe",
-                      packets_in_per_request=per_request(total["packets_in"], n),
-                      packets_out_per_request=per_request(total["packets_out"], n),
-                      bytes_in_per_request=per_request(total["bytes_in"], n),
-                      bytes_out_per_request=per_request(total["bytes_out"], n))
+                      **traffic_per_request(totals(delta(before, after)), n))
         else:
             lb.update(method=f"capture on the LB's {', '.join(self.lb_arms)} (the kernel has no per-service counters "
                              "here)", **captured)
@@ -270,7 +266,7 @@ class ModeRun:
         self.result["backend_connections"] = {"close": counting.stop(http.requests)}
         lb = self.result["lb"]
         if cpu_before is not None and cpu_after is not None:
-            lb["cpu_us_per_request"] = round((cpu_after - cpu_before) * 1e6 / http.requests, 1) if http.requests else None
+            lb["cpu_us_per_request"] = cpu_us_per_request(cpu_before, cpu_after, http.requests)
             lb["cpu_method"] = "utime+stime of the engine process (/proc/PID/stat) over the load run"
         else:
             lb["cpu_us_per_request"] = None
@@ -279,8 +275,7 @@ class ModeRun:
         if before is not None and after is not None:
             changes = delta(before, after)
             total = totals(changes)
-            lb["load_run"] = {k: per_request(total[k], http.requests)
-                              for k in ("packets_in", "packets_out", "bytes_in", "bytes_out")}
+            lb["load_run"] = {k: per_request(total[k], http.requests) for k in TRAFFIC}
             self.result["spread"]["load"] = {name: c["new_flows"] for name, c in sorted(changes.items())}
 
     def _backend_connections(self) -> BackendConnections:
@@ -300,8 +295,9 @@ class ModeRun:
         cpu_after = cpu_seconds(self.engine_pid)
         self.result["http_keepalive"] = http.as_dict()
         self.result["backend_connections"]["keepalive"] = counting.stop(http.requests)
-        if cpu_before is not None and cpu_after is not None and http.requests:
-            self.result["http_keepalive"]["cpu_us_per_request"] = round((cpu_after - cpu_before) * 1e6 / http.requests, 1)
+        cpu_us = cpu_us_per_request(cpu_before, cpu_after, http.requests)
+        if cpu_us is not None:
+            self.result["http_keepalive"]["cpu_us_per_request"] = cpu_us
 
     def _check_fastpath(self) -> None:
         """The engine's own word that its fast path runs at the hook asked for (else this run is void)."""
