@@ -5,10 +5,13 @@ downloads intact, the kernel forwards nearly every frame, `pktlb stats` (both wo
 counts each kernel-forwarded frame once, `pktlb flows` lists the flows and a backend set down gets
 no new flow.  Two arms (`pktlb lab up --topology two-arm`): the program on the client-side interface
 sends the requests out of the server-side one (XDP_REDIRECT), and Python handles almost nothing.
+A network pktlb did not build (``tests.lab.foreign``: a client arm and two server arms, no gateway
+in the config): requests and replies both cross interfaces in the kernel, at XDP and at tc.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -21,8 +24,9 @@ from pktlb.adapters.fastpath import availability
 from pktlb.daemon.ctlsock import ControlClientError, request
 from pktlb.daemon.worker_stats import engine_stats
 from pktlb.lab.httpd import expected_sha256
-from tests.lab.conftest import PKTLB
+from tests.lab.conftest import PKTLB, need_root
 from tests.lab.engine_helpers import ask, wait_engine
+from tests.lab.foreign import SERVERS, Foreign
 from tests.lab.test_fastpath_lab import PASS_OBJECT, lb_port, stop, xdp_on_lb
 
 pytestmark = [pytest.mark.lab, pytest.mark.bpf]
@@ -143,3 +147,31 @@ def test_two_arms_the_program_forwards_across_interfaces(lab_factory):
     assert fast["forwarded"]["redirected"] > 500, fast  # client arm -> server arm, in the kernel
     assert totals["kernel_forwarded"] > 5_000, (totals, fast)
     assert totals["received"] - totals["kernel_forwarded"] < 200, (totals, fast)
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize(("mode", "hook"), [("nat", "xdp"), ("fullnat", "xdp"), ("nat", "tc")])
+def test_a_foreign_three_interface_director_forwards_both_ways_in_the_kernel(mode, hook):
+    need_root()
+    net = Foreign(data_bytes=4 << 20)
+    try:
+        net.build()
+        if hook == "xdp":
+            net.xdp_pass_on_peers(str(PASS_OBJECT))
+            for node in ("c", "s1", "s2"):  # XDP punts unfinished checksums (`pktlb lab doctor`: tx-checksum)
+                net.run(node, "ethtool", "-K", "eth0", "tx", "off")
+        else:  # tc runs without the guard: the director's kernel must not forward what tc punts (LAB-NOTES)
+            net.sysctl("lb", "net.ipv4.ip_forward=0")
+        net.start_engine(net.config(mode, [address for _, _, address in SERVERS.values()]), "--fastpath", hook)
+        for _ in range(2):
+            data = net.fetch("data.bin")
+            assert hashlib.sha256(data).hexdigest() == net.digest
+        time.sleep(1.5)
+        stats = json.loads(net.cli("stats", "--json").stdout)
+        fast, totals = stats["fastpath"], stats["totals"]
+        assert fast["hook"] == hook and fast["errors"] == 0, fast
+        assert fast["forwarded"]["redirected"] > 0.95 * (fast["forwarded"]["inbound"] + fast["forwarded"]["outbound"])
+        assert fast["forwarded"]["outbound"] > 100, json.dumps([fast, totals])  # replies crossed too (tc: GSO frames)
+        assert totals["received"] - totals["kernel_forwarded"] < 200, (totals, fast)
+    finally:
+        net.teardown()
