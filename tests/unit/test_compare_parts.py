@@ -16,8 +16,9 @@ from pktlb.adapters.pcap import PcapWriter
 from pktlb.lab.addressing import mac_for_ip
 from pktlb.lab.topology import load_topology
 from pktlb.reports.compare.capture_stats import lb_frames, parse_segment
+from pktlb.reports.compare.lab_facts import mode_requirements
+from pktlb.reports.compare.plan import unavailable
 from pktlb.reports.compare.render import invariants, render_markdown, render_text
-from pktlb.reports.compare.run import mode_requirements, unavailable
 from pktlb.reports.compare.workload import WorkloadError, parse_ab, parse_iperf3, parse_wrk
 
 WRK = """Running 3s test @ http://198.19.0.100/
@@ -210,25 +211,25 @@ def test_cli_refuses_bad_options_before_touching_anything():
 
 def test_the_engine_with_its_fast_path_is_a_compare_engine_of_its_own(monkeypatch, tmp_path):
     from pktlb.lab import fastpath
-    from pktlb.reports.compare import run as compare_run
+    from pktlb.reports.compare import plan as compare_plan
     from pktlb.reports.compare.charts import write_charts
 
-    assert compare_run.lab_engine("pktlb-xdp") == ("pktlb", "xdp")
-    assert compare_run.lab_engine("pktlb") == ("pktlb", "off") and compare_run.lab_engine("kernel") == ("kernel", "off")
+    assert compare_plan.lab_engine("pktlb-xdp") == ("pktlb", "xdp")
+    assert compare_plan.lab_engine("pktlb") == ("pktlb", "off") and compare_plan.lab_engine("kernel") == ("kernel", "off")
     data = load_topology()
 
     def engines(mode: str = "nat", **settings) -> tuple[str, ...]:
-        return compare_run.compare_engines(compare_run.CompareSettings(**settings), data, mode)
+        return compare_plan.compare_engines(compare_plan.CompareSettings(**settings), data, mode)
 
     assert engines(fastpath=["xdp", "tc"]) == ("pktlb", "pktlb-xdp", "pktlb-tc", "kernel")
     assert engines(fastpath=[]) == ("pktlb", "kernel")
     assert "pktlb-xdp" not in engines("l7", fastpath=["xdp"])  # the proxy has no fast path
     monkeypatch.setattr(fastpath, "fastpath_hooks", lambda: ())
     assert engines() == ("pktlb", "kernel")  # auto, and this pktlb has none
-    assert "no kernel fast path" in compare_run.unavailable(data, "nat", "pktlb-xdp")
+    assert "no kernel fast path" in compare_plan.unavailable(data, "nat", "pktlb-xdp")
     monkeypatch.setattr(fastpath, "fastpath_hooks", lambda: ("xdp", "tc"))
     assert engines() == ("pktlb", "pktlb-xdp", "kernel")
-    assert compare_run.unavailable(data, "nat", "pktlb-xdp") is None
+    assert compare_plan.unavailable(data, "nat", "pktlb-xdp") is None
     report = copy.deepcopy(REPORT)
     report["runs"].insert(1, {**_run("nat", "pktlb-xdp"), "fastpath": "xdp"})
     report["invariants"] = invariants(report)
