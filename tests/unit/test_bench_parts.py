@@ -299,3 +299,21 @@ def test_the_engine_row_runs_pktlb_run_with_the_fast_path_asked_for():
     plain, fast = PktlbVariant("dsr"), PktlbVariant("dsr", fastpath="tc")
     assert (plain.label, fast.label) == ("pktlb dsr", "pktlb dsr, fastpath tc")
     assert plain.new_flows and fast.kind == "pktlb"
+
+
+def test_fast_path_counters_of_one_flood_are_the_differences_that_are_not_zero():
+    from pktlb.reports.bench.run import counter_delta
+
+    before = {"forwarded": {"inbound": 10}, "punts": {"syn": 2}}
+    after = {"forwarded": {"inbound": 15, "new_flow": 3}, "punts": {"syn": 2, "unknown_flow": 1}}
+    assert counter_delta(before, after) == {"forwarded": {"inbound": 5, "new_flow": 3}, "punts": {"unknown_flow": 1}}
+    assert counter_delta(None, after) is None and counter_delta(before, None) is None
+
+
+def test_napi_threads_are_found_by_the_interface_name_in_their_15_character_name(tmp_path):
+    for pid, comm in ((11, "napi/eth0-567"), (12, "napi/eth0-568"), (13, "napi/sw-lb-eth0"), (14, "python3")):
+        (tmp_path / str(pid)).mkdir()
+        (tmp_path / str(pid) / "comm").write_text(comm + "\n")
+    (tmp_path / "stat").write_text("")
+    assert sorted(bench_lab.napi_threads("eth0", tmp_path)) == [11, 12]
+    assert bench_lab.napi_threads("sw-lb-eth0-long", tmp_path) == [13]  # the name cut at 15 characters
