@@ -107,8 +107,11 @@ def test_two_workers_share_one_program_and_count_its_frames_once(lab_factory):
         assert xdp_on_lb(lab)
         for _ in range(2):
             download(lab, 80)
-        for _ in range(3):  # rr: both backends; each worker's own SNAT slice
+        for _ in range(2):
             download(lab, FULL_PORT)
+        for _ in range(8):  # more connections: each worker decides some (its own SNAT slice), rr: both backends
+            lab.run("client", ["curl", "-sS", "--max-time", "5", "-o", "/dev/null", f"http://{lab.vip}:{FULL_PORT}/"],
+                    timeout=10)
         time.sleep(1.5)  # one read-back tick: the kernel's counters reach each worker's stats
         stats = engine_stats(str(lab.paths.control_socket))
         fast, totals = stats["fastpath"], stats["totals"]
@@ -119,7 +122,7 @@ def test_two_workers_share_one_program_and_count_its_frames_once(lab_factory):
         assert totals["received"] - totals["kernel_forwarded"] < 500, (totals, fast)  # Python: handshakes, FINs
         listed = lab.cli("flows", "--socket", str(lab.paths.control_socket), "--json")
         flows = json.loads(listed.stdout)["flows"]
-        assert len(flows) == 5 and sum(f["packets_in"] + f["packets_out"] for f in flows) >= totals["kernel_forwarded"]
+        assert len(flows) == 12 and sum(f["packets_in"] + f["packets_out"] for f in flows) >= totals["kernel_forwarded"]
         assert {int(f["snat"].rsplit(":", 1)[1]) < 40000 for f in flows if f.get("snat")} == {True, False}  # both
         before = {f["client"] for f in flows}
         for path in lab.paths.worker_sockets():  # as `pktlb backend down` does: every worker
