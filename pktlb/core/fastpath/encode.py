@@ -17,12 +17,13 @@ from __future__ import annotations
 import array
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from pktlb.core.config import FlowConfig
 from pktlb.core.fastpath import layout as L
 from pktlb.core.flowtable import FlowEntry, FlowTable
 from pktlb.core.packet.ipv4 import PROTO_UDP
-from pktlb.core.snapshot import ServiceView, Snapshot
+from pktlb.core.snapshot import BackendView, ServiceView, Snapshot
 
 MapImage = dict[str, dict[bytes, bytes]]  # map name -> key bytes -> value bytes
 UNRESOLVED_L2 = bytes(12)  # a next hop without a MAC yet: the program punts its frames
@@ -90,10 +91,15 @@ def sched_kind(svc: ServiceView) -> int:
 
 
 def table_value(size: int, backend_ids: Iterable[int]) -> bytes:
-    slots = array.array("H", backend_ids)
-    slots.extend([0] * (L.MAX_TABLE - len(slots)))
-    raw = L.TABLE_HEAD.pack(size, 0) + slots.tobytes()
-    return raw + bytes(L.TABLE_VALUE_SIZE - len(raw))
+    slots = array.array("H", backend_ids).tobytes()  # then zeros: the unused slots and the padding
+    return L.TABLE_HEAD.pack(size, 0) + slots + bytes(L.TABLE_VALUE_SIZE - L.TABLE_HEAD.size - len(slots))
+
+
+def _table_ids(service: str, table: tuple[BackendView, ...], ids: Ids) -> Iterable[int]:
+    """The backend id of every slot of a (Maglev: 65537-slot) table, one id lookup per distinct backend."""
+    names = list(map(attrgetter("name"), table))
+    by_name = {name: ids.backend(service, name) for name in dict.fromkeys(names)}  # first-seen order
+    return map(by_name.__getitem__, names)
 
 
 @dataclass(frozen=True)
@@ -133,8 +139,7 @@ def encode_snapshot(snap: Snapshot, flows: FlowConfig, ids: Ids, ifaces: Interfa
                 be.in_ip_delta, be.in_l4_delta, be.in_pseudo_delta, be.out_ip_delta, be.out_l4_delta,
                 be.out_pseudo_delta, be.outer_base_sum & 0xFFFFFFFF, sid, ifaces.backends.get((svc.name, be.name), 0))
         table = svc.scheduler.lookup_table() if kind != L.SCHED_PYTHON else ()
-        image["pktlb_tables"][L.U32.pack(sid)] = table_value(
-            len(table), (ids.backend(svc.name, be.name) for be in table))
+        image["pktlb_tables"][L.U32.pack(sid)] = table_value(len(table), _table_ids(svc.name, table, ids))
     for (proto, addr, port), (svc, be) in snap.nat_reverse.items():
         image["pktlb_nat_reverse"][L.REVERSE_KEY.pack(_b4(addr), _b2(port), proto)] = L.NAT_REVERSE.pack(
             ids.service(svc.name), ids.backend(svc.name, be.name), _b4(svc.vip), _b2(svc.port))
