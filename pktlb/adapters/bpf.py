@@ -4,7 +4,7 @@ The filter runs in the kernel on every frame an AF_PACKET socket would receive; 
 for never reaches Python.  That is how a UDP flood to ports no service uses is dropped cheaply.
 
 Everything here is pure: ``build_filter`` returns ``(code, jt, jf, k)`` tuples, ``pack_filters`` the
-``struct sock_filter[]`` bytes that ``SO_ATTACH_FILTER`` points at (rawio builds the ``sock_fprog``
+``struct sock_filter[]`` bytes that ``SO_ATTACH_FILTER`` points at (packet_socket builds the ``sock_fprog``
 around them, since that struct holds a pointer).  ``disassemble`` prints a program like ``tcpdump -d``.
 
 Policy (a disjunction: a frame is kept if any clause holds, else dropped):

@@ -19,11 +19,11 @@ from pktlb.core.fastpath.encode import MapImage
 OBJECT_ENV = "PKTLB_FASTPATH_OBJECT"
 KEY_SIZES = {"pktlb_config": 4, "pktlb_services": L.SERVICE_KEY.size, "pktlb_addrs": 4, "pktlb_backends": 4,
              "pktlb_tables": 4, "pktlb_nat_reverse": L.REVERSE_KEY.size, "pktlb_flows": L.FLOW_KEY.size,
-             "pktlb_snat_reverse": L.REVERSE_KEY.size}
+             "pktlb_snat_reverse": L.REVERSE_KEY.size, "pktlb_ifaces": 4}
 VALUE_SIZES = {"pktlb_config": L.CONFIG.size, "pktlb_services": L.SERVICE.size, "pktlb_addrs": 4,
                "pktlb_backends": L.BACKEND.size, "pktlb_tables": L.TABLE_VALUE_SIZE,
                "pktlb_nat_reverse": L.NAT_REVERSE.size, "pktlb_flows": L.FLOW.size,
-               "pktlb_snat_reverse": L.SNAT_REVERSE.size}
+               "pktlb_snat_reverse": L.SNAT_REVERSE.size, "pktlb_ifaces": L.IFACE.size}
 ARRAYS = {"pktlb_config", "pktlb_backends", "pktlb_tables"}  # entries cannot be deleted, only overwritten
 HOOKS = ("xdp", "tc")
 MAX_KERNEL_FLOWS = 131072  # the kernel's LRU flow map holds at most this many (a preallocated 18 MiB)

@@ -1,7 +1,7 @@
 """The kernel's ``struct mmsghdr`` layout and the libc ``recvmmsg``/``sendmmsg`` bindings (ctypes).
 
 One home for what moves a batch of frames per system call: the engine's port
-(``pktlb.adapters.rawio``) and the bench's flood generator (``pktlb.reports.bench.benchgen``) both
+(``pktlb.adapters.packet_batch``) and the bench's flood generator (``pktlb.reports.bench.benchgen``) both
 point vectors of these structures at their buffers.  Layouts follow <sys/socket.h> and
 <bits/uio.h> on Linux; the functions set errno (read it with ``ctypes.get_errno()``).
 """

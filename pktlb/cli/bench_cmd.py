@@ -60,13 +60,17 @@ def _fastpath(_ctx: click.Context, _param: click.Parameter, value: str) -> list[
                    "auto: the first hook this pktlb has; off: none.")
 @click.option("--syn-packets", default=50_000, show_default=True, type=click.IntRange(0, 1_000_000),
               help="SYNs of the new-flow flood (each a new flow), per engine row and kernel DNAT/DSR; 0: none.")
+@click.option("--repeat", "repeats", default=1, show_default=True, type=click.IntRange(1, 10),
+              help="Floods and paced runs per row; the best counts (other load on a shared machine only slows "
+                   "a run down).")
 @click.option("--prefix", default="", help="Namespace prefix of the bench's labs (default: pktlb-b<random>-).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of text.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Directory for bench.json, bench.txt and the profiles.")
 def bench(modes: list[str], packets: int, seconds: float, workers: list[int], profile: bool, memory: bool,
           memory_seconds: float, no_baselines: bool, no_diagnostic: bool, scapy_packets: int, latency_samples: int,
-          fastpath_text: list[str] | None, syn_packets: int, prefix: str, as_json: bool, out_dir: str | None) -> None:
+          fastpath_text: list[str] | None, syn_packets: int, repeats: int, prefix: str, as_json: bool,
+          out_dir: str | None) -> None:
     """Measure the engine against the kernel and a naive scapy loop, in one run (needs root, 2 CPUs).
 
     Builds a lab per mode, floods it with 64-byte UDP frames (generator on CPU 0, LB on CPU 1) and
@@ -83,7 +87,7 @@ def bench(modes: list[str], packets: int, seconds: float, workers: list[int], pr
                         memory=memory, memory_seconds=memory_seconds, baselines=not no_baselines,
                         diagnostic=not no_diagnostic,
                         scapy_packets=scapy_packets, latency_samples=latency_samples, prefix=prefix, out=out_dir,
-                        fastpath=fastpath_text, syn_packets=syn_packets)
+                        fastpath=fastpath_text, syn_packets=syn_packets, repeats=repeats)
     try:
         report = run_bench(opts, progress=lambda line: click.echo(f"# {line}", err=True))
     except (BenchError, CommandError) as exc:

@@ -81,8 +81,9 @@ def compare(modes: tuple[str, ...], scheduler: str, l7_scheduler: str, backends:
     Writes report.md, report.json, three PNG charts and per-mode pcaps (client, LB, backend) into --out.
     """
     from pktlb.core.sched.registry import scheduler_names
+    from pktlb.reports.compare.plan import CompareSettings
     from pktlb.reports.compare.render import render_text
-    from pktlb.reports.compare.run import CompareSettings, run_compare, write_report
+    from pktlb.reports.compare.run import run_compare, write_report
 
     ctx = click.get_current_context()
     if requests is not None and ctx.get_parameter_source("duration") == click.core.ParameterSource.COMMANDLINE:

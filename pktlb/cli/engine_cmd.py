@@ -66,7 +66,8 @@ def _merged_stats(socket_path: str) -> dict[str, Any]:
                    "from answering or forwarding VIP traffic; you keep it out of the way yourself.")
 @click.option("--fastpath", type=click.Choice(["xdp", "tc", "off"]), default=None,
               help="Kernel fast path for established flows (eBPF at XDP or tc ingress; default: [lb] fastpath, "
-                   "else off). Without clang/BPF the engine runs without it and says why.")
+                   "else off). One program per interface, its maps shared by all --workers. "
+                   "Without clang/BPF the engine runs without it and says why.")
 def run(config_path: str, workers: int, capture_dir: str | None, socket_path: str | None, no_health: bool,
         allow_root_namespace: bool, no_guard: bool, fastpath: str | None) -> None:
     """Run the forwarding engine in this network namespace (needs root).
@@ -91,10 +92,8 @@ def run(config_path: str, workers: int, capture_dir: str | None, socket_path: st
             Forwarder(config_path, capture_dir=capture_dir, control_socket=socket_path,
                       health=not no_health, guard=not no_guard, fastpath=fastpath).run()
         else:
-            if fastpath not in (None, "off"):
-                logging.getLogger("pktlb.engine").warning("kernel fast path off: not available with --workers > 1 yet")
             sys.exit(run_workers(config_path, workers, capture_dir=capture_dir, control_socket=socket_path,
-                                 health=not no_health, guard=not no_guard))
+                                 health=not no_health, guard=not no_guard, fastpath=fastpath))
     except StartupError as exc:
         raise click.ClickException(str(exc)) from None
 

@@ -18,7 +18,7 @@ from pktlb.core.datapath import DataPath
 from pktlb.core.fastpath import layout as L
 from pktlb.daemon.fastpath_sync import FastPathSync
 
-FORWARDED = {"xdp": libbpf.XDP_TX, "tc": libbpf.TC_ACT_REDIRECT}
+FORWARDED = {"xdp": (libbpf.XDP_TX, libbpf.XDP_REDIRECT), "tc": (libbpf.TC_ACT_REDIRECT,)}
 
 
 class HybridPath:
@@ -40,7 +40,7 @@ class HybridPath:
         counters = self.fp.counters()
         changed = [L.COUNTERS[i] for i in range(len(counters)) if counters[i] != self.last[i]]
         self.last = counters
-        if ret == FORWARDED[self.hook]:
+        if ret in FORWARDED[self.hook]:
             self.kernel_frames += 1
             return "kernel", [out]
         self.python_frames += 1

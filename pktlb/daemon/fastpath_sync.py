@@ -8,63 +8,88 @@ is read back: packets and bytes the kernel forwarded go into the flow entries an
 last-seen times refresh Python's idle timers, flows the program scheduled itself (maglev, hash, sh)
 enter Python's table (so ``pktlb flows`` lists them), then entries Python expired or evicted are
 deleted from the map.  Map errors are logged and counted; the engine keeps forwarding.
+
+Several workers share one set of maps (``pktlb.daemon.fastpath_engine``).  Worker 0 is the only
+``writer`` of the snapshot's maps; every worker computes the same ids from the same snapshots (the
+CLI sends each change to every worker) and checks a backend's slot before it pushes a flow there.
+A worker pushes, reads back, expires and deletes only its own flows: the ones in its flow table,
+and of the flows the program scheduled, those the fanout hash sends to it (``owns``), so nothing is
+imported or counted twice when the CLI adds the workers up.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
+from pktlb.adapters.fanout import header_hash
 from pktlb.adapters.fastpath import FastPath
 from pktlb.adapters.libbpf import BpfError
-from pktlb.adapters.rawio import ETH_P_IP
 from pktlb.core.datapath import DataPath
-from pktlb.core.decision import FORWARD, INBOUND, OUTBOUND, Decision
 from pktlb.core.fastpath import encode
 from pktlb.core.fastpath import layout as L
-from pktlb.core.fastpath.encode import UNRESOLVED_L2
+from pktlb.core.fastpath.encode import UNRESOLVED_L2, Interfaces
 from pktlb.core.flowtable import FlowEntry
 from pktlb.core.snapshot import Snapshot
-from pktlb.daemon.egress import Route
 
 log = logging.getLogger("pktlb.fastpath")
 ETH = 14  # the engine's byte counters include the Ethernet header, the kernel's do not
 SCAN_BUDGET = 8192  # flow-map entries read back per tick (a bigger map is read a slice per second)
 IMPORT_BUDGET = 4096  # flows the program scheduled taken into Python's table per tick (a SYN flood waits)
 EXPIRY_BUDGET = 4096  # Python's oldest entries checked against the kernel before they may expire
+REPLY_L2 = slice(24, 36)  # a flow value's reply_l2 (then its reply_ifindex), per layout.FLOW
+
+
+ReplyTo = Callable[[int], tuple[bytes, int]]  # client address -> (Ethernet addresses, ifindex) of replies to it
 
 
 class FastPathSync:
     def __init__(self, fastpath: FastPath, datapath: DataPath, hook: str,
-                 reply_l2: Callable[[int], bytes] | None = None) -> None:
+                 reply_l2: Callable[[int], bytes] | None = None, *, reply_to: ReplyTo | None = None,
+                 writer: bool = True, worker: int = 0, workers: int = 1) -> None:
         self.fp, self.dp, self.hook = fastpath, datapath, hook
-        # a client address -> the Ethernet addresses of replies toward it (the egress stage's answer);
-        # without one, the snapshot's reply_l2 (the configured gateway) for every client
-        self.reply_l2 = reply_l2 or (lambda _client: self.dp.snapshot.reply_l2)
+        # a client address -> the Ethernet addresses (and interface) of replies toward it (the egress
+        # stage's answer); without one, the snapshot's reply_l2 (the configured gateway) for every client
+        if reply_to is None:
+            l2_of = reply_l2 or (lambda _client: self.dp.snapshot.reply_l2)
+            reply_to = lambda client: (l2_of(client), 0)  # noqa: E731
+        self.reply_to = reply_to
+        self.writer, self.worker, self.workers = writer, worker, workers
+        self.foreign_backends = 0  # flows not pushed: the shared backend slot was not (yet) this snapshot's
         self.ids = encode.Ids()
         self.seen: dict[bytes, tuple[int, int, int, int]] = {}  # counters already added, per kernel key
         self.pending: set[tuple[int, int, int, int, int]] = set()
         self.errors = 0
         self.imported = 0
-        self.l2_seen: tuple[bytes, ...] = ()
+        self.l2_seen: tuple[object, ...] = ()
         self.cursor: bytes | None = None
 
-    # -- the control plane's changes -----------------------------------------------------------------
-    def refresh(self, view: Snapshot) -> None:
-        """Install ``view`` again if a next hop's MAC changed since the last install."""
-        if _l2s(view) != self.l2_seen:
-            self.install(view)
+    def owns(self, key: tuple[int, int, int, int, int]) -> bool:
+        """Is this worker the one the fanout hash gives the flow's inbound frames (always, alone)?"""
+        if self.workers == 1:
+            return True
+        proto, src, dst, sport, dport = key
+        return header_hash(src, dst, (sport << 16 | dport) if proto in (6, 17) else 0) % self.workers == self.worker
 
-    def install(self, snap: Snapshot) -> None:
-        self.l2_seen = _l2s(snap)
+    # -- the control plane's changes -----------------------------------------------------------------
+    def refresh(self, view: Snapshot, ifaces: Interfaces | None = None) -> None:
+        """Install ``view`` again if a next hop's MAC or interface changed since the last install."""
+        if (*_l2s(view), ifaces) != self.l2_seen:
+            self.install(view, ifaces)
+
+    def install(self, snap: Snapshot, ifaces: Interfaces | None = None) -> None:
+        """The snapshot's maps (the writer only; every worker keeps the ids, the same in each)."""
+        self.l2_seen = (*_l2s(snap), ifaces)
         try:
-            for bid in self.ids.forget_missing(snap):
+            gone = self.ids.forget_missing(snap)
+            image = encode.encode_snapshot(snap, self.dp.flows.config, self.ids, ifaces)
+            if not self.writer:
+                return
+            for bid in gone:
                 self.fp.apply({"pktlb_backends": {L.U32.pack(bid): L.BACKEND.pack(
-                    bytes(12), bytes(4), bytes(2), L.BE_ABSENT, 0, 0, 0, 0, 0, 0, 0, 0)}}, replace=False)
-            self.fp.apply(encode.encode_snapshot(snap, self.dp.flows.config, self.ids))
+                    bytes(12), bytes(4), bytes(2), L.BE_ABSENT, 0, 0, 0, 0, 0, 0, 0, 0, 0)}}, replace=False)
+            self.fp.apply(image)
         except (BpfError, ValueError) as exc:
             self._error("snapshot", exc)
 
@@ -89,6 +114,10 @@ class FastPathSync:
         raw_key = encode.flow_key(key)
         try:
             raw = self.fp.lookup("pktlb_flows", raw_key)
+            if raw is not None and not self.owns(key):  # another worker's flow: it imports it
+                if hit:
+                    self._hint_reply(raw_key, raw, key[1])
+                return
         except BpfError as exc:
             self._error("adopt", exc)
             return
@@ -115,18 +144,44 @@ class FastPathSync:
                 entry = flows.entries.get(key)
                 raw_key = encode.flow_key(key)
                 if entry is None:
-                    self._drop_kernel(raw_key)
+                    if self.workers == 1 or raw_key in self.seen:  # never another worker's flow
+                        self._drop_kernel(raw_key)
+                    continue
+                if not self.writer and not self._slot_is(entry, snap):
                     continue
                 current = self.fp.lookup("pktlb_flows", raw_key)
                 if current is not None:
                     self._merge(raw_key, encode.decode_flow(raw_key, current), entry, snap)
-                image = encode.encode_entry(entry, snap, self.ids, int(entry.last_seen * 1e9),
-                                            self.reply_l2(entry.key[1]))
+                l2, ifindex = self.reply_to(entry.key[1])
+                image = encode.encode_entry(entry, snap, self.ids, int(entry.last_seen * 1e9), l2, ifindex)
                 self.fp.apply(image, replace=False)
                 self.seen[raw_key] = (0, 0, 0, 0)
         except (BpfError, ValueError) as exc:
             self._error("flow push", exc)
         self.pending.clear()
+
+    def _hint_reply(self, raw_key: bytes, raw: bytes, client: int) -> None:
+        """A reply of another worker's kernel flow that punted for want of its next hop: write just that
+        into the shared entry (the owner imports the flow on its next tick), so the next replies stay
+        in the kernel."""
+        if raw[REPLY_L2] != UNRESOLVED_L2:
+            return
+        l2, ifindex = self.reply_to(client)
+        if l2 != UNRESOLVED_L2:
+            self.fp.apply({"pktlb_flows": {raw_key: raw[:REPLY_L2.start] + l2 + L.U32.pack(ifindex) + raw[REPLY_L2.stop + 4:]}},
+                          replace=False)
+
+    def _slot_is(self, entry: FlowEntry, snap: Snapshot) -> bool:
+        """Does the shared backend slot of this flow hold its backend (worker 0 may not have installed
+        the snapshot yet)?  If not, the flow stays with Python until a later push."""
+        svc = snap.services.get((entry.key[0], entry.key[2], entry.key[4]))
+        be = svc.by_name.get(entry.backend) if svc else None
+        key = (entry.service, entry.backend)
+        raw = self.fp.lookup("pktlb_backends", L.U32.pack(self.ids.backends[key])) if key in self.ids.backends else None
+        if be is not None and raw is not None and raw[12:18] == be.addr_bytes + be.port_bytes:
+            return True
+        self.foreign_backends += 1
+        return False
 
     # -- reading back ---------------------------------------------------------------------------------
     def tick(self, now: float) -> None:
@@ -140,7 +195,7 @@ class FastPathSync:
                 kf = encode.decode_flow(raw_key, raw)
                 entry = flows.entries.get(kf.key)
                 if entry is None:
-                    if raw_key in self.seen or imports <= 0:
+                    if raw_key in self.seen or imports <= 0 or (self.workers > 1 and not (kf.origin and self.owns(kf.key))):
                         continue  # Python dropped it (deleted below), or its turn comes on a later tick
                     imports -= 1
                     entry = self._import(kf, snap, now)
@@ -222,82 +277,11 @@ class FastPathSync:
     def report(self) -> dict[str, object]:
         counters = encode.decode_counters(self.fp.counters())
         return {"hook": self.hook, "errors": self.errors, "imported_flows": self.imported,
-                "kernel_flows": len(self.seen),
+                "kernel_flows": len(self.seen), "worker": self.worker, "writer": self.writer,
+                "foreign_backends": self.foreign_backends,
                 "forwarded": {k: counters[k] for k in L.FORWARD_KINDS},
                 "punts": {k: v for k, v in counters.items() if k in L.PUNT_REASONS and v}}
 
 
 def _l2s(snap: Snapshot) -> tuple[bytes, ...]:
     return (snap.reply_l2, *(be.l2 for svc in snap.services.values() for be in svc.backends))
-
-
-def fastpath_view(snap: Snapshot, egress: Any, port: Any, lb_mac: bytes) -> Snapshot:
-    """The snapshot as the fast path must see it: the interface's own MAC as the LB's, and each
-    backend's and the replies' Ethernet addresses as the engine's egress stage resolves them.  A next
-    hop that is unresolved, or behind another interface (XDP_TX sends a frame back out where it came
-    in), gets no MAC, so its frames punt to Python."""
-    services = {}
-    for key, svc in snap.services.items():
-        views = []
-        for be in svc.backends:
-            where = egress.target(bytearray(34), Decision(FORWARD, INBOUND, svc.name, be.name))
-            l2 = where[1] if type(where) is Route and where[0] is port else UNRESOLVED_L2
-            views.append(replace(be, l2=l2))
-        services[key] = replace(svc, backends=tuple(views), by_name={b.name: b for b in views})
-    reply_l2 = UNRESOLVED_L2
-    if snap.config.lb.gateway:  # replies have one next hop only when the config names the gateway
-        where = egress.target(bytearray(34), Decision(FORWARD, OUTBOUND))
-        if type(where) is Route and where[0] is port:
-            reply_l2 = where[1]
-    return replace(snap, lb_mac=lb_mac, services=services, reply_l2=reply_l2)
-
-
-def reply_resolver(egress: Any, port: Any) -> Callable[[int], bytes]:
-    """client address -> the Ethernet addresses the engine's egress stage would give a reply to it
-    (zeros while the next hop is unresolved or behind another interface: its replies punt)."""
-    def resolve(client: int) -> bytes:
-        probe = bytearray(34)
-        probe[30:34] = client.to_bytes(4, "big")
-        where = egress.target(probe, Decision(FORWARD, OUTBOUND))
-        return where[1] if type(where) is Route and where[0] is port else UNRESOLVED_L2
-    return resolve
-
-
-def start_for_engine(engine: Any, hook: str) -> tuple[FastPathSync | None, str]:
-    """The fast path for a running ``Forwarder`` (its datapath, ports and egress stage), or None and why."""
-    if hook == "off":
-        return None, "off (--fastpath xdp|tc or [lb] fastpath turns it on)"
-    if engine.workers > 1:
-        return None, "not available with --workers > 1 yet (one program per interface, one flow table per worker)"
-    if len(engine.ports) > 1:
-        return None, "not available with several interfaces yet (XDP_TX sends a frame back out where it came in)"
-    if hook == "tc" and engine.ports[0].protocol != ETH_P_IP:
-        # An ETH_P_ALL socket sees every frame before tc ingress runs: Python would forward the kernel's
-        # frames a second time.  The engine binds ETH_P_IP when it starts with the tc fast path.
-        return None, "tc: the engine's packet socket reads before tc ingress (bound to ETH_P_ALL)"
-    port = engine.ports[0]
-    return start(engine.config, engine.datapath, hook, port.ifname, engine.fastpath_snapshot,
-                 reply_resolver(engine.egress, port))
-
-
-def start(config: Any, datapath: DataPath, hook: str, interface: str, view: Any = None,
-          reply_l2: Callable[[int], bytes] | None = None) -> tuple[FastPathSync | None, str]:
-    """Load and attach the fast path; (None, why) when it cannot run here, the engine then runs without it."""
-    from pktlb.adapters.fastpath import availability
-
-    why = availability()
-    if why:
-        return None, why
-    try:
-        fp = FastPath(config.flows.max_entries, (hook,))
-    except BpfError as exc:
-        return None, f"loading the eBPF object failed: {exc}"
-    sync = FastPathSync(fp, datapath, hook, reply_l2)
-    sync.install(view(datapath.snapshot) if view else datapath.snapshot)
-    try:
-        fp.attach(interface, hook)
-    except (BpfError, OSError) as exc:
-        fp.close()
-        return None, f"attaching to {interface} ({hook}) failed: {exc}"
-    log.info("fast path on: %s on %s (monotonic clock %.0f)", hook, interface, time.monotonic())
-    return sync, ""

@@ -56,7 +56,8 @@ class StartupError(RuntimeError):
 class Forwarder:
     def __init__(self, config_path: str, *, workers: int = 1, worker: int = 0, capture_dir: str | None = None,
                  control_socket: str | None = None, health: bool = True, batch: int = 64,
-                 fanout_group: int = 0x5B1, guard: bool = True, fastpath: str | None = None) -> None:
+                 fanout_group: int = 0x5B1, guard: bool = True, fastpath: str | None = None,
+                 shared_fastpath: Any = None) -> None:
         if os.geteuid() != 0:
             raise StartupError("pktlb run needs root (CAP_NET_RAW for AF_PACKET sockets): run it with sudo")
         self.config_path = config_path
@@ -81,8 +82,8 @@ class Forwarder:
             raise StartupError(f"cannot steer full-NAT replies over {workers} workers: {exc}") from None
         # With the tc fast path the engine must read frames after tc ingress, where only what the program
         # punted arrives: a socket bound to ETH_P_IP (an ETH_P_ALL one sees every frame before tc runs).
-        hook = fastpath or lb.fastpath
-        tc_fastpath = hook == "tc" and workers == 1 and len(self.interfaces) == 1
+        self.fastpath_hook = hook = fastpath or lb.fastpath
+        tc_fastpath = hook == "tc"
         protocol = ETH_P_IP if tc_fastpath else ETH_P_ALL
         self.port_snaps: list[Snapshot] = []
         try:
@@ -100,7 +101,7 @@ class Forwarder:
         self.lb_mac = lb.mac or bytes_to_mac(self.netlink.link(self.interfaces[0]).mac)
         self._install(self.control.snapshot)
         self._await_next_hops()
-        self.fastpath, self.fastpath_reason = self._start_fastpath(hook)
+        self.fastpath, self.fastpath_reason = self._start_fastpath(hook, shared_fastpath)
         self.started = time.time()
         self.last_tx = 0.0  # monotonic time just after the last send of frames (the end of a bench drain)
         self.capture_from_cli = capture_dir is not None
@@ -188,21 +189,20 @@ class Forwarder:
             writer.close()
         self.captures = None
 
-    def _start_fastpath(self, hook: str) -> tuple[Any, str]:
+    def _start_fastpath(self, hook: str, shared: Any) -> tuple[Any, str]:
         """The kernel fast path (issue 15), or None and the reason it is off; the engine runs either way."""
-        from pktlb.daemon import fastpath_sync
+        from pktlb.daemon import fastpath_engine
 
-        sync, why = fastpath_sync.start_for_engine(self, hook)
+        sync, why = fastpath_engine.start_for_engine(self, hook, shared)
         if sync is None and hook != "off":
             log.warning("kernel fast path off: %s", why)
         return sync, why
 
-    def fastpath_snapshot(self, snapshot: Snapshot) -> Snapshot:
-        """The snapshot as the kernel fast path sees it (this interface's MAC, next hops as egress resolves them)."""
-        from pktlb.daemon.fastpath_sync import fastpath_view
+    def fastpath_view(self, snapshot: Snapshot) -> Any:
+        """(snapshot, interfaces) as the kernel fast path sees them (pktlb.daemon.fastpath_engine.engine_view)."""
+        from pktlb.daemon.fastpath_engine import engine_view
 
-        lb_mac = self.port_snaps[0].lb_mac if self.port_snaps else snapshot.lb_mac
-        return fastpath_view(snapshot, self.egress, self.ports[0], lb_mac)
+        return engine_view(self, snapshot)
 
     def _start_health(self) -> Any:
         from pktlb.core.health import backend_health
@@ -240,7 +240,7 @@ class Forwarder:
         self.port_snaps = [replace(snapshot, lb_mac=mac) for mac in macs]
         self.datapath.swap(snapshot)
         if getattr(self, "fastpath", None) is not None:
-            self.fastpath.install(self.fastpath_snapshot(snapshot))
+            self.fastpath.install(*self.fastpath_view(snapshot))
 
     # -- the packet path -------------------------------------------------------------------------
     def _on_frames(self, index: int) -> None:
@@ -299,7 +299,7 @@ class Forwarder:
 
     def _tick(self) -> None:
         if self.fastpath is not None:  # the kernel's counters and last-seen times first, then expiry
-            self.fastpath.refresh(self.fastpath_snapshot(self.datapath.snapshot))  # next hops resolved since
+            self.fastpath.refresh(*self.fastpath_view(self.datapath.snapshot))  # next hops resolved since
             self.fastpath.tick(time.monotonic())
         else:
             self.datapath.flows.expire(time.monotonic())

@@ -3,7 +3,8 @@
 ``pktlb run --workers N`` gives worker 0 the configured control socket and worker i ``<socket>.w<i>``
 (see ``pktlb.daemon.workers``).  Each worker has its own counters and flow table, so ``pktlb stats``
 and the dashboard ask every worker and merge: counters, rates and flow-table sizes are summed;
-states, health and the change history are worker 0's (every worker runs the same checks).
+states, health and the change history are worker 0's (every worker runs the same checks).  The
+kernel fast path's counters live in maps all workers share: taken once, from worker 0.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pktlb.daemon.ctlsock import request, worker_sockets
 TOTAL_KEYS = ("received", "forwarded", "replied", "dropped")
 FLOW_TABLE_KEYS = ("entries", "max_entries", "inserted", "evicted", "expired")
 PORT_KEYS = ("rx", "tx", "rx_truncated", "rx_partial", "rx_gso", "kernel_drops")
+FASTPATH_KEYS = ("errors", "imported_flows", "kernel_flows", "foreign_backends")
 BACKEND_KEYS = ("active_flows", "packets_in", "bytes_in", "packets_out", "bytes_out", "new_flows",
                 "pps_in", "bps_in", "pps_out", "bps_out")
 
@@ -30,6 +32,12 @@ def merge_worker_stats(parts: list[dict[str, Any]]) -> dict[str, Any]:
     for other in parts[1:]:
         for key in TOTAL_KEYS:
             merged["totals"][key] += other["totals"][key]
+        if "kernel_forwarded" in merged["totals"]:  # each worker reads back only its own flows
+            merged["totals"]["kernel_forwarded"] += other["totals"].get("kernel_forwarded", 0)
+        fast, other_fast = merged.get("fastpath") or {}, other.get("fastpath") or {}
+        for key in FASTPATH_KEYS:  # per worker; the program's counters (forwarded, punts) are shared: once
+            if key in fast:
+                fast[key] += other_fast.get(key, 0)
         for reason, n in other["totals"]["drops"].items():
             merged["totals"]["drops"][reason] = merged["totals"]["drops"].get(reason, 0) + n
         merged.get("drop_reasons", {}).update(other.get("drop_reasons", {}))

@@ -10,6 +10,10 @@ the other, each once the previous one has joined.  Worker 0 listens on the confi
 socket, worker i on ``<socket>.w<i>``; the CLI sends backend changes and reloads to every worker
 and adds their counters up.  Every worker runs the health checks itself, so each one's snapshot
 follows the backends' health without talking to the others.
+
+With the kernel fast path (``--fastpath xdp|tc``) the parent loads the eBPF object before it forks,
+so every worker inherits the same program and maps (``pktlb.daemon.fastpath_engine``); worker 0
+attaches it and writes the snapshot's maps, each worker pushes and reads back its own flows.
 """
 
 from __future__ import annotations
@@ -27,11 +31,14 @@ JOIN_TIMEOUT = 30.0  # seconds a worker may take to start (load the config, open
 
 
 def run_workers(config_path: str, workers: int, *, capture_dir: str | None, control_socket: str | None,
-                health: bool, guard: bool = True) -> int:
+                health: bool, guard: bool = True, fastpath: str | None = None) -> int:
     from pktlb.adapters.configfile import load_config
+    from pktlb.daemon.fastpath_engine import preload
     from pktlb.daemon.forwarder import Forwarder, StartupError
 
-    base_socket = control_socket or load_config(config_path).lb.control_socket
+    config = load_config(config_path)
+    base_socket = control_socket or config.lb.control_socket
+    shared = preload(config, fastpath or config.lb.fastpath)  # one program and one set of maps for all workers
     group = 0x5B0 + (os.getpid() & 0xFF)
     children: list[int] = []
     stopping = False
@@ -62,7 +69,7 @@ def run_workers(config_path: str, workers: int, *, capture_dir: str | None, cont
                 sock = worker_socket(base_socket, index)
                 forwarder = Forwarder(config_path, workers=workers, worker=index, capture_dir=capture_dir,
                                       control_socket=sock, health=health, fanout_group=group,
-                                      guard=guard)
+                                      guard=guard, fastpath=fastpath, shared_fastpath=shared)
                 os.write(joined_w, b"j")
                 os.close(joined_w)
                 forwarder.run()

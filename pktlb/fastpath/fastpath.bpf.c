@@ -11,9 +11,11 @@
  * this program and through engine.process gives the same bytes or a punt
  * (tests/fastpath/ checks it with BPF_PROG_TEST_RUN).
  *
- * Programs: xdp_fastpath (XDP, forwards with XDP_TX), tc_fastpath (tcx ingress, forwards with
- * bpf_redirect to the same interface) and xdp_pass (XDP_PASS, for a veth peer that must have an
- * XDP program so that XDP_TX frames are received).
+ * Programs: xdp_fastpath (XDP, forwards with XDP_TX, or XDP_REDIRECT when the next hop is behind
+ * another interface), tc_fastpath (tcx ingress, forwards with bpf_redirect to the next hop's
+ * interface) and xdp_pass (XDP_PASS, for a veth peer that must have an XDP program so that XDP_TX
+ * and redirected frames are received).  With several interfaces one program is attached to each
+ * and they share the maps; with several workers the workers share them too.
  */
 #include <linux/types.h>
 #include <linux/bpf.h>
@@ -75,6 +77,7 @@ static __always_inline int inbound(struct pkt *p, void *data_end, struct plan *p
 		if (r != OK)
 			return r;
 	}
+	pl->out_ifindex = pl->be->ifindex;
 	switch (svc->mode) {
 	case MODE_DSR:
 		pl->kind = PLAN_DSR;
@@ -100,12 +103,14 @@ static __always_inline int reply_l2(struct plan *pl)
 {
 	if (pl->cfg->enabled & CFG_REPLIES) {
 		pl->reply_l2 = pl->cfg->reply_l2;
+		pl->out_ifindex = pl->cfg->reply_ifindex;
 		return OK;
 	}
 	if (!pl->fl || !(pl->fl->reply_l2[0] | pl->fl->reply_l2[1] | pl->fl->reply_l2[2] | pl->fl->reply_l2[3] |
 			 pl->fl->reply_l2[4] | pl->fl->reply_l2[5]))
 		return PUNT_NO_NEIGHBOUR;
 	pl->reply_l2 = pl->fl->reply_l2;
+	pl->out_ifindex = pl->fl->reply_ifindex;
 	return OK;
 }
 
@@ -204,14 +209,15 @@ static __always_inline int classify(struct pkt *p, void *data_end, struct plan *
 
 /* The pipeline up to the rewrite: OK with a plan, or a punt reason. */
 static __always_inline int decide(void *data, void *data_end, __u64 len, struct pkt *p, struct plan *pl, __u64 now,
-				  int xdp)
+				  int xdp, __u32 ifindex)
 {
 	__u32 zero = 0;
 
 	pl->cfg = bpf_map_lookup_elem(&pktlb_config, &zero);
 	if (!pl->cfg || !(pl->cfg->enabled & CFG_ENABLED))
 		return PUNT_DISABLED;
-	int r = parse_ip(data, data_end, len, pl->cfg->lb_mac, p);
+	struct iface *in = bpf_map_lookup_elem(&pktlb_ifaces, &ifindex);
+	int r = parse_ip(data, data_end, len, in ? in->mac : pl->cfg->lb_mac, p);
 
 	if (r != OK)
 		return r;
@@ -228,11 +234,13 @@ static __always_inline int decide(void *data, void *data_end, __u64 len, struct 
 }
 
 /* After a successful rewrite: the flow's counters, state and last seen (read back by Python). */
-static __always_inline void account(struct plan *pl, __u32 bytes, __u64 now)
+static __always_inline void account(struct plan *pl, __u32 bytes, __u64 now, __u32 ifindex)
 {
 	struct flow *fl = pl->fl;
 
 	count(pl->outbound ? FWD_OUTBOUND : FWD_INBOUND);
+	if (pl->out_ifindex && pl->out_ifindex != ifindex)
+		count(FWD_REDIRECTED);
 	if (pl->new_flow)
 		count(FWD_NEW_FLOW);
 	if (!fl)
@@ -272,6 +280,15 @@ static __always_inline void rewrite(struct pkt *p, struct plan *pl, struct l4_up
 	}
 }
 
+/* Back out of the interface the frame came in on, else to the next hop's interface (whose veth peer, if
+ * it is a veth, must run an XDP program: the lab attaches xdp_pass there). */
+static __always_inline int xdp_send(struct plan *pl, __u32 in)
+{
+	if (pl->out_ifindex && pl->out_ifindex != in)
+		return bpf_redirect(pl->out_ifindex, 0);
+	return XDP_TX;
+}
+
 SEC("xdp")
 int xdp_fastpath(struct xdp_md *ctx)
 {
@@ -280,7 +297,8 @@ int xdp_fastpath(struct xdp_md *ctx)
 	struct pkt p = {};
 	struct plan pl = { .new_state = 0xff };
 	__u64 now = bpf_ktime_get_ns();
-	int r = decide(data, data_end, (__u64)(data_end - data), &p, &pl, now, 1);
+	__u32 in = ctx->ingress_ifindex;
+	int r = decide(data, data_end, (__u64)(data_end - data), &p, &pl, now, 1, in);
 
 	if (r != OK) {
 		count(r);
@@ -299,8 +317,8 @@ int xdp_fastpath(struct xdp_md *ctx)
 			count(PUNT_HELPER_FAILED);
 			return XDP_DROP; /* cannot happen: the frame grew by exactly the header */
 		}
-		account(&pl, bytes, now);
-		return XDP_TX;
+		account(&pl, bytes, now, in);
+		return xdp_send(&pl, in);
 	}
 	struct l4_update u;
 
@@ -313,8 +331,8 @@ int xdp_fastpath(struct xdp_md *ctx)
 		else
 			csum_apply(c, u.delta);
 	}
-	account(&pl, bytes, now);
-	return XDP_TX;
+	account(&pl, bytes, now, in);
+	return xdp_send(&pl, in);
 }
 
 SEC("tc")
@@ -327,7 +345,8 @@ int tc_fastpath(struct __sk_buff *skb)
 	struct pkt p = {};
 	struct plan pl = { .new_state = 0xff };
 	__u64 now = bpf_ktime_get_ns();
-	int r = decide(data, data_end, skb->len, &p, &pl, now, 0);
+	__u32 in = skb->ifindex;
+	int r = decide(data, data_end, skb->len, &p, &pl, now, 0, in);
 
 	if (r != OK) {
 		count(r);
@@ -346,8 +365,8 @@ int tc_fastpath(struct __sk_buff *skb)
 			count(PUNT_HELPER_FAILED);
 			return TC_ACT_SHOT;
 		}
-		account(&pl, bytes, now);
-		return bpf_redirect(skb->ifindex, 0);
+		account(&pl, bytes, now, in);
+		return bpf_redirect(pl.out_ifindex ? pl.out_ifindex : in, 0);
 	}
 	struct l4_update u;
 
@@ -363,8 +382,8 @@ int tc_fastpath(struct __sk_buff *skb)
 		bpf_l4_csum_replace(skb, u.off, 0, pseudo, BPF_F_PSEUDO_HDR | mangled);
 		bpf_l4_csum_replace(skb, u.off, 0, rest, mangled);
 	}
-	account(&pl, bytes, now);
-	return bpf_redirect(skb->ifindex, 0);
+	account(&pl, bytes, now, in);
+	return bpf_redirect(pl.out_ifindex ? pl.out_ifindex : in, 0);
 }
 
 SEC("xdp")

@@ -55,6 +55,7 @@ struct config {
 	__u32 lb_addr;
 	__u32 seed;
 	__u32 timeout[5]; /* idle timeouts in seconds, by ST_* */
+	__u32 reply_ifindex; /* the gateway's interface (0: replies leave where they came in) */
 };
 
 struct service_key {
@@ -90,6 +91,7 @@ struct backend {
 	__u32 out_pseudo_delta;
 	__u32 outer_base_sum;
 	__u32 service_id;
+	__u32 ifindex; /* the interface toward the backend's next hop (0: the one the frame came in on) */
 };
 
 struct sched_table {
@@ -117,7 +119,7 @@ struct flow {
 	__u32 in_l4_delta;
 	__u32 in_pseudo_delta;
 	__u8 reply_l2[12]; /* nat/fullnat replies: the client's next hop's MAC, then the LB's (0: unknown) */
-	__u32 pad;
+	__u32 reply_ifindex; /* the interface toward that next hop (0: the one the reply came in on) */
 	__u64 packets_in;
 	__u64 bytes_in;
 	__u64 packets_out;
@@ -153,6 +155,20 @@ struct {
 	__type(key, __u32);
 	__type(value, struct config);
 } pktlb_config SEC(".maps");
+
+/* Several interfaces: each one's own MAC (the LB's address on that link), by ifindex.  An interface
+ * without an entry uses config.lb_mac (one interface; BPF_PROG_TEST_RUN). */
+struct iface {
+	__u8 mac[6];
+	__u8 pad[2];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, __u32);
+	__type(value, struct iface);
+} pktlb_ifaces SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

@@ -42,6 +42,7 @@ enum forward_kind {
 	FWD_INBOUND = PUNT_REASONS,
 	FWD_NEW_FLOW,          /* also counted as inbound: flows the program scheduled itself */
 	FWD_OUTBOUND,
+	FWD_REDIRECTED,        /* also counted as inbound or outbound: sent out of another interface */
 	COUNTERS
 };
 

@@ -22,6 +22,7 @@ struct plan {
 	struct nat_reverse *nr;
 	struct snat_reverse *sr;
 	const __u8 *reply_l2; /* the Ethernet addresses of a reply (the gateway's, else the flow's) */
+	__u32 out_ifindex; /* where the frame leaves (0: where it came in) */
 	__u8 kind;
 	__u8 new_flow;
 	__u8 new_state; /* 0xff: unchanged */

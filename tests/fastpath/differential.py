@@ -33,7 +33,7 @@ from pktlb.core.fastpath import layout as L
 from pktlb.core.rewrite.registry import get_rewriter
 from pktlb.core.snapshot import DOWN
 
-FORWARDED = {"xdp": {libbpf.XDP_TX}, "tc": {libbpf.TC_ACT_REDIRECT}}
+FORWARDED = {"xdp": {libbpf.XDP_TX, libbpf.XDP_REDIRECT}, "tc": {libbpf.TC_ACT_REDIRECT}}
 PUNTED = {"xdp": {libbpf.XDP_PASS}, "tc": {libbpf.TC_ACT_OK}}
 MAX_EXAMPLES = 20
 MAX_XDP_FRAME = 3000  # a page minus XDP's headroom and tailroom: bigger frames never reach an XDP program

@@ -100,6 +100,12 @@ class Foreign:
         self.ip("lb", "route", "add", MOVABLE, "via", SERVERS["s2"][2], "metric", "200")
         self.sysctl("lb", "net.ipv4.ip_forward=1")
 
+    def xdp_pass_on_peers(self, program: str) -> None:
+        """XDP_PASS on the far end of each of the director's veths: a veth hands frames another XDP program
+        sends to it (XDP_TX, XDP_REDIRECT) only to a peer that runs an XDP program (LAB-NOTES)."""
+        for node, ifname in (("sw", "p-lb"), ("s1", "eth0"), ("s2", "eth0")):
+            self.ip(node, "-force", "link", "set", "dev", ifname, "xdp", "obj", program, "sec", "xdp")
+
     def as_dsr_servers(self) -> None:
         """What a DSR real server needs (the LVS-DR recipe): the VIP on lo, quiet about it in ARP."""
         for server in SERVERS:

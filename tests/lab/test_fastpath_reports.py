@@ -46,7 +46,7 @@ def test_compare_runs_the_engine_with_and_without_its_fast_path(tmp_path):
     assert fast["request"]["backend_saw"] == fast["request"]["client_address"]
 
 
-@pytest.mark.parametrize("mode", ["nat", "dsr"])
+@pytest.mark.parametrize("mode", ["nat", "fullnat", "tunnel", "dsr"])
 def test_bench_measures_the_engine_with_its_fast_path(mode):
     hook = need_fastpath()
     prefix = unique_prefix()
@@ -62,3 +62,8 @@ def test_bench_measures_the_engine_with_its_fast_path(mode):
     assert row.delivered > 0 and len([n for n, c in row.per_backend.items() if c > 0]) == 3, row.per_backend
     assert row.new_flow_pps and row.extra["new_flows"]["delivered"] > 0
     assert all(e["totals"] is not None for e in row.extra["engine"])
+    # every flow established by the warm-up: the flood is the kernel's (a full-NAT flow's first frame is Python's)
+    assert row.extra["warmup"]["delivered"] > 0
+    assert row.extra["fastpath_counters"]["forwarded"].get("inbound", 0) > 0.9 * row.delivered
+    if hook == "xdp":  # the program ran on the LB core: its interface's NAPI thread was pinned there
+        assert row.extra["napi_threads_on_lb_cpu"] >= 1

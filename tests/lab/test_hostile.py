@@ -34,8 +34,8 @@ from pktlb.core.packet.addr import ip_to_int, mac_to_bytes
 from pktlb.daemon.filter import engine_filter_program
 from pktlb.lab.addressing import lab_macs, mac_for_ip
 from tests.lab.engine_helpers import ask, wait_engine
+from tests.unit.bpf_interpreter import run as run_bpf
 from tests.unit.fuzz_frames import ICMP, TCP, UDP, fix_ip_checksum, ip_header, l4_checksum
-from tests.unit.test_bpf import run as run_bpf
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(240)]
 VIP, LB, ROUTER, CLIENT, SPOOFED_CLIENT = "198.19.0.100", "198.18.0.2", "198.18.0.1", "198.18.1.10", "198.18.1.200"

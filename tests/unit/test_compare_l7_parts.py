@@ -10,8 +10,8 @@ from pktlb.cli import main
 from pktlb.lab.topology import load_topology, mode_default
 from pktlb.reports.compare.charts import write_charts
 from pktlb.reports.compare.connections import what_the_backend_learned
+from pktlb.reports.compare.lab_facts import mode_requirements
 from pktlb.reports.compare.render import invariants, render_markdown, render_text
-from pktlb.reports.compare.run import mode_requirements
 from tests.unit.test_compare_parts import REPORT, _run
 
 CLIENT = "198.18.1.10"
@@ -115,7 +115,7 @@ def test_the_cli_accepts_l7_and_checks_the_l7_scheduler():
 
 
 def test_haproxy_is_not_available_without_its_program():
-    from pktlb.reports.compare.run import unavailable
+    from pktlb.reports.compare.plan import unavailable
 
     data = load_topology()
     assert unavailable(data, "l7", "haproxy", has_binary=lambda name: "/usr/sbin/" + name) is None

@@ -16,8 +16,9 @@ from pktlb.adapters.pcap import PcapWriter
 from pktlb.lab.addressing import mac_for_ip
 from pktlb.lab.topology import load_topology
 from pktlb.reports.compare.capture_stats import lb_frames, parse_segment
+from pktlb.reports.compare.lab_facts import mode_requirements
+from pktlb.reports.compare.plan import unavailable
 from pktlb.reports.compare.render import invariants, render_markdown, render_text
-from pktlb.reports.compare.run import mode_requirements, unavailable
 from pktlb.reports.compare.workload import WorkloadError, parse_ab, parse_iperf3, parse_wrk
 
 WRK = """Running 3s test @ http://198.19.0.100/
@@ -210,28 +211,39 @@ def test_cli_refuses_bad_options_before_touching_anything():
 
 def test_the_engine_with_its_fast_path_is_a_compare_engine_of_its_own(monkeypatch, tmp_path):
     from pktlb.lab import fastpath
-    from pktlb.reports.compare import run as compare_run
+    from pktlb.reports.compare import plan as compare_plan
     from pktlb.reports.compare.charts import write_charts
 
-    assert compare_run.lab_engine("pktlb-xdp") == ("pktlb", "xdp")
-    assert compare_run.lab_engine("pktlb") == ("pktlb", "off") and compare_run.lab_engine("kernel") == ("kernel", "off")
+    assert compare_plan.lab_engine("pktlb-xdp") == ("pktlb", "xdp")
+    assert compare_plan.lab_engine("pktlb") == ("pktlb", "off") and compare_plan.lab_engine("kernel") == ("kernel", "off")
     data = load_topology()
 
     def engines(mode: str = "nat", **settings) -> tuple[str, ...]:
-        return compare_run.compare_engines(compare_run.CompareSettings(**settings), data, mode)
+        return compare_plan.compare_engines(compare_plan.CompareSettings(**settings), data, mode)
 
     assert engines(fastpath=["xdp", "tc"]) == ("pktlb", "pktlb-xdp", "pktlb-tc", "kernel")
     assert engines(fastpath=[]) == ("pktlb", "kernel")
     assert "pktlb-xdp" not in engines("l7", fastpath=["xdp"])  # the proxy has no fast path
     monkeypatch.setattr(fastpath, "fastpath_hooks", lambda: ())
     assert engines() == ("pktlb", "kernel")  # auto, and this pktlb has none
-    assert "no kernel fast path" in compare_run.unavailable(data, "nat", "pktlb-xdp")
+    assert "no kernel fast path" in compare_plan.unavailable(data, "nat", "pktlb-xdp")
     monkeypatch.setattr(fastpath, "fastpath_hooks", lambda: ("xdp", "tc"))
     assert engines() == ("pktlb", "pktlb-xdp", "kernel")
-    assert compare_run.unavailable(data, "nat", "pktlb-xdp") is None
+    assert compare_plan.unavailable(data, "nat", "pktlb-xdp") is None
     report = copy.deepcopy(REPORT)
     report["runs"].insert(1, {**_run("nat", "pktlb-xdp"), "fastpath": "xdp"})
     report["invariants"] = invariants(report)
     assert all(c["holds"] for c in report["invariants"])
     assert "| nat | pktlb-xdp | 500 |" in render_markdown(report)
     assert [p.name for p in write_charts(report, tmp_path)][0] == "throughput.png"
+
+
+def test_traffic_and_cpu_are_turned_into_figures_per_request():
+    from pktlb.reports.compare.lab_facts import cpu_us_per_request, traffic_per_request
+
+    counts = {"packets_in": 30, "packets_out": 20, "bytes_in": 3000, "bytes_out": 1000, "new_flows": 9}
+    assert traffic_per_request(counts, 10) == {"packets_in_per_request": 3.0, "packets_out_per_request": 2.0,
+                                               "bytes_in_per_request": 300.0, "bytes_out_per_request": 100.0}
+    assert set(traffic_per_request(counts, 0).values()) == {None}
+    assert cpu_us_per_request(1.0, 1.5, 1000) == 500.0
+    assert cpu_us_per_request(None, 1.5, 1000) is None and cpu_us_per_request(1.0, 1.5, 0) is None

@@ -15,7 +15,7 @@ frees the ones of removed backends.
 from __future__ import annotations
 
 import array
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from pktlb.core.config import FlowConfig
@@ -69,11 +69,11 @@ def _b2(value: int) -> bytes:
     return value.to_bytes(2, "big")
 
 
-def config_value(snap: Snapshot, flows: FlowConfig, enabled: bool = True) -> bytes:
+def config_value(snap: Snapshot, flows: FlowConfig, enabled: bool = True, reply_ifindex: int = 0) -> bytes:
     timeouts = (flows.syn_timeout, flows.tcp_timeout, flows.fin_timeout, flows.fin_timeout, flows.udp_timeout)
     flags = (L.ENABLED if enabled else 0) | (L.REPLIES if enabled and _resolved(snap.reply_l2) else 0)
     return L.CONFIG.pack(snap.lb_mac, snap.reply_l2, flags, _b4(snap.lb_addr), snap.seed & 0xFFFFFFFF,
-                         *(min(int(t), 0xFFFFFFFF) for t in timeouts))
+                         *(min(int(t), 0xFFFFFFFF) for t in timeouts), reply_ifindex)
 
 
 def _resolved(l2: bytes) -> bool:
@@ -96,11 +96,25 @@ def table_value(size: int, backend_ids: Iterable[int]) -> bytes:
     return raw + bytes(L.TABLE_VALUE_SIZE - len(raw))
 
 
-def encode_snapshot(snap: Snapshot, flows: FlowConfig, ids: Ids) -> MapImage:
+@dataclass(frozen=True)
+class Interfaces:
+    """Several interfaces: each one's MAC by ifindex, and where frames leave.  ``backends`` maps
+    (service, backend) to the ifindex toward its next hop, ``replies`` is the gateway's; 0 or a missing
+    entry means "out of the interface the frame came in on" (one interface: every default)."""
+
+    macs: Mapping[int, bytes] = field(default_factory=dict)
+    backends: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    replies: int = 0
+
+
+def encode_snapshot(snap: Snapshot, flows: FlowConfig, ids: Ids, ifaces: Interfaces | None = None) -> MapImage:
     """Every map but the flow maps, for ``snap``."""
+    ifaces = ifaces or Interfaces()
     image: MapImage = {name: {} for name in ("pktlb_config", "pktlb_services", "pktlb_addrs", "pktlb_backends",
-                                             "pktlb_tables", "pktlb_nat_reverse")}
-    image["pktlb_config"][L.U32.pack(0)] = config_value(snap, flows)
+                                             "pktlb_tables", "pktlb_nat_reverse", "pktlb_ifaces")}
+    image["pktlb_config"][L.U32.pack(0)] = config_value(snap, flows, reply_ifindex=ifaces.replies)
+    for ifindex, mac in ifaces.macs.items():
+        image["pktlb_ifaces"][L.U32.pack(ifindex)] = L.IFACE.pack(mac)
     for vip in snap.vips:
         image["pktlb_addrs"][_b4(vip)] = L.U32.pack(L.ADDR_VIP | (L.ADDR_SNAT if vip in snap.snat_addrs else 0))
     for addr in snap.snat_addrs:
@@ -117,7 +131,7 @@ def encode_snapshot(snap: Snapshot, flows: FlowConfig, ids: Ids) -> MapImage:
             image["pktlb_backends"][L.U32.pack(bid)] = L.BACKEND.pack(
                 be.l2, be.addr_bytes, be.port_bytes, state,
                 be.in_ip_delta, be.in_l4_delta, be.in_pseudo_delta, be.out_ip_delta, be.out_l4_delta,
-                be.out_pseudo_delta, be.outer_base_sum & 0xFFFFFFFF, sid)
+                be.out_pseudo_delta, be.outer_base_sum & 0xFFFFFFFF, sid, ifaces.backends.get((svc.name, be.name), 0))
         table = svc.scheduler.lookup_table() if kind != L.SCHED_PYTHON else ()
         image["pktlb_tables"][L.U32.pack(sid)] = table_value(
             len(table), (ids.backend(svc.name, be.name) for be in table))
@@ -138,12 +152,14 @@ def decode_flow_key(raw: bytes) -> tuple[int, int, int, int, int]:
             int.from_bytes(dport, "big"))
 
 
-def flow_value(entry: FlowEntry, backend_id: int, last_seen_ns: int, reply_l2: bytes = UNRESOLVED_L2) -> bytes:
+def flow_value(entry: FlowEntry, backend_id: int, last_seen_ns: int, reply_l2: bytes = UNRESOLVED_L2,
+               reply_ifindex: int = 0) -> bytes:
     """``reply_l2``: where the flow's replies go (the client's next hop's MAC, then the LB's), used when
-    the config names no single gateway (nat and full-NAT replies punt while it is unresolved)."""
+    the config names no single gateway (nat and full-NAT replies punt while it is unresolved);
+    ``reply_ifindex`` the interface toward that next hop (0: where the reply came in)."""
     deltas = entry.nat_deltas
     return L.FLOW.pack(backend_id, L.STATE_NUMBERS[entry.state], 0, _b2(entry.snat_port), _b4(entry.snat_addr),
-                       deltas[0], deltas[1], deltas[2], reply_l2, 0, 0, 0, 0, max(last_seen_ns, 0))
+                       deltas[0], deltas[1], deltas[2], reply_l2, reply_ifindex, 0, 0, 0, 0, max(last_seen_ns, 0))
 
 
 def snat_reverse(entry: FlowEntry) -> tuple[bytes, bytes]:
@@ -153,14 +169,14 @@ def snat_reverse(entry: FlowEntry) -> tuple[bytes, bytes]:
 
 
 def encode_entry(entry: FlowEntry, snap: Snapshot, ids: Ids, last_seen_ns: int,
-                 reply_l2: bytes = UNRESOLVED_L2) -> MapImage:
+                 reply_l2: bytes = UNRESOLVED_L2, reply_ifindex: int = 0) -> MapImage:
     """The map entries of one flow (nothing when its service or backend is not in the snapshot)."""
     image: MapImage = {"pktlb_flows": {}, "pktlb_snat_reverse": {}}
     svc = snap.services.get((entry.key[0], entry.key[2], entry.key[4]))
     if svc is None or svc.name != entry.service or entry.backend not in svc.by_name:
         return image
     image["pktlb_flows"][flow_key(entry.key)] = flow_value(entry, ids.backend(svc.name, entry.backend),
-                                                           last_seen_ns, reply_l2)
+                                                           last_seen_ns, reply_l2, reply_ifindex)
     if entry.snat_port:
         key, value = snat_reverse(entry)
         image["pktlb_snat_reverse"][key] = value
@@ -200,8 +216,8 @@ class KernelFlow:
 
 
 def decode_flow(key: bytes, value: bytes) -> KernelFlow:
-    (backend_id, state, origin, _port, _addr, _d1, _d2, _d3, _l2, packets_in, bytes_in, packets_out, bytes_out,
-     last_seen) = L.FLOW.unpack(value)
+    (backend_id, state, origin, _port, _addr, _d1, _d2, _d3, _l2, _ifindex, packets_in, bytes_in, packets_out,
+     bytes_out, last_seen) = L.FLOW.unpack(value)
     return KernelFlow(decode_flow_key(key), backend_id, L.STATES[state] if state < len(L.STATES) else "est", origin,
                       packets_in, bytes_in, packets_out, bytes_out, last_seen)
 

@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import struct
 
-CONFIG = struct.Struct("<6s12sBx4sI5I")  # lb_mac, reply_l2, enabled, lb_addr, seed, timeouts by state
+CONFIG = struct.Struct("<6s12sBx4sI5II")  # lb_mac, reply_l2, enabled, lb_addr, seed, timeouts by state, reply_ifindex
 SERVICE_KEY = struct.Struct("<4s2sBx")  # vip, port, proto
 SERVICE = struct.Struct("<IBBBBH2s4s4s")  # id, mode, sched, replies_via_lb, udp, mtu, port, vip, snat
-BACKEND = struct.Struct("<12s4s2sBx8I")  # l2, addr, port, state, 6 NAT deltas, outer_base_sum, service_id
+BACKEND = struct.Struct("<12s4s2sBx9I")  # l2, addr, port, state, 6 NAT deltas, outer_base_sum, service_id, ifindex
 TABLE_HEAD = struct.Struct("<II")  # size, pad; then MAX_TABLE u16 backend ids
 FLOW_KEY = struct.Struct("<4s4s2s2sB3x")  # src, dst, sport, dport, proto
-FLOW = struct.Struct("<IBB2s4sIII12s4xQQQQQ")  # backend_id, state, origin, snat_port, snat_addr, 3 deltas, reply_l2,
-#                                              packets_in, bytes_in, packets_out, bytes_out, last_seen_ns
+FLOW = struct.Struct("<IBB2s4sIII12sIQQQQQ")  # backend_id, state, origin, snat_port, snat_addr, 3 deltas, reply_l2,
+#                                              reply_ifindex, packets_in, bytes_in, packets_out, bytes_out, last_seen_ns
 REVERSE_KEY = struct.Struct("<4s2sBx")  # addr, port, proto
 NAT_REVERSE = struct.Struct("<II4s2s2x")  # service_id, backend_id, vip, port
 SNAT_REVERSE = struct.Struct("<16sIII")  # flow key, out ip/l4/pseudo deltas
+IFACE = struct.Struct("<6s2x")  # an interface's MAC (pktlb_ifaces, by ifindex)
 U32 = struct.Struct("<I")
 U64 = struct.Struct("<Q")
 
@@ -29,11 +30,11 @@ MAX_BACKENDS = 1024
 MAX_TABLE = 65537
 TABLE_VALUE_SIZE = 131084  # TABLE_HEAD + MAX_TABLE u16, padded to 4
 
-SIZES = {"config": 48, "service": 20, "backend": 52, "sched_table": TABLE_VALUE_SIZE, "flow": 80,
-         "nat_reverse": 16, "snat_reverse": 28, "flow_key": 16, "service_key": 8, "reverse_key": 8}
+SIZES = {"config": 52, "service": 20, "backend": 56, "sched_table": TABLE_VALUE_SIZE, "flow": 80,
+         "nat_reverse": 16, "snat_reverse": 28, "flow_key": 16, "service_key": 8, "reverse_key": 8, "iface": 8}
 for _name, _st in (("config", CONFIG), ("service", SERVICE), ("backend", BACKEND), ("flow", FLOW),
                    ("nat_reverse", NAT_REVERSE), ("snat_reverse", SNAT_REVERSE), ("flow_key", FLOW_KEY),
-                   ("service_key", SERVICE_KEY), ("reverse_key", REVERSE_KEY)):
+                   ("service_key", SERVICE_KEY), ("reverse_key", REVERSE_KEY), ("iface", IFACE)):
     assert _st.size == SIZES[_name], (_name, _st.size)
 
 MODES = {"dsr": 0, "nat": 1, "fullnat": 2, "tunnel": 3}
@@ -53,7 +54,7 @@ PUNT_REASONS: tuple[str, ...] = (
     "backend_down", "no_backend", "too_big", "idle_expired", "spoofed_source", "disabled", "helper_failed",
     "no_neighbour", "partial_checksum",
 )
-FORWARD_KINDS: tuple[str, ...] = ("inbound", "new_flow", "outbound")
+FORWARD_KINDS: tuple[str, ...] = ("inbound", "new_flow", "outbound", "redirected")
 COUNTERS: tuple[str, ...] = PUNT_REASONS + FORWARD_KINDS
 
 PUNT_MEANINGS: dict[str, str] = {
@@ -80,7 +81,7 @@ PUNT_MEANINGS: dict[str, str] = {
     "spoofed_source": "source is an address the LB owns",
     "disabled": "no snapshot pushed yet",
     "helper_failed": "the kernel could not grow or rewrite the frame",
-    "no_neighbour": "the next hop's MAC is not resolved yet (or it is behind another interface)",
+    "no_neighbour": "the next hop's MAC is not resolved yet (or behind an interface XDP cannot send to: no program there)",
     "partial_checksum": "the L4 checksum is unfinished (a sender's TX offload): XDP cannot carry that state on, "
                         "and the tunnel's backends need it finished; Python finishes it",
 }

@@ -36,6 +36,8 @@ GEN_CPU, LB_CPU = 0, 1
 COUNT_TABLE = "pktlb_bench_count"
 COMMAND_TIMEOUT = 20.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+NAPI_COALESCE_NS, NAPI_DEFER_POLLS = 20_000, 2  # see BenchLab.thread_napi
+NAPI_PRIORITY = 50  # SCHED_FIFO priority of a threaded NAPI's kernel thread (the kernel's default for irq threads)
 
 
 class BenchError(RuntimeError):
@@ -187,6 +189,35 @@ class BenchLab:
         """The switch-side end of the LB's veth: what the LB sends is received there."""
         return str(self.node("lb").interfaces[0].port)
 
+    def thread_napi(self, node: str, ifname: str, cpu: int, coalesce: bool = False) -> list[int]:
+        """Threaded NAPI on an interface that has NAPI (a veth with an XDP program), its kernel thread pinned
+        to ``cpu``; the thread ids.  A veth runs its XDP program in NAPI, scheduled on the CPU that sent
+        the frame (the generator's) and not subject to RPS: without this the fast path would run on the
+        generator's core, off the LB core's books.  The thread runs SCHED_FIFO, ahead of every ordinary
+        task as softirq work is.  ``coalesce``: while frames keep coming, NAPI polls again from a timer
+        every NAPI_COALESCE_NS on its own core instead of being woken by the sender for every few frames
+        (a NIC's interrupt moderation; each wake-up is an IPI and a context switch).  Off first, so the thread found is the one made now."""
+        path = f"/sys/class/net/{ifname}/threaded"
+        self.run(node, ["sh", "-c", f"echo 0 > {path}"], check=False)
+        before = napi_threads(ifname)
+        self.sh(node, f"echo 1 > {path}")
+        if coalesce:
+            self.sh(node, f"echo {NAPI_DEFER_POLLS} > /sys/class/net/{ifname}/napi_defer_hard_irqs; "
+                          f"echo {NAPI_COALESCE_NS} > /sys/class/net/{ifname}/gro_flush_timeout")
+        made = sorted(set(napi_threads(ifname)) - set(before))
+        if not made:
+            raise BenchError(f"no NAPI thread appeared for {ifname} in {self.ns(node)} ({path})")
+        for tid in made:  # softirq work preempts every task; a NAPI thread must too, or other load starves it
+            os.sched_setaffinity(tid, {cpu})
+            os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(NAPI_PRIORITY))
+        return made
+
+    def unthread_napi(self, node: str, ifname: str) -> None:
+        """NAPI back in softirq (done while the interface still has NAPI: after that the flag cannot change)."""
+        self.run(node, ["sh", "-c", f"echo 0 > /sys/class/net/{ifname}/threaded; "
+                                    f"echo 0 > /sys/class/net/{ifname}/napi_defer_hard_irqs; "
+                                    f"echo 0 > /sys/class/net/{ifname}/gro_flush_timeout"], check=False)
+
     def pin_lab_processes(self) -> None:
         for ns in self.namespaces:
             for pid in pids_in_namespace(ns):
@@ -288,6 +319,21 @@ def pin(pid: int, cpu: int) -> None:
             os.sched_setaffinity(int(tid), {cpu})
     except (FileNotFoundError, ProcessLookupError, PermissionError, OSError):
         pass
+
+
+def napi_threads(ifname: str, proc: Path = Path("/proc")) -> list[int]:
+    """Kernel threads of threaded NAPI for interfaces named ``ifname`` (any namespace): ``napi/IF-ID``."""
+    prefix = f"napi/{ifname}-"[:15]  # comm holds 15 characters
+    found = []
+    for entry in os.scandir(proc):
+        if entry.name.isdigit():
+            try:
+                comm = (proc / entry.name / "comm").read_text().strip()
+            except OSError:
+                continue
+            if comm.startswith(prefix):
+                found.append(int(entry.name))
+    return found
 
 
 def children_of(pid: int) -> list[int]:

@@ -42,6 +42,7 @@ class BenchOptions:
     # without it; None: every hook this pktlb has (lab/fastpath.py), [] or ["off"]: none.
     fastpath: list[str] | None = None
     syn_packets: int = 50_000  # SYNs of the new-flow flood (each a new flow); 0: no new-flow rate
+    repeats: int = 1  # floods and paced runs per row; the best one counts (highest pps, lowest CPU per packet)
 
 
 SYN_FLOWS = 65536  # distinct SYNs the new-flow flood cycles through (more than it sends: each is new)

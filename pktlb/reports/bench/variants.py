@@ -109,6 +109,10 @@ class Variant:
         """The user-space forwarding processes, if any (their CPU time is reported beside the core's)."""
         return []
 
+    def fastpath_counters(self) -> dict[str, dict[str, int]] | None:
+        """A kernel fast path's counters (forwarded, punts by reason), if the variant has one."""
+        return None
+
 
 def set_forwarding(lab: BenchLab, value: int, undo: list[tuple[Any, ...]]) -> None:
     """The LB namespace's ip_forward set to ``value``; the old value goes on ``undo``."""
@@ -137,6 +141,7 @@ class PktlbVariant(Variant):
         self.max_entries, self.udp_timeout, self.fastpath = max_entries, udp_timeout, fastpath
         self.proc: Any = None
         self.socket = ""
+        self.napi_threads: list[int] = []
 
     @property
     def label(self) -> str:
@@ -168,6 +173,12 @@ class PktlbVariant(Variant):
             pin(pid, LB_CPU if self.workers == 1 else index % 2)
         if self.fastpath:
             self._check_fastpath()
+        if self.fastpath == "xdp":  # the program runs in the LB interface's NAPI: on the LB core, as RPS does
+            try:
+                self.napi_threads = lab.thread_napi("lb", "eth0", LB_CPU, coalesce=True)
+            except BenchError:
+                stop(self.proc)
+                raise
 
     def _check_fastpath(self) -> None:
         """The engine's own word (``pktlb stats``) that its fast path is on at the hook asked for."""
@@ -182,6 +193,17 @@ class PktlbVariant(Variant):
             return []
         return [self.proc.pid] if self.workers == 1 else children_of(self.proc.pid)
 
+    def fastpath_counters(self) -> dict[str, dict[str, int]] | None:
+        """The fast path's forwarded and punt counters now, summed over the workers (None without it)."""
+        if not self.fastpath:
+            return None
+        out: dict[str, dict[str, int]] = {"forwarded": {}, "punts": {}}
+        for s in self.stats():
+            for part in out:
+                for key, value in ((s.get("fastpath") or {}).get(part) or {}).items():
+                    out[part][key] = out[part].get(key, 0) + int(value)
+        return out
+
     def stats(self) -> list[dict[str, Any]]:
         sockets = [worker_socket(self.socket, i) for i in range(self.workers)]
         out = []
@@ -194,10 +216,13 @@ class PktlbVariant(Variant):
 
     def stop(self, lab: BenchLab, signum: int = signal.SIGTERM) -> dict[str, Any]:
         stats = self.stats()
+        if self.napi_threads:
+            lab.unthread_napi("lb", "eth0")  # while the program (and so NAPI) is still there
         if self.proc is not None:
             stop(self.proc, signum=signum)
         return {"engine": [{"worker": s.get("worker"), "totals": s.get("totals"), "port": s.get("port"),
-                            "flows": s.get("flows")} for s in stats]}
+                            "flows": s.get("flows"), "fastpath": s.get("fastpath")} for s in stats],
+                **({"napi_threads_on_lb_cpu": len(self.napi_threads)} if self.napi_threads else {})}
 
 
 class PktlbRxOnGeneratorCore(PktlbVariant):

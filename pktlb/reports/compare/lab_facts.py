@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -94,5 +95,21 @@ def cpu_seconds(pid: int | None) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+TRAFFIC = ("packets_in", "packets_out", "bytes_in", "bytes_out")  # what the LB moved, counted both ways
+
+
 def per_request(value: float, requests: int) -> float | None:
     return round(value / requests, 3) if requests else None
+
+
+def traffic_per_request(counts: Mapping[str, Any], requests: int) -> dict[str, float | None]:
+    """Each of ``TRAFFIC`` per request, named ``<key>_per_request`` (None without requests)."""
+    return {f"{key}_per_request": per_request(counts[key], requests) for key in TRAFFIC}
+
+
+def cpu_us_per_request(before: float | None, after: float | None, requests: int) -> float | None:
+    """CPU microseconds per request between two readings of ``cpu_seconds`` (None if either or the
+    request count is missing)."""
+    if before is None or after is None or not requests:
+        return None
+    return round((after - before) * 1e6 / requests, 1)

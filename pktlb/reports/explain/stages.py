@@ -1,5 +1,6 @@
 """The wording of ``pktlb explain``'s steps: the stages in order, which stage each drop reason belongs
-to, and the lines for parse, classify and rewrite, read from the frame, the snapshot and the decision.
+to, and the lines of every stage (parse, classify, flow table, scheduler, rewrite, emit), read from the
+frame, the snapshot, the decision and the flow entry.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pktlb.core.packet.ipv4 import (
 )
 from pktlb.core.rewrite.registry import get_rewriter, traits_of
 from pktlb.core.snapshot import Snapshot
+from pktlb.reports.explain import dissect
 
 STAGES = ("parse", "classify", "flow table", "scheduler", "rewrite", "emit")
 _STAGE_OF_REASON = {
@@ -151,3 +153,79 @@ def rewrite_text(snap: Snapshot, dec: d.Decision, changed: list[str]) -> list[st
     if changed:
         lines.append("fields changed: " + ", ".join(changed))
     return lines
+
+
+def stage_lines(stage: str, before: bytes, snap: Snapshot, dec: d.Decision, info: dict, entry, sched_line,
+                outputs: list[bytes]) -> list[str]:
+    """The lines of one stage, ending with the drop if the frame was dropped there."""
+    failed_here = dec.verdict == d.DROP and stage_of(dec.reason) == stage
+    drop_line = (f"DROP {dec.reason}: {d.DROP_REASONS.get(dec.reason, '')}"
+                 + (f" ({dec.detail})" if dec.detail else ""))
+    if stage == "parse":
+        return parse_lines(before, snap) + ([drop_line] if failed_here else [])
+    if stage == "classify":
+        return classify_text(before, snap, dec, info) + ([drop_line] if failed_here else [])
+    if stage == "flow table":
+        return flow_lines(dec, info, entry) + ([drop_line] if failed_here else [])
+    if stage == "scheduler":
+        if failed_here:
+            return ([sched_line] if sched_line else []) + [drop_line]
+        if dec.flow_hit is False and sched_line:
+            return [f"flow hash 0x{info['flow_hash']:08x} (seeded CRC-32 of the 5-tuple + MurmurHash3 fmix32)",
+                    sched_line]
+        if dec.flow_hit:
+            return [f"not consulted: the flow table already names {dec.backend} (that is what keeps a "
+                    "connection on one backend even if the scheduler would now choose another)"]
+        return ["not consulted: no new flow to place"]
+    if stage == "rewrite":
+        same_packet = outputs and (dec.verdict == d.FORWARD or dec.reason == d.ECHO_REPLY)
+        changed = changed_fields(dissect.diff(before, outputs[0])) if same_packet else []
+        return rewrite_text(snap, dec, changed) + ([drop_line] if failed_here else [])
+    return [emit_line(o, snap) for o in outputs] or ["nothing emitted"]
+
+
+def changed_fields(rows: list[dissect.DiffRow]) -> list[str]:
+    """``Layer.field`` for each change; a header that is new as a whole is one ``Layer (added)``."""
+    added = {r.layer for r in rows} - {r.layer for r in rows if r.before != "-"}
+    names = [f"{r.layer}.{r.field}" for r in rows if r.changed and r.layer not in added]
+    return names + [f"{layer} (added)" for layer in dict.fromkeys(r.layer for r in rows if r.layer in added)]
+
+
+def flow_lines(dec: d.Decision, info: dict, entry) -> list[str]:
+    if dec.reason == d.OUTBOUND:
+        if entry is None:
+            return ["no flow entry for this reply (the NAT reverse table still names the backend)"]
+        lines = [f"reply of the flow {key_text(entry.key)}: state now {entry.state}, "
+                 f"{entry.packets_in} packets in / {entry.packets_out} out"]
+        if entry.backend != dec.backend:
+            lines.append(f"note: the flow table places this flow on {entry.backend}, yet the reply comes from "
+                         f"{dec.backend}; NAT rewrites it anyway, by the backend's own address")
+        return lines
+    if "quoted_key" in info:
+        key = info["quoted_key"]
+        if dec.flow_hit:
+            return [f"the quoted header, reversed, is the flow {key_text(key)}: HIT -> {dec.backend}"]
+        return [f"the quoted header, reversed, is the flow {key_text(key)}: no entry"
+                + (f"; {dec.mode} keeps no state it needs, the scheduler's hash finds the backend again"
+                   if dec.backend else "")]
+    key = dec.flow_key or info.get("key")
+    if key is None:
+        return ["not used: this frame opens no flow"]
+    if dec.flow_hit:
+        return [f"key {key_text(key)}: HIT -> {entry.backend if entry else dec.backend}, state "
+                f"{entry.state if entry else '?'}; this is packet {entry.packets_in if entry else '?'} of the flow"]
+    if entry is None:
+        return [f"key {key_text(key)}: miss"]
+    line = f"key {key_text(key)}: MISS -> new entry for {entry.backend}, state {entry.state}"
+    if entry.snat_port:
+        line += f", full-NAT source {int_to_ip(entry.snat_addr)}:{entry.snat_port} allocated from the service's range"
+    return [line]
+
+
+def key_text(key) -> str:
+    proto, src, dst, sport, dport = key
+    return f"{PROTO_NAMES.get(proto, proto)} {int_to_ip(src)}:{sport} -> {int_to_ip(dst)}:{dport}"
+
+
+def emit_line(frame: bytes, snap: Snapshot) -> str:
+    return f"{len(frame)} bytes to {bytes_to_mac(frame[DST_MAC])} ({who(frame[DST_MAC], snap)}): {dissect.summary(frame)}"
