@@ -7,7 +7,9 @@ engine receives on, and shared by all its workers.
                   attaches the program (a bpf_link per interface: it dies with worker 0, even by
                   SIGKILL) and writes the snapshot's maps; each worker pushes and reads back its own
                   flows (``FastPathSync.owns``).  Nothing is pinned: the maps live as long as a
-                  process of the engine holds them.
+                  process of the engine holds them.  Every worker runs the health checks; the
+                  backend states in the kernel are worker 0's (a change another worker sees first
+                  reaches the kernel when worker 0 sees it too).
 
 Several interfaces: the program learns each interface's MAC (``pktlb_ifaces``) and, per backend and
 per reply, the interface the engine's egress stage picks (``Interfaces``).  A frame whose next hop is

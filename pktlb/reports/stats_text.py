@@ -19,7 +19,9 @@ def fastpath_line(fast: dict[str, Any], totals: dict[str, Any]) -> str:
     punts = fast.get("punts") or {}
     top = ", ".join(f"{k} {v}" for k, v in sorted(punts.items(), key=lambda kv: -kv[1])[:5])
     return (f"fast path: {fast['hook']}, {totals.get('kernel_forwarded', 0)} of the forwarded frames in the kernel "
-            f"({fast.get('forwarded', {}).get('new_flow', 0)} new flows scheduled there); punted to Python: "
+            f"({fast.get('forwarded', {}).get('new_flow', 0)} new flows scheduled there"
+            + (f", {fast['forwarded']['redirected']} sent out of another interface"
+               if fast.get("forwarded", {}).get("redirected") else "") + "); punted to Python: "
             f"{top or 'none'}" + (f"; {fast['errors']} map errors" if fast.get("errors") else ""))
 
 

@@ -3,7 +3,7 @@
 Workers: one program and one set of maps for both workers; a nat and a full-NAT service carry
 downloads intact, the kernel forwards nearly every frame, `pktlb stats` (both workers added up)
 counts each kernel-forwarded frame once, `pktlb flows` lists the flows and a backend set down gets
-no new flow.  Two arms (`pktlb lab up --topology two-arm`): the program on the client-side interface
+no new flow; SIGKILL of worker 0 takes the program with it.  Two arms (`pktlb lab up --topology two-arm`): the program on the client-side interface
 sends the requests out of the server-side one (XDP_REDIRECT), and Python handles almost nothing.
 A network pktlb did not build (``tests.lab.foreign``: a client arm and two server arms, no gateway
 in the config): requests and replies both cross interfaces in the kernel, at XDP and at tc.
@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -104,8 +107,11 @@ def test_two_workers_share_one_program_and_count_its_frames_once(lab_factory):
         assert xdp_on_lb(lab)
         for _ in range(2):
             download(lab, 80)
-        for _ in range(3):  # rr: both backends; each worker's own SNAT slice
+        for _ in range(2):
             download(lab, FULL_PORT)
+        for _ in range(8):  # more connections: each worker decides some (its own SNAT slice), rr: both backends
+            lab.run("client", ["curl", "-sS", "--max-time", "5", "-o", "/dev/null", f"http://{lab.vip}:{FULL_PORT}/"],
+                    timeout=10)
         time.sleep(1.5)  # one read-back tick: the kernel's counters reach each worker's stats
         stats = engine_stats(str(lab.paths.control_socket))
         fast, totals = stats["fastpath"], stats["totals"]
@@ -116,7 +122,7 @@ def test_two_workers_share_one_program_and_count_its_frames_once(lab_factory):
         assert totals["received"] - totals["kernel_forwarded"] < 500, (totals, fast)  # Python: handshakes, FINs
         listed = lab.cli("flows", "--socket", str(lab.paths.control_socket), "--json")
         flows = json.loads(listed.stdout)["flows"]
-        assert len(flows) == 5 and sum(f["packets_in"] + f["packets_out"] for f in flows) >= totals["kernel_forwarded"]
+        assert len(flows) == 12 and sum(f["packets_in"] + f["packets_out"] for f in flows) >= totals["kernel_forwarded"]
         assert {int(f["snat"].rsplit(":", 1)[1]) < 40000 for f in flows if f.get("snat")} == {True, False}  # both
         before = {f["client"] for f in flows}
         for path in lab.paths.worker_sockets():  # as `pktlb backend down` does: every worker
@@ -126,6 +132,11 @@ def test_two_workers_share_one_program_and_count_its_frames_once(lab_factory):
         time.sleep(1.2)
         flows = [f for p in lab.paths.worker_sockets() for f in request(p, {"cmd": "flows"})["flows"]]
         assert {f["backend"] for f in flows if f["client"] not in before} == {"be2"}, flows
+        # SIGKILL worker 0: its bpf_links die with it (nothing pinned); the parent then stops worker 1
+        workers = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        os.kill(min(int(pid) for pid in workers), signal.SIGKILL)
+        proc.wait(timeout=15)
+        assert not xdp_on_lb(lab)
     finally:
         stop(proc)
         for server in servers:
