@@ -52,6 +52,18 @@ def test_fullnat_at_tc_with_a_local_snat_address_the_kernel_stays_out_of_the_way
         assert fast["hook"] == "tc" and fast["errors"] == 0, fast
         assert fast["forwarded"]["outbound"] > 1000, fast  # the replies to the SNAT address, in the kernel
         assert totals["kernel_forwarded"] > 0.9 * totals["received"], (totals, fast)
+        # A reload that resizes the flow table: Python's follows, the kernel's map keeps its size and says so;
+        # the guard is replaced at the same hook and the service keeps working.
+        config = lab.paths.config
+        config.write_text(config.read_text() + "\n[flows]\nmax_entries = 4096\n")
+        answer = ask(lab, {"cmd": "reload"})
+        assert answer["reloaded"] and "kernel flow map keeps its" in answer["fastpath_flows"], answer
+        assert ask(lab, {"cmd": "stats"})["fastpath"]["flow_map_wanted"] == 4096
+        assert guard_tables(lab) == [f"table ip {GUARD_TABLE}"]
+        done = lab.run("client", ["sh", "-c", f"curl -sS --max-time 15 http://{lab.vip}/bytes?n={n} | sha256sum"],
+                       timeout=20)
+        assert done.stdout.split()[0] == expected_sha256(n), done.stderr
+        assert tcp_out_rsts(lab) == rsts
     finally:
         stop(proc)
     assert guard_tables(lab) == []  # removed on exit
