@@ -145,11 +145,13 @@ class FastPath:
         prog = "xdp_fastpath" if hook == "xdp" else "tc_fastpath"
         return libbpf.test_run(self.obj.prog_fd(prog), frame, repeat)
 
-    def attach(self, interface: str, hook: str) -> None:
-        """Attach to ``interface`` of this network namespace (XDP or tcx ingress)."""
+    def attach(self, interface: str, hook: str, xdp_mode: str = "native") -> None:
+        """Attach to ``interface`` of this network namespace (XDP or tcx ingress).  ``xdp_mode`` generic: XDP
+        on the skb, after receive steering (RPS), where a veth's native XDP runs on the sending core."""
         ifindex = socket.if_nametoindex(interface)
         if hook == "xdp":
-            self.links.append(libbpf.link_create(self.obj.prog_fd("xdp_fastpath"), ifindex, libbpf.BPF_XDP))
+            flags = libbpf.XDP_FLAGS_SKB_MODE if xdp_mode == "generic" else 0
+            self.links.append(libbpf.link_create(self.obj.prog_fd("xdp_fastpath"), ifindex, libbpf.BPF_XDP, flags))
         else:
             self.links.append(libbpf.link_create(self.obj.prog_fd("tc_fastpath"), ifindex, libbpf.BPF_TCX_INGRESS))
 

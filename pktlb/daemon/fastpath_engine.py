@@ -139,7 +139,7 @@ def start_for_engine(engine: Any, hook: str, shared: Preloaded | None = None) ->
     if writer:
         for port in engine.ports:
             try:
-                fp.attach(port.ifname, hook)
+                fp.attach(port.ifname, hook, engine.config.lb.xdp_mode)
             except (BpfError, OSError) as exc:
                 fp.close()
                 return None, f"attaching to {port.ifname} ({hook}) failed: {exc}"

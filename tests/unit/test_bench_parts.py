@@ -317,3 +317,14 @@ def test_napi_threads_are_found_by_the_interface_name_in_their_15_character_name
     (tmp_path / "stat").write_text("")
     assert sorted(bench_lab.napi_threads("eth0", tmp_path)) == [11, 12]
     assert bench_lab.napi_threads("sw-lb-eth0-long", tmp_path) == [13]  # the name cut at 15 characters
+
+
+def test_bench_config_asks_the_engine_for_generic_xdp_in_its_lb_table():
+    lab_config = "\n".join(["[lb]", 'address = "198.18.0.2"', "[[service]]", 'name = "web"', 'vip = "198.19.0.100"',
+                            "port = 80", 'mode = "nat"', "[[service.backend]]", 'address = "198.18.0.11"'])
+    backends = [("be1", "198.18.0.11", "02:00:c6:12:00:0b")]
+    assert parse_config(bench_config_text(lab_config, "nat", "198.19.0.100", backends, None)).lb.xdp_mode == "native"
+    config = parse_config(bench_config_text(lab_config, "nat", "198.19.0.100", backends, None, xdp_mode="generic"))
+    assert config.lb.xdp_mode == "generic" and config.lb.address == "198.18.0.2"
+    with pytest.raises(ValueError, match="xdp_mode"):
+        parse_config(lab_config.replace("[lb]", '[lb]\nxdp_mode = "offload"'))
