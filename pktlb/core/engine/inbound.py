@@ -42,9 +42,8 @@ def inbound(frame: bytearray, snap: Snapshot, flows: FlowTable, now: float, part
     if cut and proto != PROTO_TCP:
         return NONE, d.drop("gso_unsupported", "UDP GSO: turn GSO off on the client side for tunnel mode",
                             svc.name, svc.mode)
-    if traits.decrements_ttl and frame[IP_TTL] <= 1:
-        return ttl_expired(frame, snap, svc, end)
-    if frame[IP_TTL] == 0:
+    ttl = frame[IP_TTL]
+    if ttl <= 1 and (ttl == 0 or traits.decrements_ttl):
         return ttl_expired(frame, snap, svc, end)
     key = (proto, src, dst, sport, dport)
     flags = frame[l4 + TCP_OFF_FLAGS] if proto == PROTO_TCP else 0
@@ -88,11 +87,13 @@ def inbound(frame: bytearray, snap: Snapshot, flows: FlowTable, now: float, part
     if cut:
         out, forwarded = _inbound_segments(frame, l4, gso, svc, be, entry, snap)
         partial = False
+        if type(out) is Drop:
+            return NONE, d.drop(out, "", svc.name, svc.mode)
     else:
         out = rw.inbound(frame, IP, l4, csum_off, svc, be, entry, snap, partial)
-        forwarded = type(out) is not Drop and out[0] is frame
-    if type(out) is Drop:
-        return NONE, d.drop(out, "", svc.name, svc.mode)
+        if type(out) is Drop:
+            return NONE, d.drop(out, "", svc.name, svc.mode)
+        forwarded = out[0] is frame  # else an ICMP answer (fragmentation needed) replaced it
     if hit and forwarded:
         cached = entry.decision  # the same backend view (so the same snapshot) and checksum state: reuse it
         if cached is not None and cached[0] is be and cached[1] == partial:

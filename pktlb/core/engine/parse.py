@@ -18,20 +18,10 @@ from pktlb.core import icmp_relay
 from pktlb.core.engine.icmp import icmp_error_from_backend, icmp_to_vip
 from pktlb.core.engine.inbound import inbound
 from pktlb.core.engine.replies import fullnat_reply, nat_reply
-from pktlb.core.engine.steps import ADDRS, NONE, PORTS, Outcome
+from pktlb.core.engine.steps import NONE, PORTS, Outcome
 from pktlb.core.flowtable import FlowTable
 from pktlb.core.packet.ethernet import ETH_P_8021Q, ETH_P_IP
-from pktlb.core.packet.frame import (
-    DST_MAC,
-    ETHERTYPE,
-    FRAG_BITS,
-    IP,
-    IP_FRAG,
-    IP_PROTO,
-    IP_SRC,
-    IP_TOTLEN,
-    MIN_IPV4_FRAME,
-)
+from pktlb.core.packet.frame import DST_MAC, ETHERTYPE, FRAGMENT, IP, MIN_IPV4_FRAME, header_fields
 from pktlb.core.packet.ipv4 import IPV4_MIN_LEN, PROTO_ICMP, PROTO_TCP, PROTO_UDP
 from pktlb.core.packet.l4 import UDP_LEN
 from pktlb.core.snapshot import Snapshot
@@ -49,39 +39,35 @@ def process(frame: bytearray, snap: Snapshot, flows: FlowTable, now: float,
 
 
 def _process(frame: bytearray, snap: Snapshot, flows: FlowTable, now: float, partial: bool, gso: int) -> Outcome:
+    # Hot path: each module-global name read per frame costs, so offsets are combined (``l4``, ``end``) and the
+    # header's fields come in one ``header_fields`` call.
     n = len(frame)
-    if n < IP:
-        return NONE, d.drop("truncated", f"{n}-byte frame")
-    ethertype = (frame[ETHERTYPE] << 8) | frame[ETHERTYPE + 1]
+    if n < MIN_IPV4_FRAME:
+        return NONE, _short_frame(frame, snap, n)
+    ethertype, vihl, total, frag, proto, src, dst = header_fields(frame)
     if ethertype != ETH_P_IP:
         return NONE, d.drop("vlan_tagged" if ethertype == ETH_P_8021Q else "not_ipv4", f"ethertype 0x{ethertype:04x}")
     if frame[DST_MAC] != snap.lb_mac:
         return NONE, d.drop("not_our_mac")
-    if n < MIN_IPV4_FRAME:
-        return NONE, d.drop("truncated", f"{n}-byte frame, IPv4 needs {MIN_IPV4_FRAME}")
-    vihl = frame[IP]
     if vihl >> 4 != 4:
         return NONE, d.drop("bad_ip_version", f"version {vihl >> 4}")
     ihl = (vihl & 15) << 2
-    if ihl < IPV4_MIN_LEN or IP + ihl > n:
+    l4 = IP + ihl
+    if ihl < IPV4_MIN_LEN or l4 > n:
         return NONE, d.drop("bad_header_length", f"IHL {ihl} bytes")
-    total = (frame[IP_TOTLEN] << 8) | frame[IP_TOTLEN + 1]
-    if total < ihl or IP + total > n:
-        return NONE, d.drop("bad_total_length", f"total length {total}, frame carries {n - IP}")
     end = IP + total
+    if total < ihl or end > n:
+        return NONE, d.drop("bad_total_length", f"total length {total}, frame carries {n - IP}")
     if end < n:
         del frame[end:]  # Ethernet padding must not travel on (the tunnel would carry it inside)
     # A valid header's one's-complement sum is 0xffff, i.e. the header read as one big number is a
     # non-zero multiple of 0xffff (checksum.ones_sum explains why); the version check ruled out zero.
-    if int.from_bytes(frame[IP:IP + ihl], "big") % 0xFFFF:
+    if int.from_bytes(frame[IP:l4], "big") % 0xFFFF:
         return NONE, d.drop("bad_ip_checksum")
-    proto = frame[IP_PROTO]
-    src, dst = ADDRS(frame, IP_SRC)
-    l4 = IP + ihl
     if dst in snap.vips:
         if src in snap.vips or src in snap.snat_addrs or src == snap.lb_addr:
             return NONE, d.drop("spoofed_source")
-        if frame[IP_FRAG] & FRAG_BITS or frame[IP_FRAG + 1]:  # MF flag or a fragment offset (DF is 0x40)
+        if frag & FRAGMENT:  # MF flag or a fragment offset (DF may be set)
             return NONE, d.drop("fragment")
         if proto == PROTO_TCP or proto == PROTO_UDP:
             return inbound(frame, snap, flows, now, partial, proto, src, dst, l4, total - ihl, end, gso)
@@ -102,3 +88,15 @@ def _process(frame: bytearray, snap: Snapshot, flows: FlowTable, now: float, par
     elif proto == PROTO_ICMP and total - ihl >= UDP_LEN and icmp_relay.is_error(frame, l4):
         return icmp_error_from_backend(frame, snap, flows, now, src, dst, l4, end)
     return NONE, d.drop("not_for_vip")
+
+
+def _short_frame(frame: bytearray, snap: Snapshot, n: int) -> d.Decision:
+    """Why a frame too short for an IPv4 header is dropped, in the order the checks above run."""
+    if n < IP:
+        return d.drop("truncated", f"{n}-byte frame")
+    ethertype = (frame[ETHERTYPE] << 8) | frame[ETHERTYPE + 1]
+    if ethertype != ETH_P_IP:
+        return d.drop("vlan_tagged" if ethertype == ETH_P_8021Q else "not_ipv4", f"ethertype 0x{ethertype:04x}")
+    if frame[DST_MAC] != snap.lb_mac:
+        return d.drop("not_our_mac")
+    return d.drop("truncated", f"{n}-byte frame, IPv4 needs {MIN_IPV4_FRAME}")

@@ -20,6 +20,7 @@ from pktlb.core.packet.l4 import (
     UDP_LEN,
     UDP_OFF_CSUM,
     UDP_OFF_LENGTH,
+    UDP_TAIL,
 )
 from pktlb.core.snapshot import BackendView, ServiceView, Snapshot
 
@@ -29,18 +30,25 @@ NONE: Frames = []
 ADDRS = struct.Struct("!II").unpack_from  # source and destination address
 PORTS = struct.Struct("!HH").unpack_from  # source and destination port
 U16 = struct.Struct("!H").unpack_from
+UDP_LENGTH_CSUM = UDP_TAIL.unpack_from  # a UDP header's length and checksum, at UDP_OFF_LENGTH
 BAD_L4 = d.Drop("bad_l4_header")
 
 
 def l4_checksum_offset(frame: bytearray, proto: int, l4: int, l4_len: int, partial: bool) -> int | d.Drop:
     """Offset of the L4 checksum to update (0: none, a UDP checksum of 0), or ``bad_l4_header``."""
     if proto == PROTO_TCP:
-        if l4_len < TCP_MIN_LEN or (frame[l4 + TCP_OFF_DATA] >> 4) < 5 or (frame[l4 + TCP_OFF_DATA] >> 4) * 4 > l4_len:
+        if l4_len < TCP_MIN_LEN:
+            return BAD_L4
+        words = frame[l4 + TCP_OFF_DATA] >> 4  # the TCP header's length in 32-bit words
+        if words < 5 or words * 4 > l4_len:
             return BAD_L4
         return l4 + TCP_OFF_CSUM
-    if l4_len < UDP_LEN or not UDP_LEN <= U16(frame, l4 + UDP_OFF_LENGTH)[0] <= l4_len:
+    if l4_len < UDP_LEN:
         return BAD_L4
-    return l4 + UDP_OFF_CSUM if (partial or frame[l4 + UDP_OFF_CSUM] or frame[l4 + UDP_OFF_CSUM + 1]) else 0
+    length, csum = UDP_LENGTH_CSUM(frame, l4 + UDP_OFF_LENGTH)
+    if not UDP_LEN <= length <= l4_len:
+        return BAD_L4
+    return l4 + UDP_OFF_CSUM if partial or csum else 0
 
 
 def pick_backend(svc: ServiceView, flows: FlowTable, key: FlowKey, seed: int) -> BackendView | None:

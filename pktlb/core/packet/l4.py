@@ -29,6 +29,7 @@ UDP_STRUCT = struct.Struct("!HHHH")
 UDP_LEN = UDP_STRUCT.size  # 8
 UDP_OFF_LENGTH = 4
 UDP_OFF_CSUM = 6
+UDP_TAIL = struct.Struct("!HH")  # length and checksum, read together from UDP_OFF_LENGTH
 
 FIN, SYN, RST, PSH, ACK, URG = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
 FLAG_LETTERS = {"F": FIN, "S": SYN, "R": RST, "P": PSH, "A": ACK, "U": URG}
