@@ -132,12 +132,7 @@ class FastPath:
 
     def counters(self) -> list[int]:
         """The counters (punts by reason, then forwards by kind), summed over the CPUs."""
-        fd = self.fd("pktlb_counters")
-        out = []
-        for i in range(len(L.COUNTERS)):
-            raw = libbpf.lookup(fd, L.U32.pack(i), 8 * self.cpus) or bytes(8 * self.cpus)
-            out.append(sum(int.from_bytes(raw[j:j + 8], "little") for j in range(0, len(raw), 8)))
-        return out
+        return libbpf.percpu_u64_sums(self.fd("pktlb_counters"), len(L.COUNTERS), self.cpus)
 
     # --- running ----------------------------------------------------------------------------------------
     def test_run(self, frame: bytes, hook: str = "xdp", repeat: int = 1) -> tuple[int, bytes, int]:

@@ -12,6 +12,7 @@ import ctypes
 import ctypes.util
 import errno
 import os
+import struct
 
 BPF_ANY, BPF_NOEXIST = 0, 1
 BPF_XDP = 37  # enum bpf_attach_type
@@ -136,6 +137,15 @@ def lookup(fd: int, key: bytes, value_size: int) -> bytes | None:
     if library().bpf_map_lookup_elem(fd, key, buf) < 0:
         return None
     return buf.raw
+
+
+def percpu_u64_sums(fd: int, count: int, cpus: int) -> list[int]:
+    """Entries 0..count-1 of a per-CPU array of u64, each summed over the CPUs (a missing entry: 0).
+    One buffer for every lookup: the fast path's counters are read after every test run."""
+    lookup_elem, buf = library().bpf_map_lookup_elem, ctypes.create_string_buffer(8 * cpus)
+    values = struct.Struct(f"<{cpus}Q")
+    return [sum(values.unpack(buf.raw)) if lookup_elem(fd, i.to_bytes(4, "little"), buf) >= 0 else 0
+            for i in range(count)]
 
 
 def delete(fd: int, key: bytes) -> bool:
