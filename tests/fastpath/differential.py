@@ -46,7 +46,7 @@ class Differential:
         self.snap = None
         self.ids = encode.Ids()
         self.written: dict[str, dict[bytes, bytes | None]] = {}
-        self.offset, self.offset_at = 0, -10.0
+        self.offset, self.offset_at, self.offset_now = 0, -10.0, -1.0
         self.last_counters = self.fp.counters()
         self.real = datapath_module.process
         self.tally: Counter[str] = Counter()
@@ -63,9 +63,12 @@ class Differential:
             self.ids = encode.Ids()
             self.fp.apply(encode.encode_snapshot(snap, flows.config, self.ids))
             self.snap = snap
-        if time.monotonic() - self.offset_at > 1.0:  # Python's clock is the test's `now`; the kernel's runs on
+        # Python's clock is the test's `now`; the kernel's runs on.  The offset makes a flow's age in the
+        # kernel equal its age in Python: recomputed whenever `now` changes (a later example may start
+        # earlier: a stale offset would age its flows, up to expiry) and at least every second.
+        if now != self.offset_now or time.monotonic() - self.offset_at > 1.0:
             self.offset = time.monotonic_ns() - int(now * 1e9)
-            self.offset_at = time.monotonic()
+            self.offset_at, self.offset_now = time.monotonic(), now
             for last in self.written.values():  # rewrite every entry with the new clock, keep the keys
                 for key in last:
                     last[key] = None
