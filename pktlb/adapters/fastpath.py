@@ -29,6 +29,11 @@ HOOKS = ("xdp", "tc")
 MAX_KERNEL_FLOWS = 131072  # the kernel's LRU flow map holds at most this many (a preallocated 18 MiB)
 
 
+def kernel_flow_entries(max_flows: int) -> int:
+    """How many entries the kernel's flow maps get for ``[flows] max_entries`` (fixed when they are loaded)."""
+    return min(max(int(max_flows), 16), MAX_KERNEL_FLOWS)
+
+
 def object_path() -> Path:
     """The built object: $PKTLB_FASTPATH_OBJECT, else build/fastpath/fastpath.bpf.o in the source tree."""
     env = os.environ.get(OBJECT_ENV)
@@ -55,7 +60,7 @@ class FastPath:
 
     def __init__(self, max_flows: int = 65536, hooks: tuple[str, ...] = HOOKS) -> None:
         programs = tuple({"xdp": "xdp_fastpath", "tc": "tc_fastpath"}[h] for h in hooks) + ("xdp_pass",)
-        bound = min(max(int(max_flows), 16), MAX_KERNEL_FLOWS)
+        self.max_flows = bound = kernel_flow_entries(max_flows)
         self.obj = libbpf.BpfObject(str(object_path()), {"pktlb_flows": bound, "pktlb_snat_reverse": bound},
                                     programs=programs)
         self.links: list[int] = []
@@ -140,11 +145,13 @@ class FastPath:
         prog = "xdp_fastpath" if hook == "xdp" else "tc_fastpath"
         return libbpf.test_run(self.obj.prog_fd(prog), frame, repeat)
 
-    def attach(self, interface: str, hook: str) -> None:
-        """Attach to ``interface`` of this network namespace (XDP or tcx ingress)."""
+    def attach(self, interface: str, hook: str, xdp_mode: str = "native") -> None:
+        """Attach to ``interface`` of this network namespace (XDP or tcx ingress).  ``xdp_mode`` generic: XDP
+        on the skb, after receive steering (RPS), where a veth's native XDP runs on the sending core."""
         ifindex = socket.if_nametoindex(interface)
         if hook == "xdp":
-            self.links.append(libbpf.link_create(self.obj.prog_fd("xdp_fastpath"), ifindex, libbpf.BPF_XDP))
+            flags = libbpf.XDP_FLAGS_SKB_MODE if xdp_mode == "generic" else 0
+            self.links.append(libbpf.link_create(self.obj.prog_fd("xdp_fastpath"), ifindex, libbpf.BPF_XDP, flags))
         else:
             self.links.append(libbpf.link_create(self.obj.prog_fd("tc_fastpath"), ifindex, libbpf.BPF_TCX_INGRESS))
 

@@ -15,6 +15,7 @@ import os
 
 BPF_ANY, BPF_NOEXIST = 0, 1
 BPF_XDP = 37  # enum bpf_attach_type
+XDP_FLAGS_SKB_MODE = 1 << 1  # generic XDP: the program runs on the skb, in the stack's receive path
 BPF_TCX_INGRESS = 46
 XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT = range(5)
 TC_ACT_OK, TC_ACT_SHOT, TC_ACT_REDIRECT = 0, 2, 7
@@ -181,6 +182,14 @@ def test_run(prog_fd: int, frame: bytes, repeat: int = 1, out_size: int = 0) -> 
     return opts.retval, out.raw[:opts.data_size_out], opts.duration
 
 
-def link_create(prog_fd: int, ifindex: int, attach_type: int) -> int:
-    """Attach with a bpf_link (XDP or tcx); returns the link's fd, whose closing detaches."""
-    return _check(library().bpf_link_create(prog_fd, ifindex, attach_type, None), "bpf_link_create")
+class _LinkCreateOpts(ctypes.Structure):
+    """The head of libbpf's struct bpf_link_create_opts (sz, flags): the rest left zero."""
+
+    _fields_ = [("sz", ctypes.c_size_t), ("flags", ctypes.c_uint32)]
+
+
+def link_create(prog_fd: int, ifindex: int, attach_type: int, flags: int = 0) -> int:
+    """Attach with a bpf_link (XDP or tcx); returns the link's fd, whose closing detaches.  ``flags``: for
+    XDP, XDP_FLAGS_SKB_MODE (generic XDP) or XDP_FLAGS_DRV_MODE; 0 lets the kernel pick (native if it can)."""
+    opts = ctypes.byref(_LinkCreateOpts(sz=ctypes.sizeof(_LinkCreateOpts), flags=flags)) if flags else None
+    return _check(library().bpf_link_create(prog_fd, ifindex, attach_type, opts), "bpf_link_create")

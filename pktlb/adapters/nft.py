@@ -12,7 +12,8 @@ import shutil
 import subprocess
 
 NFT_TIMEOUT = 10.0
-# The engine's ingress guard (daemon/guard.py builds it, the lab and the host checks look for it): one name.
+# The engine's guard (daemon/guard.py builds it, the lab and the host checks look for it): one name, in the
+# netdev family by default (ingress); with the tc fast path in the ip family (prerouting, daemon/readpoint.py).
 GUARD_FAMILY = "netdev"
 GUARD_TABLE = "pktlb_guard"
 _COMMENT = re.compile(r'^\s*comment "((?:[^"\\]|\\.)*)"', re.MULTILINE)

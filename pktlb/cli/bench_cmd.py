@@ -60,6 +60,9 @@ def _fastpath(_ctx: click.Context, _param: click.Parameter, value: str) -> list[
                    "auto: the first hook this pktlb has; off: none.")
 @click.option("--syn-packets", default=50_000, show_default=True, type=click.IntRange(0, 1_000_000),
               help="SYNs of the new-flow flood (each a new flow), per engine row and kernel DNAT/DSR; 0: none.")
+@click.option("--xdp-mode", default="generic", show_default=True, type=click.Choice(["generic", "native"]),
+              help="How the engine's fast path attaches in the xdp rows: generic (on the skb, after RPS, on the LB "
+                   "core like nftables) or native (a veth's own XDP, run in a NAPI thread pinned to the LB core).")
 @click.option("--repeat", "repeats", default=1, show_default=True, type=click.IntRange(1, 10),
               help="Floods and paced runs per row; the best counts (other load on a shared machine only slows "
                    "a run down).")
@@ -69,7 +72,7 @@ def _fastpath(_ctx: click.Context, _param: click.Parameter, value: str) -> list[
               help="Directory for bench.json, bench.txt and the profiles.")
 def bench(modes: list[str], packets: int, seconds: float, workers: list[int], profile: bool, memory: bool,
           memory_seconds: float, no_baselines: bool, no_diagnostic: bool, scapy_packets: int, latency_samples: int,
-          fastpath_text: list[str] | None, syn_packets: int, repeats: int, prefix: str, as_json: bool,
+          fastpath_text: list[str] | None, syn_packets: int, xdp_mode: str, repeats: int, prefix: str, as_json: bool,
           out_dir: str | None) -> None:
     """Measure the engine against the kernel and a naive scapy loop, in one run (needs root, 2 CPUs).
 
@@ -87,7 +90,8 @@ def bench(modes: list[str], packets: int, seconds: float, workers: list[int], pr
                         memory=memory, memory_seconds=memory_seconds, baselines=not no_baselines,
                         diagnostic=not no_diagnostic,
                         scapy_packets=scapy_packets, latency_samples=latency_samples, prefix=prefix, out=out_dir,
-                        fastpath=fastpath_text, syn_packets=syn_packets, repeats=repeats)
+                        fastpath=fastpath_text, syn_packets=syn_packets, repeats=repeats,
+                        xdp_mode=xdp_mode)
     try:
         report = run_bench(opts, progress=lambda line: click.echo(f"# {line}", err=True))
     except (BenchError, CommandError) as exc:

@@ -62,7 +62,8 @@ def _merged_stats(socket_path: str) -> dict[str, Any]:
 @click.option("--no-health", is_flag=True, help="Do not run the configured health checks.")
 @click.option("--allow-root-namespace", is_flag=True, help="Run in the host's network namespace (not a lab's).")
 @click.option("--no-guard", is_flag=True,
-              help="Do not install the nftables guard (table netdev pktlb_guard) that keeps this namespace's kernel "
+              help="Do not install the nftables guard (table pktlb_guard: netdev ingress, or ip prerouting with "
+                   "--fastpath tc) that keeps this namespace's kernel "
                    "from answering or forwarding VIP traffic; you keep it out of the way yourself.")
 @click.option("--fastpath", type=click.Choice(["xdp", "tc", "off"]), default=None,
               help="Kernel fast path for established flows (eBPF at XDP or tc ingress; default: [lb] fastpath, "
@@ -73,7 +74,8 @@ def run(config_path: str, workers: int, capture_dir: str | None, socket_path: st
     """Run the forwarding engine in this network namespace (needs root).
 
     It installs an nftables table, netdev pktlb_guard, dropping at ingress what the engine handles
-    (VIP traffic, NAT and full-NAT replies) so the kernel neither answers nor forwards it; each change
+    (VIP traffic, NAT and full-NAT replies) so the kernel neither answers nor forwards it (with
+    --fastpath tc: ip pktlb_guard at prerouting, after the engine's ETH_P_IP sockets); each change
     is logged and the table is removed on exit (or on the next start, after a SIGKILL).
 
     SIGTERM/SIGINT stop it cleanly; SIGHUP reloads CONFIG and applies the difference while the

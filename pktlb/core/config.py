@@ -77,6 +77,7 @@ class FlowConfig:
 
 
 FASTPATH_HOOKS = ("off", "xdp", "tc")
+XDP_MODES = ("native", "generic")  # the driver's XDP, or the kernel's generic (skb) XDP after receive steering
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,7 @@ class LbConfig:
     hash_seed: int = DEFAULT_SEED
     capture_dir: str | None = None
     fastpath: str = "off"  # the kernel fast path: off, xdp or tc (pktlb run --fastpath overrides it)
+    xdp_mode: str = "native"  # how the fast path attaches at xdp: native (the driver's) or generic (skb, after RPS)
 
     @property
     def interface(self) -> str:
@@ -192,13 +194,14 @@ def _service(table: Any, path: str) -> ServiceConfig:
 def config_from_dict(data: dict[str, Any]) -> Config:
     root = _Section(data, "", {"lb", "flows", "service"})
     lbs = _Section(root.get("lb", dict, {}), "lb", {"interface", "address", "mac", "gateway", "gateway_mac",
-                                                   "control_socket", "hash_seed", "capture_dir", "fastpath"})
+                                                   "control_socket", "hash_seed", "capture_dir", "fastpath",
+                                                   "xdp_mode"})
     lb = LbConfig(
         interfaces=_interfaces(lbs), address=lbs.ipv4("address", "198.18.0.2"), mac=lbs.mac("mac"),
         gateway=lbs.ipv4("gateway", None), gateway_mac=lbs.mac("gateway_mac"),
         control_socket=lbs.get("control_socket", str, "/run/pktlb/pktlb.sock"),
         hash_seed=lbs.int_in("hash_seed", 0, 2**32 - 1, DEFAULT_SEED), capture_dir=lbs.get("capture_dir", str, None),
-        fastpath=lbs.choice("fastpath", FASTPATH_HOOKS, "off"),
+        fastpath=lbs.choice("fastpath", FASTPATH_HOOKS, "off"), xdp_mode=lbs.choice("xdp_mode", XDP_MODES, "native"),
     )
     fs = _Section(root.get("flows", dict, {}), "flows", {"max_entries", "syn_timeout", "tcp_timeout",
                                                         "fin_timeout", "udp_timeout"})

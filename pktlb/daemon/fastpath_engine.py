@@ -28,13 +28,13 @@ from typing import Any
 
 from pktlb.adapters.fastpath import FastPath, availability
 from pktlb.adapters.libbpf import BpfError
-from pktlb.adapters.rawio import ETH_P_IP
 from pktlb.core.config import Config
 from pktlb.core.decision import FORWARD, INBOUND, OUTBOUND, Decision
 from pktlb.core.fastpath.encode import UNRESOLVED_L2, Interfaces
 from pktlb.core.snapshot import Snapshot
 from pktlb.daemon.egress import Route
 from pktlb.daemon.fastpath_sync import FastPathSync
+from pktlb.daemon.readpoint import read_point
 
 log = logging.getLogger("pktlb.fastpath")
 OFF_REASON = "off (--fastpath xdp|tc or [lb] fastpath turns it on)"
@@ -116,10 +116,10 @@ def start_for_engine(engine: Any, hook: str, shared: Preloaded | None = None) ->
     ``shared``: the object the parent loaded for all workers."""
     if hook == "off":
         return None, OFF_REASON
-    if hook == "tc" and any(port.protocol != ETH_P_IP for port in engine.ports):
+    if any(port.protocol != read_point(hook).protocol for port in engine.ports):
         # An ETH_P_ALL socket sees every frame before tc ingress runs: Python would forward the kernel's
         # frames a second time.  The engine binds ETH_P_IP when it starts with the tc fast path.
-        return None, "tc: the engine's packet socket reads before tc ingress (bound to ETH_P_ALL)"
+        return None, f"{hook}: the engine's packet socket reads at the wrong point (see pktlb.daemon.readpoint)"
     if shared is not None:
         if shared.fastpath is None:
             return None, shared.reason
@@ -139,7 +139,7 @@ def start_for_engine(engine: Any, hook: str, shared: Preloaded | None = None) ->
     if writer:
         for port in engine.ports:
             try:
-                fp.attach(port.ifname, hook)
+                fp.attach(port.ifname, hook, engine.config.lb.xdp_mode)
             except (BpfError, OSError) as exc:
                 fp.close()
                 return None, f"attaching to {port.ifname} ({hook}) failed: {exc}"

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pktlb.adapters.fanout import header_hash
-from pktlb.adapters.fastpath import FastPath
+from pktlb.adapters.fastpath import FastPath, kernel_flow_entries
 from pktlb.adapters.libbpf import BpfError
 from pktlb.core.datapath import DataPath
 from pktlb.core.fastpath import encode
@@ -64,6 +64,7 @@ class FastPathSync:
         self.imported = 0
         self.l2_seen: tuple[object, ...] = ()
         self.cursor: bytes | None = None
+        self.flow_map_wanted = 0  # a reload asked for another kernel flow map size (it keeps its own until restart)
 
     def owns(self, key: tuple[int, int, int, int, int]) -> bool:
         """Is this worker the one the fanout hash gives the flow's inbound frames (always, alone)?"""
@@ -274,11 +275,24 @@ class FastPathSync:
         self.errors += 1
         log.error("fast path %s failed (the engine keeps forwarding): %s", what, exc)
 
+    def flows_reloaded(self, max_entries: int) -> str | None:
+        """A reload's ``[flows] max_entries``: the kernel's flow maps were sized when loaded and keep that size
+        until the engine restarts; a warning (logged, and kept for `pktlb stats`) when it asks for another."""
+        have, want = getattr(self.fp, "max_flows", 0), kernel_flow_entries(max_entries)
+        self.flow_map_wanted = want if want != have else 0
+        if not self.flow_map_wanted:
+            return None
+        message = (f"[flows] max_entries = {max_entries}: the kernel flow map keeps its {have} entries until the "
+                   "engine restarts (eBPF map sizes are fixed when loaded); Python's flow table follows now")
+        log.warning("fast path: %s", message)
+        return message
+
     def report(self) -> dict[str, object]:
         counters = encode.decode_counters(self.fp.counters())
         return {"hook": self.hook, "errors": self.errors, "imported_flows": self.imported,
                 "kernel_flows": len(self.seen), "worker": self.worker, "writer": self.writer,
-                "foreign_backends": self.foreign_backends,
+                "foreign_backends": self.foreign_backends, "flow_map_entries": getattr(self.fp, "max_flows", 0),
+                **({"flow_map_wanted": self.flow_map_wanted} if self.flow_map_wanted else {}),
                 "forwarded": {k: counters[k] for k in L.FORWARD_KINDS},
                 "punts": {k: v for k, v in counters.items() if k in L.PUNT_REASONS and v}}
 

@@ -27,7 +27,7 @@ from pktlb.adapters.ifinfo import InterfaceMissing
 from pktlb.adapters.netlink import NetlinkCache, NetlinkUnavailable
 from pktlb.adapters.nft import NftError
 from pktlb.adapters.pcap import PcapWriter
-from pktlb.adapters.rawio import ETH_P_ALL, ETH_P_IP, NO_OFFLOAD, RawPort, VnetHeader
+from pktlb.adapters.rawio import NO_OFFLOAD, RawPort, VnetHeader
 from pktlb.core.config import Config, ConfigError
 from pktlb.core.datapath import DataPath
 from pktlb.core.decision import DROP, drop
@@ -39,10 +39,11 @@ from pktlb.daemon.control import ControlError, ControlPlane
 from pktlb.daemon.ctlsock import ControlServer, SocketInUse
 from pktlb.daemon.egress import Egress, Route, await_next_hops
 from pktlb.daemon.filter import engine_filter
-from pktlb.daemon.guard import Guard, guard_spec, owner_text, start_guard
+from pktlb.daemon.guard import Guard, GuardHook, owner_text, start_guard
 from pktlb.daemon.ports import Ports
 from pktlb.daemon.preflight import default_interfaces, startup_errors
 from pktlb.daemon.reactor import Reactor
+from pktlb.daemon.readpoint import read_point
 from pktlb.daemon.report import Reporter
 
 log = logging.getLogger("pktlb.engine")
@@ -80,24 +81,21 @@ class Forwarder:
             steering = fanout_program(self.control.snapshot, workers) if workers > 1 else None
         except ValueError as exc:  # too many SNAT ranges for classic BPF's jumps
             raise StartupError(f"cannot steer full-NAT replies over {workers} workers: {exc}") from None
-        # With the tc fast path the engine must read frames after tc ingress, where only what the program
-        # punted arrives: a socket bound to ETH_P_IP (an ETH_P_ALL one sees every frame before tc runs).
+        # Where the engine reads (the socket's protocol) and where its guard hooks follow the fast path's hook:
+        # with tc, after tc ingress, where only what the program punted arrives (pktlb.daemon.readpoint).
         self.fastpath_hook = hook = fastpath or lb.fastpath
-        tc_fastpath = hook == "tc"
-        protocol = ETH_P_IP if tc_fastpath else ETH_P_ALL
+        reads = read_point(hook)
         self.port_snaps: list[Snapshot] = []
         try:
             self.portset = Ports(self.interfaces, self.netlink, bpf=engine_filter(self.control.snapshot), batch=batch,
                                  workers=workers, fanout_group=fanout_group, steering=steering,
-                                 protocol=protocol)
+                                 protocol=reads.protocol)
         except InterfaceMissing as exc:
             self.netlink.close()
             raise StartupError(f"lb.interface: no interface named {str(exc)!r} in this network namespace") from None
         self.ports, self.tx_only = self.portset.rx, self.portset.tx_only  # receiving ports; send-only by ifindex
         self.port = self.ports[0]  # the first interface's port (single-interface callers, the bench)
-        # ... and the netdev guard would drop VIP traffic before such a socket sees it: the LB's kernel keeps
-        # out of the way by itself (ip_forward=0, the VIP on no interface), as without a guard.
-        self.guard = self._start_guard(guard and not tc_fastpath, config_path)
+        self.guard = self._start_guard(guard, config_path, reads.guard)
         self.lb_mac = lb.mac or bytes_to_mac(self.netlink.link(self.interfaces[0]).mac)
         self._install(self.control.snapshot)
         self._await_next_hops()
@@ -162,11 +160,11 @@ class Forwarder:
                         "until the kernel answers")
         self.egress.forget()
 
-    def _start_guard(self, wanted: bool, config_path: str) -> Guard | None:
+    def _start_guard(self, wanted: bool, config_path: str, hook: GuardHook) -> Guard | None:
         if self.worker != 0:  # worker 0 owns the namespace's guard table
             return None
         try:
-            return start_guard(self.config, self.interfaces, config_path, wanted)
+            return start_guard(self.config, self.interfaces, config_path, wanted, hook=hook)
         except (NftError, ValueError) as exc:
             self._close_ports()
             self.netlink.close()
@@ -343,6 +341,8 @@ class Forwarder:
         flows = self.datapath.flows.reconfigure(config.flows)
         if flows:
             log.info("flow table reconfigured: %s", flows)
+        # the kernel's flow map keeps the size it was loaded with: a warning when the reload asks for another
+        kernel_flows = self.fastpath.flows_reloaded(config.flows.max_entries) if self.fastpath is not None else None
         self.set_filter()
         if self.workers > 1:
             self.portset.set_fanout_program(fanout_program(self.control.snapshot, self.workers))
@@ -350,18 +350,15 @@ class Forwarder:
             self.monitor.close()
         self.monitor = self._start_health() if self.health_enabled else None
         log.info("reloaded %s", self.config_path)
-        return {"reloaded": True, **change.as_dict(), "flows": flows}
+        return {"reloaded": True, **change.as_dict(), "flows": flows,
+                **({"fastpath_flows": kernel_flows} if kernel_flows else {})}
 
     def set_filter(self) -> None:
         """The receive filter of every port and the guard, from the current snapshot and backends (new VIPs or
         backends: a NAT backend added at run time needs its replies kept from the kernel's forwarding too)."""
         self.portset.set_filter(engine_filter(self.control.snapshot))
         if self.guard is not None:
-            try:
-                self.guard.install(guard_spec(self.control.effective_config(), self.interfaces,
-                                              owner_text(self.config_path)))
-            except (NftError, ValueError) as exc:
-                log.error("guard not updated, the previous rules stay: %s", exc)
+            self.guard.update(self.control.effective_config(), self.interfaces, owner_text(self.config_path))
 
     def run(self) -> None:
         try:
@@ -372,10 +369,7 @@ class Forwarder:
     def close(self) -> None:
         self.server.close()
         if self.guard is not None:
-            try:
-                self.guard.remove()
-            except NftError as exc:
-                log.error("guard: table not removed (%s); the next start removes it", exc)
+            self.guard.remove()
         self._close_ports()
         self.netlink.close()
         if self.fastpath is not None:  # detaches the program and frees its maps

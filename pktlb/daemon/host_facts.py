@@ -14,7 +14,7 @@ import subprocess
 from collections.abc import Iterable
 
 from pktlb.adapters.netlink import NetlinkCache
-from pktlb.adapters.nft import GUARD_FAMILY, GUARD_TABLE, Nft, NftError
+from pktlb.adapters.nft import GUARD_TABLE, Nft, NftError
 from pktlb.core.config import Config
 from pktlb.core.packet.addr import int_to_ip
 from pktlb.core.routing import RTN_UNICAST, TABLE_MAIN
@@ -119,7 +119,7 @@ def collect_director(config: Config, *, netns: str | None = None, resolve_wait: 
     finally:
         cache.close()
     try:
-        facts.guard = (GUARD_FAMILY, GUARD_TABLE) in Nft(netns).tables()
+        facts.guard = any(name == GUARD_TABLE for _, name in Nft(netns).tables())  # at any hook's family
     except NftError as exc:
         errors.append(str(exc))
     facts.errors = errors

@@ -22,7 +22,9 @@ def fastpath_line(fast: dict[str, Any], totals: dict[str, Any]) -> str:
             f"({fast.get('forwarded', {}).get('new_flow', 0)} new flows scheduled there"
             + (f", {fast['forwarded']['redirected']} sent out of another interface"
                if fast.get("forwarded", {}).get("redirected") else "") + "); punted to Python: "
-            f"{top or 'none'}" + (f"; {fast['errors']} map errors" if fast.get("errors") else ""))
+            f"{top or 'none'}" + (f"; {fast['errors']} map errors" if fast.get("errors") else "")
+            + (f"; kernel flow map keeps {fast.get('flow_map_entries')} entries until restart "
+               f"(the reloaded config asks {fast['flow_map_wanted']})" if fast.get("flow_map_wanted") else ""))
 
 
 def render_stats(data: dict[str, Any]) -> str:

@@ -46,8 +46,9 @@ def test_compare_runs_the_engine_with_and_without_its_fast_path(tmp_path):
     assert fast["request"]["backend_saw"] == fast["request"]["client_address"]
 
 
-@pytest.mark.parametrize("mode", ["nat", "fullnat", "tunnel", "dsr"])
-def test_bench_measures_the_engine_with_its_fast_path(mode):
+@pytest.mark.parametrize(("mode", "xdp_mode"), [("nat", "generic"), ("fullnat", "generic"), ("tunnel", "generic"),
+                                               ("dsr", "generic"), ("nat", "native")])
+def test_bench_measures_the_engine_with_its_fast_path(mode, xdp_mode):
     hook = need_fastpath()
     prefix = unique_prefix()
     opts = BenchOptions(modes=[mode], packets=20_000, seconds=3.0, latency_samples=10, syn_packets=4_000,
@@ -55,7 +56,7 @@ def test_bench_measures_the_engine_with_its_fast_path(mode):
     lab = BenchLab(mode, prefix)
     try:
         lab.up().prepare()
-        row = run_variant(lab, PktlbVariant(mode, fastpath=hook), opts, None, lambda _: None)
+        row = run_variant(lab, PktlbVariant(mode, fastpath=hook, xdp_mode=xdp_mode), opts, None, lambda _: None)
     finally:
         lab.down()
     assert row.name == f"pktlb {mode}, fastpath {hook}" and row.kind == "pktlb"
@@ -65,5 +66,6 @@ def test_bench_measures_the_engine_with_its_fast_path(mode):
     # every flow established by the warm-up: the flood is the kernel's (a full-NAT flow's first frame is Python's)
     assert row.extra["warmup"]["delivered"] > 0
     assert row.extra["fastpath_counters"]["forwarded"].get("inbound", 0) > 0.9 * row.delivered
-    if hook == "xdp":  # the program ran on the LB core: its interface's NAPI thread was pinned there
-        assert row.extra["napi_threads_on_lb_cpu"] >= 1
+    if hook == "xdp":  # the program ran on the LB core: generic XDP after RPS, or a NAPI thread pinned there
+        assert row.extra["xdp_mode"] == xdp_mode
+        assert (row.extra.get("napi_threads_on_lb_cpu", 0) >= 1) == (xdp_mode == "native")

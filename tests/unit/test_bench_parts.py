@@ -317,3 +317,28 @@ def test_napi_threads_are_found_by_the_interface_name_in_their_15_character_name
     (tmp_path / "stat").write_text("")
     assert sorted(bench_lab.napi_threads("eth0", tmp_path)) == [11, 12]
     assert bench_lab.napi_threads("sw-lb-eth0-long", tmp_path) == [13]  # the name cut at 15 characters
+
+
+def test_bench_config_asks_the_engine_for_generic_xdp_in_its_lb_table():
+    lab_config = "\n".join(["[lb]", 'address = "198.18.0.2"', "[[service]]", 'name = "web"', 'vip = "198.19.0.100"',
+                            "port = 80", 'mode = "nat"', "[[service.backend]]", 'address = "198.18.0.11"'])
+    backends = [("be1", "198.18.0.11", "02:00:c6:12:00:0b")]
+    assert parse_config(bench_config_text(lab_config, "nat", "198.19.0.100", backends, None)).lb.xdp_mode == "native"
+    config = parse_config(bench_config_text(lab_config, "nat", "198.19.0.100", backends, None, xdp_mode="generic"))
+    assert config.lb.xdp_mode == "generic" and config.lb.address == "198.18.0.2"
+    with pytest.raises(ValueError, match="xdp_mode"):
+        parse_config(lab_config.replace("[lb]", '[lb]\nxdp_mode = "offload"'))
+
+
+def test_a_missed_pps_target_says_when_neither_row_lost_frames_and_the_generator_set_both_rates():
+    rows = [*sample_results(), result("pktlb nat, fastpath xdp", "pktlb", "nat", 150_000, 1.0, 0.3)]
+    found = {t.name: t for t in targets(rows)}
+    fast = found["nat, fastpath xdp: delivered pps vs nftables DNAT"]
+    assert not fast.met and "neither lost frames" in fast.note and "150,000 vs 200,000" in fast.note
+    assert fast.as_dict()["note"] == fast.note
+    rows[-1].sent = 300_000  # it lost half: its own limit, no note
+    lossy = {t.name: t for t in targets(rows)}["nat, fastpath xdp: delivered pps vs nftables DNAT"]
+    assert lossy.note == "" and lossy.as_dict()["note"] is None
+    report = BenchReport(machine={}, settings={"packets": 1, "frame_bytes": 60, "flows": 1, "seconds": 1},
+                         results=rows[:-1] + [result("pktlb nat, fastpath xdp", "pktlb", "nat", 150_000, 1.0, 0.3)])
+    assert "MISSED by 1.07x (neither lost frames" in render_text(report)

@@ -42,6 +42,7 @@ class BenchOptions:
     # without it; None: every hook this pktlb has (lab/fastpath.py), [] or ["off"]: none.
     fastpath: list[str] | None = None
     syn_packets: int = 50_000  # SYNs of the new-flow flood (each a new flow); 0: no new-flow rate
+    xdp_mode: str = "generic"  # how the engine's fast path attaches in the xdp rows (see run.py's method)
     repeats: int = 1  # floods and paced runs per row; the best one counts (highest pps, lowest CPU per packet)
 
 

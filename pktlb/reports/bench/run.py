@@ -24,14 +24,16 @@ Method (also printed in the report's settings):
   the UDP flood; new flows/s = delivered SYNs / delivery window.  For the engine with and without
   its kernel fast path, and for the kernel's DNAT and DSR.
 * Fast path (``--fastpath``): the engine's rows again with ``pktlb run --fastpath HOOK``, measured
-  only if the engine reports the fast path on (else a note says why).  A veth runs XDP in its NAPI
-  poll, on the core that sent the frame and before RPS, so at ``xdp`` the LB's eth0 gets threaded
-  NAPI: its kernel thread pinned to the LB core, SCHED_FIFO (ahead of tasks, as softirq work is),
-  polling from a 20 us timer while frames keep coming (a NIC's interrupt moderation).  The
-  program's work is then on the LB core's books like the kernel's DNAT is; what it sends with
-  XDP_TX is received by the switch's port (an XDP_PASS program there) in softirq on the LB core
-  and steered to CPU 0 by RPS, as the LB's sends are in every other row.  Each flood records the
-  fast path's forwarded and punted frames (by reason).
+  only if the engine reports the fast path on (else a note says why).  At ``xdp`` the program
+  attaches in generic mode (``[lb] xdp_mode = "generic"``, ``--xdp-mode``): it runs on the skb in
+  softirq after RPS, on the LB core, exactly where nftables' DNAT runs, and XDP_TX leaves like the
+  kernel's sends (RPS back to CPU 0).  A veth's native XDP runs in the veth's NAPI poll on the core
+  that SENT the frame, before RPS: measured that way the program's work lands on the generator's
+  core (LB CPU ~0.3 us/packet, the generator slowed instead).  ``--xdp-mode native`` moves it to
+  the LB core with threaded NAPI (kernel thread pinned, SCHED_FIFO, 20 us poll timer while frames
+  come, the switch's port an XDP_PASS program); the thread's wake-ups and context switches then
+  cost more than the program (about 2-3 us/packet on a loaded core).  Each flood records the fast
+  path's forwarded and punted frames (by reason).
 * Warm-up: before each flood (the scapy one aside), 4 frames per flow at 2,000 frames/s, so every flow is
   established: the flood measures forwarding, the SYN flood below measures new flows.  (Full-NAT's
   first packet of a flow goes to Python for its SNAT port, even with the fast path; without the
@@ -330,8 +332,8 @@ def run_bench(opts: BenchOptions, progress: Progress = lambda _: None) -> BenchR
                     report.results.append(run_variant(lab, PktlbVariant(mode), opts, direct, progress))
                     for hook in hooks_to_measure(opts.fastpath):
                         try:
-                            report.results.append(run_variant(lab, PktlbVariant(mode, fastpath=hook), opts, direct,
-                                                              progress))
+                            fast = PktlbVariant(mode, fastpath=hook, xdp_mode=opts.xdp_mode)
+                            report.results.append(run_variant(lab, fast, opts, direct, progress))
                         except BenchError as exc:  # the engine runs, but not with its fast path: say why
                             progress(f"pktlb {mode}, fastpath {hook}: not measured: {exc}")
                             report.notes.append(f"pktlb {mode}, fastpath {hook}: not measured: {exc}")
@@ -381,6 +383,7 @@ def _settings(opts: BenchOptions) -> dict[str, Any]:
             "scapy_packets": opts.scapy_packets, "scapy_rate": opts.scapy_rate,
             "latency_samples": opts.latency_samples, "drain_frames": opts.drain_frames,
             "fastpath": hooks_to_measure(opts.fastpath), "syn_packets": opts.syn_packets, "repeats": opts.repeats,
+            "xdp_mode": opts.xdp_mode,
             "method": (__doc__ or "").split("Method (also printed in the report's settings):", 1)[-1].strip()}
 
 

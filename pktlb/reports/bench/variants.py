@@ -51,10 +51,17 @@ SCAPY_SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "scapy_forwarde
 
 
 def bench_config_text(lab_config: str, mode: str, vip: str, backends: list[tuple[str, str, str]],
-                      snat_address: str | None, max_entries: int | None = None, udp_timeout: float | None = None) -> str:
+                      snat_address: str | None, max_entries: int | None = None, udp_timeout: float | None = None,
+                      xdp_mode: str | None = None) -> str:
     """The lab's engine config plus a UDP service on the bench port, and a TCP one on the same port for
-    the new-flow flood's SYNs (backends: name, address, MAC)."""
-    lines = [lab_config.rstrip()]
+    the new-flow flood's SYNs (backends: name, address, MAC); ``xdp_mode`` goes into its [lb] table."""
+    text = lab_config.rstrip()
+    if xdp_mode is not None:
+        head, sep, rest = text.partition("[lb]\n")
+        if not sep:
+            raise ValueError("the lab's engine config has no [lb] table")
+        text = f'{head}[lb]\nxdp_mode = "{xdp_mode}"\n{rest}'
+    lines = [text]
     for name, protocol in (("bench", "udp"), ("bench-syn", "tcp")):
         lines += ["", "[[service]]", f'name = "{name}"', f'vip = "{vip}"', f"port = {BENCH_PORT}",
                   f'protocol = "{protocol}"', f'mode = "{mode}"', 'scheduler = "maglev"']
@@ -136,8 +143,8 @@ class PktlbVariant(Variant):
 
     def __init__(self, mode: str, workers: int = 1, max_entries: int | None = None,
                  udp_timeout: float | None = None, wrapper: list[str] | None = None,
-                 fastpath: str | None = None) -> None:
-        self.mode, self.workers, self.wrapper = mode, workers, wrapper or []
+                 fastpath: str | None = None, xdp_mode: str = "generic") -> None:
+        self.mode, self.workers, self.wrapper, self.xdp_mode = mode, workers, wrapper or [], xdp_mode
         self.max_entries, self.udp_timeout, self.fastpath = max_entries, udp_timeout, fastpath
         self.proc: Any = None
         self.socket = ""
@@ -149,7 +156,8 @@ class PktlbVariant(Variant):
 
     def start(self, lab: BenchLab, undo: list[tuple[Any, ...]]) -> None:
         set_forwarding(lab, 0, undo)
-        if self.fastpath == "xdp":  # the program's XDP_TX reaches the switch only if the peer runs XDP too
+        native = self.fastpath == "xdp" and self.xdp_mode == "native"
+        if native:  # the program's XDP_TX reaches the switch only if the peer runs XDP too
             port = lab.lb_switch_port
             lab.run("sw", ["ip", "-force", "link", "set", "dev", port, "xdp", "obj", str(pass_object()), "sec", "xdp"])
             undo.append((lab.run, "sw", ["ip", "link", "set", "dev", port, "xdp", "off"]))
@@ -158,7 +166,8 @@ class PktlbVariant(Variant):
         lab_config = lab.paths.config.read_text()
         config = lab.paths.file("bench.toml")
         config.write_text(bench_config_text(lab_config, self.mode, lab.vip, backends, c.get("snat_address"),
-                                            self.max_entries, self.udp_timeout))
+                                            self.max_entries, self.udp_timeout,
+                                            self.xdp_mode if self.fastpath == "xdp" else None))
         self.socket = str(lab.paths.control_socket)
         log = lab.paths.log("bench-engine")
         argv = [*self.wrapper, pktlb_program(), "run", "-c", str(config), "--no-health", "--workers", str(self.workers)]
@@ -173,7 +182,7 @@ class PktlbVariant(Variant):
             pin(pid, LB_CPU if self.workers == 1 else index % 2)
         if self.fastpath:
             self._check_fastpath()
-        if self.fastpath == "xdp":  # the program runs in the LB interface's NAPI: on the LB core, as RPS does
+        if native:  # the program runs in the LB interface's NAPI: on the LB core, as RPS does
             try:
                 self.napi_threads = lab.thread_napi("lb", "eth0", LB_CPU, coalesce=True)
             except BenchError:
@@ -222,7 +231,8 @@ class PktlbVariant(Variant):
             stop(self.proc, signum=signum)
         return {"engine": [{"worker": s.get("worker"), "totals": s.get("totals"), "port": s.get("port"),
                             "flows": s.get("flows"), "fastpath": s.get("fastpath")} for s in stats],
-                **({"napi_threads_on_lb_cpu": len(self.napi_threads)} if self.napi_threads else {})}
+                **({"napi_threads_on_lb_cpu": len(self.napi_threads)} if self.napi_threads else {}),
+                **({"xdp_mode": self.xdp_mode} if self.fastpath == "xdp" else {})}
 
 
 class PktlbRxOnGeneratorCore(PktlbVariant):

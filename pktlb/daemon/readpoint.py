@@ -1,0 +1,43 @@
+"""Where the engine reads frames, given the kernel fast path's hook, and so where its guard must hook.
+
+The receive path of a frame (net/core/dev.c, ``__netif_receive_skb_core``), in order:
+
+    XDP (driver) -> ETH_P_ALL packet sockets -> tc ingress -> nftables netdev ingress
+        -> per-protocol deliveries: ETH_P_IP packet sockets and ip_rcv (-> ip prerouting -> routing)
+
+* no fast path, or XDP: the engine's sockets bind ETH_P_ALL and see every frame that reaches the
+  stack; the guard drops at netdev ingress, after them and before the IP stack.
+* tc: an ETH_P_ALL socket would see the frames tc forwards as well (Python would send them twice), so
+  the sockets bind ETH_P_IP and see only what tc passed on; a netdev ingress drop would starve them,
+  so the guard drops at ip prerouting, which runs after the ETH_P_IP sockets got their copy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pktlb.adapters.rawio import ETH_P_ALL, ETH_P_IP
+from pktlb.daemon.guard import IP_PREROUTING, NETDEV_INGRESS, GuardHook
+
+
+@dataclass(frozen=True)
+class ReadPoint:
+    """What a fast-path hook means for the engine around it."""
+
+    protocol: int  # the Ethernet protocol the engine's packet sockets bind to
+    guard: GuardHook  # where the guard's chain keeps this namespace's kernel out of the way
+
+
+READ_POINTS = {
+    "off": ReadPoint(ETH_P_ALL, NETDEV_INGRESS),
+    "xdp": ReadPoint(ETH_P_ALL, NETDEV_INGRESS),
+    "tc": ReadPoint(ETH_P_IP, IP_PREROUTING),
+}
+
+
+def read_point(hook: str | None) -> ReadPoint:
+    """The read point for a fast-path hook (None: off); ValueError naming an unknown one."""
+    try:
+        return READ_POINTS[hook or "off"]
+    except KeyError:
+        raise ValueError(f"lb.fastpath: unknown hook {hook!r} (one of {', '.join(READ_POINTS)})") from None
