@@ -30,7 +30,8 @@ REFRESH = 1.0
 
 class FlowEntry:
     __slots__ = ("key", "service", "backend", "state", "created", "last_seen", "packets_in", "bytes_in",
-                 "packets_out", "bytes_out", "snat_addr", "snat_port", "nat_deltas", "syn_time", "load", "decision")
+                 "packets_out", "bytes_out", "snat_addr", "snat_port", "nat_deltas", "syn_time", "load", "decision",
+                 "reply_decision")
 
     def __init__(self, key: FlowKey, service: str, backend: str, state: str, now: float, load: BackendLoad) -> None:
         self.key = key
@@ -49,6 +50,7 @@ class FlowEntry:
         # The engine's decision for this flow's hits, reused while backend and checksum state stay the same:
         # (BackendView, partial, Decision).  Saves an allocation per forwarded packet.
         self.decision: tuple[BackendView, bool, Decision] | None = None
+        self.reply_decision: tuple[BackendView, bool, Decision] | None = None  # the same for its replies
 
     def as_dict(self) -> dict[str, object]:
         from pktlb.core.packet.addr import int_to_ip

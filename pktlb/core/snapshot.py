@@ -72,6 +72,7 @@ class ServiceView:
     scheduler: Scheduler
     mtu: int
     snat: int  # fullnat source address (0 when not fullnat)
+    snat_bytes: bytes  # the same as the frame carries it
     snat_ports: tuple[int, int]
     on_backend_down: str
     rewriter: Rewriter
@@ -165,11 +166,12 @@ def build_snapshot(config: Config, *, generation: int = 1, states: Mapping[tuple
         mtu = min([svc.mtu] + [path_mtus[b.address] for b in backends if b.address in path_mtus])
         scheduler = make_scheduler(svc.scheduler, [b for b in backends if b.eligible], seed=config.lb.hash_seed,
                                    table_size=svc.maglev_table_size)
+        snat_addr = ip_to_int(svc.snat_address) if svc.snat_address else 0
         view = ServiceView(
             name=svc.name, vip=vip, vip_bytes=vip.to_bytes(4, "big"), port=svc.port,
             port_bytes=svc.port.to_bytes(2, "big"), proto=proto, mode=svc.mode, backends=backends,
             by_name={b.name: b for b in backends}, scheduler=scheduler, mtu=mtu,
-            snat=ip_to_int(svc.snat_address) if svc.snat_address else 0, snat_ports=svc.snat_ports,
+            snat=snat_addr, snat_bytes=snat_addr.to_bytes(4, "big"), snat_ports=svc.snat_ports,
             on_backend_down=svc.on_backend_down, rewriter=get_rewriter(svc.mode), config=svc,
         )
         services[view.key] = view

@@ -84,7 +84,7 @@ def _process(frame: bytearray, snap: Snapshot, flows: FlowTable, now: float, par
         if hit is not None:
             return nat_reply(frame, snap, flows, now, partial, proto, dst, l4, dport, hit[0], hit[1], end)
         if dst in snap.snat_addrs:
-            return fullnat_reply(frame, snap, flows, now, partial, proto, dst, l4, dport, end)
+            return fullnat_reply(frame, snap, flows, now, partial, proto, src, sport, dst, dport, l4, end)
     elif proto == PROTO_ICMP and total - ihl >= UDP_LEN and icmp_relay.is_error(frame, l4):
         return icmp_error_from_backend(frame, snap, flows, now, src, dst, l4, end)
     return NONE, d.drop("not_for_vip")

@@ -29,7 +29,6 @@ Outcome = tuple[Frames, d.Decision]
 NONE: Frames = []
 ADDRS = struct.Struct("!II").unpack_from  # source and destination address
 PORTS = struct.Struct("!HH").unpack_from  # source and destination port
-U16 = struct.Struct("!H").unpack_from
 UDP_LENGTH_CSUM = UDP_TAIL.unpack_from  # a UDP header's length and checksum, at UDP_OFF_LENGTH
 BAD_L4 = d.Drop("bad_l4_header")
 

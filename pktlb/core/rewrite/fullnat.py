@@ -51,7 +51,7 @@ class FullNatRewriter(Rewriter):
         in_ip, in_l4, in_pseudo = entry.nat_deltas[0:3]
         frame[MACS] = be.l2  # both MACs in one slice assignment, precomputed per backend
         frame[ip + OFF_TTL] -= 1
-        frame[ip + OFF_SRC:ip + OFF_SRC + 4] = svc.snat.to_bytes(4, "big")
+        frame[ip + OFF_SRC:ip + OFF_SRC + 4] = svc.snat_bytes
         frame[ip + OFF_DST:ip + OFF_DST + 4] = be.addr_bytes
         frame[l4:l4 + 2] = entry.snat_port.to_bytes(2, "big")
         frame[l4 + 2:l4 + 4] = be.port_bytes
