@@ -71,7 +71,7 @@ def _where(engine: Any, hook: str, route: Route | str, index: dict[int, int]) ->
     """(Ethernet addresses, ifindex) the program may send to, or unresolved (its frames punt)."""
     if type(route) is not Route:
         return UNRESOLVED_L2, 0
-    if hook == "xdp" and not any(route.port is port for port in engine.ports):
+    if not read_point(hook).sends_anywhere and not any(route.port is port for port in engine.ports):
         return UNRESOLVED_L2, 0  # XDP cannot send where no program runs
     return route.l2, index.get(id(route.port), 0)
 
@@ -120,18 +120,10 @@ def start_for_engine(engine: Any, hook: str, shared: Preloaded | None = None) ->
         # An ETH_P_ALL socket sees every frame before tc ingress runs: Python would forward the kernel's
         # frames a second time.  The engine binds ETH_P_IP when it starts with the tc fast path.
         return None, f"{hook}: the engine's packet socket reads at the wrong point (see pktlb.daemon.readpoint)"
-    if shared is not None:
-        if shared.fastpath is None:
-            return None, shared.reason
-        fp = shared.fastpath
-    else:
-        why = availability()
-        if why:
-            return None, why
-        try:
-            fp = FastPath(engine.config.flows.max_entries, (hook,))
-        except BpfError as exc:
-            return None, f"loading the eBPF object failed: {exc}"
+    loaded = shared or preload(engine.config, hook)
+    if loaded is None or loaded.fastpath is None:
+        return None, loaded.reason if loaded else OFF_REASON
+    fp = loaded.fastpath
     writer = engine.worker == 0
     sync = FastPathSync(fp, engine.datapath, hook, reply_to=reply_resolver(engine), writer=writer,
                         worker=engine.worker, workers=engine.workers)

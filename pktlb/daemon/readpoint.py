@@ -26,11 +26,12 @@ class ReadPoint:
 
     protocol: int  # the Ethernet protocol the engine's packet sockets bind to
     guard: GuardHook  # where the guard's chain keeps this namespace's kernel out of the way
+    sends_anywhere: bool = True  # False: XDP_REDIRECT reaches only interfaces that run the program too
 
 
 READ_POINTS = {
     "off": ReadPoint(ETH_P_ALL, NETDEV_INGRESS),
-    "xdp": ReadPoint(ETH_P_ALL, NETDEV_INGRESS),
+    "xdp": ReadPoint(ETH_P_ALL, NETDEV_INGRESS, sends_anywhere=False),
     "tc": ReadPoint(ETH_P_IP, IP_PREROUTING),
 }
 
