@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from pktlb.adapters import birdctl
+from pktlb.lab.tier import inspect
 from pktlb.lab.tier.plan import TierOptions, bird_argv, bird_paths, make_tier, nhsync_argv
 
 PKTLB = str(Path(sys.executable).parent / "pktlb")
@@ -118,21 +119,7 @@ class BgpRig:
 
     def next_hops(self, prefix: str = "198.19.0.100") -> list[str]:
         """The gateways of the router's main-table route to ``prefix`` (multipath or a nexthop group)."""
-        routes = json.loads(sh("ip", "-j", "-d", "route", "show", prefix, ns=self.ns("router")).stdout or "[]")
-        if not routes:
-            return []
-        route = routes[0]
-        if "nhid" in route:
-            group = json.loads(sh("ip", "-j", "nexthop", "show", "id", str(route["nhid"]), ns=self.ns("router")).stdout)
-            ids = [str(m["id"]) for m in group[0].get("group", [])]
-            out = []
-            for nh in ids:
-                one = json.loads(sh("ip", "-j", "nexthop", "show", "id", nh, ns=self.ns("router")).stdout)
-                out.append(one[0]["gateway"])
-            return sorted(out)
-        if "nexthops" in route:
-            return sorted(h["gateway"] for h in route["nexthops"])
-        return [route["gateway"]] if "gateway" in route else []
+        return inspect.next_hops(self.ns("router"), prefix)
 
     def lb_for(self, sport: int, src: str = "198.18.1.10") -> str:
         """The next hop the router picks for a TCP flow from the client to the VIP (forwarding lookup)."""

@@ -30,23 +30,38 @@ def _ip_json(namespace: str, args: list[str]) -> Any:
 
 
 def next_hops(namespace: str, prefix: str) -> list[str]:
-    """The gateways of the main-table route to ``prefix`` in ``namespace``, sorted."""
+    """The gateways of the main-table route to ``prefix`` in ``namespace``, sorted.
+
+    A next-hop group is resolved from one dump of every nexthop, so the group and its members are read
+    at the same moment; a route read just before BIRD replaced its group names an id the dump no longer
+    has, and is read again (a few times at most, then the members found are returned)."""
+    for _ in range(_READ_ATTEMPTS):
+        gateways, whole = _route_gateways(namespace, prefix)
+        if whole:
+            break
+    return sorted(gateways, key=_key)
+
+
+_READ_ATTEMPTS = 5
+
+
+def _route_gateways(namespace: str, prefix: str) -> tuple[list[str], bool]:
+    """The route's gateways and whether they were read whole (every id of its group found)."""
     routes = _ip_json(namespace, ["-d", "route", "show", prefix])
     if not routes:
-        return []
+        return [], True
     route = routes[0]
     if "nhid" in route:
-        group = _ip_json(namespace, ["nexthop", "show", "id", str(route["nhid"])])
-        members = [str(m["id"]) for m in (group[0].get("group", []) if group else [])]
-        gateways = []
-        for nh in members:
-            one = _ip_json(namespace, ["nexthop", "show", "id", nh])
-            if one and "gateway" in one[0]:
-                gateways.append(one[0]["gateway"])
-        return sorted(gateways, key=_key)
+        by_id = {nh.get("id"): nh for nh in _ip_json(namespace, ["nexthop", "show"])}
+        group = by_id.get(route["nhid"])
+        if group is None:
+            return [], False
+        members = [by_id.get(m.get("id")) for m in group["group"]] if "group" in group else [group]
+        gateways = [m["gateway"] for m in members if m is not None and "gateway" in m]
+        return gateways, len(gateways) == len(members)
     if "nexthops" in route:
-        return sorted((h["gateway"] for h in route["nexthops"] if "gateway" in h), key=_key)
-    return [route["gateway"]] if "gateway" in route else []
+        return [h["gateway"] for h in route["nexthops"] if "gateway" in h], True
+    return ([route["gateway"]] if "gateway" in route else []), True
 
 
 def _key(address: str) -> tuple[int, ...]:

@@ -9,7 +9,8 @@ Method (also printed in the report's settings):
   (RPS on its switch port), so the switch and the backends do not count as LB work.
 * Delivered = frames the backends' netdev ingress counters matched (right address, port and MAC),
   dropped right there.  The delivery window runs from the first to the last delivery seen (the
-  backends' interface counters, polled every 20 ms); delivered pps = delivered / window.  Loss =
+  backends' interface counters, polled every 20 ms; a flood delivered between two polls gets the time
+  between them, an upper bound); delivered pps = delivered / window.  Loss =
   1 - delivered / sent, under a flood that offers more than the forwarder can take.
 * LB CPU per packet = busy time of CPU 1 (user + system + irq + softirq + steal, /proc/stat) /
   delivered, measured in a second, paced run at 80% of the flood's delivered rate: below
@@ -147,13 +148,16 @@ def measure_flood(lab: BenchLab, variant: Variant, packets: int, seconds: float,
                                                                              syn=syn)],
                     cpu=GEN_CPU, stdout=subprocess.PIPE)
     first = last = None
-    deadline = time.monotonic() + seconds + 30
+    polled = before_first = time.monotonic()  # the poll before the first delivery seen: the window's earliest possible start
+    deadline = polled + seconds + 30
     while time.monotonic() < deadline:
         time.sleep(POLL)
         now, rx = time.monotonic(), sum(rx_packets(p) for p in probes)
         if rx != rx_last:
-            first = first or now
+            if first is None:
+                first, before_first = now, polled
             last, rx_last = now, rx
+        polled = now
         if gen.poll() is not None and now - (last or now) >= SETTLE:
             break
     core, drops_after = cpu_times(LB_CPU) - cpu_before, softnet_dropped(LB_CPU)
@@ -177,6 +181,11 @@ def measure_flood(lab: BenchLab, variant: Variant, packets: int, seconds: float,
     if fastpath is not None:  # what the kernel forwarded and what it punted to Python, by reason, in this flood
         extra["fastpath_counters"] = fastpath
     window = (last - first) if first and last and last > first else 0.0
+    if first is not None and window == 0.0:
+        # Every delivery fell between two polls (a short flood at kernel speed): the span between those
+        # polls bounds the window from above, so the rate is a lower bound rather than nothing.
+        window = first - before_first
+        extra["delivery_window_bounded"] = True
     return Flood(int(sent["sent"]), sum(per_backend.values()), window, float(sent["seconds"]),
                  core.busy - foreign_user, per_backend, extra)
 
