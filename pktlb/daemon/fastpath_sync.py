@@ -20,6 +20,7 @@ imported or counted twice when the CLI adds the workers up.
 from __future__ import annotations
 
 import logging
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -38,7 +39,9 @@ ETH = 14  # the engine's byte counters include the Ethernet header, the kernel's
 SCAN_BUDGET = 8192  # flow-map entries read back per tick (a bigger map is read a slice per second)
 IMPORT_BUDGET = 4096  # flows the program scheduled taken into Python's table per tick (a SYN flood waits)
 EXPIRY_BUDGET = 4096  # Python's oldest entries checked against the kernel before they may expire
-REPLY_L2 = slice(24, 36)  # a flow value's reply_l2 (then its reply_ifindex), per layout.FLOW
+PORTS = struct.Struct("!B2xIIHH")  # a frame's protocol, addresses and ports, from offset 23 (no IP options)
+REPLY_L2 = slice(24, 36)
+COUNTS, COUNTS_AT = struct.Struct("<4Q"), L.FLOW.size - 40  # a flow value's packets and bytes in and out  # a flow value's reply_l2 (then its reply_ifindex), per layout.FLOW
 
 
 ReplyTo = Callable[[int], tuple[bytes, int]]  # client address -> (Ethernet addresses, ifindex) of replies to it
@@ -60,6 +63,9 @@ class FastPathSync:
         self.ids = encode.Ids()
         self.seen: dict[bytes, tuple[int, int, int, int]] = {}  # counters already added, per kernel key
         self.pending: set[tuple[int, int, int, int, int]] = set()
+        # services (proto, VIP, port) whose new flows the program schedules, or did under an earlier
+        # snapshot: the only ones with kernel flows this worker did not push (``kernel_may_have``)
+        self.scheduling: set[tuple[int, int, int]] = set()
         self.errors = 0
         self.imported = 0
         self.l2_seen: tuple[object, ...] = ()
@@ -82,6 +88,7 @@ class FastPathSync:
     def install(self, snap: Snapshot, ifaces: Interfaces | None = None) -> None:
         """The snapshot's maps (the writer only; every worker keeps the ids, the same in each)."""
         self.l2_seen = (*_l2s(snap), ifaces)
+        self.scheduling.update(k for k, svc in snap.services.items() if encode.sched_kind(svc) != L.SCHED_PYTHON)
         try:
             gone = self.ids.forget_missing(snap)
             image = encode.encode_snapshot(snap, self.dp.flows.config, self.ids, ifaces)
@@ -100,9 +107,7 @@ class FastPathSync:
         counted and tracked on the same flow as without the fast path."""
         if len(frame) < 38 or frame[12:14] != b"\x08\x00" or frame[14] != 0x45 or frame[23] not in (6, 17):
             return
-        proto = frame[23]
-        src, dst = int.from_bytes(frame[26:30], "big"), int.from_bytes(frame[30:34], "big")
-        sport, dport = int.from_bytes(frame[34:36], "big"), int.from_bytes(frame[36:38], "big")
+        proto, src, dst, sport, dport = PORTS.unpack_from(frame, 23)
         snap, flows = self.dp.snapshot, self.dp.flows
         hit = snap.nat_reverse.get((proto, src, sport))
         key = (proto, dst, hit[0].vip, dport, hit[0].port) if hit else (proto, src, dst, sport, dport)
@@ -113,6 +118,8 @@ class FastPathSync:
         if not hit and dst not in snap.vips:
             return
         raw_key = encode.flow_key(key)
+        if not hit and not self.kernel_may_have(key, raw_key):  # a full-NAT SYN, say: nothing to look up
+            return
         try:
             raw = self.fp.lookup("pktlb_flows", raw_key)
             if raw is not None and not self.owns(key):  # another worker's flow: it imports it
@@ -129,6 +136,14 @@ class FastPathSync:
                 self._merge(raw_key, kf, entry, snap)
                 self.pending.add(kf.key)
 
+    def kernel_may_have(self, key: tuple[int, int, int, int, int], raw_key: bytes) -> bool:
+        """Can the flow map hold this client-side flow?  Only if this worker pushed it (``seen``), the
+        program schedules its service's new flows (or did under an earlier snapshot), or another worker
+        could have pushed it (its frames are not all this worker's).  Otherwise a lookup (a system call)
+        can only miss: a new flow of a service Python schedules, full-NAT's above all."""
+        return (raw_key in self.seen or (key[0], key[2], key[4]) in self.scheduling
+                or (self.workers > 1 and not self.owns(key)))
+
     def note(self, decision: Any) -> None:
         """Called for every frame Python handled: remember flows to push after the batch."""
         key = decision.flow_key
@@ -140,6 +155,8 @@ class FastPathSync:
         if not self.pending:
             return
         flows, snap = self.dp.flows, self.dp.snapshot
+        image: encode.MapImage = {"pktlb_flows": {}, "pktlb_snat_reverse": {}}
+        slots: dict[tuple[str, str], bool] = {}  # a backend slot checked once per batch
         try:
             for key in self.pending:
                 entry = flows.entries.get(key)
@@ -148,18 +165,50 @@ class FastPathSync:
                     if self.workers == 1 or raw_key in self.seen:  # never another worker's flow
                         self._drop_kernel(raw_key)
                     continue
-                if not self.writer and not self._slot_is(entry, snap):
-                    continue
-                current = self.fp.lookup("pktlb_flows", raw_key)
-                if current is not None:
-                    self._merge(raw_key, encode.decode_flow(raw_key, current), entry, snap)
+                if not self.writer:
+                    slot = (entry.service, entry.backend)
+                    if slot not in slots:
+                        slots[slot] = self._slot_is(entry, snap)
+                    if not slots[slot]:
+                        self.foreign_backends += 1
+                        continue
+                if self.kernel_may_have(key, raw_key):  # its counters first: the push zeroes them
+                    current = self.fp.lookup("pktlb_flows", raw_key)
+                    if current is not None:
+                        self._merge(raw_key, encode.decode_flow(raw_key, current), entry, snap)
                 l2, ifindex = self.reply_to(entry.key[1])
-                image = encode.encode_entry(entry, snap, self.ids, int(entry.last_seen * 1e9), l2, ifindex)
-                self.fp.apply(image, replace=False)
-                self.seen[raw_key] = (0, 0, 0, 0)
+                encode.encode_entry(entry, snap, self.ids, int(entry.last_seen * 1e9), l2, ifindex, image)
+            self._push(image)
         except (BpfError, ValueError) as exc:
             self._error("flow push", exc)
         self.pending.clear()
+
+    def _push(self, image: encode.MapImage) -> None:
+        """Write the flows' entries, one system call per map, after the batch's deletions (a freed SNAT
+        port may be pushed again in the same batch).  ``seen`` then holds the flows written, their
+        counters zeroed."""
+        flows, reverse = image["pktlb_flows"], image["pktlb_snat_reverse"]
+        failed = self._write("pktlb_flows", flows)
+        for raw_key in flows.keys() - failed:
+            self.seen[raw_key] = (0, 0, 0, 0)
+        failed |= self._write("pktlb_snat_reverse", reverse)
+        if failed:
+            raise BpfError(0, f"{len(failed)} of {len(flows) + len(reverse)} flow map entries not written")
+
+    def _write(self, name: str, entries: dict[bytes, bytes]) -> set[bytes]:
+        """Every entry with one system call, or one by one if that fails (a full map: the others still
+        go in); returns the keys not written."""
+        try:
+            self.fp.apply({name: entries}, replace=False)
+            return set()
+        except BpfError:
+            failed = set()
+            for key, value in entries.items():
+                try:
+                    self.fp.apply({name: {key: value}}, replace=False)
+                except BpfError:
+                    failed.add(key)
+            return failed
 
     def _hint_reply(self, raw_key: bytes, raw: bytes, client: int) -> None:
         """A reply of another worker's kernel flow that punted for want of its next hop: write just that
@@ -179,10 +228,7 @@ class FastPathSync:
         be = svc.by_name.get(entry.backend) if svc else None
         key = (entry.service, entry.backend)
         raw = self.fp.lookup("pktlb_backends", L.U32.pack(self.ids.backends[key])) if key in self.ids.backends else None
-        if be is not None and raw is not None and raw[12:18] == be.addr_bytes + be.port_bytes:
-            return True
-        self.foreign_backends += 1
-        return False
+        return be is not None and raw is not None and raw[12:18] == be.addr_bytes + be.port_bytes
 
     # -- reading back ---------------------------------------------------------------------------------
     def tick(self, now: float) -> None:
@@ -193,6 +239,8 @@ class FastPathSync:
             kernel, self.cursor = self.fp.scan("pktlb_flows", self.cursor, SCAN_BUDGET)
             imports = IMPORT_BUDGET
             for raw_key, raw in kernel:
+                if self.seen.get(raw_key) == COUNTS.unpack_from(raw, COUNTS_AT):
+                    continue  # nothing forwarded since the last read or push (last seen and state move with it)
                 kf = encode.decode_flow(raw_key, raw)
                 entry = flows.entries.get(kf.key)
                 if entry is None:
