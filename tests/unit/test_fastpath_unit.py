@@ -74,3 +74,35 @@ def test_flow_and_reverse_keys_from_integers_are_the_layouts_bytes():
     key, value = encode.snat_reverse(entry)
     assert key == L.REVERSE_KEY.pack(entry.snat_addr.to_bytes(4, "big"), entry.snat_port.to_bytes(2, "big"), 6)
     assert value[:16] == encode.flow_key(entry.key)
+
+
+def test_reply_next_hops_follow_the_egress_stage_through_the_resolvers_cache():
+    """The resolver remembers what each route the egress stage gives means for the program, but asks the
+    egress stage every time: a changed route or neighbour is followed at once."""
+    from types import SimpleNamespace
+
+    from pktlb.core.fastpath.encode import UNRESOLVED_L2
+    from pktlb.daemon.egress import Route
+    from pktlb.daemon.fastpath_engine import reply_resolver
+
+    port, other = object(), object()
+    routes = {1: Route(port, b"a" * 12), 2: "no_neighbour"}
+    asked = []
+
+    def target(frame, decision):
+        client = int.from_bytes(frame[30:34], "big")
+        asked.append(client)
+        return routes[client]
+
+    engine = SimpleNamespace(fastpath_hook="xdp", ports=[port], egress=SimpleNamespace(target=target),
+                             portset=SimpleNamespace(by_ifindex={7: port}, tx_only={9: other}))
+    resolve = reply_resolver(engine)
+    assert resolve(1) == (b"a" * 12, 7) and resolve(1) == (b"a" * 12, 7)
+    assert resolve(2) == (UNRESOLVED_L2, 0)
+    routes[1] = Route(port, b"b" * 12)  # the neighbour's MAC changed
+    assert resolve(1) == (b"b" * 12, 7)
+    routes[2] = Route(other, b"c" * 12)  # resolved, but behind an interface XDP cannot send to
+    assert resolve(2) == (UNRESOLVED_L2, 0)
+    engine.fastpath_hook = "tc"
+    assert reply_resolver(engine)(2) == (b"c" * 12, 9)
+    assert asked == [1, 1, 2, 1, 2, 2]
