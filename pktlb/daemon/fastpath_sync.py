@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import Callable
+from itertools import islice
 from typing import Any
 
 from pktlb.adapters.fanout import header_hash
@@ -38,8 +39,10 @@ log = logging.getLogger("pktlb.fastpath")
 ETH = 14  # the engine's byte counters include the Ethernet header, the kernel's do not
 SCAN_BUDGET = 8192  # flow-map entries read back per tick (a bigger map is read a slice per second)
 IMPORT_BUDGET = 4096  # flows the program scheduled taken into Python's table per tick (a SYN flood waits)
+DEFER_MAX = 65536  # half-open flows held back under backlog (flush); more stay Python's
+DEFER_DRAIN = 256  # deferred flows pushed per flush without backlog (about 5 ms of work)
 EXPIRY_BUDGET = 4096  # Python's oldest entries checked against the kernel before they may expire
-PORTS = struct.Struct("!B2xIIHH")  # a frame's protocol, addresses and ports, from offset 23 (no IP options)
+HEAD = struct.Struct("!12xHB8xB2xIIHH")  # ethertype, version/IHL, protocol, addresses, ports (no IP options)
 REPLY_L2 = slice(24, 36)
 COUNTS, COUNTS_AT = struct.Struct("<4Q"), L.FLOW.size - 40  # a flow value's packets and bytes in and out  # a flow value's reply_l2 (then its reply_ifindex), per layout.FLOW
 
@@ -63,6 +66,7 @@ class FastPathSync:
         self.ids = encode.Ids()
         self.seen: dict[bytes, tuple[int, int, int, int]] = {}  # counters already added, per kernel key
         self.pending: set[tuple[int, int, int, int, int]] = set()
+        self.deferred: dict[tuple[int, int, int, int, int], None] = {}  # half-open flows a backlog held back (oldest first)
         # services (proto, VIP, port) whose new flows the program schedules, or did under an earlier
         # snapshot: the only ones with kernel flows this worker did not push (``kernel_may_have``)
         self.scheduling: set[tuple[int, int, int]] = set()
@@ -105,9 +109,11 @@ class FastPathSync:
         """Before Python handles a punted frame: if its flow was scheduled by the program and Python
         does not know it yet (a SYN-ACK, a FIN), take the kernel's entry first, so the frame is
         counted and tracked on the same flow as without the fast path."""
-        if len(frame) < 38 or frame[12:14] != b"\x08\x00" or frame[14] != 0x45 or frame[23] not in (6, 17):
+        if len(frame) < 38:
             return
-        proto, src, dst, sport, dport = PORTS.unpack_from(frame, 23)
+        ethertype, version_ihl, proto, src, dst, sport, dport = HEAD.unpack_from(frame)
+        if ethertype != 0x0800 or version_ihl != 0x45 or proto not in (6, 17):
+            return
         snap, flows = self.dp.snapshot, self.dp.flows
         hit = snap.nat_reverse.get((proto, src, sport))
         key = (proto, dst, hit[0].vip, dport, hit[0].port) if hit else (proto, src, dst, sport, dport)
@@ -150,17 +156,35 @@ class FastPathSync:
         if key is not None:
             self.pending.add(key)
 
-    def flush(self) -> None:
-        """Push the flows Python decided in the last batch (their counters merged first)."""
+    def flush(self, backlog: bool = False) -> None:
+        """Push the flows Python decided in the last batch (their counters merged first).
+
+        ``backlog``: frames are waiting (the batch was full).  Then a half-open flow the kernel does not
+        have yet is not pushed but deferred: under a SYN flood Python's time goes to deciding new flows,
+        not to publishing ones that mostly never complete.  Nothing changes for its frames but where they
+        are forwarded (Python has the flow, the program punts what it does not know); the flow is pushed
+        once established, or by a later flush without backlog (DEFER_DRAIN at a time, the tick's too)."""
+        if not backlog and self.deferred:
+            entries = self.dp.flows.entries
+            for key in list(islice(self.deferred, DEFER_DRAIN)):
+                del self.deferred[key]
+                if key in entries:  # else it is gone from Python before the kernel ever had it
+                    self.pending.add(key)
         if not self.pending:
             return
         flows, snap = self.dp.flows, self.dp.snapshot
         image: encode.MapImage = {"pktlb_flows": {}, "pktlb_snat_reverse": {}}
         slots: dict[tuple[str, str], bool] = {}  # a backend slot checked once per batch
+        deferred = self.deferred
         try:
             for key in self.pending:
                 entry = flows.entries.get(key)
                 raw_key = encode.flow_key(key)
+                if backlog and entry is not None and entry.state == "syn" and not self.kernel_may_have(key, raw_key):
+                    if len(deferred) < DEFER_MAX:  # else it stays Python's until its next frame notes it again
+                        deferred[key] = None
+                    continue
+                deferred.pop(key, None)
                 if entry is None:
                     if self.workers == 1 or raw_key in self.seen:  # never another worker's flow
                         self._drop_kernel(raw_key)
@@ -338,7 +362,7 @@ class FastPathSync:
     def report(self) -> dict[str, object]:
         counters = encode.decode_counters(self.fp.counters())
         return {"hook": self.hook, "errors": self.errors, "imported_flows": self.imported,
-                "kernel_flows": len(self.seen), "worker": self.worker, "writer": self.writer,
+                "kernel_flows": len(self.seen), "deferred_flows": len(self.deferred), "worker": self.worker, "writer": self.writer,
                 "foreign_backends": self.foreign_backends, "flow_map_entries": getattr(self.fp, "max_flows", 0),
                 **({"flow_map_wanted": self.flow_map_wanted} if self.flow_map_wanted else {}),
                 "forwarded": {k: counters[k] for k in L.FORWARD_KINDS},

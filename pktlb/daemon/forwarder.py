@@ -281,8 +281,8 @@ class Forwarder:
                 count(decision, nbytes)
                 if sync is not None:
                     sync.note(decision)
-            if sync is not None:
-                sync.flush()
+            if sync is not None:  # a full batch: frames are waiting, half-open flows wait for the kernel
+                sync.flush(backlog=len(batch) >= self.batch)
             for out_port, (out, vnets) in outs.items():
                 out_port.send_batch(out, vnets)
                 self.last_tx = time.monotonic()

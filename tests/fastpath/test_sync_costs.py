@@ -42,6 +42,19 @@ def wide_datapath(mode: str, scheduler: str, flows: str = ""):
     return DataPath(config, macs=lab_macs(config))
 
 
+def python_handles(hybrid, frame: bytes, backlog: bool) -> bool:
+    """The engine's loop for one frame: the program first; if it punts, Python (then a flush)."""
+    from pktlb.daemon.fastpath_replay import FORWARDED
+
+    if hybrid.fp.test_run(bytes(frame))[0] in FORWARDED["xdp"]:
+        return False
+    data = bytearray(frame)
+    hybrid.sync.adopt(data)
+    hybrid.sync.note(hybrid.dp.handle(data, time.monotonic())[1])
+    hybrid.sync.flush(backlog=backlog)
+    return True
+
+
 def syn(sport: int) -> bytes:
     return bytes(client_frame(tcp(sport=sport, flags="S")))
 
@@ -138,3 +151,60 @@ def test_a_full_reverse_map_keeps_the_other_writes_and_counts_one_error():
         assert len(fp.entries("pktlb_flows")) == 4 and len(sync.seen) == 4
     finally:
         fp.close()
+
+
+@pytest.mark.parametrize("mode,scheduler", [("fullnat", "maglev"), ("nat", "rr"), ("nat", "maglev")])
+def test_under_backlog_half_open_flows_wait_and_the_state_is_python_alones(mode, scheduler):
+    """Every batch full (frames waiting): a half-open flow the kernel does not have is not pushed; its
+    frames stay with Python, which keeps exactly the state it keeps alone; established, it is pushed
+    at once, and a flush without backlog pushes the rest."""
+    from pktlb.daemon.fastpath_replay import FORWARDED, HybridPath
+    from tests.fastpath.test_sync import client_frames, state
+
+    frames, stride = client_frames(flows=4, data=3), 3 + 4  # per flow: SYN, 3 data, FIN, 2 UDP
+    alone = wide_datapath(mode, scheduler)
+    for frame in frames:
+        alone.handle(bytearray(frame), time.monotonic())
+    hybrid = HybridPath(wide_datapath(mode, scheduler))
+    sync, dp = hybrid.sync, hybrid.dp
+    try:
+        for i in range(4):  # SYNs first: all half-open, none in the kernel (unless the program scheduled it)
+            frame = bytearray(frames[i * stride])
+            if hybrid.fp.test_run(bytes(frame))[0] not in FORWARDED["xdp"]:
+                sync.adopt(frame)
+                sync.note(dp.handle(frame, time.monotonic())[1])
+        sync.flush(backlog=True)
+        kernel_scheduled = scheduler == "maglev" and mode != "fullnat"
+        assert len(sync.deferred) == (0 if kernel_scheduled else 4)
+        assert len(hybrid.fp.entries("pktlb_flows")) == (4 if kernel_scheduled else 0)
+        for i, frame in enumerate(frames):
+            if i % stride:
+                python_handles(hybrid, frame, backlog=True)
+        sync.tick(time.monotonic())
+        assert state(dp) == state(alone)
+        assert not sync.deferred  # each became established (pushed) or closed
+    finally:
+        hybrid.close()
+
+
+def test_deferred_flows_are_pushed_by_a_flush_without_backlog(monkeypatch):
+    from pktlb.daemon import fastpath_sync
+    from pktlb.daemon.fastpath_replay import HybridPath
+
+    monkeypatch.setattr(fastpath_sync, "DEFER_DRAIN", 5)
+    hybrid = HybridPath(wide_datapath("fullnat", "maglev"))
+    sync, dp = hybrid.sync, hybrid.dp
+    try:
+        for sport in range(46400, 46408):
+            sync.note(dp.handle(bytearray(syn(sport)), time.monotonic())[1])
+        sync.flush(backlog=True)
+        assert len(sync.deferred) == 8 and not hybrid.fp.entries("pktlb_flows")
+        assert python_handles(hybrid, client_frame(tcp(sport=46401, flags="A"), payload=b"x"), backlog=True)
+        assert len(sync.deferred) == 7 and len(hybrid.fp.entries("pktlb_flows")) == 1  # established: pushed
+        sync.flush()
+        assert len(sync.deferred) == 2 and len(hybrid.fp.entries("pktlb_flows")) == 6  # DEFER_DRAIN at a time
+        sync.flush()
+        assert not sync.deferred and len(hybrid.fp.entries("pktlb_flows")) == 8
+        assert hybrid.handle(bytes(client_frame(tcp(sport=46405, flags="A"), payload=b"x")))[0] == "kernel"
+    finally:
+        hybrid.close()
