@@ -89,7 +89,7 @@ class Forwarder:
         try:
             self.portset = Ports(self.interfaces, self.netlink, bpf=engine_filter(self.control.snapshot), batch=batch,
                                  workers=workers, fanout_group=fanout_group, steering=steering,
-                                 protocol=reads.protocol)
+                                 protocol=reads.protocol, rx_buffer_bytes=reads.rx_buffer_bytes)
         except InterfaceMissing as exc:
             self.netlink.close()
             raise StartupError(f"lb.interface: no interface named {str(exc)!r} in this network namespace") from None
