@@ -7,7 +7,8 @@ packet, a reschedule, a FIN) is pushed after the batch that decided it.  Once a 
 is read back: packets and bytes the kernel forwarded go into the flow entries and the stats, its
 last-seen times refresh Python's idle timers, flows the program scheduled itself (maglev, hash, sh)
 enter Python's table (so ``pktlb flows`` lists them), then entries Python expired or evicted are
-deleted from the map.  Map errors are logged and counted; the engine keeps forwarding.
+deleted from the map.  Map errors are logged and counted; the engine keeps forwarding.  The report's
+``read_backs`` counts the ticks done, so a reader can await the next one instead of sleeping past it.
 
 Several workers share one set of maps (``pktlb.daemon.fastpath_engine``).  Worker 0 is the only
 ``writer`` of the snapshot's maps; every worker computes the same ids from the same snapshots (the
@@ -72,6 +73,7 @@ class FastPathSync:
         self.scheduling: set[tuple[int, int, int]] = set()
         self.errors = 0
         self.imported = 0
+        self.read_backs = 0  # ticks done: a reader that saw n knows tick n + 1 starts after its look (one loop)
         self.l2_seen: tuple[object, ...] = ()
         self.cursor: bytes | None = None
         self.flow_map_wanted = 0  # a reload asked for another kernel flow map size (it keeps its own until restart)
@@ -286,6 +288,7 @@ class FastPathSync:
         except (BpfError, ValueError) as exc:
             self._error("read back", exc)
             flows.expire(now)
+        self.read_backs += 1
 
     def _refresh_oldest(self, now: float) -> list[bytes]:
         """Before Python expires its oldest entries, take their last-seen times from the kernel (a flow
@@ -362,7 +365,8 @@ class FastPathSync:
     def report(self) -> dict[str, object]:
         counters = encode.decode_counters(self.fp.counters())
         return {"hook": self.hook, "errors": self.errors, "imported_flows": self.imported,
-                "kernel_flows": len(self.seen), "deferred_flows": len(self.deferred), "worker": self.worker, "writer": self.writer,
+                "kernel_flows": len(self.seen), "deferred_flows": len(self.deferred), "read_backs": self.read_backs,
+                "worker": self.worker, "writer": self.writer,
                 "foreign_backends": self.foreign_backends, "flow_map_entries": getattr(self.fp, "max_flows", 0),
                 **({"flow_map_wanted": self.flow_map_wanted} if self.flow_map_wanted else {}),
                 "forwarded": {k: counters[k] for k in L.FORWARD_KINDS},

@@ -82,3 +82,19 @@ def test_a_backend_going_down_moves_its_flows_back_to_python():
         assert hybrid.handle(bytes(ack))[0] == "kernel"  # Python pushed the new backend: back in the kernel
     finally:
         hybrid.close()
+
+
+def test_the_report_counts_read_backs_so_a_reader_can_await_the_next_one():
+    """`read_backs` in the stats: a test (or a report) that saw n knows the kernel's counters are in its
+    next look once it reads more than n (the control socket and the tick share the engine's one loop)."""
+    from pktlb.daemon.fastpath_replay import HybridPath
+
+    hybrid = HybridPath(datapath("nat", scheduler="maglev"))
+    try:
+        seen = hybrid.sync.report()["read_backs"]
+        hybrid.handle(bytes(client_frame(tcp(sport=42100, flags="S"))))
+        assert hybrid.sync.report()["read_backs"] == seen
+        hybrid.sync.tick(time.monotonic())
+        assert hybrid.sync.report()["read_backs"] == seen + 1
+    finally:
+        hybrid.close()

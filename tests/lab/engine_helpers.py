@@ -9,7 +9,7 @@ from pktlb.adapters.configfile import load_config
 from pktlb.core.datapath import DataPath
 from pktlb.core.flowkey import flow_hash
 from pktlb.core.packet.addr import ip_to_int
-from pktlb.daemon.ctlsock import ControlClientError, request
+from pktlb.daemon.ctlsock import ControlClientError, request, worker_sockets
 from pktlb.lab.addressing import lab_macs
 
 
@@ -34,6 +34,24 @@ def wait_engine(lab, timeout: float = 15.0) -> dict[str, Any]:
             last = exc
         time.sleep(0.1)
     raise AssertionError(f"engine not ready after {timeout} s: {last}")
+
+
+def await_read_back(socket: str, timeout: float = 10.0) -> None:
+    """Bounded wait until every worker of the engine at ``socket`` has read its kernel fast path back once
+    more (its ``read_backs`` grew): what the kernel forwarded or scheduled until now is then in the worker's
+    stats and flow table.  One loop answers the control socket and runs the tick, so a tick counted after
+    the first look began after it.  (A fixed sleep of a tick and a half missed a tick delayed by load.)"""
+    def read_backs(path: str) -> int:
+        return int(request(path, {"cmd": "stats"})["fastpath"]["read_backs"])
+
+    waiting = {path: read_backs(path) for path in worker_sockets(socket)}
+    deadline = time.monotonic() + timeout
+    while True:
+        waiting = {path: seen for path, seen in waiting.items() if read_backs(path) <= seen}
+        if not waiting:
+            return
+        assert time.monotonic() < deadline, f"no fast-path read-back within {timeout} s from {sorted(waiting)}"
+        time.sleep(0.05)
 
 
 def predicted_backend(lab, src: str, sport: int, dport: int = 80) -> str:

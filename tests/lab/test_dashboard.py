@@ -29,6 +29,9 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 PORT = 9180
 BATCHES, PER_BATCH = 4, 10  # 40 requests, a few seconds apart so the chart has more than one point
 ROW = 'tr[data-source="{lb}"][data-service="web"][data-backend="{be}"][data-state="{state}"]'
+# Bound on a change reaching the page: one engine poll (1 s) and one push, plus a loaded 2-vCPU machine
+# running Chromium beside the lab (3 s left too little margin); the latency itself is printed, not asserted.
+UPDATE_MS = 10_000
 
 
 def fetch(lab, url: str) -> str:
@@ -62,7 +65,7 @@ def await_listening(process: subprocess.Popen, log: Path, url: str, timeout: flo
         time.sleep(0.1)
 
 
-def next_poll(page, timeout: float = 5_000) -> None:
+def next_poll(page, timeout: float = UPDATE_MS) -> None:
     """Await the page's next update (its "last poll" clock changes)."""
     shown = page.text_content("#clock")
     page.wait_for_function("(shown) => document.getElementById('clock').textContent !== shown", arg=shown,
@@ -121,11 +124,11 @@ def test_the_page_shows_traffic_and_a_backend_going_down(lab_factory, tmp_path: 
                 down = lab.cli("backend", "down", "be2", "-s", engine_socket(lab))
                 assert down.returncode == 0, down.stderr
                 marked = time.monotonic()
-                row = page.wait_for_selector(ROW.format(lb=lab.prefix, be="be2", state="down"), timeout=3_000)
+                row = page.wait_for_selector(ROW.format(lb=lab.prefix, be="be2", state="down"), timeout=UPDATE_MS)
                 latency = time.monotonic() - marked
                 print(f"dashboard: be2's row turned down {latency * 1000:.0f} ms after `pktlb backend down`")
                 assert "changed" in (row.get_attribute("class") or "")  # the change is highlighted
-                page.wait_for_selector("#changes li.recent >> text=web/be2", timeout=3_000)
+                page.wait_for_selector("#changes li.recent >> text=web/be2", timeout=UPDATE_MS)
                 assert page.locator(ROW.format(lb=lab.prefix, be="be1", state="up")).count() == 1
                 assert page.locator("table.drops, p.drops").count() == 1
                 next_poll(page)  # one more, so the screenshot shows the rates after the change

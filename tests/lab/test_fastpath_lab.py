@@ -21,7 +21,7 @@ from pktlb.daemon.fastpath_replay import HybridPath
 from pktlb.lab.addressing import lab_macs, mac_for_ip
 from pktlb.lab.httpd import expected_sha256
 from tests.lab.conftest import PKTLB
-from tests.lab.engine_helpers import ask, wait_engine
+from tests.lab.engine_helpers import ask, await_read_back, engine_socket, wait_engine
 
 pytestmark = [pytest.mark.lab, pytest.mark.bpf]
 PASS_OBJECT = object_path().with_name("pass.bpf.o")
@@ -84,7 +84,7 @@ def test_a_download_and_an_upload_move_through_the_kernel(lab_factory, mode, hoo
         up = lab.run("client", ["sh", "-c", f"head -c 2000000 /dev/zero | curl -sS --max-time 30 -o /dev/null "
                                 f"-w '%{{http_code}}' --data-binary @- http://{lab.vip}/upload"], timeout=40)
         assert up.stdout.strip() == "200", up.stderr
-        time.sleep(1.5)  # one read-back tick: the kernel's counters reach the stats
+        await_read_back(engine_socket(lab))  # the kernel's counters reach the stats
         stats = ask(lab, {"cmd": "stats"})
         fast = stats["fastpath"]
         assert fast["hook"] == hook and fast["errors"] == 0, fast
@@ -155,7 +155,7 @@ def test_lab_up_fastpath_xdp_runs_the_supervised_engine_with_it(lab_factory):
     done = lab.run("client", ["sh", "-c", f"curl -sS --max-time 30 http://{lab.vip}/bytes?n={n} | sha256sum"],
                    timeout=40)
     assert done.stdout.split()[0] == expected_sha256(n), done.stderr
-    time.sleep(1.5)
+    await_read_back(engine_socket(lab))  # the kernel's counters reach the stats
     stats = ask(lab, {"cmd": "stats"})
     assert stats["fastpath"]["hook"] == "xdp" and stats["fastpath"]["forwarded"]["outbound"] > 500, stats["fastpath"]
 
@@ -183,7 +183,8 @@ def test_a_syn_flood_stays_in_the_kernel_and_every_request_is_served(lab_factory
     finally:
         fh.stop(flood)
         fh.stop(requests)
-    time.sleep(1.5)  # one read-back tick
+    if fastpath != "off":
+        await_read_back(engine_socket(lab))  # the kernel's counters reach the stats
     fast = ask(lab, {"cmd": "stats"})["fastpath"]
     failed = [r for r in rows if not r["ok"]]
     print("FIGURES fastpath_syn_flood", fastpath, json.dumps({"sent": sent, "requests": len(rows),

@@ -5,14 +5,12 @@ the backends' replies to its SNAT address with RST."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from pktlb.adapters.fastpath import availability
 from pktlb.adapters.nft import GUARD_TABLE
 from pktlb.lab.httpd import expected_sha256
-from tests.lab.engine_helpers import ask
+from tests.lab.engine_helpers import ask, await_read_back, engine_socket
 from tests.lab.test_fastpath_lab import start_engine, stop
 
 pytestmark = [pytest.mark.lab, pytest.mark.bpf]
@@ -46,7 +44,7 @@ def test_fullnat_at_tc_with_a_local_snat_address_the_kernel_stays_out_of_the_way
                            timeout=20)
             assert done.stdout.split()[0] == expected_sha256(n), done.stderr
         assert tcp_out_rsts(lab) == rsts  # the LB's kernel answered nothing
-        time.sleep(1.5)  # one read-back tick: the kernel's counters reach the stats
+        await_read_back(engine_socket(lab))  # the kernel's counters reach the stats
         stats = ask(lab, {"cmd": "stats"})
         fast, totals = stats["fastpath"], stats["totals"]
         assert fast["hook"] == "tc" and fast["errors"] == 0, fast

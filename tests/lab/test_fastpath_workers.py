@@ -23,12 +23,14 @@ from pathlib import Path
 import pytest
 
 from pktlb.adapters.configfile import load_config
+from pktlb.adapters.fanout import header_hash
 from pktlb.adapters.fastpath import availability
+from pktlb.core.packet.addr import ip_to_int
 from pktlb.daemon.ctlsock import ControlClientError, request
 from pktlb.daemon.worker_stats import engine_stats
 from pktlb.lab.httpd import expected_sha256
 from tests.lab.conftest import PKTLB, need_root
-from tests.lab.engine_helpers import ask, wait_engine
+from tests.lab.engine_helpers import ask, await_read_back, engine_socket, wait_engine
 from tests.lab.foreign import SERVERS, Foreign
 from tests.lab.test_fastpath_lab import PASS_OBJECT, lb_port, stop, xdp_on_lb
 
@@ -59,11 +61,28 @@ snat_address = "{snat}"
 snat_ports = [20000, 59999]
 backend = [
 """ + "".join(f'    {{ name = "{b.name}", address = "{b.address}", port = {FULL_BACKEND_PORT} }},\n'
-              for b in load_config(str(lab.paths.config)).services[0].backends) + "]\n"
+              for b in load_config(str(lab.paths.config)).services[0].backends) + "]\n" + """
+[flows]
+fin_timeout = 120.0
+"""  # every closed flow stays listed until the end, however slow the machine (the default is 10 s)
     path = lab.paths.file("fastpath-workers.toml")
     path.write_text(text)
     lab.run("lb", ["ip", "addr", "add", f"{snat}/24", "dev", "eth0"], check=True)  # the LB answers ARP for it
     return str(path)
+
+
+def ports_for_each_worker(lab, port: int, count: int, first: int = 46000) -> list[int]:
+    """``count`` client source ports toward VIP:port that the fanout hash gives to worker 0, 1, 0, 1, ...
+    (what ``pktlb run --workers 2`` steers a new flow's first frame by): each worker decides some of the
+    flows, its own SNAT slice, whatever ports the kernel would have picked (all on one worker: 1 in 512)."""
+    client, vip = ip_to_int(lab.plan.node("client").address), ip_to_int(lab.vip)
+    ports: list[int] = []
+    sport = first
+    while len(ports) < count:
+        if header_hash(client, vip, sport << 16 | port) % 2 == len(ports) % 2:
+            ports.append(sport)
+        sport += 1
+    return ports
 
 
 def download(lab, port: int) -> None:
@@ -109,10 +128,11 @@ def test_two_workers_share_one_program_and_count_its_frames_once(lab_factory):
             download(lab, 80)
         for _ in range(2):
             download(lab, FULL_PORT)
-        for _ in range(8):  # more connections: each worker decides some (its own SNAT slice), rr: both backends
-            lab.run("client", ["curl", "-sS", "--max-time", "5", "-o", "/dev/null", f"http://{lab.vip}:{FULL_PORT}/"],
-                    timeout=10)
-        time.sleep(1.5)  # one read-back tick: the kernel's counters reach each worker's stats
+        client = lab.plan.node("client").address
+        for sport in ports_for_each_worker(lab, FULL_PORT, 8):  # each worker decides some (its own SNAT slice)
+            lab.run("client", ["curl", "-sS", "--max-time", "5", "-o", "/dev/null", "--interface", client,
+                               "--local-port", str(sport), f"http://{lab.vip}:{FULL_PORT}/"], timeout=10)
+        await_read_back(str(lab.paths.control_socket))  # the kernel's counters reach each worker's stats
         stats = engine_stats(str(lab.paths.control_socket))
         fast, totals = stats["fastpath"], stats["totals"]
         assert stats["workers"] == 2 and fast["hook"] == "xdp" and fast["errors"] == 0, fast
@@ -129,7 +149,7 @@ def test_two_workers_share_one_program_and_count_its_frames_once(lab_factory):
             request(path, {"cmd": "backend", "action": "down", "service": "web", "backend": "be1"})
         for _ in range(4):
             lab.run("client", ["curl", "-sS", "--max-time", "5", "-o", "/dev/null", f"http://{lab.vip}/"], timeout=10)
-        time.sleep(1.2)
+        await_read_back(str(lab.paths.control_socket))  # flows the program scheduled reach Python's tables
         flows = [f for p in lab.paths.worker_sockets() for f in request(p, {"cmd": "flows"})["flows"]]
         assert {f["backend"] for f in flows if f["client"] not in before} == {"be2"}, flows
         # SIGKILL worker 0: its bpf_links die with it (nothing pinned); the parent then stops worker 1
@@ -151,7 +171,7 @@ def test_two_arms_the_program_forwards_across_interfaces(lab_factory):
     wait_engine(lab)
     for _ in range(2):
         download(lab, 80)
-    time.sleep(1.5)
+    await_read_back(engine_socket(lab))
     stats = ask(lab, {"cmd": "stats"})
     fast, totals = stats["fastpath"], stats["totals"]
     assert fast["hook"] == "xdp" and fast["errors"] == 0, fast
@@ -177,7 +197,7 @@ def test_a_foreign_three_interface_director_forwards_both_ways_in_the_kernel(mod
         for _ in range(2):
             data = net.fetch("data.bin")
             assert hashlib.sha256(data).hexdigest() == net.digest
-        time.sleep(1.5)
+        await_read_back(net.socket)
         stats = json.loads(net.cli("stats", "--json").stdout)
         fast, totals = stats["fastpath"], stats["totals"]
         assert fast["hook"] == hook and fast["errors"] == 0, fast

@@ -44,10 +44,13 @@ def lab() -> Iterator[TwoArm]:
             ["ip", "netns", "exec", topo.ns("s"), sys.executable, "-c",
              "import socket, time\n"
              f"s = socket.create_server(('{SERVER}', 80)); s.settimeout(1); end = time.monotonic() + {LISTEN_SECONDS}\n"
+             "print('listening', flush=True)\n"
              "while time.monotonic() < end:\n"
              "    try: s.accept()[0].close()\n"
              "    except OSError: pass\n"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        # Listening before the test's first connect (3 quick refused tries could all beat a slow start).
+        assert server.stdout is not None and server.stdout.readline().strip() == "listening"
         yield topo
     finally:
         if server is not None:

@@ -174,6 +174,15 @@ def _await_json(path: Path, predicate, timeout: float = 5.0) -> dict:
     raise AssertionError(f"{path} never satisfied the condition: {path.read_text() if path.exists() else 'missing'}")
 
 
+def listening_on_80(record: dict) -> bool:
+    """Whether the service's process has a socket listening on port 80 (False, to poll again, while the
+    supervisor has no live process for it: between a crash and the restart, or just after a restart)."""
+    try:
+        return LISTENING_ON_80 in Path(f"/proc/{int(record['pid'])}/net/tcp").read_text()
+    except (KeyError, TypeError, ValueError, OSError):
+        return False
+
+
 def test_status_exec_and_supervision(lab_factory):
     lab = lab_factory("dsr", backends=2, engine="none")
     done = lab.cli("lab", "status", "--json", "--prefix", lab.prefix)
@@ -193,7 +202,7 @@ def test_status_exec_and_supervision(lab_factory):
     os.kill(httpd["pid"], signal.SIGKILL)
     record = lab.await_service("be1/httpd", lambda r: r["pid"] not in (None, httpd["pid"]) and r["restarts"] >= 1)
     assert is_same_process(record)
-    lab.await_service("be1/httpd", lambda r: LISTENING_ON_80 in Path(f"/proc/{r['pid']}/net/tcp").read_text())
+    lab.await_service("be1/httpd", listening_on_80)
     assert lab.curl_json("client", "http://198.18.0.11/")["backend"] == "be1"
 
 

@@ -128,12 +128,19 @@ class BgpRig:
         return json.loads(out)[0]["gateway"]
 
     def wait(self, predicate, what: str, timeout: float = TIMEOUT) -> float:
+        """Seconds until ``predicate()`` held.  A BIRD control socket that does not answer in time (a
+        daemon busy or just restarted) is a state to poll again, not a failure: the last such error is
+        reported if the wait times out."""
         started = time.monotonic()
+        last: birdctl.BirdError | None = None
         while time.monotonic() - started < timeout:
-            if predicate():
-                return time.monotonic() - started
+            try:
+                if predicate():
+                    return time.monotonic() - started
+            except birdctl.BirdError as exc:
+                last = exc
             time.sleep(0.01)
-        raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}" + (f" (last: {last})" if last else ""))
 
     def close(self) -> None:
         for proc in self.procs.values():
