@@ -8,6 +8,7 @@ no BPF permission), so the engine can run without it and say so.
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 from pathlib import Path
@@ -66,6 +67,7 @@ class FastPath:
         self.links: list[int] = []
         self.cpus = libbpf.possible_cpus()
         self.present: dict[str, set[bytes]] = {name: set() for name in KEY_SIZES}
+        self.batch_lookup = True  # scan with BPF_MAP_LOOKUP_BATCH (False once the kernel refused it)
 
     # --- maps -------------------------------------------------------------------------------------------
     def fd(self, name: str) -> int:
@@ -77,9 +79,9 @@ class FastPath:
         writes = 0
         for name, entries in image.items():
             fd = self.fd(name)
-            for key, value in entries.items():
-                libbpf.update(fd, key, value)
-                writes += 1
+            if entries:  # one system call per map (BPF_MAP_UPDATE_BATCH)
+                libbpf.update_batch(fd, list(entries), list(entries.values()))
+                writes += len(entries)
             known = self.present.setdefault(name, set())
             if replace and name not in ARRAYS:
                 for key in known - entries.keys():
@@ -113,8 +115,16 @@ class FastPath:
 
     def scan(self, name: str, cursor: bytes | None, budget: int) -> tuple[list[tuple[bytes, bytes]], bytes | None]:
         """Up to ``budget`` entries of a hash map after ``cursor`` (None: from the start), and the cursor to
-        go on from (None once the end is reached): a large map is read a slice per call."""
+        go on from (None once the end is reached): a large map is read a slice per call.  The cursor is
+        opaque: the kernel's batch token (BPF_MAP_LOOKUP_BATCH), or the last key where that is missing."""
         fd, size = self.fd(name), VALUE_SIZES[name]
+        if self.batch_lookup:  # one system call for the whole slice; the cursor is the kernel's bucket token
+            try:
+                return libbpf.lookup_batch(fd, KEY_SIZES[name], size, cursor, budget)
+            except libbpf.BpfError as exc:
+                if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP, libbpf.ENOTSUPP) or cursor is not None:
+                    raise
+                self.batch_lookup = False  # a kernel before 5.6: walk the keys (cursors are keys from now on)
         out: list[tuple[bytes, bytes]] = []
         key = cursor
         for key in libbpf.keys_after(fd, KEY_SIZES[name], cursor, budget):

@@ -55,6 +55,8 @@ def library() -> ctypes.CDLL:
             ("bpf_map__set_max_entries", i, [p, u32]), ("bpf_program__set_autoload", i, [p, ctypes.c_bool]),
             ("bpf_map_update_elem", i, [i, vp, vp, ctypes.c_uint64]), ("bpf_map_lookup_elem", i, [i, vp, vp]),
             ("bpf_map_delete_elem", i, [i, vp]), ("bpf_map_get_next_key", i, [i, vp, vp]),
+            ("bpf_map_update_batch", i, [i, vp, vp, ctypes.POINTER(u32), vp]),
+            ("bpf_map_lookup_batch", i, [i, vp, vp, vp, vp, ctypes.POINTER(u32), vp]),
             ("bpf_prog_test_run_opts", i, [i, ctypes.POINTER(_TestRunOpts)]),
             ("bpf_link_create", i, [i, i, ctypes.c_int, vp]), ("libbpf_num_possible_cpus", i, []),
             ("libbpf_get_error", ctypes.c_long, [vp]),
@@ -130,6 +132,50 @@ class BpfObject:
 
 def update(fd: int, key: bytes, value: bytes, flags: int = BPF_ANY) -> None:
     _check(library().bpf_map_update_elem(fd, key, value, flags), "bpf_map_update_elem")
+
+
+def update_batch(fd: int, keys: list[bytes], values: list[bytes]) -> None:
+    """Write many entries with one system call (BPF_MAP_UPDATE_BATCH); a kernel without it (before 5.6)
+    gets them one by one.  On failure, the entries before the failing one are written."""
+    if len(keys) == 1:
+        update(fd, keys[0], values[0])
+        return
+    count = ctypes.c_uint32(len(keys))
+    ret = library().bpf_map_update_batch(fd, b"".join(keys), b"".join(values), ctypes.byref(count), None)
+    if ret < 0 and count.value == 0 and _unsupported(ret):
+        for key, value in zip(keys, values, strict=True):
+            update(fd, key, value)
+        return
+    _check(ret, "bpf_map_update_batch")
+
+
+def lookup_batch(fd: int, key_size: int, value_size: int, token: bytes | None,
+                 budget: int) -> tuple[list[tuple[bytes, bytes]], bytes | None]:
+    """Up to ``budget`` entries of a hash map from the bucket ``token`` names on (None: the first), with
+    one system call (BPF_MAP_LOOKUP_BATCH), and the token to go on from (None at the end).  Raises
+    BpfError with errno EINVAL or ENOTSUPP where the kernel or the map has no batch lookup."""
+    lib, out_token = library(), ctypes.create_string_buffer(max(key_size, 8))
+    while True:
+        keys, values = ctypes.create_string_buffer(key_size * budget), ctypes.create_string_buffer(value_size * budget)
+        count = ctypes.c_uint32(budget)
+        ret = lib.bpf_map_lookup_batch(fd, token, out_token, keys, values, ctypes.byref(count), None)
+        code = -ret if ret not in (0, -1) else (ctypes.get_errno() if ret else 0)
+        if code != errno.ENOSPC:  # ENOSPC: one bucket holds more than budget entries
+            break
+        budget *= 2
+    if code not in (0, errno.ENOENT):
+        raise BpfError(code, f"bpf_map_lookup_batch: {os.strerror(code)}")
+    n, kraw, vraw = count.value, keys.raw, values.raw
+    entries = [(kraw[i * key_size:(i + 1) * key_size], vraw[i * value_size:(i + 1) * value_size]) for i in range(n)]
+    return entries, (None if code == errno.ENOENT else out_token.raw)
+
+
+ENOTSUPP = 524  # the kernel's "operation not supported" (not in errno)
+
+
+def _unsupported(ret: int) -> bool:
+    code = -ret if ret != -1 else ctypes.get_errno()
+    return code in (errno.EINVAL, errno.EOPNOTSUPP, ENOTSUPP)
 
 
 def lookup(fd: int, key: bytes, value_size: int) -> bytes | None:

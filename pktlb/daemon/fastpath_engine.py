@@ -103,11 +103,17 @@ def engine_view(engine: Any, snap: Snapshot) -> tuple[Snapshot, Interfaces]:
 def reply_resolver(engine: Any) -> Callable[[int], tuple[bytes, int]]:
     """client address -> the Ethernet addresses and interface the engine's egress stage would give a
     reply to it (zeros while the next hop is unresolved or where XDP cannot send: its replies punt)."""
+    probe, outbound = bytearray(34), Decision(FORWARD, OUTBOUND)  # reused: target only reads them
+    found: dict[Route | str, tuple[bytes, int]] = {}  # per route the egress stage memoises (a flush per new flow)
+
     def resolve(client: int) -> tuple[bytes, int]:
-        probe = bytearray(34)
         probe[30:34] = client.to_bytes(4, "big")
-        return _where(engine, engine.fastpath_hook, engine.egress.target(probe, Decision(FORWARD, OUTBOUND)),
-                      _ifindexes(engine))
+        route = engine.egress.target(probe, outbound)
+        if route not in found or found[route][0] is UNRESOLVED_L2:
+            if len(found) >= 256:
+                found.clear()
+            found[route] = _where(engine, engine.fastpath_hook, route, _ifindexes(engine))
+        return found[route]
     return resolve
 
 

@@ -21,7 +21,9 @@ imported or counted twice when the CLI adds the workers up.
 from __future__ import annotations
 
 import logging
+import struct
 from collections.abc import Callable
+from itertools import islice
 from typing import Any
 
 from pktlb.adapters.fanout import header_hash
@@ -38,8 +40,12 @@ log = logging.getLogger("pktlb.fastpath")
 ETH = 14  # the engine's byte counters include the Ethernet header, the kernel's do not
 SCAN_BUDGET = 8192  # flow-map entries read back per tick (a bigger map is read a slice per second)
 IMPORT_BUDGET = 4096  # flows the program scheduled taken into Python's table per tick (a SYN flood waits)
+DEFER_MAX = 65536  # half-open flows held back under backlog (flush); more stay Python's
+DEFER_DRAIN = 256  # deferred flows pushed per flush without backlog (about 5 ms of work)
 EXPIRY_BUDGET = 4096  # Python's oldest entries checked against the kernel before they may expire
-REPLY_L2 = slice(24, 36)  # a flow value's reply_l2 (then its reply_ifindex), per layout.FLOW
+HEAD = struct.Struct("!12xHB8xB2xIIHH")  # ethertype, version/IHL, protocol, addresses, ports (no IP options)
+REPLY_L2 = slice(24, 36)
+COUNTS, COUNTS_AT = struct.Struct("<4Q"), L.FLOW.size - 40  # a flow value's packets and bytes in and out  # a flow value's reply_l2 (then its reply_ifindex), per layout.FLOW
 
 
 ReplyTo = Callable[[int], tuple[bytes, int]]  # client address -> (Ethernet addresses, ifindex) of replies to it
@@ -61,6 +67,10 @@ class FastPathSync:
         self.ids = encode.Ids()
         self.seen: dict[bytes, tuple[int, int, int, int]] = {}  # counters already added, per kernel key
         self.pending: set[tuple[int, int, int, int, int]] = set()
+        self.deferred: dict[tuple[int, int, int, int, int], None] = {}  # half-open flows a backlog held back (oldest first)
+        # services (proto, VIP, port) whose new flows the program schedules, or did under an earlier
+        # snapshot: the only ones with kernel flows this worker did not push (``kernel_may_have``)
+        self.scheduling: set[tuple[int, int, int]] = set()
         self.errors = 0
         self.imported = 0
         self.read_backs = 0  # ticks done: a reader that saw n knows tick n + 1 starts after its look (one loop)
@@ -84,6 +94,7 @@ class FastPathSync:
     def install(self, snap: Snapshot, ifaces: Interfaces | None = None) -> None:
         """The snapshot's maps (the writer only; every worker keeps the ids, the same in each)."""
         self.l2_seen = (*_l2s(snap), ifaces)
+        self.scheduling.update(k for k, svc in snap.services.items() if encode.sched_kind(svc) != L.SCHED_PYTHON)
         try:
             gone = self.ids.forget_missing(snap)
             image = encode.encode_snapshot(snap, self.dp.flows.config, self.ids, ifaces)
@@ -100,11 +111,11 @@ class FastPathSync:
         """Before Python handles a punted frame: if its flow was scheduled by the program and Python
         does not know it yet (a SYN-ACK, a FIN), take the kernel's entry first, so the frame is
         counted and tracked on the same flow as without the fast path."""
-        if len(frame) < 38 or frame[12:14] != b"\x08\x00" or frame[14] != 0x45 or frame[23] not in (6, 17):
+        if len(frame) < 38:
             return
-        proto = frame[23]
-        src, dst = int.from_bytes(frame[26:30], "big"), int.from_bytes(frame[30:34], "big")
-        sport, dport = int.from_bytes(frame[34:36], "big"), int.from_bytes(frame[36:38], "big")
+        ethertype, version_ihl, proto, src, dst, sport, dport = HEAD.unpack_from(frame)
+        if ethertype != 0x0800 or version_ihl != 0x45 or proto not in (6, 17):
+            return
         snap, flows = self.dp.snapshot, self.dp.flows
         hit = snap.nat_reverse.get((proto, src, sport))
         key = (proto, dst, hit[0].vip, dport, hit[0].port) if hit else (proto, src, dst, sport, dport)
@@ -115,6 +126,8 @@ class FastPathSync:
         if not hit and dst not in snap.vips:
             return
         raw_key = encode.flow_key(key)
+        if not hit and not self.kernel_may_have(key, raw_key):  # a full-NAT SYN, say: nothing to look up
+            return
         try:
             raw = self.fp.lookup("pktlb_flows", raw_key)
             if raw is not None and not self.owns(key):  # another worker's flow: it imports it
@@ -131,37 +144,97 @@ class FastPathSync:
                 self._merge(raw_key, kf, entry, snap)
                 self.pending.add(kf.key)
 
+    def kernel_may_have(self, key: tuple[int, int, int, int, int], raw_key: bytes) -> bool:
+        """Can the flow map hold this client-side flow?  Only if this worker pushed it (``seen``), the
+        program schedules its service's new flows (or did under an earlier snapshot), or another worker
+        could have pushed it (its frames are not all this worker's).  Otherwise a lookup (a system call)
+        can only miss: a new flow of a service Python schedules, full-NAT's above all."""
+        return (raw_key in self.seen or (key[0], key[2], key[4]) in self.scheduling
+                or (self.workers > 1 and not self.owns(key)))
+
     def note(self, decision: Any) -> None:
         """Called for every frame Python handled: remember flows to push after the batch."""
         key = decision.flow_key
         if key is not None:
             self.pending.add(key)
 
-    def flush(self) -> None:
-        """Push the flows Python decided in the last batch (their counters merged first)."""
+    def flush(self, backlog: bool = False) -> None:
+        """Push the flows Python decided in the last batch (their counters merged first).
+
+        ``backlog``: frames are waiting (the batch was full).  Then a half-open flow the kernel does not
+        have yet is not pushed but deferred: under a SYN flood Python's time goes to deciding new flows,
+        not to publishing ones that mostly never complete.  Nothing changes for its frames but where they
+        are forwarded (Python has the flow, the program punts what it does not know); the flow is pushed
+        once established, or by a later flush without backlog (DEFER_DRAIN at a time, the tick's too)."""
+        if not backlog and self.deferred:
+            entries = self.dp.flows.entries
+            for key in list(islice(self.deferred, DEFER_DRAIN)):
+                del self.deferred[key]
+                if key in entries:  # else it is gone from Python before the kernel ever had it
+                    self.pending.add(key)
         if not self.pending:
             return
         flows, snap = self.dp.flows, self.dp.snapshot
+        image: encode.MapImage = {"pktlb_flows": {}, "pktlb_snat_reverse": {}}
+        slots: dict[tuple[str, str], bool] = {}  # a backend slot checked once per batch
+        deferred = self.deferred
         try:
             for key in self.pending:
                 entry = flows.entries.get(key)
                 raw_key = encode.flow_key(key)
+                if backlog and entry is not None and entry.state == "syn" and not self.kernel_may_have(key, raw_key):
+                    if len(deferred) < DEFER_MAX:  # else it stays Python's until its next frame notes it again
+                        deferred[key] = None
+                    continue
+                deferred.pop(key, None)
                 if entry is None:
                     if self.workers == 1 or raw_key in self.seen:  # never another worker's flow
                         self._drop_kernel(raw_key)
                     continue
-                if not self.writer and not self._slot_is(entry, snap):
-                    continue
-                current = self.fp.lookup("pktlb_flows", raw_key)
-                if current is not None:
-                    self._merge(raw_key, encode.decode_flow(raw_key, current), entry, snap)
+                if not self.writer:
+                    slot = (entry.service, entry.backend)
+                    if slot not in slots:
+                        slots[slot] = self._slot_is(entry, snap)
+                    if not slots[slot]:
+                        self.foreign_backends += 1
+                        continue
+                if self.kernel_may_have(key, raw_key):  # its counters first: the push zeroes them
+                    current = self.fp.lookup("pktlb_flows", raw_key)
+                    if current is not None:
+                        self._merge(raw_key, encode.decode_flow(raw_key, current), entry, snap)
                 l2, ifindex = self.reply_to(entry.key[1])
-                image = encode.encode_entry(entry, snap, self.ids, int(entry.last_seen * 1e9), l2, ifindex)
-                self.fp.apply(image, replace=False)
-                self.seen[raw_key] = (0, 0, 0, 0)
+                encode.encode_entry(entry, snap, self.ids, int(entry.last_seen * 1e9), l2, ifindex, image)
+            self._push(image)
         except (BpfError, ValueError) as exc:
             self._error("flow push", exc)
         self.pending.clear()
+
+    def _push(self, image: encode.MapImage) -> None:
+        """Write the flows' entries, one system call per map, after the batch's deletions (a freed SNAT
+        port may be pushed again in the same batch).  ``seen`` then holds the flows written, their
+        counters zeroed."""
+        flows, reverse = image["pktlb_flows"], image["pktlb_snat_reverse"]
+        failed = self._write("pktlb_flows", flows)
+        for raw_key in flows.keys() - failed:
+            self.seen[raw_key] = (0, 0, 0, 0)
+        failed |= self._write("pktlb_snat_reverse", reverse)
+        if failed:
+            raise BpfError(0, f"{len(failed)} of {len(flows) + len(reverse)} flow map entries not written")
+
+    def _write(self, name: str, entries: dict[bytes, bytes]) -> set[bytes]:
+        """Every entry with one system call, or one by one if that fails (a full map: the others still
+        go in); returns the keys not written."""
+        try:
+            self.fp.apply({name: entries}, replace=False)
+            return set()
+        except BpfError:
+            failed = set()
+            for key, value in entries.items():
+                try:
+                    self.fp.apply({name: {key: value}}, replace=False)
+                except BpfError:
+                    failed.add(key)
+            return failed
 
     def _hint_reply(self, raw_key: bytes, raw: bytes, client: int) -> None:
         """A reply of another worker's kernel flow that punted for want of its next hop: write just that
@@ -181,10 +254,7 @@ class FastPathSync:
         be = svc.by_name.get(entry.backend) if svc else None
         key = (entry.service, entry.backend)
         raw = self.fp.lookup("pktlb_backends", L.U32.pack(self.ids.backends[key])) if key in self.ids.backends else None
-        if be is not None and raw is not None and raw[12:18] == be.addr_bytes + be.port_bytes:
-            return True
-        self.foreign_backends += 1
-        return False
+        return be is not None and raw is not None and raw[12:18] == be.addr_bytes + be.port_bytes
 
     # -- reading back ---------------------------------------------------------------------------------
     def tick(self, now: float) -> None:
@@ -195,6 +265,8 @@ class FastPathSync:
             kernel, self.cursor = self.fp.scan("pktlb_flows", self.cursor, SCAN_BUDGET)
             imports = IMPORT_BUDGET
             for raw_key, raw in kernel:
+                if self.seen.get(raw_key) == COUNTS.unpack_from(raw, COUNTS_AT):
+                    continue  # nothing forwarded since the last read or push (last seen and state move with it)
                 kf = encode.decode_flow(raw_key, raw)
                 entry = flows.entries.get(kf.key)
                 if entry is None:
@@ -293,8 +365,8 @@ class FastPathSync:
     def report(self) -> dict[str, object]:
         counters = encode.decode_counters(self.fp.counters())
         return {"hook": self.hook, "errors": self.errors, "imported_flows": self.imported,
-                "kernel_flows": len(self.seen), "read_backs": self.read_backs, "worker": self.worker,
-                "writer": self.writer,
+                "kernel_flows": len(self.seen), "deferred_flows": len(self.deferred), "read_backs": self.read_backs,
+                "worker": self.worker, "writer": self.writer,
                 "foreign_backends": self.foreign_backends, "flow_map_entries": getattr(self.fp, "max_flows", 0),
                 **({"flow_map_wanted": self.flow_map_wanted} if self.flow_map_wanted else {}),
                 "forwarded": {k: counters[k] for k in L.FORWARD_KINDS},

@@ -89,7 +89,7 @@ class Forwarder:
         try:
             self.portset = Ports(self.interfaces, self.netlink, bpf=engine_filter(self.control.snapshot), batch=batch,
                                  workers=workers, fanout_group=fanout_group, steering=steering,
-                                 protocol=reads.protocol)
+                                 protocol=reads.protocol, rx_buffer_bytes=reads.rx_buffer_bytes)
         except InterfaceMissing as exc:
             self.netlink.close()
             raise StartupError(f"lb.interface: no interface named {str(exc)!r} in this network namespace") from None
@@ -281,8 +281,8 @@ class Forwarder:
                 count(decision, nbytes)
                 if sync is not None:
                     sync.note(decision)
-            if sync is not None:
-                sync.flush()
+            if sync is not None:  # a full batch: frames are waiting, half-open flows wait for the kernel
+                sync.flush(backlog=len(batch) >= self.batch)
             for out_port, (out, vnets) in outs.items():
                 out_port.send_batch(out, vnets)
                 self.last_tx = time.monotonic()

@@ -22,7 +22,8 @@ REJECT_ALL = pack_filters([(0x06, 0, 0, 0)])  # BPF_RET|BPF_K 0: a send-only por
 
 class Ports:
     def __init__(self, interfaces: Sequence[str], cache: Any, *, bpf: bytes, batch: int, workers: int,
-                 fanout_group: int, steering: bytes | None, protocol: int = ETH_P_ALL) -> None:
+                 fanout_group: int, steering: bytes | None, protocol: int = ETH_P_ALL,
+                 rx_buffer_bytes: int = 8 << 20) -> None:
         """Open a port on each of ``interfaces`` (InterfaceMissing, after closing what was opened, if one is gone)."""
         self.batch = batch
         self.rx: list[RawPort] = []
@@ -30,7 +31,7 @@ class Ports:
         self.by_ifindex: dict[int, RawPort] = {}
         try:
             for index, name in enumerate(interfaces):
-                port = RawPort(name, bpf=bpf, batch=batch, protocol=protocol,
+                port = RawPort(name, bpf=bpf, batch=batch, protocol=protocol, rx_buffer_bytes=rx_buffer_bytes,
                                fanout_group=(fanout_group + index) & 0xFFFF if workers > 1 else None,
                                fanout_mode="cbpf", fanout_program=steering)
                 self.rx.append(port)

@@ -16,7 +16,7 @@ from pktlb.daemon.ctlsock import request, worker_sockets
 TOTAL_KEYS = ("received", "forwarded", "replied", "dropped")
 FLOW_TABLE_KEYS = ("entries", "max_entries", "inserted", "evicted", "expired")
 PORT_KEYS = ("rx", "tx", "rx_truncated", "rx_partial", "rx_gso", "kernel_drops")
-FASTPATH_KEYS = ("errors", "imported_flows", "kernel_flows", "foreign_backends")
+FASTPATH_KEYS = ("errors", "imported_flows", "kernel_flows", "deferred_flows", "foreign_backends")
 BACKEND_KEYS = ("active_flows", "packets_in", "bytes_in", "packets_out", "bytes_out", "new_flows",
                 "pps_in", "bps_in", "pps_out", "bps_out")
 

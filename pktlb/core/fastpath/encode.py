@@ -15,6 +15,7 @@ frees the ones of removed backends.
 from __future__ import annotations
 
 import array
+import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from operator import attrgetter
@@ -146,15 +147,18 @@ def encode_snapshot(snap: Snapshot, flows: FlowConfig, ids: Ids, ifaces: Interfa
     return image
 
 
+_FLOW_KEY_INTS = struct.Struct(">IIHHB3x")  # layout.FLOW_KEY's bytes from integers (addresses and ports travel big-endian)
+assert _FLOW_KEY_INTS.size == L.FLOW_KEY.size
+
+
 def flow_key(key: tuple[int, int, int, int, int]) -> bytes:
     proto, src, dst, sport, dport = key
-    return L.FLOW_KEY.pack(_b4(src), _b4(dst), _b2(sport), _b2(dport), proto)
+    return _FLOW_KEY_INTS.pack(src, dst, sport, dport, proto)
 
 
 def decode_flow_key(raw: bytes) -> tuple[int, int, int, int, int]:
-    src, dst, sport, dport, proto = L.FLOW_KEY.unpack(raw)
-    return (proto, int.from_bytes(src, "big"), int.from_bytes(dst, "big"), int.from_bytes(sport, "big"),
-            int.from_bytes(dport, "big"))
+    src, dst, sport, dport, proto = _FLOW_KEY_INTS.unpack(raw)
+    return (proto, src, dst, sport, dport)
 
 
 def flow_value(entry: FlowEntry, backend_id: int, last_seen_ns: int, reply_l2: bytes = UNRESOLVED_L2,
@@ -163,27 +167,35 @@ def flow_value(entry: FlowEntry, backend_id: int, last_seen_ns: int, reply_l2: b
     the config names no single gateway (nat and full-NAT replies punt while it is unresolved);
     ``reply_ifindex`` the interface toward that next hop (0: where the reply came in)."""
     deltas = entry.nat_deltas
-    return L.FLOW.pack(backend_id, L.STATE_NUMBERS[entry.state], 0, _b2(entry.snat_port), _b4(entry.snat_addr),
-                       deltas[0], deltas[1], deltas[2], reply_l2, reply_ifindex, 0, 0, 0, 0, max(last_seen_ns, 0))
+    return L.FLOW.pack(backend_id, L.STATE_NUMBERS[entry.state], 0, entry.snat_port.to_bytes(2, "big"),
+                       entry.snat_addr.to_bytes(4, "big"), deltas[0], deltas[1], deltas[2], reply_l2, reply_ifindex,
+                       0, 0, 0, 0, max(last_seen_ns, 0))
 
 
-def snat_reverse(entry: FlowEntry) -> tuple[bytes, bytes]:
+_REVERSE_KEY_INTS = struct.Struct(">IHBx")  # layout.REVERSE_KEY's bytes from integers
+assert _REVERSE_KEY_INTS.size == L.REVERSE_KEY.size
+
+
+def snat_reverse(entry: FlowEntry, raw_flow_key: bytes | None = None) -> tuple[bytes, bytes]:
     deltas = entry.nat_deltas
-    key = L.REVERSE_KEY.pack(_b4(entry.snat_addr), _b2(entry.snat_port), entry.key[0])
-    return key, L.SNAT_REVERSE.pack(flow_key(entry.key), deltas[3], deltas[4], deltas[5])
+    key = _REVERSE_KEY_INTS.pack(entry.snat_addr, entry.snat_port, entry.key[0])
+    return key, L.SNAT_REVERSE.pack(raw_flow_key or flow_key(entry.key), deltas[3], deltas[4], deltas[5])
 
 
 def encode_entry(entry: FlowEntry, snap: Snapshot, ids: Ids, last_seen_ns: int,
-                 reply_l2: bytes = UNRESOLVED_L2, reply_ifindex: int = 0) -> MapImage:
-    """The map entries of one flow (nothing when its service or backend is not in the snapshot)."""
-    image: MapImage = {"pktlb_flows": {}, "pktlb_snat_reverse": {}}
+                 reply_l2: bytes = UNRESOLVED_L2, reply_ifindex: int = 0, image: MapImage | None = None) -> MapImage:
+    """The map entries of one flow (nothing when its service or backend is not in the snapshot), added
+    to ``image`` if given (the flows of a batch in one image)."""
+    if image is None:
+        image = {"pktlb_flows": {}, "pktlb_snat_reverse": {}}
     svc = snap.services.get((entry.key[0], entry.key[2], entry.key[4]))
     if svc is None or svc.name != entry.service or entry.backend not in svc.by_name:
         return image
-    image["pktlb_flows"][flow_key(entry.key)] = flow_value(entry, ids.backend(svc.name, entry.backend),
-                                                           last_seen_ns, reply_l2, reply_ifindex)
+    raw_key = flow_key(entry.key)
+    image["pktlb_flows"][raw_key] = flow_value(entry, ids.backend(svc.name, entry.backend), last_seen_ns, reply_l2,
+                                               reply_ifindex)
     if entry.snat_port:
-        key, value = snat_reverse(entry)
+        key, value = snat_reverse(entry, raw_key)
         image["pktlb_snat_reverse"][key] = value
     return image
 
