@@ -172,6 +172,8 @@ class FastPathSync:
                 del self.deferred[key]
                 if key in entries:  # else it is gone from Python before the kernel ever had it
                     self.pending.add(key)
+        elif backlog:
+            self._defer_half_open()
         if not self.pending:
             return
         flows, snap = self.dp.flows, self.dp.snapshot
@@ -182,11 +184,8 @@ class FastPathSync:
             for key in self.pending:
                 entry = flows.entries.get(key)
                 raw_key = encode.flow_key(key)
-                if backlog and entry is not None and entry.state == "syn" and not self.kernel_may_have(key, raw_key):
-                    if len(deferred) < DEFER_MAX:  # else it stays Python's until its next frame notes it again
-                        deferred[key] = None
-                    continue
-                deferred.pop(key, None)
+                if deferred:
+                    deferred.pop(key, None)
                 if entry is None:
                     if self.workers == 1 or raw_key in self.seen:  # never another worker's flow
                         self._drop_kernel(raw_key)
@@ -208,6 +207,18 @@ class FastPathSync:
         except (BpfError, ValueError) as exc:
             self._error("flow push", exc)
         self.pending.clear()
+
+    def _defer_half_open(self) -> None:
+        """Move the pending half-open flows the kernel cannot hold (``kernel_may_have``, inlined: this runs
+        for every new flow of a flood) to ``deferred``."""
+        entries, seen, scheduling, deferred = self.dp.flows.entries, self.seen, self.scheduling, self.deferred
+        flow_key, single = encode.flow_key, self.workers == 1
+        for key in [k for k in self.pending if (e := entries.get(k)) is not None and e.state == "syn"]:
+            if (key[0], key[2], key[4]) in scheduling or not (single or self.owns(key)) or flow_key(key) in seen:
+                continue
+            self.pending.discard(key)
+            if len(deferred) < DEFER_MAX:  # else it stays Python's until its next frame notes it again
+                deferred[key] = None
 
     def _push(self, image: encode.MapImage) -> None:
         """Write the flows' entries, one system call per map, after the batch's deletions (a freed SNAT
