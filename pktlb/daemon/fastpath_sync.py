@@ -68,6 +68,7 @@ class FastPathSync:
         self.seen: dict[bytes, tuple[int, int, int, int]] = {}  # counters already added, per kernel key
         self.pending: set[tuple[int, int, int, int, int]] = set()
         self.deferred: dict[tuple[int, int, int, int, int], None] = {}  # half-open flows a backlog held back (oldest first)
+        self.behind = False  # a flush since the last read-back had frames waiting
         # services (proto, VIP, port) whose new flows the program schedules, or did under an earlier
         # snapshot: the only ones with kernel flows this worker did not push (``kernel_may_have``)
         self.scheduling: set[tuple[int, int, int]] = set()
@@ -116,18 +117,19 @@ class FastPathSync:
         ethertype, version_ihl, proto, src, dst, sport, dport = HEAD.unpack_from(frame)
         if ethertype != 0x0800 or version_ihl != 0x45 or proto not in (6, 17):
             return
-        snap, flows = self.dp.snapshot, self.dp.flows
+        snap = self.dp.snapshot
         hit = snap.nat_reverse.get((proto, src, sport))
         key = (proto, dst, hit[0].vip, dport, hit[0].port) if hit else (proto, src, dst, sport, dport)
-        if key in flows.entries:
+        if key in self.dp.flows.entries:
             if hit:  # a reply Python handles: push its flow again (the reply's next hop may be resolved now)
                 self.pending.add(key)
             return
         if not hit and dst not in snap.vips:
             return
         raw_key = encode.flow_key(key)
-        if not hit and not self.kernel_may_have(key, raw_key):  # a full-NAT SYN, say: nothing to look up
-            return
+        if not hit and raw_key not in self.seen and (proto, dst, dport) not in self.scheduling and (
+                self.workers == 1 or self.owns(key)):
+            return  # the kernel cannot have it (kernel_may_have, inlined): a full-NAT SYN, say
         try:
             raw = self.fp.lookup("pktlb_flows", raw_key)
             if raw is not None and not self.owns(key):  # another worker's flow: it imports it
@@ -165,7 +167,8 @@ class FastPathSync:
         have yet is not pushed but deferred: under a SYN flood Python's time goes to deciding new flows,
         not to publishing ones that mostly never complete.  Nothing changes for its frames but where they
         are forwarded (Python has the flow, the program punts what it does not know); the flow is pushed
-        once established, or by a later flush without backlog (DEFER_DRAIN at a time, the tick's too)."""
+        once established, or by a later flush without backlog (DEFER_DRAIN at a time; the read-back's
+        too, after a second without a full batch)."""
         if not backlog and self.deferred:
             entries = self.dp.flows.entries
             for key in list(islice(self.deferred, DEFER_DRAIN)):
@@ -173,6 +176,7 @@ class FastPathSync:
                 if key in entries:  # else it is gone from Python before the kernel ever had it
                     self.pending.add(key)
         elif backlog:
+            self.behind = True
             self._defer_half_open()
         if not self.pending:
             return
@@ -295,7 +299,8 @@ class FastPathSync:
             gone += [k for k, _ in kernel if k in self.seen and encode.decode_flow_key(k) not in flows.entries]
             for raw_key in gone:
                 self._drop_kernel(raw_key)
-            self.flush()
+            self.flush(backlog=self.behind)  # a second of full batches: no publishing of deferred flows yet
+            self.behind = False
         except (BpfError, ValueError) as exc:
             self._error("read back", exc)
             flows.expire(now)
