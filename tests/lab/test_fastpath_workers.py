@@ -71,10 +71,11 @@ fin_timeout = 120.0
     return str(path)
 
 
-def ports_for_each_worker(lab, port: int, count: int, first: int = 46000) -> list[int]:
+def ports_for_each_worker(lab, port: int, count: int, first: int = 24000) -> list[int]:
     """``count`` client source ports toward VIP:port that the fanout hash gives to worker 0, 1, 0, 1, ...
     (what ``pktlb run --workers 2`` steers a new flow's first frame by): each worker decides some of the
-    flows, its own SNAT slice, whatever ports the kernel would have picked (all on one worker: 1 in 512)."""
+    flows, its own SNAT slice, whatever ports the kernel would have picked (all on one worker: 1 in 512).
+    Below the ephemeral range, so no earlier connection's TIME_WAIT holds one of them."""
     client, vip = ip_to_int(lab.plan.node("client").address), ip_to_int(lab.vip)
     ports: list[int] = []
     sport = first

@@ -61,7 +61,11 @@ def mode_requirements(data: dict[str, Any], mode: str, engine: str, decap_kind: 
 
 def engine_stats(socket_path: str) -> dict[str, dict[str, int]]:
     """Per backend name: the engine's counters (summed over services)."""
-    stats = request(socket_path, {"cmd": "stats"})
+    return backend_counters(request(socket_path, {"cmd": "stats"}))
+
+
+def backend_counters(stats: dict[str, Any]) -> dict[str, dict[str, int]]:
+    """Per backend name: the counters of one `stats` answer (summed over services)."""
     out: dict[str, dict[str, int]] = {}
     for service in stats["services"]:
         for backend in service["backends"]:

@@ -46,6 +46,7 @@ from pktlb.reports.compare.connections import (
 )
 from pktlb.reports.compare.lab_facts import (
     TRAFFIC,
+    backend_counters,
     cpu_seconds,
     cpu_us_per_request,
     delta,
@@ -64,6 +65,12 @@ CAPTURE_GRACE = 0.3  # seconds after the request for its last ACKs to reach ever
 # still for SETTLED seconds (polled every SETTLE_POLL), at most SETTLE_TIMEOUT.
 SETTLED, SETTLE_POLL, SETTLE_TIMEOUT = 1.3, 0.1, 6.0
 CAPTURE_FILTER = "tcp port {port} or ip proto 4"
+
+
+def _read_backs(stats: dict[str, Any]) -> int | None:
+    """The engine's count of fast-path read-back ticks (None from an engine that does not report it)."""
+    value = (stats.get("fastpath") or {}).get("read_backs")
+    return int(value) if value is not None else None
 
 
 class ModeRun:
@@ -151,12 +158,21 @@ class ModeRun:
             return None
         if self.fastpath == "off":
             return engine_stats(self.socket)
-        # With the fast path the engine adds what the kernel forwarded once per read-back tick: wait until
-        # the counters have held still for longer than a tick, so the figures cover exactly the run.
-        last, since, deadline = engine_stats(self.socket), time.monotonic(), time.monotonic() + SETTLE_TIMEOUT
-        while time.monotonic() - since < SETTLED and time.monotonic() < deadline:
+        # With the fast path the engine adds what the kernel forwarded once per read-back tick: the figures
+        # cover exactly the run once a read-back that began after it is done (``read_backs`` grew: the tick
+        # and the control socket share the engine's one loop; a tick late under load once fooled a wait on
+        # stillness alone) and the counters have held still for longer than a tick (a big flow map is read
+        # a slice per tick).
+        answer = request(self.socket, {"cmd": "stats"})
+        ticks = _read_backs(answer)
+        last, since, deadline = backend_counters(answer), time.monotonic(), time.monotonic() + SETTLE_TIMEOUT
+        while time.monotonic() < deadline:
+            ticked = ticks is None or (_read_backs(answer) or 0) > ticks
+            if ticked and time.monotonic() - since >= SETTLED:
+                break
             time.sleep(SETTLE_POLL)
-            now = engine_stats(self.socket)
+            answer = request(self.socket, {"cmd": "stats"})
+            now = backend_counters(answer)
             if now != last:
                 last, since = now, time.monotonic()
         return last

@@ -210,7 +210,8 @@ def _method_lines(report: dict[str, Any]) -> list[str]:
             "fullnat, a netdev ingress MAC rewrite in dsr). "
             "in = client-to-backend direction, out = replies that came back through the LB. "
             "pktlb-HOOK: the engine with its kernel fast path; its counters include what the kernel forwarded "
-            "(read once they held still past a read-back tick), while a capture on the LB sees only the frames "
+            "(read after a read-back tick that began after the run, once they held still past a tick), while a "
+            "capture on the LB sees only the frames "
             "XDP passes up.",
             "LB CPU per request: the engine process's utime+stime over the load run; n/a for the kernel, "
             "whose forwarding runs in softirq context on whatever CPU the packet arrives (and so for what the "
