@@ -85,7 +85,7 @@ class Reporter:
                     "active_flows": load.active_flows if load else 0, **counters,
                     **self.rates.get(key, {"pps_in": 0.0, "bps_in": 0.0, "pps_out": 0.0, "bps_out": 0.0}),
                     "rtt_ms": round(load.rtt * 1000, 3) if load and load.rtt is not None else None,
-                    "health": _health_row(h),
+                    "health": health_row(h),
                 })
             slots = self._slot_counts(snap.generation, row_svc.name, row_svc.scheduler)
             services.append({
@@ -188,12 +188,17 @@ def _port_totals(counters: list[Any]) -> Any:
     return total
 
 
-def _health_row(h: dict[str, Any] | None) -> dict[str, Any] | None:
+def health_row(h: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A backend's health in `pktlb stats --json`.  ``since_monotonic`` is the engine's time.monotonic()
+    when the state last changed, unrounded: CLOCK_MONOTONIC, the same clock for every process on the host
+    (network namespaces do not change it), so a test can time a detection from its own cut to the engine's
+    decision without its polling delay."""
     if h is None:
         return None
     checks = h.get("checks", [])
     since = h.get("since")
     return {"state": h.get("state"), "since_s": round(time.monotonic() - since, 1) if since is not None else None,
+            "since_monotonic": since,
             "reason": h.get("reason"),
             "last_rtt_ms": round(h["last_rtt"] * 1000, 3) if h.get("last_rtt") is not None else None,
             "checks": [{"type": c["check"], "status": c["status"], "verdict": c["verdict"], "detail": c["detail"]}

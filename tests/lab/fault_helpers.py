@@ -351,5 +351,25 @@ def await_backend_state(lab: Any, ask: Any, backend: str, state: str, timeout: f
     raise AssertionError(f"{backend} not {state} after {timeout} s")
 
 
+def await_backend_decision(lab: Any, ask: Any, backend: str, state: str, timeout: float,
+                           every: float = 0.02, service: str = "web") -> tuple[float, float]:
+    """Poll (every ``every`` s, bounded) until the engine says ``backend`` is ``state`` (its health made it
+    so): (the test's time.monotonic() when it saw that, the engine's time.monotonic() when its health
+    check decided it, ``health.since_monotonic``).  Both are CLOCK_MONOTONIC, one clock for every process
+    and namespace, so a time from a cut to the decision leaves out the polling and the control socket."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        stats = ask(lab, {"cmd": "stats"})
+        row = next(be for be in next(s for s in stats["services"] if s["name"] == service)["backends"]
+                   if be["name"] == backend)
+        if row["state"] == state:
+            seen, health = time.monotonic(), row["health"] or {}
+            assert health.get("state") == state and health.get("since_monotonic") is not None, \
+                f"{backend} is {state}, but not by its health checks: {health}"
+            return seen, health["since_monotonic"]
+        time.sleep(every)
+    raise AssertionError(f"{backend} not {state} after {timeout} s")
+
+
 if __name__ == "__main__":
     sys.exit(main())
