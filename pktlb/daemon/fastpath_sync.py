@@ -68,6 +68,7 @@ class FastPathSync:
         self.seen: dict[bytes, tuple[int, int, int, int]] = {}  # counters already added, per kernel key
         self.pending: set[tuple[int, int, int, int, int]] = set()
         self.deferred: dict[tuple[int, int, int, int, int], None] = {}  # half-open flows a backlog held back (oldest first)
+        self.behind = False  # a flush since the last read-back had frames waiting
         # services (proto, VIP, port) whose new flows the program schedules, or did under an earlier
         # snapshot: the only ones with kernel flows this worker did not push (``kernel_may_have``)
         self.scheduling: set[tuple[int, int, int]] = set()
@@ -116,18 +117,19 @@ class FastPathSync:
         ethertype, version_ihl, proto, src, dst, sport, dport = HEAD.unpack_from(frame)
         if ethertype != 0x0800 or version_ihl != 0x45 or proto not in (6, 17):
             return
-        snap, flows = self.dp.snapshot, self.dp.flows
+        snap = self.dp.snapshot
         hit = snap.nat_reverse.get((proto, src, sport))
         key = (proto, dst, hit[0].vip, dport, hit[0].port) if hit else (proto, src, dst, sport, dport)
-        if key in flows.entries:
+        if key in self.dp.flows.entries:
             if hit:  # a reply Python handles: push its flow again (the reply's next hop may be resolved now)
                 self.pending.add(key)
             return
         if not hit and dst not in snap.vips:
             return
         raw_key = encode.flow_key(key)
-        if not hit and not self.kernel_may_have(key, raw_key):  # a full-NAT SYN, say: nothing to look up
-            return
+        if not hit and raw_key not in self.seen and (proto, dst, dport) not in self.scheduling and (
+                self.workers == 1 or self.owns(key)):
+            return  # the kernel cannot have it (kernel_may_have, inlined): a full-NAT SYN, say
         try:
             raw = self.fp.lookup("pktlb_flows", raw_key)
             if raw is not None and not self.owns(key):  # another worker's flow: it imports it
@@ -165,13 +167,17 @@ class FastPathSync:
         have yet is not pushed but deferred: under a SYN flood Python's time goes to deciding new flows,
         not to publishing ones that mostly never complete.  Nothing changes for its frames but where they
         are forwarded (Python has the flow, the program punts what it does not know); the flow is pushed
-        once established, or by a later flush without backlog (DEFER_DRAIN at a time, the tick's too)."""
+        once established, or by a later flush without backlog (DEFER_DRAIN at a time; the read-back's
+        too, after a second without a full batch)."""
         if not backlog and self.deferred:
             entries = self.dp.flows.entries
             for key in list(islice(self.deferred, DEFER_DRAIN)):
                 del self.deferred[key]
                 if key in entries:  # else it is gone from Python before the kernel ever had it
                     self.pending.add(key)
+        elif backlog:
+            self.behind = True
+            self._defer_half_open()
         if not self.pending:
             return
         flows, snap = self.dp.flows, self.dp.snapshot
@@ -182,11 +188,8 @@ class FastPathSync:
             for key in self.pending:
                 entry = flows.entries.get(key)
                 raw_key = encode.flow_key(key)
-                if backlog and entry is not None and entry.state == "syn" and not self.kernel_may_have(key, raw_key):
-                    if len(deferred) < DEFER_MAX:  # else it stays Python's until its next frame notes it again
-                        deferred[key] = None
-                    continue
-                deferred.pop(key, None)
+                if deferred:
+                    deferred.pop(key, None)
                 if entry is None:
                     if self.workers == 1 or raw_key in self.seen:  # never another worker's flow
                         self._drop_kernel(raw_key)
@@ -208,6 +211,18 @@ class FastPathSync:
         except (BpfError, ValueError) as exc:
             self._error("flow push", exc)
         self.pending.clear()
+
+    def _defer_half_open(self) -> None:
+        """Move the pending half-open flows the kernel cannot hold (``kernel_may_have``, inlined: this runs
+        for every new flow of a flood) to ``deferred``."""
+        entries, seen, scheduling, deferred = self.dp.flows.entries, self.seen, self.scheduling, self.deferred
+        flow_key, single = encode.flow_key, self.workers == 1
+        for key in [k for k in self.pending if (e := entries.get(k)) is not None and e.state == "syn"]:
+            if (key[0], key[2], key[4]) in scheduling or not (single or self.owns(key)) or flow_key(key) in seen:
+                continue
+            self.pending.discard(key)
+            if len(deferred) < DEFER_MAX:  # else it stays Python's until its next frame notes it again
+                deferred[key] = None
 
     def _push(self, image: encode.MapImage) -> None:
         """Write the flows' entries, one system call per map, after the batch's deletions (a freed SNAT
@@ -284,7 +299,8 @@ class FastPathSync:
             gone += [k for k, _ in kernel if k in self.seen and encode.decode_flow_key(k) not in flows.entries]
             for raw_key in gone:
                 self._drop_kernel(raw_key)
-            self.flush()
+            self.flush(backlog=self.behind)  # a second of full batches: no publishing of deferred flows yet
+            self.behind = False
         except (BpfError, ValueError) as exc:
             self._error("read back", exc)
             flows.expire(now)

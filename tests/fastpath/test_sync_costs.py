@@ -199,12 +199,21 @@ def test_deferred_flows_are_pushed_by_a_flush_without_backlog(monkeypatch):
             sync.note(dp.handle(bytearray(syn(sport)), time.monotonic())[1])
         sync.flush(backlog=True)
         assert len(sync.deferred) == 8 and not hybrid.fp.entries("pktlb_flows")
+        sync.tick(time.monotonic())  # the engine was behind since the last read-back: still nothing published
+        assert len(sync.deferred) == 8 and not hybrid.fp.entries("pktlb_flows")
         assert python_handles(hybrid, client_frame(tcp(sport=46401, flags="A"), payload=b"x"), backlog=True)
         assert len(sync.deferred) == 7 and len(hybrid.fp.entries("pktlb_flows")) == 1  # established: pushed
         sync.flush()
         assert len(sync.deferred) == 2 and len(hybrid.fp.entries("pktlb_flows")) == 6  # DEFER_DRAIN at a time
         sync.flush()
         assert not sync.deferred and len(hybrid.fp.entries("pktlb_flows")) == 8
+        for sport in range(46410, 46412):
+            sync.note(dp.handle(bytearray(syn(sport)), time.monotonic())[1])
+        sync.flush(backlog=True)
+        sync.tick(time.monotonic())
+        assert len(sync.deferred) == 2
+        sync.tick(time.monotonic())  # a read-back interval without a full batch: it publishes them
+        assert not sync.deferred and len(hybrid.fp.entries("pktlb_flows")) == 10
         assert hybrid.handle(bytes(client_frame(tcp(sport=46405, flags="A"), payload=b"x")))[0] == "kernel"
     finally:
         hybrid.close()
