@@ -9,19 +9,11 @@ import time
 
 import pytest
 
-from pktlb.adapters.fastpath import availability
 from pktlb.core.packet.addr import ip_to_int
 from pktlb.lab.addressing import lab_macs
 from tests.frames import BACKENDS, client_frame, datapath, tcp, udp
 
-pytestmark = pytest.mark.bpf
-
-
-@pytest.fixture(autouse=True)
-def _needs_fastpath():
-    why = availability()
-    if why:
-        pytest.skip(f"fast path unavailable: {why}")
+pytestmark = [pytest.mark.bpf, pytest.mark.usefixtures("needs_fastpath")]
 
 
 def client_frames(flows: int = 6, data: int = 8) -> list[bytes]:

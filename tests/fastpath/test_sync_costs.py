@@ -10,21 +10,14 @@ import time
 import pytest
 
 from pktlb.adapters import libbpf
-from pktlb.adapters.fastpath import FastPath, availability
+from pktlb.adapters.fastpath import FastPath
 from pktlb.core.config import parse_config
 from pktlb.core.fastpath import layout as L
 from pktlb.core.snapshot import build_snapshot
 from pktlb.lab.addressing import lab_macs
 from tests.frames import client_frame, config_text, datapath, tcp
 
-pytestmark = pytest.mark.bpf
-
-
-@pytest.fixture(autouse=True)
-def _needs_fastpath():
-    why = availability()
-    if why:
-        pytest.skip(f"fast path unavailable: {why}")
+pytestmark = [pytest.mark.bpf, pytest.mark.usefixtures("needs_fastpath")]
 
 
 def count_lookups(fp: FastPath, monkeypatch) -> list[str]:

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from pktlb.adapters import libbpf
-from pktlb.adapters.fastpath import FastPath, availability
+from pktlb.adapters.fastpath import FastPath
 from pktlb.core.datapath import DataPath
 from pktlb.core.fastpath import layout as L
 from pktlb.core.fastpath.encode import Interfaces
@@ -24,16 +24,10 @@ from pktlb.core.snapshot import build_snapshot
 from pktlb.lab.addressing import lab_macs
 from tests.frames import client_frame, config_text, datapath, tcp
 
-pytestmark = pytest.mark.bpf
+pytestmark = [pytest.mark.bpf, pytest.mark.usefixtures("needs_fastpath")]
 LOOPBACK = 1  # the test run's ingress interface
 OTHER = 99  # any other ifindex: the program only names it
 
-
-@pytest.fixture(autouse=True)
-def _needs_fastpath():
-    why = availability()
-    if why:
-        pytest.skip(f"fast path unavailable: {why}")
 
 
 def flow_frames(sport: int) -> list[bytes]:
