@@ -34,6 +34,9 @@ from pktlb.core.fastpath import encode
 from pktlb.core.fastpath import layout as L
 from pktlb.core.fastpath.encode import UNRESOLVED_L2, Interfaces
 from pktlb.core.flowtable import FlowEntry
+from pktlb.core.packet.ethernet import ETH_P_IP
+from pktlb.core.packet.frame import FLOW_FIELDS, flow_fields
+from pktlb.core.packet.ipv4 import PROTO_TCP, PROTO_UDP
 from pktlb.core.snapshot import Snapshot
 
 log = logging.getLogger("pktlb.fastpath")
@@ -43,9 +46,8 @@ IMPORT_BUDGET = 4096  # flows the program scheduled taken into Python's table pe
 DEFER_MAX = 65536  # half-open flows held back under backlog (flush); more stay Python's
 DEFER_DRAIN = 256  # deferred flows pushed per flush without backlog (about 5 ms of work)
 EXPIRY_BUDGET = 4096  # Python's oldest entries checked against the kernel before they may expire
-HEAD = struct.Struct("!12xHB8xB2xIIHH")  # ethertype, version/IHL, protocol, addresses, ports (no IP options)
-REPLY_L2 = slice(24, 36)
-COUNTS, COUNTS_AT = struct.Struct("<4Q"), L.FLOW.size - 40  # a flow value's packets and bytes in and out  # a flow value's reply_l2 (then its reply_ifindex), per layout.FLOW
+REPLY_L2 = slice(24, 36)  # a flow value's reply_l2 (then its reply_ifindex), per layout.FLOW
+COUNTS, COUNTS_AT = struct.Struct("<4Q"), L.FLOW.size - 40  # a flow value's packets and bytes in and out
 
 
 ReplyTo = Callable[[int], tuple[bytes, int]]  # client address -> (Ethernet addresses, ifindex) of replies to it
@@ -112,10 +114,10 @@ class FastPathSync:
         """Before Python handles a punted frame: if its flow was scheduled by the program and Python
         does not know it yet (a SYN-ACK, a FIN), take the kernel's entry first, so the frame is
         counted and tracked on the same flow as without the fast path."""
-        if len(frame) < 38:
+        if len(frame) < FLOW_FIELDS.size:
             return
-        ethertype, version_ihl, proto, src, dst, sport, dport = HEAD.unpack_from(frame)
-        if ethertype != 0x0800 or version_ihl != 0x45 or proto not in (6, 17):
+        ethertype, version_ihl, proto, src, dst, sport, dport = flow_fields(frame)
+        if ethertype != ETH_P_IP or version_ihl != 0x45 or proto not in (PROTO_TCP, PROTO_UDP):
             return
         snap = self.dp.snapshot
         hit = snap.nat_reverse.get((proto, src, sport))

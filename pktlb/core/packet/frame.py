@@ -52,6 +52,13 @@ HEADER_FIELDS = struct.Struct("!12x H BxH 2xH x B 2x I I")
 assert HEADER_FIELDS.size == MIN_IPV4_FRAME
 header_fields = HEADER_FIELDS.unpack_from  # (frame) -> (ethertype, vihl, total, frag, proto, src, dst)
 
+# A flow's fields from a frame whose IPv4 header has no options (version/IHL 0x45, so the ports follow
+# at 34): EtherType, version/IHL, protocol, addresses, ports.  The fast path's sync reads punted frames
+# with it (the kernel program punts every frame with options before this is asked).
+FLOW_FIELDS = struct.Struct("!12x H B8x B2x I I H H")
+assert FLOW_FIELDS.size == MIN_IPV4_FRAME + 4
+flow_fields = FLOW_FIELDS.unpack_from  # (frame) -> (ethertype, vihl, proto, src, dst, sport, dport)
+
 ETHERTYPE_IPV4 = ETH_P_IP.to_bytes(2, "big")  # b"\x08\x00", as the frame carries it
 ETH_P_VLAN = ETH_P_8021Q
 
